@@ -1,0 +1,105 @@
+/*
+ * Context switching: the one place that calls jump_fcontext, with the
+ * sanitizer annotations that let ASan and TSan follow a task from one
+ * stack to another.
+ *
+ * Every switch passes the address of the context being left as the
+ * transfer's data pointer. Whoever resumes stores the suspended fcontext
+ * there (rf__land), so a task can hand the CPU straight to the next ready
+ * task without a detour through the scheduler's context: one jump per
+ * switch instead of two, which is what keeps rf_yield close to a raw
+ * jump_fcontext.
+ */
+#include "internal.h"
+
+#if defined(RF_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(RF_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+void rf__ctx_init_sched(rf_ctx *c)
+{
+    c->fctx = NULL;
+    c->stack_lo = NULL; /* learnt from ASan at the first switch */
+    c->stack_size = 0;
+#if defined(RF_ASAN)
+    c->asan_fake = NULL;
+#endif
+#if defined(RF_TSAN)
+    c->tsan_fiber = __tsan_get_current_fiber();
+#endif
+}
+
+void rf__ctx_init_task(rf_ctx *c)
+{
+#if defined(RF_ASAN)
+    c->asan_fake = NULL;
+    /* A recycled stack may still carry the poisoning of frames that lived
+     * on it before. */
+    __asan_unpoison_memory_region(c->stack_lo, c->stack_size);
+#endif
+#if defined(RF_TSAN)
+    c->tsan_fiber = __tsan_create_fiber(0);
+#endif
+    c->fctx = make_fcontext((char *)c->stack_lo + c->stack_size, c->stack_size,
+                            rf__task_entry);
+}
+
+void rf__ctx_fini_task(rf_ctx *c)
+{
+#if defined(RF_TSAN)
+    __tsan_destroy_fiber(c->tsan_fiber);
+    c->tsan_fiber = NULL;
+#else
+    (void)c;
+#endif
+}
+
+/*
+ * Called first thing wherever a context resumes: after the jump in
+ * rf__switch and at a new task's entry. Records where the previous
+ * context stopped, and releases the stack of a task that has just
+ * finished (it could not release its own stack while running on it).
+ */
+void rf__land(rf_loop *l, transfer_t tr)
+{
+    rf_ctx *prev = tr.data;
+    prev->fctx = tr.fctx;
+#if defined(RF_ASAN)
+    {
+        rf_ctx *self = l->current ? &l->current->ctx : &l->sched;
+        const void *bottom;
+        size_t size;
+        __sanitizer_finish_switch_fiber(self->asan_fake, &bottom, &size);
+        if (prev->stack_lo == NULL) {
+            prev->stack_lo = (void *)bottom;
+            prev->stack_size = size;
+        }
+    }
+#endif
+    if (l->dead) {
+        rf_task *d = l->dead;
+        l->dead = NULL;
+        rf__ctx_fini_task(&d->ctx);
+        rf__stack_put(&l->stacks, d);
+        rf__task_unref(l, d); /* the running task's own reference */
+    }
+}
+
+void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to, bool from_dies)
+{
+#if defined(RF_ASAN)
+    __sanitizer_start_switch_fiber(from_dies ? NULL : &from->asan_fake,
+                                   to->stack_lo, to->stack_size);
+#else
+    (void)from_dies;
+#endif
+#if defined(RF_TSAN)
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+    transfer_t tr = jump_fcontext(to->fctx, from);
+    rf__land(l, tr);
+}

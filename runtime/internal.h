@@ -1,0 +1,208 @@
+/*
+ * The structures behind the opaque types, shared by the runtime files only.
+ */
+#ifndef RF_INTERNAL_H
+#define RF_INTERNAL_H
+
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "ringfiber.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RF_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define RF_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(RF_ASAN)
+#define RF_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(RF_TSAN)
+#define RF_TSAN 1
+#endif
+#endif
+
+#define rf_likely(x) __builtin_expect(!!(x), 1)
+#define rf_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- fcontext (Boost.Context's assembly entry points) ---- */
+typedef void *fcontext_t;
+typedef struct {
+    fcontext_t fctx;
+    void *data;
+} transfer_t;
+transfer_t jump_fcontext(fcontext_t const to, void *vp);
+fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+
+/* One execution context: a task's, or the loop's own (the thread stack). */
+typedef struct rf_ctx {
+    fcontext_t fctx;
+    void *stack_lo;    /* lowest usable address (NULL: unknown, thread stack) */
+    size_t stack_size; /* usable bytes above stack_lo */
+#if defined(RF_ASAN)
+    void *asan_fake;
+#endif
+#if defined(RF_TSAN)
+    void *tsan_fiber;
+#endif
+} rf_ctx;
+
+/* ---- stacks ---- */
+typedef struct rf_stack_slab {
+    struct rf_stack_slab *next;
+    void *base;
+    size_t len;
+} rf_stack_slab;
+
+typedef struct rf_stacks {
+    size_t page;
+    size_t size;      /* usable size of a pooled (default) stack */
+    size_t slot;      /* guard + size */
+    unsigned per_slab;
+    void *free;       /* LIFO of free pooled stacks; link at the stack top */
+    rf_stack_slab *slabs;
+    uint64_t mapped;  /* stacks handed out or pooled */
+    uint64_t canary_key;
+    int guard_mode;   /* RF_GUARD_* */
+} rf_stacks;
+
+/* ---- tasks ---- */
+enum rf_task_state {
+    RF_READY,   /* in the run queue */
+    RF_RUNNING, /* on the CPU */
+    RF_WAITING, /* suspended until rf__wake */
+    RF_DONE     /* fn returned; stack released */
+};
+
+/* Someone interested in a task's end: a joiner, an as_completed set. */
+typedef struct rf_waiter {
+    rf_list node;
+    void (*fire)(struct rf_waiter *w, rf_task *done);
+    rf_task *task; /* the waiting task */
+} rf_waiter;
+
+struct rf_task {
+    rf_ctx ctx;
+    rf_loop *loop;
+    rf_list node;    /* run queue, or free list */
+    rf_list alive;   /* loop->alive while not DONE */
+    rf_list joiners; /* rf_waiter */
+    rf_fn fn;
+    void *arg;
+    void *result;
+    uint64_t id;
+    uint32_t refs;
+    uint8_t state;
+    bool cancelled;        /* rf_cancel was called */
+    bool wait_cancellable; /* the current wait ends on rf_cancel */
+    bool cancel_woken;     /* ... and it did */
+    bool pooled_stack;     /* stack from the loop's pool */
+    bool canary;           /* stack has a canary to check */
+    int status;            /* 0 or -ECANCELED once DONE */
+    char name[RF_TASK_NAME_MAX];
+};
+
+/* An operation in the ring; lives on the waiting task's stack. */
+typedef struct rf_op {
+    rf_task *task; /* woken by the CQE; NULL: nobody waits right now */
+    int32_t res;
+    uint32_t cflags;
+    bool done;
+} rf_op;
+
+/* user_data tags: ops are 8-byte aligned, the low bits are free. */
+#define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
+
+typedef struct rf_task_chunk {
+    struct rf_task_chunk *next;
+} rf_task_chunk;
+
+struct rf_loop {
+    struct io_uring ring;
+    rf_ctx sched;          /* the loop's own context (the caller's stack) */
+    rf_task *current;      /* running task, NULL in the scheduler */
+    rf_task *dead;         /* finished task whose stack is still in use */
+    rf_list ready;
+    uint64_t ready_n;
+    uint64_t budget;       /* tasks still to run in this pass */
+    rf_list alive;
+    rf_list free_tasks;
+    rf_task_chunk *chunks;
+    rf_task *target;       /* run_until_complete's task */
+    pthread_t owner;
+    bool running;
+    bool stop;
+    bool draining;         /* rf_loop_free: cancel every task spawned */
+    bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
+    bool own_altstack;
+    void *altstack;
+    size_t altstack_size;
+    uint64_t next_id;
+    uint64_t inflight;
+    unsigned flags;        /* RF_LOOP_* */
+    rf_stacks stacks;
+    rf_stats stats;
+};
+
+/* ---- context.c ---- */
+void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to, bool from_dies);
+void rf__land(rf_loop *l, transfer_t tr);
+void rf__ctx_init_sched(rf_ctx *c);
+void rf__ctx_init_task(rf_ctx *c);
+void rf__ctx_fini_task(rf_ctx *c);
+
+/* ---- stack.c ---- */
+int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags);
+void rf__stacks_fini(rf_stacks *s);
+int rf__stack_get(rf_stacks *s, rf_task *t, size_t size);
+void rf__stack_put(rf_stacks *s, rf_task *t);
+void rf__stack_check(rf_stacks *s, rf_task *t);
+int rf__overflow_handler_install(rf_loop *l);
+void rf__overflow_handler_remove(rf_loop *l);
+
+/* ---- loop.c ---- */
+extern __thread rf_loop *rf__tls_loop;
+void rf__wake(rf_loop *l, rf_task *t);
+int rf__wait(rf_loop *l, rf_task *self, bool cancellable);
+void rf__switch_out(rf_loop *l);
+bool rf__on_owner_thread(const rf_loop *l);
+
+static inline rf_task *rf__self(void)
+{
+    rf_loop *l = rf__tls_loop;
+    return l ? l->current : NULL;
+}
+
+/* ---- ring.c ---- */
+int rf__ring_setup(rf_loop *l, const rf_loop_opts *o);
+struct io_uring_sqe *rf__sqe_get(rf_loop *l);
+int rf__ring_enter(rf_loop *l, unsigned wait_nr);
+unsigned rf__ring_reap(rf_loop *l);
+int rf__op_wait(rf_loop *l, rf_task *self, rf_op *op);
+void rf__op_cancel(rf_loop *l, rf_op *op);
+void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
+
+/* ---- task.c ---- */
+rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
+void rf__task_entry(transfer_t tr);
+void rf__task_unref(rf_loop *l, rf_task *t);
+void rf__cancel(rf_task *t);
+void rf__tasks_free_all(rf_loop *l);
+int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable);
+
+/* ---- time.c ---- */
+void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
+uint64_t rf__deadline_after(uint64_t ns);
+int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
+                  uint64_t ns);
+
+/* ---- error.c ---- */
+void rf__setup_error_report(int err, unsigned flags);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * Loop life (new / run / stop / free) and the scheduler.
+ *
+ * The scheduler pass of DESIGN.md §1, with one refinement: a task that
+ * suspends hands the CPU directly to the next ready task (one jump)
+ * instead of returning to the scheduler's context first (two jumps). The
+ * pass structure is kept by a budget: a pass runs the tasks that were
+ * ready when it began; when the budget is spent, the task that is leaving
+ * does the end-of-pass work itself (submit what the pass gathered, reap
+ * completions, without blocking) and the next pass begins. Control goes
+ * back to the scheduler's own context only when nothing is ready (it then
+ * blocks in one io_uring_submit_and_wait) or when the loop must return.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+__thread rf_loop *rf__tls_loop;
+
+bool rf__on_owner_thread(const rf_loop *l)
+{
+    return pthread_equal(l->owner, pthread_self());
+}
+
+void rf__wake(rf_loop *l, rf_task *t)
+{
+    /* One wait, one wake: a task already woken (by its CQE, a join or a
+     * cancellation) is not queued twice. */
+    if (t->state != RF_WAITING)
+        return;
+    t->state = RF_READY;
+    rf_list_push_back(&l->ready, &t->node);
+    l->ready_n++;
+}
+
+static rf_task *pop_ready(rf_loop *l)
+{
+    rf_list *n = rf_list_pop_front(&l->ready);
+    if (!n)
+        return NULL;
+    rf_task *t = rf_container_of(n, rf_task, node);
+    l->ready_n--;
+    l->budget--;
+    t->state = RF_RUNNING;
+    l->current = t;
+    return t;
+}
+
+static bool must_return(const rf_loop *l)
+{
+    return l->stop || (l->target && l->target->state == RF_DONE);
+}
+
+/* Where the CPU goes when the current task stops running. */
+static rf_ctx *next_ctx(rf_loop *l)
+{
+    if (l->budget == 0) {
+        if (must_return(l))
+            goto sched;
+        /* End of pass: hand the gathered SQEs to the kernel and pick up
+         * completions, without waiting (tasks are still ready). */
+        rf__ring_enter(l, 0);
+        rf__ring_reap(l);
+        l->budget = l->ready_n;
+        l->stats.passes++;
+    }
+    rf_task *t = pop_ready(l);
+    if (t)
+        return &t->ctx;
+sched:
+    l->current = NULL;
+    return &l->sched;
+}
+
+void rf__switch_out(rf_loop *l)
+{
+    rf_task *self = l->current;
+    if (self->canary)
+        rf__stack_check(&l->stacks, self);
+    bool dies = self->state == RF_DONE;
+    rf_ctx *to = next_ctx(l);
+    if (to == &self->ctx)
+        return; /* it yielded and was the only one ready */
+    l->stats.switches++;
+    rf__switch(l, &self->ctx, to, dies);
+}
+
+int rf__wait(rf_loop *l, rf_task *self, bool cancellable)
+{
+    /* Cancellation is sticky: a cancelled task does not start new
+     * cancellable waits. */
+    if (cancellable && self->cancelled)
+        return -ECANCELED;
+    self->state = RF_WAITING;
+    self->wait_cancellable = cancellable;
+    self->cancel_woken = false;
+    rf__switch_out(l);
+    self->wait_cancellable = false;
+    return self->cancel_woken ? -ECANCELED : 0;
+}
+
+int rf_yield(void)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    self->state = RF_READY;
+    rf_list_push_back(&l->ready, &self->node);
+    l->ready_n++;
+    rf__switch_out(l);
+    return self->cancelled ? -ECANCELED : 0;
+}
+
+/* The scheduler's own context: runs on the thread that called rf_run or
+ * rf_loop_run_*. */
+static int loop_run(rf_loop *l)
+{
+    int rc = 0;
+    rf__tls_loop = l;
+    l->running = true;
+    for (;;) {
+        if (l->target && l->target->state == RF_DONE)
+            break;
+        if (l->draining && rf_list_empty(&l->alive) && l->inflight == 0)
+            break;
+        if (l->ready_n) {
+            l->budget = l->ready_n;
+            l->stats.passes++;
+            rf_task *t = pop_ready(l);
+            l->stats.switches++;
+            rf__switch(l, &l->sched, &t->ctx, false);
+            if (l->stop)
+                break;
+            continue;
+        }
+        if (l->stop)
+            break;
+        if (l->inflight == 0) {
+            rc = -EDEADLK; /* every task waits and nothing can wake one */
+            break;
+        }
+        /* Nothing ready: submit what the last pass gathered and sleep
+         * until at least one completion, in one system call. */
+        rc = rf__ring_enter(l, 1);
+        if (rc < 0)
+            break;
+        rf__ring_reap(l);
+    }
+    l->running = false;
+    l->stop = false;
+    rf__tls_loop = NULL;
+    return rc;
+}
+
+static int check_loop(const rf_loop *l)
+{
+    if (!l)
+        return -EINVAL;
+    if (!rf__on_owner_thread(l))
+        return -EXDEV;
+    if (l->running || rf__tls_loop)
+        return -EBUSY;
+    return 0;
+}
+
+int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
+{
+    if (!loopp)
+        return -EINVAL;
+    *loopp = NULL;
+    size_t stack = opts && opts->default_stack_size ? opts->default_stack_size
+                                                    : RF_DEFAULT_STACK_SIZE;
+    if (stack < RF_MIN_STACK_SIZE)
+        return -EINVAL;
+    rf_loop *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->flags = opts ? opts->flags : 0;
+    l->owner = pthread_self();
+    rf_list_init(&l->ready);
+    rf_list_init(&l->alive);
+    rf_list_init(&l->free_tasks);
+    rf__ctx_init_sched(&l->sched);
+    rf__stacks_init(&l->stacks, stack, l->flags);
+    int rc = rf__ring_setup(l, opts);
+    if (rc) {
+        rf__setup_error_report(rc, l->flags);
+        free(l);
+        return rc;
+    }
+    rc = rf__overflow_handler_install(l);
+    if (rc) {
+        io_uring_queue_exit(&l->ring);
+        free(l);
+        return rc;
+    }
+    *loopp = l;
+    return 0;
+}
+
+int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
+                               void **result)
+{
+    int rc = check_loop(loop);
+    if (rc)
+        return rc;
+    if (!fn)
+        return -EINVAL;
+    rf_task *t = rf__spawn(loop, fn, arg, NULL);
+    if (!t)
+        return -errno;
+    loop->target = t;
+    rc = loop_run(loop);
+    loop->target = NULL;
+    if (t->state == RF_DONE) {
+        if (result)
+            *result = t->result;
+        rc = t->status;
+    } else if (rc == 0) {
+        rc = -EINTR; /* rf_loop_stop() before the task finished */
+    }
+    rf__task_unref(loop, t);
+    return rc;
+}
+
+int rf_loop_run_forever(rf_loop *loop)
+{
+    int rc = check_loop(loop);
+    return rc ? rc : loop_run(loop);
+}
+
+int rf_loop_stop(rf_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    loop->stop = true;
+    return 0;
+}
+
+int rf_loop_free(rf_loop *loop)
+{
+    if (!loop)
+        return 0;
+    int rc = check_loop(loop);
+    if (rc)
+        return rc;
+    /* asyncio.run's epilogue: cancel whatever is alive and let it unwind;
+     * then drain every operation still in flight, so that no completion
+     * can arrive for a record that is gone. */
+    loop->draining = true;
+    for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
+        rf__cancel(rf_container_of(n, rf_task, alive));
+    if (!rf_list_empty(&loop->alive) || loop->inflight)
+        rc = loop_run(loop);
+    if (rc)
+        fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
+                        "finish (%s); their stacks are released anyway\n",
+                (unsigned long long)loop->stats.tasks_alive, rf_strerror(rc));
+    while (!rf_list_empty(&loop->alive)) {
+        rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
+        rf_list_remove(&t->alive);
+        rf__stack_put(&loop->stacks, t);
+    }
+    io_uring_queue_exit(&loop->ring);
+    rf__stacks_fini(&loop->stacks);
+    rf__tasks_free_all(loop);
+    rf__overflow_handler_remove(loop);
+    free(loop);
+    return 0;
+}
+
+rf_loop *rf_loop_current(void) { return rf__tls_loop; }
+
+int rf_loop_stats(const rf_loop *loop, rf_stats *out)
+{
+    if (!loop || !out)
+        return -EINVAL;
+    *out = loop->stats;
+    out->ops_in_flight = loop->inflight;
+    out->stacks_mapped = loop->stacks.mapped;
+    out->guard_mode = (uint32_t)loop->stacks.guard_mode;
+    return 0;
+}
+
+int rf_run(rf_fn main, void *arg, void **result)
+{
+    if (!main)
+        return -EINVAL;
+    if (rf__tls_loop)
+        return -EBUSY;
+    rf_loop *l;
+    int rc = rf_loop_new(&l, NULL);
+    if (rc)
+        return rc;
+    rc = rf_loop_run_until_complete(l, main, arg, result);
+    rf_loop_free(l);
+    return rc;
+}

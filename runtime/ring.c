@@ -1,0 +1,208 @@
+/*
+ * The ring: setup with the best flags the kernel accepts, SQE acquisition,
+ * the one function that enters the kernel, CQE dispatch, and cancellation
+ * of an operation in flight.
+ *
+ * Accounting: every SQE taken with rf__sqe_get() expects exactly one final
+ * CQE (one without IORING_CQE_F_MORE); loop->inflight counts those not yet
+ * seen. A loop is not freed while it is non-zero, so no completion can
+ * arrive for an operation record that is gone.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * Tried in order; the first the kernel accepts wins. -EINVAL means "a flag
+ * this kernel does not know": go down one rung. Anything else (EPERM,
+ * ENOSYS, ENOMEM) is final and reported.
+ *  - DEFER_TASKRUN (6.1): completions are processed only when this thread
+ *    enters the kernel to wait, never by interrupting it; requires
+ *    SINGLE_ISSUER, which our one-loop-per-thread model gives for free.
+ *  - COOP_TASKRUN (5.19): no IPI to interrupt a running task.
+ *  - TASKRUN_FLAG: the kernel raises IORING_SQ_TASKRUN when completions
+ *    are waiting to be processed, so an end-of-pass check costs a load,
+ *    not a system call.
+ *  - SUBMIT_ALL: one bad SQE does not stop the rest of the batch.
+ */
+static const unsigned setup_ladder[] = {
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+        IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+        IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SUBMIT_ALL,
+    0,
+};
+
+int rf__ring_setup(rf_loop *l, const rf_loop_opts *o)
+{
+    unsigned sq = o && o->sq_entries ? o->sq_entries : 256;
+    unsigned cq = o && o->cq_entries ? o->cq_entries : 4 * sq;
+    if (cq < sq)
+        return -EINVAL;
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof(setup_ladder) / sizeof(setup_ladder[0]);
+         i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = setup_ladder[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = cq;
+        rc = io_uring_queue_init_params(sq, &l->ring, &p);
+        if (rc == 0) {
+            l->stats.ring_flags = p.flags;
+            l->taskrun_flag = p.flags & IORING_SETUP_TASKRUN_FLAG;
+            break;
+        }
+        if (rc != -EINVAL)
+            break;
+    }
+    if (rc)
+        return rc;
+    /* Saves an fd lookup per io_uring_enter (5.18+); optional. */
+    (void)io_uring_register_ring_fd(&l->ring);
+    return 0;
+}
+
+static bool events_waiting(const rf_loop *l)
+{
+    if (io_uring_cq_has_overflow(&l->ring))
+        return true;
+    return l->taskrun_flag &&
+           (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        l->inflight--;
+    if (ud & 7 || ud == 0)
+        return; /* a tagged request: only accounting */
+    rf_op *op = (rf_op *)(uintptr_t)ud;
+    op->res = cqe->res;
+    op->cflags = cqe->flags;
+    op->done = true;
+    if (op->task)
+        rf__wake(l, op->task);
+}
+
+unsigned rf__ring_reap(rf_loop *l)
+{
+    unsigned total = 0;
+    for (;;) {
+        unsigned head, n = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&l->ring, head, cqe)
+        {
+            dispatch(l, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&l->ring, n);
+        total += n;
+        if (!io_uring_cq_has_overflow(&l->ring))
+            break;
+        /* The CQ was full and the kernel parked completions aside
+         * (IORING_FEAT_NODROP); the ring has room now, have them moved in. */
+        l->stats.enters++;
+        if (io_uring_get_events(&l->ring) < 0 && n == 0)
+            break;
+    }
+    l->stats.cqes_reaped += total;
+    return total;
+}
+
+/*
+ * The only place that enters the kernel. wait_nr 0: submit and/or process
+ * pending completions if there is anything to do, without blocking.
+ * wait_nr 1: submit and block until a completion is available.
+ */
+int rf__ring_enter(rf_loop *l, unsigned wait_nr)
+{
+    for (unsigned tries = 0;; tries++) {
+        unsigned pending = io_uring_sq_ready(&l->ring);
+        bool events = wait_nr || events_waiting(l);
+        if (!pending && !events)
+            return 0;
+        int ret;
+        if (wait_nr)
+            ret = io_uring_submit_and_wait(&l->ring, wait_nr);
+        else if (!events)
+            ret = io_uring_submit(&l->ring);
+        else if (pending)
+            ret = io_uring_submit_and_get_events(&l->ring);
+        else
+            ret = io_uring_get_events(&l->ring);
+        l->stats.enters++;
+        if (ret >= 0) {
+            l->stats.sqes_submitted += (unsigned)ret;
+            return 0;
+        }
+        switch (ret) {
+        case -EINTR:
+            /* A signal arrived while waiting; nothing was lost. */
+            continue;
+        case -EBUSY:
+        case -EAGAIN:
+            /* The kernel wants CQ room (overflow backlog on older
+             * kernels) or memory before it takes more. Reaping makes room;
+             * completions reaped are what a waiter wanted anyway. */
+            if (rf__ring_reap(l) > 0 && wait_nr)
+                return 0;
+            if (tries < 16)
+                continue;
+            return ret;
+        default:
+            return ret;
+        }
+    }
+}
+
+struct io_uring_sqe *rf__sqe_get(rf_loop *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    for (unsigned tries = 0; rf_unlikely(!sqe); tries++) {
+        /* SQ full: hand this pass's SQEs to the kernel early, without
+         * waiting, and carry on gathering. */
+        if (tries == 4 || rf__ring_enter(l, 0) < 0)
+            return NULL;
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    l->inflight++;
+    return sqe;
+}
+
+void rf__op_cancel(rf_loop *l, rf_op *op)
+{
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        return; /* the operation still completes on its own */
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+}
+
+/* Wait, whatever happens, until op's final CQE has been seen. */
+void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op)
+{
+    op->task = self;
+    while (!op->done)
+        rf__wait(l, self, false);
+    op->task = NULL;
+}
+
+/*
+ * Suspend until op completes. If the task is cancelled meanwhile, ask the
+ * kernel to cancel op and keep waiting for op's own CQE: the task resumes
+ * only when the kernel is done with op (and with any buffer it uses).
+ */
+int rf__op_wait(rf_loop *l, rf_task *self, rf_op *op)
+{
+    op->task = self;
+    while (!op->done) {
+        if (rf__wait(l, self, true) == -ECANCELED && !op->done) {
+            rf__op_cancel(l, op);
+            rf__op_settle(l, self, op);
+        }
+    }
+    op->task = NULL;
+    return op->res;
+}

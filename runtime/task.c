@@ -1,0 +1,466 @@
+/*
+ * Tasks: spawn, the end of a task, join, gather, wait_for, as_completed,
+ * cancel, names and references.
+ *
+ * Everything that waits for a task's end is an rf_waiter on the task's
+ * joiners list; when the task returns, each waiter's fire() runs once (a
+ * plain join wakes its task, an as_completed set queues the task and wakes
+ * the iterating task). Waiters live on the waiting task's stack or in the
+ * iterator, and always unlink themselves before their owner returns.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Waiters on a task's stack are linked into another task's list and are
+ * always unlinked before their function returns; GCC's dangling-pointer
+ * analysis cannot follow the unlink through the wait loop. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
+
+#define RF_TASKS_PER_CHUNK 64
+#define RF_MAX_STACK_SIZE (1024ul * 1024 * 1024)
+
+/* ---- records ---- */
+
+static rf_task *record_get(rf_loop *l)
+{
+    rf_list *n = rf_list_pop_front(&l->free_tasks);
+    if (n)
+        return rf_container_of(n, rf_task, node);
+    rf_task_chunk *c =
+        malloc(sizeof(rf_task) * (RF_TASKS_PER_CHUNK + 1));
+    if (!c)
+        return NULL;
+    /* The chunk header takes the first slot, keeping records aligned. */
+    c->next = l->chunks;
+    l->chunks = c;
+    rf_task *t = (rf_task *)c + 1;
+    for (int i = 1; i < RF_TASKS_PER_CHUNK; i++)
+        rf_list_push_back(&l->free_tasks, &t[i].node);
+    return t;
+}
+
+void rf__task_unref(rf_loop *l, rf_task *t)
+{
+    if (--t->refs == 0 && t->state == RF_DONE)
+        rf_list_push_back(&l->free_tasks, &t->node);
+}
+
+void rf__tasks_free_all(rf_loop *l)
+{
+    rf_task_chunk *c = l->chunks;
+    while (c) {
+        rf_task_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    l->chunks = NULL;
+    rf_list_init(&l->free_tasks);
+}
+
+/* ---- spawn and the end of a task ---- */
+
+rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
+{
+    size_t ss = o ? o->stack_size : 0;
+    if (!fn || (ss && (ss < RF_MIN_STACK_SIZE || ss > RF_MAX_STACK_SIZE))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rf_task *t = record_get(l);
+    if (!t) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    int rc = rf__stack_get(&l->stacks, t, ss);
+    if (rc) {
+        rf_list_push_back(&l->free_tasks, &t->node);
+        errno = -rc;
+        return NULL;
+    }
+    t->loop = l;
+    t->fn = fn;
+    t->arg = arg;
+    t->result = NULL;
+    t->id = ++l->next_id;
+    t->refs = 2; /* the caller's handle, and the running task's own */
+    t->state = RF_READY;
+    t->cancelled = l->draining;
+    t->wait_cancellable = false;
+    t->cancel_woken = false;
+    t->status = 0;
+    t->name[0] = '\0';
+    if (o && o->name) {
+        size_t n = strnlen(o->name, RF_TASK_NAME_MAX - 1);
+        memcpy(t->name, o->name, n);
+        t->name[n] = '\0';
+    }
+    rf_list_init(&t->joiners);
+    rf__ctx_init_task(&t->ctx);
+    rf_list_push_back(&l->alive, &t->alive);
+    rf_list_push_back(&l->ready, &t->node);
+    l->ready_n++;
+    l->stats.tasks_spawned++;
+    l->stats.tasks_alive++;
+    return t;
+}
+
+static void task_finish(rf_loop *l, rf_task *t)
+{
+    t->state = RF_DONE;
+    t->status = t->cancelled ? -ECANCELED : 0;
+    rf_list_remove(&t->alive);
+    l->stats.tasks_alive--;
+    rf_list *n;
+    while ((n = rf_list_pop_front(&t->joiners)) != NULL) {
+        rf_waiter *w = rf_container_of(n, rf_waiter, node);
+        w->fire(w, t);
+    }
+    /* Its stack is released by whoever runs next (rf__land). */
+    l->dead = t;
+}
+
+void rf__task_entry(transfer_t tr)
+{
+    rf_loop *l = rf__tls_loop;
+    rf__land(l, tr);
+    rf_task *t = l->current;
+    t->result = t->fn(t->arg);
+    task_finish(l, t);
+    rf__switch_out(l);
+    abort(); /* a finished task is never resumed */
+}
+
+rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts)
+{
+    rf_loop *l = rf__tls_loop;
+    if (!l) {
+        errno = EPERM;
+        return NULL;
+    }
+    return rf__spawn(l, fn, arg, opts);
+}
+
+rf_task *rf_spawn(rf_fn fn, void *arg) { return rf_spawn_opts(fn, arg, NULL); }
+
+rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
+                       const rf_spawn_options *opts)
+{
+    if (!loop) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!rf__on_owner_thread(loop)) {
+        errno = EXDEV;
+        return NULL;
+    }
+    return rf__spawn(loop, fn, arg, opts);
+}
+
+/* ---- waiting for tasks ---- */
+
+static void waiter_wake(rf_waiter *w, rf_task *done)
+{
+    rf__wake(done->loop, w->task);
+}
+
+/* Returns 0 once t is done, -ECANCELED if a cancellable wait was
+ * cancelled first. */
+int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable)
+{
+    if (t->state == RF_DONE)
+        return 0;
+    rf_waiter w = {.fire = waiter_wake, .task = self};
+    rf_list_push_back(&t->joiners, &w.node);
+    int rc = 0;
+    while (t->state != RF_DONE) {
+        if (rf__wait(l, self, cancellable) == -ECANCELED) {
+            rc = t->state == RF_DONE ? 0 : -ECANCELED;
+            break;
+        }
+    }
+    rf_list_remove(&w.node);
+    return rc;
+}
+
+/* Common checks of the calls that wait for t from a task. */
+static int wait_check(rf_task *t, rf_loop **lp, rf_task **selfp)
+{
+    if (!t)
+        return -EINVAL;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    if (t->loop != l)
+        return -EXDEV;
+    if (t == self)
+        return -EDEADLK;
+    *lp = l;
+    *selfp = self;
+    return 0;
+}
+
+int rf_join(rf_task *t, void **result)
+{
+    rf_loop *l;
+    rf_task *self;
+    int rc = wait_check(t, &l, &self);
+    if (rc)
+        return rc;
+    rc = rf__join_wait(l, self, t, true);
+    if (rc)
+        return rc;
+    if (result)
+        *result = t->result;
+    return t->status;
+}
+
+int rf_gather(rf_task *const *tasks, size_t n, void **results)
+{
+    if (n && !tasks)
+        return -EINVAL;
+    rf_loop *l = NULL;
+    rf_task *self = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = wait_check(tasks[i], &l, &self);
+        if (rc)
+            return rc;
+    }
+    if (n == 0)
+        return rf__self() ? 0 : -EPERM;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rf__join_wait(l, self, tasks[i], true) == 0)
+            continue;
+        /* The gathering task was cancelled: like asyncio.gather, cancel
+         * what it gathers, and wait until all of it has returned. */
+        for (size_t j = i; j < n; j++)
+            if (tasks[j]->state != RF_DONE)
+                rf__cancel(tasks[j]);
+        for (size_t j = i; j < n; j++)
+            rf__join_wait(l, self, tasks[j], false);
+        rc = -ECANCELED;
+        break;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (results)
+            results[i] = tasks[i]->result;
+        if (!rc)
+            rc = tasks[i]->status;
+    }
+    return rc;
+}
+
+int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
+{
+    rf_loop *l;
+    rf_task *self;
+    int rc = wait_check(t, &l, &self);
+    if (rc)
+        return rc;
+    if (t->state != RF_DONE) {
+        if (self->cancelled)
+            return -ECANCELED;
+        rf_op timer = {0};
+        struct __kernel_timespec ts;
+        rc = rf__timer_arm(l, &timer, &ts, timeout_ns);
+        if (rc)
+            return rc;
+        timer.task = self;
+        rf_waiter w = {.fire = waiter_wake, .task = self};
+        rf_list_push_back(&t->joiners, &w.node);
+        bool cancelled = false;
+        while (t->state != RF_DONE && !timer.done && !cancelled)
+            cancelled = rf__wait(l, self, true) == -ECANCELED;
+        rf_list_remove(&w.node);
+        timer.task = NULL;
+        if (t->state != RF_DONE) {
+            /* Time is up (or we were cancelled): cancel t and let it
+             * unwind before returning, as asyncio.wait_for does. */
+            rc = cancelled ? -ECANCELED : -ETIMEDOUT;
+            rf__cancel(t);
+            rf__join_wait(l, self, t, false);
+        }
+        if (!timer.done) {
+            rf__op_cancel(l, &timer);
+            rf__op_settle(l, self, &timer);
+        }
+    }
+    if (result)
+        *result = t->result;
+    return rc ? rc : t->status;
+}
+
+/* ---- as_completed ---- */
+
+typedef struct ac_impl ac_impl;
+
+typedef struct ac_entry {
+    rf_waiter w;
+    rf_list done;
+    rf_task *t;
+    ac_impl *ac;
+} ac_entry;
+
+struct ac_impl {
+    ac_entry *entries;
+    size_t n;
+    size_t remaining;
+    rf_task *waiter;
+    rf_list done;
+};
+
+_Static_assert(sizeof(ac_impl) <= sizeof(rf_as_completed),
+               "rf_as_completed storage too small");
+
+static void ac_fire(rf_waiter *w, rf_task *done)
+{
+    ac_entry *e = rf_container_of(w, ac_entry, w);
+    rf_list_push_back(&e->ac->done, &e->done);
+    if (e->ac->waiter)
+        rf__wake(done->loop, e->ac->waiter);
+}
+
+int rf_as_completed_init(rf_as_completed *storage, rf_task *const *tasks,
+                         size_t n)
+{
+    if (!storage || (n && !tasks))
+        return -EINVAL;
+    ac_impl *ac = (ac_impl *)storage;
+    memset(ac, 0, sizeof(*ac));
+    rf_list_init(&ac->done);
+    rf_loop *l = rf__tls_loop;
+    if (!l || !l->current)
+        return -EPERM;
+    for (size_t i = 0; i < n; i++) {
+        if (!tasks[i])
+            return -EINVAL;
+        if (tasks[i]->loop != l)
+            return -EXDEV;
+    }
+    if (n) {
+        ac->entries = calloc(n, sizeof(ac_entry));
+        if (!ac->entries)
+            return -ENOMEM;
+    }
+    ac->n = ac->remaining = n;
+    for (size_t i = 0; i < n; i++) {
+        ac_entry *e = &ac->entries[i];
+        e->t = tasks[i];
+        e->ac = ac;
+        e->w.fire = ac_fire;
+        rf_list_init(&e->w.node);
+        rf_list_init(&e->done);
+        if (e->t->state == RF_DONE)
+            rf_list_push_back(&ac->done, &e->done);
+        else
+            rf_list_push_back(&e->t->joiners, &e->w.node);
+    }
+    return 0;
+}
+
+rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
+                              int *status)
+{
+    ac_impl *ac = (ac_impl *)storage;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!ac) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!self) {
+        errno = EPERM;
+        return NULL;
+    }
+    if (ac->remaining == 0) {
+        errno = 0;
+        return NULL;
+    }
+    while (rf_list_empty(&ac->done)) {
+        ac->waiter = self;
+        int rc = rf__wait(l, self, true);
+        ac->waiter = NULL;
+        if (rc == -ECANCELED && rf_list_empty(&ac->done)) {
+            errno = ECANCELED;
+            return NULL;
+        }
+    }
+    ac_entry *e = rf_container_of(rf_list_pop_front(&ac->done), ac_entry, done);
+    ac->remaining--;
+    if (result)
+        *result = e->t->result;
+    if (status)
+        *status = e->t->status;
+    return e->t;
+}
+
+void rf_as_completed_fini(rf_as_completed *storage)
+{
+    ac_impl *ac = (ac_impl *)storage;
+    if (!ac)
+        return;
+    for (size_t i = 0; i < ac->n; i++)
+        rf_list_remove(&ac->entries[i].w.node);
+    free(ac->entries);
+    memset(ac, 0, sizeof(*ac));
+}
+
+/* ---- cancel, state, names, references ---- */
+
+void rf__cancel(rf_task *t)
+{
+    t->cancelled = true;
+    if (t->state == RF_WAITING && t->wait_cancellable) {
+        t->cancel_woken = true;
+        rf__wake(t->loop, t);
+    }
+}
+
+int rf_cancel(rf_task *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (!rf__on_owner_thread(t->loop))
+        return -EXDEV;
+    if (t->state == RF_DONE)
+        return -ESRCH;
+    rf__cancel(t);
+    return 0;
+}
+
+bool rf_done(const rf_task *t) { return t && t->state == RF_DONE; }
+
+bool rf_cancelled(const rf_task *t) { return t && t->cancelled; }
+
+rf_task *rf_self(void) { return rf__self(); }
+
+const char *rf_task_name(const rf_task *t)
+{
+    if (!t)
+        return NULL;
+    if (!t->name[0]) {
+        /* Default names are made on first use: spawning stays cheap. */
+        rf_task *mt = (rf_task *)t;
+        snprintf(mt->name, sizeof(mt->name), "task-%llu",
+                 (unsigned long long)t->id);
+    }
+    return t->name;
+}
+
+void rf_task_retain(rf_task *t)
+{
+    if (t)
+        t->refs++;
+}
+
+void rf_task_release(rf_task *t)
+{
+    if (t && t->refs > 0)
+        rf__task_unref(t->loop, t);
+}
