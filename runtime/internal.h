@@ -63,6 +63,7 @@ typedef struct rf_stack_slab {
 typedef struct rf_stacks {
     size_t page;
     size_t size;      /* usable size of a pooled (default) stack */
+    size_t guard;     /* guard bytes below each stack */
     size_t slot;      /* guard + size */
     unsigned per_slab;
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
@@ -70,6 +71,7 @@ typedef struct rf_stacks {
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t canary_key;
     int guard_mode;   /* RF_GUARD_* */
+    int pidfd;        /* for batched guard installs; -1: not available */
 } rf_stacks;
 
 /* ---- tasks ---- */

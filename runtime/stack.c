@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -31,6 +33,13 @@
 #endif
 
 #define RF_SLAB_STACKS 64u
+/*
+ * 64 KiB of guard below each stack, not one page: a function with a large
+ * frame (or several inlined into one) moves the stack pointer by more than
+ * a page at once, and its first write would land beyond a one-page guard,
+ * in the neighbouring stack. Guard pages cost address space only.
+ */
+#define RF_GUARD_SIZE (64u * 1024u)
 #define RF_CANARY_MAGIC 0x72696e6766696272ULL /* "ringfibr" */
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -40,11 +49,15 @@ int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags)
     memset(s, 0, sizeof(*s));
     s->page = (size_t)sysconf(_SC_PAGESIZE);
     s->size = round_up(default_size, s->page);
-    s->slot = s->size + s->page;
+    s->guard = RF_GUARD_SIZE;
+    s->slot = s->size + s->guard;
     s->per_slab = RF_SLAB_STACKS;
     s->canary_key = RF_CANARY_MAGIC ^ (uint64_t)(uintptr_t)s;
     s->guard_mode = (flags & RF_LOOP_GUARD_MPROTECT) ? RF_GUARD_MPROTECT
                                                      : RF_GUARD_MADVISE;
+    s->pidfd = -1;
+    if (s->guard_mode == RF_GUARD_MADVISE)
+        s->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     return 0;
 }
 
@@ -53,18 +66,44 @@ static uint64_t canary_of(const rf_stacks *s, const void *lo)
     return s->canary_key ^ (uint64_t)(uintptr_t)lo;
 }
 
-/* Put a guard page at g. Returns false if the slot must rely on its
+/* Put a guard region at g. Returns false if the slot must rely on its
  * canary alone. */
 static bool guard_install(rf_stacks *s, void *g)
 {
     if (s->guard_mode == RF_GUARD_MADVISE) {
-        if (madvise(g, s->page, MADV_GUARD_INSTALL) == 0)
+        if (madvise(g, s->guard, MADV_GUARD_INSTALL) == 0)
             return true;
         if (errno != EINVAL)
             return false;
         s->guard_mode = RF_GUARD_MPROTECT; /* kernel before 6.13 */
     }
-    return mprotect(g, s->page, PROT_NONE) == 0;
+    return mprotect(g, s->guard, PROT_NONE) == 0;
+}
+
+/*
+ * All the guards of a new slab in one system call: process_madvise() on
+ * ourselves takes a vector of ranges (any advice is allowed on the calling
+ * process since 6.13, the release that brought guard regions). Installing
+ * them one madvise() at a time costs a system call per task.
+ */
+static bool guard_install_slab(rf_stacks *s, char *base)
+{
+    if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0)
+        return false;
+    struct iovec iov[RF_SLAB_STACKS];
+    for (unsigned i = 0; i < s->per_slab; i++) {
+        iov[i].iov_base = base + (size_t)i * s->slot;
+        iov[i].iov_len = s->guard;
+    }
+    long rc = syscall(SYS_process_madvise, s->pidfd, iov, s->per_slab,
+                      MADV_GUARD_INSTALL, 0);
+    if (rc == (long)((size_t)s->per_slab * s->guard))
+        return true;
+    /* Refused or partial: never try again, take the per-slot path (it
+     * re-installs harmlessly where a guard is already in place). */
+    close(s->pidfd);
+    s->pidfd = -1;
+    return false;
 }
 
 static void *map_stack_area(size_t len)
@@ -92,11 +131,13 @@ static int slab_new(rf_stacks *s)
         free(slab);
         return -ENOMEM;
     }
+    bool guarded = guard_install_slab(s, slab->base);
     /* Push in reverse so the lowest slot is handed out first. */
     for (unsigned i = s->per_slab; i-- > 0;) {
         char *slot = (char *)slab->base + (size_t)i * s->slot;
-        void *lo = slot + s->page;
-        if (!guard_install(s, slot) || s->guard_mode != RF_GUARD_MADVISE)
+        void *lo = slot + s->guard;
+        if (!guarded &&
+            (!guard_install(s, slot) || s->guard_mode != RF_GUARD_MADVISE))
             *(uint64_t *)lo = canary_of(s, lo);
         *free_link(s, lo) = s->free;
         s->free = lo;
@@ -129,10 +170,10 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
         s->mapped++;
         return 0;
     }
-    char *base = map_stack_area(size + s->page);
+    char *base = map_stack_area(size + s->guard);
     if (!base)
         return -ENOMEM;
-    void *lo = base + s->page;
+    void *lo = base + s->guard;
     bool guarded = guard_install(s, base);
     t->canary = !guarded || s->guard_mode != RF_GUARD_MADVISE;
     if (t->canary)
@@ -152,7 +193,7 @@ void rf__stack_put(rf_stacks *s, rf_task *t)
         *free_link(s, lo) = s->free;
         s->free = lo;
     } else {
-        munmap((char *)lo - s->page, t->ctx.stack_size + s->page);
+        munmap((char *)lo - s->guard, t->ctx.stack_size + s->guard);
     }
     t->ctx.stack_lo = NULL;
 }
@@ -209,6 +250,9 @@ void rf__stacks_fini(rf_stacks *s)
     }
     s->slabs = NULL;
     s->free = NULL;
+    if (s->pidfd >= 0)
+        close(s->pidfd);
+    s->pidfd = -1;
 }
 
 /*
@@ -240,7 +284,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
     if (t && t->ctx.stack_lo) {
         uintptr_t a = (uintptr_t)si->si_addr;
         uintptr_t lo = (uintptr_t)t->ctx.stack_lo;
-        if (a >= lo - l->stacks.page && a < lo + sizeof(uint64_t)) {
+        if (a >= lo - l->stacks.guard && a < lo + sizeof(uint64_t)) {
             report_overflow(t, "it ran into the guard page below its stack");
             signal(sig, SIG_DFL);
             return;
