@@ -1,7 +1,9 @@
 /*
- * Context switching: the one place that calls jump_fcontext, with the
+ * Context switching: context set-up, and the slow half of a switch (the
  * sanitizer annotations that let ASan and TSan follow a task from one
- * stack to another.
+ * stack to another, the release of a finished task's stack). The hot half,
+ * rf__switch() and rf__land(), is inline in internal.h: it is the one
+ * place that calls jump_fcontext.
  *
  * Every switch passes the address of the context being left as the
  * transfer's data pointer. Whoever resumes stores the suspended fcontext
@@ -59,26 +61,23 @@ void rf__ctx_fini_task(rf_ctx *c)
 }
 
 /*
- * Called first thing wherever a context resumes: after the jump in
- * rf__switch and at a new task's entry. Records where the previous
- * context stopped, and releases the stack of a task that has just
+ * The part of landing that is not on the hot path: the sanitizers'
+ * bookkeeping, and the release of the stack of a task that has just
  * finished (it could not release its own stack while running on it).
  */
-void rf__land(rf_loop *l, transfer_t tr)
+void rf__land_slow(rf_loop *l, rf_ctx *prev)
 {
-    rf_ctx *prev = tr.data;
-    prev->fctx = tr.fctx;
 #if defined(RF_ASAN)
-    {
-        rf_ctx *self = l->current ? &l->current->ctx : &l->sched;
-        const void *bottom;
-        size_t size;
-        __sanitizer_finish_switch_fiber(self->asan_fake, &bottom, &size);
-        if (prev->stack_lo == NULL) {
-            prev->stack_lo = (void *)bottom;
-            prev->stack_size = size;
-        }
+    rf_ctx *self = l->current ? &l->current->ctx : &l->sched;
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(self->asan_fake, &bottom, &size);
+    if (prev->stack_lo == NULL) {
+        prev->stack_lo = (void *)bottom;
+        prev->stack_size = size;
     }
+#else
+    (void)prev;
 #endif
     if (l->dead) {
         rf_task *d = l->dead;
@@ -89,17 +88,15 @@ void rf__land(rf_loop *l, transfer_t tr)
     }
 }
 
-void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to, bool from_dies)
+#if defined(RF_ASAN) || defined(RF_TSAN)
+void rf__switch_annotate(rf_ctx *from, rf_ctx *to, bool from_dies)
 {
 #if defined(RF_ASAN)
     __sanitizer_start_switch_fiber(from_dies ? NULL : &from->asan_fake,
                                    to->stack_lo, to->stack_size);
-#else
-    (void)from_dies;
 #endif
 #if defined(RF_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    transfer_t tr = jump_fcontext(to->fctx, from);
-    rf__land(l, tr);
 }
+#endif

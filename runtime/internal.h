@@ -72,6 +72,7 @@ typedef struct rf_stacks {
     uint64_t canary_key;
     int guard_mode;   /* RF_GUARD_* */
     int pidfd;        /* for batched guard installs; -1: not available */
+    uint64_t mprotect_budget; /* mprotect guards still allowed */
 } rf_stacks;
 
 /* ---- tasks ---- */
@@ -129,10 +130,14 @@ struct rf_loop {
     struct io_uring ring;
     rf_ctx sched;          /* the loop's own context (the caller's stack) */
     rf_task *current;      /* running task, NULL in the scheduler */
+    uint64_t budget;       /* tasks still to run in this pass (see loop.c) */
     rf_task *dead;         /* finished task whose stack is still in use */
-    rf_list ready;
-    uint64_t ready_n;
-    uint64_t budget;       /* tasks still to run in this pass */
+    /* The run queue: a ring of task pointers, FIFO. Its capacity is kept
+     * at least the number of tasks alive (spawn grows it), so a wake never
+     * allocates and never fails. */
+    rf_task **rq;
+    uint32_t rq_mask;      /* capacity - 1, a power of two */
+    uint32_t rq_head, rq_tail;
     rf_list alive;
     rf_list free_tasks;
     rf_task_chunk *chunks;
@@ -152,12 +157,39 @@ struct rf_loop {
     rf_stats stats;
 };
 
-/* ---- context.c ---- */
-void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to, bool from_dies);
-void rf__land(rf_loop *l, transfer_t tr);
+/* ---- context.c, and the inline hot path of a switch ---- */
+void rf__land_slow(rf_loop *l, rf_ctx *prev);
+void rf__switch_annotate(rf_ctx *from, rf_ctx *to, bool from_dies);
 void rf__ctx_init_sched(rf_ctx *c);
 void rf__ctx_init_task(rf_ctx *c);
 void rf__ctx_fini_task(rf_ctx *c);
+
+/* Called first thing wherever a context resumes: after the jump in
+ * rf__switch and at a new task's entry. Records where the context that
+ * jumped here stopped. */
+static inline void rf__land(rf_loop *l, transfer_t tr)
+{
+    rf_ctx *prev = (rf_ctx *)tr.data;
+    prev->fctx = tr.fctx;
+#if defined(RF_ASAN)
+    rf__land_slow(l, prev);
+#else
+    if (rf_unlikely(l->dead != NULL))
+        rf__land_slow(l, prev);
+#endif
+}
+
+static inline void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to,
+                              bool from_dies)
+{
+#if defined(RF_ASAN) || defined(RF_TSAN)
+    rf__switch_annotate(from, to, from_dies);
+#else
+    (void)from_dies;
+#endif
+    transfer_t tr = jump_fcontext(to->fctx, from);
+    rf__land(l, tr);
+}
 
 /* ---- stack.c ---- */
 int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags);
@@ -169,7 +201,18 @@ int rf__overflow_handler_install(rf_loop *l);
 void rf__overflow_handler_remove(rf_loop *l);
 
 /* ---- loop.c ---- */
-extern __thread rf_loop *rf__tls_loop;
+static inline uint32_t rf__nready(const rf_loop *l)
+{
+    return l->rq_tail - l->rq_head;
+}
+
+static inline void rf__rq_push(rf_loop *l, rf_task *t)
+{
+    l->rq[l->rq_tail++ & l->rq_mask] = t;
+}
+
+int rf__rq_reserve(rf_loop *l, uint64_t tasks);
+extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, bool cancellable);
 void rf__switch_out(rf_loop *l);
@@ -183,6 +226,7 @@ static inline rf_task *rf__self(void)
 
 /* ---- ring.c ---- */
 int rf__ring_setup(rf_loop *l, const rf_loop_opts *o);
+void rf__ring_pass_end(rf_loop *l);
 struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);

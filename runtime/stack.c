@@ -44,6 +44,19 @@
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+static uint64_t max_map_count(void)
+{
+    uint64_t v = 65530; /* the kernel's default */
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    if (f) {
+        unsigned long long x;
+        if (fscanf(f, "%llu", &x) == 1)
+            v = x;
+        fclose(f);
+    }
+    return v;
+}
+
 int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags)
 {
     memset(s, 0, sizeof(*s));
@@ -56,6 +69,7 @@ int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags)
     s->guard_mode = (flags & RF_LOOP_GUARD_MPROTECT) ? RF_GUARD_MPROTECT
                                                      : RF_GUARD_MADVISE;
     s->pidfd = -1;
+    s->mprotect_budget = max_map_count() / 4; /* 2 mappings per guard */
     if (s->guard_mode == RF_GUARD_MADVISE)
         s->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     return 0;
@@ -77,7 +91,15 @@ static bool guard_install(rf_stacks *s, void *g)
             return false;
         s->guard_mode = RF_GUARD_MPROTECT; /* kernel before 6.13 */
     }
-    return mprotect(g, s->guard, PROT_NONE) == 0;
+    /* Each mprotect guard splits the mapping: keep within a share of
+     * vm.max_map_count, so that slabs (and the rest of the program) can
+     * still be mapped; slots past it rely on their canary. */
+    if (s->mprotect_budget == 0)
+        return false;
+    if (mprotect(g, s->guard, PROT_NONE) != 0)
+        return false;
+    s->mprotect_budget--;
+    return true;
 }
 
 /*
@@ -257,12 +279,14 @@ void rf__stacks_fini(rf_stacks *s)
 
 /*
  * Overflow reporting. The handler is process-wide (signal dispositions
- * are), installed once and chained to whatever handler was there before
- * for faults that are not ours. It runs on an alternate signal stack,
- * since the faulting stack is by definition full.
+ * are) and chains to whatever handler was there before for faults that
+ * are not ours. It is (re)installed at every rf_loop_new if someone else
+ * has taken SIGSEGV since (test frameworks and crash reporters do), under
+ * a lock because loops may be created on several threads at once. It runs
+ * on an alternate signal stack, since the faulting stack is full.
  */
-static struct sigaction rf_prev_segv; /* written once, under pthread_once */
-static pthread_once_t rf_segv_once = PTHREAD_ONCE_INIT;
+static struct sigaction rf_prev_segv;
+static pthread_mutex_t rf_segv_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void segv_chain(int sig, siginfo_t *si, void *uc)
 {
@@ -293,14 +317,21 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
     segv_chain(sig, si, uc);
 }
 
-static void segv_install_once(void)
+static void segv_install(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = segv_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &rf_prev_segv);
+    pthread_mutex_lock(&rf_segv_lock);
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 &&
+        !((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == segv_handler)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = segv_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        rf_prev_segv = cur;
+        sigaction(SIGSEGV, &sa, NULL);
+    }
+    pthread_mutex_unlock(&rf_segv_lock);
 }
 
 int rf__overflow_handler_install(rf_loop *l)
@@ -322,7 +353,7 @@ int rf__overflow_handler_install(rf_loop *l)
         l->altstack_size = sz;
         l->own_altstack = true;
     }
-    pthread_once(&rf_segv_once, segv_install_once);
+    segv_install();
     return 0;
 }
 

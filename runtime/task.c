@@ -71,8 +71,9 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
         errno = EINVAL;
         return NULL;
     }
-    rf_task *t = record_get(l);
-    if (!t) {
+    rf_task *t;
+    if (rf__rq_reserve(l, l->stats.tasks_alive + 2) != 0 ||
+        (t = record_get(l)) == NULL) {
         errno = ENOMEM;
         return NULL;
     }
@@ -102,8 +103,7 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     rf_list_init(&t->joiners);
     rf__ctx_init_task(&t->ctx);
     rf_list_push_back(&l->alive, &t->alive);
-    rf_list_push_back(&l->ready, &t->node);
-    l->ready_n++;
+    rf__rq_push(l, t);
     l->stats.tasks_spawned++;
     l->stats.tasks_alive++;
     return t;
@@ -234,6 +234,11 @@ int rf_gather(rf_task *const *tasks, size_t n, void **results)
     if (n == 0)
         return rf__self() ? 0 : -EPERM;
     int rc = 0;
+    /* Sticky cancellation: a task already cancelled does not start the
+     * wait (and so does not cancel what it would have gathered). */
+    for (size_t i = 0; self->cancelled && i < n; i++)
+        if (tasks[i]->state != RF_DONE)
+            return -ECANCELED;
     for (size_t i = 0; i < n; i++) {
         if (rf__join_wait(l, self, tasks[i], true) == 0)
             continue;
