@@ -161,11 +161,14 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * End of a scheduler pass that still has tasks ready: submit what the pass
  * gathered and pick up completions, without blocking. The common pass made
  * only of yields has nothing to submit and nothing to reap; that is found
- * with three loads from the ring, without calling into liburing.
+ * with one load when nothing is in flight, three loads from the ring
+ * otherwise, without calling into liburing.
  */
 void rf__ring_pass_end(rf_loop *l)
 {
     struct io_uring *r = &l->ring;
+    if (l->inflight == 0)
+        return; /* nothing queued, nothing that could complete */
     if (io_uring_sq_ready(r) == 0 && io_uring_cq_ready(r) == 0 &&
         !(IO_URING_READ_ONCE(*r->sq.kflags) &
           (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
