@@ -20,7 +20,10 @@
  *    made by t returns -ECANCELED without waiting (rf_yield still yields).
  *    I/O that was in flight is cancelled in the kernel and the task resumes
  *    only after the operation's final completion, so buffers on its stack
- *    are never written after the call returned.
+ *    are never written after the call returned. A wait that had already
+ *    completed when rf_cancel() came (the task was woken but had not run
+ *    yet) returns its real result, not -ECANCELED: nothing that happened
+ *    is hidden; the cancellation shows at the next suspending call.
  */
 #ifndef RINGFIBER_H
 #define RINGFIBER_H
@@ -278,9 +281,12 @@ RF_API int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result);
  *
  *   rf_as_completed ac;
  *   rf_as_completed_init(&ac, tasks, n);
- *   rf_task *t; void *res;
+ *   rf_task *t; void *res; int status;
  *   while ((t = rf_as_completed_next(&ac, &res, &status)) != NULL) ...
+ *   if (errno == ECANCELED) ...   (the caller was cancelled)
  *   rf_as_completed_fini(&ac);
+ *
+ * The iterator must not be copied or moved between init and fini.
  */
 typedef struct rf_as_completed {
     /* private */
@@ -293,7 +299,7 @@ RF_API int rf_as_completed_init(rf_as_completed *ac, rf_task *const *tasks,
                                 size_t n);
 /*
  * Next task to finish, with its result and status (0 or -ECANCELED, as
- * rf_join would return). NULL when every task has been returned (errno 0),
+ * rf_join would return); result and status may be NULL. NULL when every task has been returned (errno 0),
  * or with errno ECANCELED if the caller was cancelled (the set is left as
  * it was; call rf_as_completed_fini). Suspends until a task finishes.
  */

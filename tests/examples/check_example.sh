@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Run one example and check what it printed and how long it took.
+#
+#   check_example.sh --expected FILE --seconds S [--scale N]
+#                    [--min-ratio R] [--max-ratio R] [--slack S]
+#                    -- PROGRAM [ARGS...]
+#
+# PROGRAM runs with ARGS and --scale N (default 100). It must exit 0.
+#
+# Output: its stdout must equal FILE line for line, after every elapsed
+# time like "4.00 seconds" has been replaced by "X.XX seconds" in both,
+# so the expected files can keep the tutorials' own numbers.
+#
+# Timing: S is the run time at scale 1 (the seed's number); the measured
+# wall time of the whole process must lie in
+#     [min_ratio * S/N,  max_ratio * S/N + slack].
+# The lower bound can sit close to 1 (default 0.9) without being flaky:
+# sleeps are absolute CLOCK_MONOTONIC deadlines and never end early, and
+# noise only ever makes a run slower. It is what catches a blocking sleep
+# that failed to block (3.00 s expected, 2.00 s measured). The upper bound
+# is generous (default 3x + 0.2 s) because loaded machines are slow:
+# under "ctest -j8" on two CPUs, starting the process alone can take
+# 0.1 s. (It only catches gross slowness; the ratio tests, see
+# check_ratio.sh, are what compare timings with each other.)
+set -u
+
+expected="" seconds="" scale=100 min_ratio=0.9 max_ratio=3 slack=0.2
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --expected) expected=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --scale) scale=$2; shift 2 ;;
+    --min-ratio) min_ratio=$2; shift 2 ;;
+    --max-ratio) max_ratio=$2; shift 2 ;;
+    --slack) slack=$2; shift 2 ;;
+    --) shift; break ;;
+    *) echo "check_example.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+if [ -z "$expected" ] || [ -z "$seconds" ] || [ $# -eq 0 ]; then
+    echo "usage: check_example.sh --expected FILE --seconds S [--scale N] -- PROGRAM [ARGS...]" >&2
+    exit 2
+fi
+
+tmp=$(mktemp -d) || exit 2
+trap 'rm -rf "$tmp"' EXIT
+
+# Elapsed times are the only thing that legitimately varies between runs.
+normalize() {
+    sed -E 's/[0-9]+\.[0-9]{2} seconds/X.XX seconds/g' "$1"
+}
+
+start=$(date +%s%N)
+"$@" --scale "$scale" >"$tmp/stdout" 2>"$tmp/stderr"
+status=$?
+end=$(date +%s%N)
+
+echo "\$ $* --scale $scale"
+cat "$tmp/stdout"
+if [ -s "$tmp/stderr" ]; then
+    echo "--- stderr:"
+    cat "$tmp/stderr"
+fi
+
+fail=0
+if [ "$status" -ne 0 ]; then
+    echo "FAIL: exit status $status, expected 0"
+    fail=1
+fi
+
+normalize "$expected" >"$tmp/expected"
+normalize "$tmp/stdout" >"$tmp/actual"
+if ! diff -u "$tmp/expected" "$tmp/actual" >"$tmp/diff"; then
+    echo "FAIL: output differs from $expected (- expected, + actual):"
+    cat "$tmp/diff"
+    fail=1
+fi
+
+# awk does the floating point; it prints the verdict and exits 1 on a miss.
+awk -v ns="$((end - start))" -v s="$seconds" -v n="$scale" \
+    -v lo="$min_ratio" -v hi="$max_ratio" -v slack="$slack" 'BEGIN {
+    got = ns / 1e9; want = s / n; min = lo * want; max = hi * want + slack
+    ok = got >= min && got <= max
+    printf "%s: took %.4f s; expected %.4f s (%s s / %s), window [%.4f, %.4f]\n",
+           ok ? "ok" : "FAIL", got, want, s, n, min, max
+    exit !ok
+}' || fail=1
+
+exit "$fail"
