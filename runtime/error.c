@@ -11,10 +11,13 @@ unsigned rf_version(void) { return RINGFIBER_VERSION_HEX; }
 
 const char *rf_strerror(int err)
 {
-    int e = err < 0 ? -err : err;
+    /* Through unsigned: -INT_MIN does not exist. */
+    unsigned e = err < 0 ? 0u - (unsigned)err : (unsigned)err;
+    if (e > 4095)
+        return "Unknown error";
     if (e == 0)
         return "Success";
-    const char *s = strerrordesc_np(e);
+    const char *s = strerrordesc_np((int)e);
     return s ? s : "Unknown error";
 }
 

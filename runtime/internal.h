@@ -152,6 +152,7 @@ struct rf_loop {
     size_t altstack_size;
     uint64_t next_id;
     uint64_t inflight;
+    uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
     rf_stats stats;
@@ -244,7 +245,7 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
-uint64_t rf__deadline_after(uint64_t ns);
+uint64_t rf__deadline_after(const rf_loop *l, uint64_t ns);
 int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
                   uint64_t ns);
 

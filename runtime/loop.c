@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "internal.h"
 
@@ -205,6 +206,8 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         return -ENOMEM;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
+    int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
     rf_list_init(&l->alive);
     rf_list_init(&l->free_tasks);
     rf__ctx_init_sched(&l->sched);

@@ -1,0 +1,640 @@
+/*
+ * Tasks: spawn / join and their results, several waiters, errors and bad
+ * input, options (names, stack sizes), rf_done, reference counting
+ * (retain / release / detach), start order, rf_gather.
+ */
+#include "helpers.h"
+
+static void *double_it(void *arg) { return (void *)((intptr_t)arg * 2); }
+
+static void *sleep_then_return(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
+    return arg;
+}
+
+/* ---- spawn / join -------------------------------------------------------- */
+
+static void *spawn_join_many(void *arg)
+{
+    enum { N = 64 };
+    rf_task *t[N];
+    for (intptr_t i = 0; i < N; i++) {
+        t[i] = rf_spawn(i % 2 ? double_it : sleep_then_return, (void *)i);
+        if (!RFT_CHECK(t[i] != NULL))
+            return NULL;
+    }
+    for (intptr_t i = N - 1; i >= 0; i--) {
+        void *res = (void *)-1;
+        RFT_CHECK_INT(rf_join(t[i], &res), 0);
+        RFT_CHECK_INT((intptr_t)res, i % 2 ? i * 2 : i);
+        RFT_CHECK(rf_done(t[i]));
+        RFT_CHECK(!rf_cancelled(t[i]));
+        /* Joining again: same answer, result may be NULL. */
+        RFT_CHECK_INT(rf_join(t[i], NULL), 0);
+        rf_task_release(t[i]);
+    }
+    return (void *)0x600d;
+}
+
+static void test_spawn_join_results(void **state)
+{
+    assert_ptr_equal(rft_run(spawn_join_many, NULL), (void *)0x600d);
+}
+
+static rf_task *g_target;
+static volatile int g_waiters_done;
+
+static void *waiter(void *arg)
+{
+    void *res = NULL;
+    RFT_CHECK(!rf_done(g_target));
+    RFT_CHECK_INT(rf_join(g_target, &res), 0);
+    RFT_CHECK(rf_done(g_target));
+    RFT_CHECK_PTR(res, (void *)42);
+    g_waiters_done++;
+    return NULL;
+}
+
+static void *three_waiters(void *arg)
+{
+    g_waiters_done = 0;
+    g_target = rf_spawn(sleep_then_return, (void *)42);
+    rf_task *w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = rf_spawn(waiter, NULL);
+    RFT_CHECK(g_target && w[0] && w[1] && w[2]);
+    RFT_CHECK_INT(rf_gather(w, 3, NULL), 0);
+    RFT_CHECK_INT(g_waiters_done, 3);
+    /* main is a fourth waiter, after the fact. */
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join(g_target, &res), 0);
+    RFT_CHECK_PTR(res, (void *)42);
+    return NULL;
+}
+
+static void test_join_three_waiters(void **state) { rft_run(three_waiters, NULL); }
+
+static void *join_after_finish(void *arg)
+{
+    rf_task *t = rf_spawn(double_it, (void *)21);
+    RFT_CHECK(t != NULL);
+    for (int i = 0; i < 10 && !rf_done(t); i++)
+        rf_yield();
+    RFT_CHECK(rf_done(t));
+    rf_stats before = rft_stats();
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    rf_stats after = rft_stats();
+    RFT_CHECK_PTR(res, (void *)42);
+    /* It did not suspend: no task was switched to. */
+    RFT_CHECK_INT(after.switches, before.switches);
+    return NULL;
+}
+
+static void test_join_after_finish_is_immediate(void **state)
+{
+    rft_run(join_after_finish, NULL);
+}
+
+static void *bad_joins(void *arg)
+{
+    void *res = (void *)0x77;
+    RFT_CHECK_INT(rf_join(rf_self(), &res), -EDEADLK);
+    RFT_CHECK_INT(rf_join(NULL, &res), -EINVAL);
+    RFT_CHECK_PTR(res, (void *)0x77);
+    return NULL;
+}
+
+static void test_join_errors(void **state)
+{
+    rft_run(bad_joins, NULL);
+
+    /* Outside any task: -EPERM, even with a valid handle. */
+    rf_loop *loop = NULL;
+    assert_int_equal(rf_loop_new(&loop, NULL), 0);
+    rf_task *t = rf_loop_spawn(loop, double_it, (void *)1, NULL);
+    assert_non_null(t);
+    void *res = (void *)0x77;
+    assert_int_equal(rf_join(t, &res), -EPERM);
+    assert_ptr_equal(res, (void *)0x77);
+    assert_int_equal(rf_gather(&t, 1, NULL), -EPERM);
+    assert_int_equal(rf_wait_for(t, RFT_MS, NULL), -EPERM);
+    assert_int_equal(rf_sleep(RFT_MS), -EPERM);
+    assert_int_equal(rf_yield(), -EPERM);
+    rf_as_completed ac;
+    assert_int_equal(rf_as_completed_init(&ac, &t, 1), -EPERM);
+    assert_false(rf_done(t));
+    assert_int_equal(rf_loop_free(loop), 0);
+}
+
+static void *bad_spawns(void *arg)
+{
+    errno = 0;
+    RFT_CHECK(rf_spawn(NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    rf_spawn_options o;
+    memset(&o, 0, sizeof o);
+    o.stack_size = RF_MIN_STACK_SIZE - 1;
+    errno = 0;
+    RFT_CHECK(rf_spawn_opts(double_it, NULL, &o) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    o.stack_size = 4096;
+    errno = 0;
+    RFT_CHECK(rf_spawn_opts(double_it, NULL, &o) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    o.stack_size = SIZE_MAX; /* too large (and overflows page rounding) */
+    errno = 0;
+    RFT_CHECK(rf_spawn_opts(double_it, NULL, &o) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    errno = 0;
+    RFT_CHECK(rf_spawn_opts(NULL, NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    errno = 0;
+    RFT_CHECK(rf_loop_spawn(rf_loop_current(), NULL, NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, EINVAL);
+
+    /* Nothing was left behind by the refused spawns. */
+    rf_stats s = rft_stats();
+    RFT_CHECK_INT(s.tasks_alive, 1);
+    return NULL;
+}
+
+static void test_spawn_errors(void **state)
+{
+    rft_run(bad_spawns, NULL);
+
+    /* No loop on this thread. */
+    errno = 0;
+    assert_null(rf_spawn(double_it, NULL));
+    assert_int_equal(errno, EPERM);
+    rf_spawn_options o;
+    memset(&o, 0, sizeof o);
+    o.name = "x";
+    errno = 0;
+    assert_null(rf_spawn_opts(double_it, NULL, &o));
+    assert_int_equal(errno, EPERM);
+    errno = 0;
+    assert_null(rf_loop_spawn(NULL, double_it, NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+}
+
+/* ---- stack sizes ------------------------------------------------------- */
+
+static void *use_stack(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    volatile char *buf = __builtin_alloca(n);
+    for (size_t i = 0; i < n; i += 512)
+        buf[i] = (char)i;
+    buf[n - 1] = 1;
+    return (void *)(uintptr_t)(buf[0] + buf[n - 1]);
+}
+
+static void *stack_sizes(void *arg)
+{
+    rf_spawn_options o;
+    memset(&o, 0, sizeof o);
+    struct { size_t stack, use; } cases[] = {
+        {RF_MIN_STACK_SIZE, 4 * 1024},     /* the minimum is accepted */
+        {RF_MIN_STACK_SIZE + 1, 4 * 1024}, /* rounded up to pages */
+        {20000, 8 * 1024},
+        {256 * 1024, 200 * 1024}, /* a bigger stack really is bigger */
+        {1024 * 1024, 900 * 1024},
+        {0, 64 * 1024},           /* the default (128 KiB) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        o.stack_size = cases[i].stack;
+        rf_task *t = rf_spawn_opts(use_stack, (void *)(uintptr_t)cases[i].use, &o);
+        if (!RFT_CHECK(t != NULL)) {
+            fprintf(stderr, "stack_size %zu: %s\n", cases[i].stack, strerror(errno));
+            continue;
+        }
+        void *res = NULL;
+        RFT_CHECK_INT(rf_join(t, &res), 0);
+        RFT_CHECK_PTR(res, (void *)1);
+        rf_task_release(t);
+    }
+    return NULL;
+}
+
+static void test_stack_sizes(void **state) { rft_run(stack_sizes, NULL); }
+
+/* The loop's default_stack_size option is used when spawn gives none. */
+static void test_loop_default_stack_size(void **state)
+{
+    rf_loop_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.default_stack_size = 512 * 1024;
+    rf_loop *loop = NULL;
+    assert_int_equal(rf_loop_new(&loop, &lo), 0);
+    void *res = NULL;
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(loop, use_stack,
+                                                (void *)(uintptr_t)(400 * 1024), &res), 0);
+    rft_end();
+    assert_ptr_equal(res, (void *)1);
+    assert_int_equal(rf_loop_free(loop), 0);
+}
+
+/* Out of address space for stacks: spawn fails with ENOMEM, and the loop
+ * carries on with the tasks it has. In a forked child with a low
+ * RLIMIT_AS (not under ASan, whose shadow memory needs the address
+ * space). */
+#if !RFT_ASAN
+static void *sleep_until_cancelled(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ECANCELED);
+    return arg;
+}
+
+static void *spawn_until_enomem(void *arg)
+{
+    enum { MAX = 200000 };
+    rf_task **t = calloc(MAX, sizeof *t);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    int n = 0, err = 0;
+    while (n < MAX) {
+        errno = 0;
+        t[n] = rf_spawn(sleep_until_cancelled, (void *)(intptr_t)n);
+        if (!t[n]) {
+            err = errno;
+            break;
+        }
+        n++;
+    }
+    RFT_CHECK(n > 0);
+    RFT_CHECK(n < MAX);
+    RFT_CHECK_INT(err, ENOMEM);
+    rf_yield(); /* the ones that were spawned run */
+    for (int i = 0; i < n; i++)
+        rf_cancel(t[i]);
+    void **res = calloc((size_t)n, sizeof *res);
+    int rc = res ? rf_gather(t, (size_t)n, res) : -ENOMEM;
+    RFT_CHECK_INT(rc, -ECANCELED);
+    for (int i = 0; res && i < n; i++)
+        RFT_CHECK_INT((intptr_t)res[i], i);
+    free(res);
+    free(t);
+    return (void *)(intptr_t)n;
+}
+
+static int enomem_child(void *arg)
+{
+    struct rlimit as;
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (!f || fscanf(f, "%lu", &pages) != 1)
+        return 2;
+    fclose(f);
+    /* What is mapped now plus 256 MiB: room for ~1000-2000 stacks. */
+    as.rlim_cur = as.rlim_max = pages * (rlim_t)sysconf(_SC_PAGESIZE) + (256u << 20);
+    if (setrlimit(RLIMIT_AS, &as) != 0)
+        return 2;
+    void *res = NULL;
+    int rc = rf_run(spawn_until_enomem, NULL, &res);
+    fprintf(stderr, "rf_run %d, %ld tasks spawned before ENOMEM, %d failed checks\n", rc,
+            (long)(intptr_t)res, rft_failures_);
+    return rc == 0 && rft_failures_ == 0 && res != NULL ? 0 : 1;
+}
+
+#endif
+
+static void test_spawn_enomem(void **state)
+{
+#if RFT_ASAN
+    skip();
+#else
+    rft_child c;
+    rft_fork(enomem_child, NULL, &c);
+    if (!c.exited || c.code != 0)
+        rft_child_dump("spawn until ENOMEM", &c);
+    assert_true(c.exited);
+    assert_int_equal(c.code, 0);
+#endif
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static void *report_name(void *arg)
+{
+    char *out = arg;
+    const char *n = rf_task_name(rf_self());
+    RFT_CHECK(n != NULL);
+    if (n)
+        snprintf(out, RF_TASK_NAME_MAX + 8, "%s", n);
+    return NULL;
+}
+
+static bool is_default_name(const char *n)
+{
+    if (strncmp(n, "task-", 5) != 0 || n[5] == '\0')
+        return false;
+    for (const char *p = n + 5; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+static void *names(void *arg)
+{
+    char seen[RF_TASK_NAME_MAX + 8];
+    char given[64];
+    strcpy(given, "worker-7");
+    rf_spawn_options o;
+    memset(&o, 0, sizeof o);
+    o.name = given;
+    rf_task *t = rf_spawn_opts(report_name, seen, &o);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    strcpy(given, "CHANGED"); /* the name was copied */
+    RFT_CHECK(strcmp(rf_task_name(t), "worker-7") == 0);
+    rf_join(t, NULL);
+    RFT_CHECK(strcmp(seen, "worker-7") == 0);
+    RFT_CHECK(strcmp(rf_task_name(t), "worker-7") == 0); /* after it returned */
+    rf_task_release(t);
+
+    /* Too long: the first RF_TASK_NAME_MAX-1 bytes. */
+    const char *longname = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH";
+    o.name = longname;
+    t = rf_spawn_opts(report_name, seen, &o);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    RFT_CHECK_INT(strlen(rf_task_name(t)), RF_TASK_NAME_MAX - 1);
+    RFT_CHECK(strncmp(rf_task_name(t), longname, RF_TASK_NAME_MAX - 1) == 0);
+    rf_join(t, NULL);
+    rf_task_release(t);
+
+    /* Default names: "task-<id>", distinct. */
+    rf_task *a = rf_spawn(report_name, seen);
+    rf_task *b = rf_spawn_opts(report_name, seen, NULL);
+    o.name = NULL;
+    rf_task *c = rf_spawn_opts(report_name, seen, &o);
+    if (!RFT_CHECK(a && b && c))
+        return NULL;
+    RFT_CHECK(is_default_name(rf_task_name(a)));
+    RFT_CHECK(is_default_name(rf_task_name(b)));
+    RFT_CHECK(is_default_name(rf_task_name(c)));
+    RFT_CHECK(strcmp(rf_task_name(a), rf_task_name(b)) != 0);
+    RFT_CHECK(strcmp(rf_task_name(b), rf_task_name(c)) != 0);
+    if (!is_default_name(rf_task_name(a)))
+        fprintf(stderr, "default name: \"%s\"\n", rf_task_name(a));
+    rf_task *all[] = {a, b, c};
+    rf_gather(all, 3, NULL);
+    /* main has a name too */
+    RFT_CHECK(rf_task_name(rf_self()) != NULL);
+    return NULL;
+}
+
+static void test_task_names(void **state) { rft_run(names, NULL); }
+
+/* ---- rf_done ------------------------------------------------------------- */
+
+static void *done_inside(void *arg)
+{
+    RFT_CHECK(!rf_done(rf_self()));
+    rf_sleep(1 * RFT_MS);
+    RFT_CHECK(!rf_done(rf_self()));
+    return NULL;
+}
+
+static void *done_states(void *arg)
+{
+    rf_task *t = rf_spawn(done_inside, NULL);
+    RFT_CHECK(!rf_done(t)); /* not started */
+    rf_yield();
+    RFT_CHECK(!rf_done(t)); /* sleeping */
+    rf_join(t, NULL);
+    RFT_CHECK(rf_done(t));
+    RFT_CHECK(!rf_done(rf_self()));
+    return NULL;
+}
+
+static void test_done(void **state) { rft_run(done_states, NULL); }
+
+/* ---- retain / release / detach ----------------------------------------- */
+
+static volatile int g_detached_done;
+
+static void *detached_body(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
+    g_detached_done++;
+    return NULL;
+}
+
+static void *refcounts(void *arg)
+{
+    g_detached_done = 0;
+
+    /* Released before it ever ran. */
+    rf_task *t = rf_spawn(detached_body, NULL);
+    RFT_CHECK(t != NULL);
+    rf_task_release(t);
+
+    /* Released while it runs (asleep). */
+    t = rf_spawn(detached_body, NULL);
+    RFT_CHECK(t != NULL);
+    rf_yield();
+    RFT_CHECK(!rf_done(t));
+    rf_task_release(t);
+
+    /* Extra references keep the record valid until the last release. */
+    t = rf_spawn(double_it, (void *)4);
+    rf_task_retain(t);
+    rf_task_retain(t);
+    rf_task_release(t);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    RFT_CHECK_PTR(res, (void *)8);
+    rf_task_release(t);
+    RFT_CHECK(rf_done(t)); /* one reference is still ours */
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    rf_task_release(t);
+
+    rf_task_retain(NULL);
+    rf_task_release(NULL);
+
+    /* The detached tasks run to the end. */
+    for (int i = 0; i < 1000 && g_detached_done < 2; i++)
+        rf_sleep(1 * RFT_MS);
+    RFT_CHECK_INT(g_detached_done, 2);
+
+    /* Many detached tasks, recycled as they finish (ASan checks that the
+     * records are freed and not used afterwards). */
+    for (int i = 0; i < 1000; i++) {
+        rf_task *d = rf_spawn(double_it, NULL);
+        RFT_CHECK(d != NULL);
+        rf_task_release(d);
+    }
+    rf_yield();
+    rf_stats s = rft_stats();
+    RFT_CHECK_INT(s.tasks_alive, 1);
+    return NULL;
+}
+
+static void test_retain_release_detach(void **state) { rft_run(refcounts, NULL); }
+
+/* ---- start order -------------------------------------------------------- */
+
+static char g_log[64];
+static size_t g_log_len;
+
+static void *log_letter(void *arg)
+{
+    g_log[g_log_len++] = (char)(intptr_t)arg;
+    rf_yield();
+    g_log[g_log_len++] = (char)((intptr_t)arg + 32); /* lower case */
+    return NULL;
+}
+
+static void *start_order(void *arg)
+{
+    g_log_len = 0;
+    memset(g_log, 0, sizeof g_log);
+    rf_task *t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = rf_spawn(log_letter, (void *)(intptr_t)('A' + i));
+    /* Nothing runs before the spawner suspends. */
+    RFT_CHECK_INT(g_log_len, 0);
+    rf_yield();
+    /* They started in spawn order, before main got back. */
+    RFT_CHECK(strcmp(g_log, "ABCD") == 0);
+    rf_yield();
+    RFT_CHECK(strcmp(g_log, "ABCDabcd") == 0);
+    if (strncmp(g_log, "ABCDabcd", 8) != 0)
+        fprintf(stderr, "order: %s\n", g_log);
+    rf_gather(t, 4, NULL);
+    return NULL;
+}
+
+static void test_start_order(void **state) { rft_run(start_order, NULL); }
+
+/* A task spawned onto the loop from one of its tasks with rf_loop_spawn. */
+static void *loop_spawn_inside(void *arg)
+{
+    rf_task *t = rf_loop_spawn(rf_loop_current(), double_it, (void *)5, NULL);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    RFT_CHECK_PTR(res, (void *)10);
+    return NULL;
+}
+
+static void test_loop_spawn_from_task(void **state) { rft_run(loop_spawn_inside, NULL); }
+
+/* rf_self: the handle the spawner got. */
+static rf_task *g_seen_self;
+
+static void *record_self(void *arg)
+{
+    g_seen_self = rf_self();
+    return NULL;
+}
+
+static void *self_matches(void *arg)
+{
+    rf_task *t = rf_spawn(record_self, NULL);
+    rf_join(t, NULL);
+    RFT_CHECK_PTR(g_seen_self, t);
+    RFT_CHECK(rf_self() != t);
+    return NULL;
+}
+
+static void test_self(void **state)
+{
+    rft_run(self_matches, NULL);
+    assert_null(rf_self());
+}
+
+/* ---- gather -------------------------------------------------------------- */
+
+static void *gather_ok(void *arg)
+{
+    enum { N = 20 };
+    rf_task *t[N];
+    void *res[N];
+    for (intptr_t i = 0; i < N; i++) {
+        t[i] = rf_spawn(i % 3 ? double_it : sleep_then_return, (void *)i);
+        res[i] = (void *)-1;
+    }
+    RFT_CHECK_INT(rf_gather(t, N, res), 0);
+    for (intptr_t i = 0; i < N; i++) {
+        RFT_CHECK(rf_done(t[i]));
+        RFT_CHECK_INT((intptr_t)res[i], i % 3 ? i * 2 : i);
+    }
+    /* results may be NULL; all done: returns at once. */
+    RFT_CHECK_INT(rf_gather(t, N, NULL), 0);
+    /* empty set */
+    RFT_CHECK_INT(rf_gather(NULL, 0, NULL), 0);
+    RFT_CHECK_INT(rf_gather(t, 0, NULL), 0);
+    return NULL;
+}
+
+static void test_gather(void **state) { rft_run(gather_ok, NULL); }
+
+static void *return_after_cancel(void *arg)
+{
+    int rc = rf_sleep(10 * RFT_SEC);
+    RFT_CHECK_INT(rc, -ECANCELED);
+    return arg;
+}
+
+static void *gather_errors(void *arg)
+{
+    rf_task *t[3];
+    t[0] = rf_spawn(double_it, (void *)1);
+    t[1] = rf_spawn(return_after_cancel, (void *)0xCA);
+    t[2] = rf_spawn(sleep_then_return, (void *)3);
+    void *res[3] = {0};
+
+    RFT_CHECK_INT(rf_gather(NULL, 3, res), -EINVAL);
+    rf_task *with_null[2] = {t[0], NULL};
+    RFT_CHECK_INT(rf_gather(with_null, 2, res), -EINVAL);
+    rf_task *with_self[2] = {t[0], rf_self()};
+    RFT_CHECK_INT(rf_gather(with_self, 2, res), -EDEADLK);
+
+    /* One of them is cancelled: -ECANCELED, every result delivered. */
+    rf_yield();
+    RFT_CHECK_INT(rf_cancel(t[1]), 0);
+    RFT_CHECK_INT(rf_gather(t, 3, res), -ECANCELED);
+    RFT_CHECK_PTR(res[0], (void *)2);
+    RFT_CHECK_PTR(res[1], (void *)0xCA);
+    RFT_CHECK_PTR(res[2], (void *)3);
+    RFT_CHECK_INT(rf_join(t[0], NULL), 0);
+    RFT_CHECK_INT(rf_join(t[1], NULL), -ECANCELED);
+    RFT_CHECK_INT(rf_join(t[2], NULL), 0);
+    /* The caller was not cancelled by any of this. */
+    RFT_CHECK(!rf_cancelled(rf_self()));
+    return NULL;
+}
+
+static void test_gather_errors(void **state) { rft_run(gather_errors, NULL); }
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_spawn_join_results),
+    cmocka_unit_test(test_join_three_waiters),
+    cmocka_unit_test(test_join_after_finish_is_immediate),
+    cmocka_unit_test(test_join_errors),
+    cmocka_unit_test(test_spawn_errors),
+    cmocka_unit_test(test_spawn_enomem),
+    cmocka_unit_test(test_stack_sizes),
+    cmocka_unit_test(test_loop_default_stack_size),
+    cmocka_unit_test(test_task_names),
+    cmocka_unit_test(test_done),
+    cmocka_unit_test(test_retain_release_detach),
+    cmocka_unit_test(test_start_order),
+    cmocka_unit_test(test_loop_spawn_from_task),
+    cmocka_unit_test(test_self),
+    cmocka_unit_test(test_gather),
+    cmocka_unit_test(test_gather_errors),
+};
+
+RFT_MAIN(tests)

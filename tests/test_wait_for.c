@@ -1,0 +1,220 @@
+/*
+ * rf_wait_for: timeout fires, task finishes first, task finishes exactly at
+ * the deadline (results never lost, never leaked), errors.
+ */
+#include "helpers.h"
+
+static void *sleep_arg_ns_return_malloc(void *arg)
+{
+    uint64_t ns = (uint64_t)(uintptr_t)arg;
+    int *out = malloc(sizeof *out);
+    *out = rf_sleep(ns);
+    return out;
+}
+
+static volatile int g_finished;
+
+static void *sleep_long_then_linger(void *arg)
+{
+    int rc = rf_sleep(10 * RFT_SEC);
+    RFT_CHECK_INT(rc, -ECANCELED);
+    /* Take a while to unwind after the cancellation: wait_for must wait. */
+    for (int i = 0; i < 5; i++)
+        rf_yield();
+    g_finished = 1;
+    return arg;
+}
+
+static void *timeout_fires(void *arg)
+{
+    g_finished = 0;
+    rf_task *t = rf_spawn(sleep_long_then_linger, (void *)0x7E);
+    void *res = NULL;
+    uint64_t t0 = rft_now();
+    RFT_CHECK_INT(rf_wait_for(t, 20 * RFT_MS, &res), -ETIMEDOUT);
+    uint64_t waited = rft_now() - t0;
+    RFT_CHECK(waited >= 20 * RFT_MS);
+    RFT_CHECK(waited < 5 * RFT_SEC);
+    RFT_CHECK(rf_done(t));          /* it has fully returned */
+    RFT_CHECK_INT(g_finished, 1);
+    RFT_CHECK(rf_cancelled(t));
+    RFT_CHECK_PTR(res, (void *)0x7E); /* its result is delivered */
+    /* rf_join agrees afterwards. */
+    res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), -ECANCELED);
+    RFT_CHECK_PTR(res, (void *)0x7E);
+    /* The caller is not cancelled by its timeout. */
+    RFT_CHECK(!rf_cancelled(rf_self()));
+    RFT_CHECK_INT(rf_sleep(1), 0);
+    rf_stats s = rft_stats();
+    RFT_CHECK_INT(s.ops_in_flight, 0);
+    RFT_CHECK_INT(s.tasks_alive, 1);
+    return NULL;
+}
+
+static void test_timeout_fires(void **state) { rft_run(timeout_fires, NULL); }
+
+static void *finishes_first(void *arg)
+{
+    rf_task *t = rf_spawn(sleep_arg_ns_return_malloc, (void *)(uintptr_t)(2 * RFT_MS));
+    void *res = NULL;
+    uint64_t t0 = rft_now();
+    RFT_CHECK_INT(rf_wait_for(t, 10 * RFT_SEC, &res), 0);
+    RFT_CHECK(rft_now() - t0 < 5 * RFT_SEC);
+    RFT_CHECK(rf_done(t));
+    RFT_CHECK(!rf_cancelled(t));
+    if (RFT_CHECK(res != NULL)) {
+        RFT_CHECK_INT(*(int *)res, 0);
+        free(res);
+    }
+    /* The timeout left nothing in flight behind it. */
+    rf_stats s = rft_stats();
+    RFT_CHECK_INT(s.ops_in_flight, 0);
+
+    /* Already finished: 0 and the result, at once. */
+    rf_stats before = rft_stats();
+    res = NULL;
+    RFT_CHECK_INT(rf_wait_for(t, 10 * RFT_SEC, &res), 0);
+    RFT_CHECK(res != NULL); /* same pointer again (already freed; not used) */
+    rf_stats after = rft_stats();
+    RFT_CHECK_INT(after.switches, before.switches);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_finishes_before_timeout(void **state) { rft_run(finishes_first, NULL); }
+
+static void *zero_timeout(void *arg)
+{
+    g_finished = 0;
+    rf_task *t = rf_spawn(sleep_long_then_linger, (void *)0x70);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_wait_for(t, 0, &res), -ETIMEDOUT);
+    RFT_CHECK(rf_done(t));
+    RFT_CHECK_PTR(res, (void *)0x70);
+    return NULL;
+}
+
+static void test_zero_timeout(void **state) { rft_run(zero_timeout, NULL); }
+
+/*
+ * The task finishes at the same instant as the timeout: either outcome is
+ * allowed, but the result must reach the caller in both (ASan's leak check
+ * catches a result that got lost).
+ */
+static void *exact_deadline(void *arg)
+{
+    int ok = 0, timedout = 0;
+    static const uint64_t durations[] = {50 * RF_NSEC_PER_USEC, 200 * RF_NSEC_PER_USEC,
+                                         1 * RFT_MS};
+    for (int i = 0; i < 600; i++) {
+        uint64_t ns = durations[i % 3];
+        rf_task *t = rf_spawn(sleep_arg_ns_return_malloc, (void *)(uintptr_t)ns);
+        if (!RFT_CHECK(t != NULL))
+            break;
+        if (i % 2)
+            rf_yield(); /* half of them start sleeping before the timer */
+        void *res = NULL;
+        int rc = rf_wait_for(t, ns, &res);
+        RFT_CHECK(rc == 0 || rc == -ETIMEDOUT);
+        RFT_CHECK(rf_done(t));
+        if (!RFT_CHECK(res != NULL)) {
+            fprintf(stderr, "iteration %d (%llu ns): rc %d, result lost\n", i,
+                    (unsigned long long)ns, rc);
+        } else {
+            int slept = *(int *)res;
+            RFT_CHECK(slept == 0 || slept == -ECANCELED);
+            if (rc == 0)
+                RFT_CHECK_INT(slept, 0); /* finished: it was not cut short */
+            free(res);
+        }
+        if (rc == 0)
+            ok++;
+        else
+            timedout++;
+        rf_task_release(t);
+    }
+    rf_stats s = rft_stats();
+    RFT_CHECK_INT(s.ops_in_flight, 0);
+    RFT_CHECK_INT(s.tasks_alive, 1);
+    printf("exact deadline: %d finished in time, %d timed out\n", ok, timedout);
+    return NULL;
+}
+
+static void test_exact_deadline(void **state) { rft_run(exact_deadline, NULL); }
+
+/* Many wait_for at once, half timing out. */
+static void *many_wait_for_child(void *arg)
+{
+    intptr_t i = (intptr_t)arg;
+    rf_task *t = rf_spawn(sleep_arg_ns_return_malloc,
+                          (void *)(uintptr_t)(i % 2 ? 1 * RFT_MS : 10 * RFT_SEC));
+    void *res = NULL;
+    int rc = rf_wait_for(t, 50 * RFT_MS, &res);
+    RFT_CHECK_INT(rc, i % 2 ? 0 : -ETIMEDOUT);
+    if (RFT_CHECK(res != NULL)) {
+        RFT_CHECK_INT(*(int *)res, i % 2 ? 0 : -ECANCELED);
+        free(res);
+    }
+    rf_task_release(t);
+    return NULL;
+}
+
+static void *many_wait_for(void *arg)
+{
+    enum { N = 500 };
+    rf_task *t[N];
+    for (intptr_t i = 0; i < N; i++)
+        t[i] = rf_spawn(many_wait_for_child, (void *)i);
+    uint64_t t0 = rft_now();
+    RFT_CHECK_INT(rf_gather(t, N, NULL), 0);
+    RFT_CHECK(rft_now() - t0 < 5 * RFT_SEC);
+    for (int i = 0; i < N; i++)
+        rf_task_release(t[i]);
+    return NULL;
+}
+
+static void test_many_wait_for(void **state) { rft_run(many_wait_for, NULL); }
+
+/* t cancelled by a third party: wait_for reports it like rf_join. */
+static void *cancelled_elsewhere(void *arg)
+{
+    g_finished = 0;
+    rf_task *t = rf_spawn(sleep_long_then_linger, (void *)0x71);
+    rf_yield();
+    rf_cancel(t);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_wait_for(t, 10 * RFT_SEC, &res), -ECANCELED);
+    RFT_CHECK(rf_done(t));
+    RFT_CHECK_PTR(res, (void *)0x71);
+    return NULL;
+}
+
+static void test_target_cancelled_elsewhere(void **state)
+{
+    rft_run(cancelled_elsewhere, NULL);
+}
+
+static void *errors(void *arg)
+{
+    void *res = (void *)0x77;
+    RFT_CHECK_INT(rf_wait_for(NULL, RFT_MS, &res), -EINVAL);
+    RFT_CHECK_INT(rf_wait_for(rf_self(), RFT_MS, &res), -EDEADLK);
+    RFT_CHECK_PTR(res, (void *)0x77);
+    RFT_CHECK(!rf_cancelled(rf_self()));
+    return NULL;
+}
+
+static void test_errors(void **state) { rft_run(errors, NULL); }
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_timeout_fires),
+    cmocka_unit_test(test_finishes_before_timeout),
+    cmocka_unit_test(test_zero_timeout),
+    cmocka_unit_test(test_exact_deadline),
+    cmocka_unit_test(test_many_wait_for),
+    cmocka_unit_test(test_target_cancelled_elsewhere),
+    cmocka_unit_test(test_errors),
+};
+
+RFT_MAIN(tests)
