@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Install/consumer test.
+#
+# usage: tests/install/run.sh BUILD_DIR
+#
+# Installs the already built BUILD_DIR into a temporary prefix, then builds
+# tests/install/consumer.c against that prefix four ways and runs each:
+#   1. CMake, find_package(ringfiber) -> ringfiber::ringfiber (shared)
+#   2. CMake, find_package(ringfiber) -> ringfiber::ringfiber_static
+#   3. pkg-config --cflags --libs ringfiber (shared)
+#   4. pkg-config --static --libs ringfiber, libringfiber.a forced
+# Each must print "ok". Exit 0 on success, 77 (ctest SKIP_RETURN_CODE) when
+# everything built but io_uring is unavailable so nothing could run, 1
+# otherwise. The temporary prefix and builds are removed on exit.
+#
+# Environment: CMAKE (default: cmake), CC (default: the build's C compiler),
+# TMPDIR, KEEP=1 to keep the temporary directory for inspection.
+set -euo pipefail
+
+if [[ $# -ne 1 || ! -f $1/CMakeCache.txt ]]; then
+    echo "usage: $0 BUILD_DIR (a configured and built ringfiber build tree)" >&2
+    exit 1
+fi
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+cmake=${CMAKE:-cmake}
+
+cache_get() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
+cc=${CC:-$(cache_get CMAKE_C_COMPILER)}
+cc=${cc:-cc}
+# A sanitized library only links into a sanitized program.
+san=$(cache_get RINGFIBER_SANITIZE)
+san_flags=${san:+-fsanitize=$san}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringfiber-install.XXXXXX")
+if [[ ${KEEP:-0} == 1 ]]; then
+    echo "keeping $tmp"
+else
+    trap 'rm -rf "$tmp"' EXIT
+fi
+prefix=$tmp/prefix
+
+step() { echo "== $*"; }
+# Runs a command quietly, showing its output only if it fails.
+quiet() {
+    if ! "$@" >"$tmp/log" 2>&1; then
+        cat "$tmp/log" >&2
+        echo "FAILED: $*" >&2
+        exit 1
+    fi
+}
+
+step "install $build -> $prefix"
+quiet "$cmake" --install "$build" --prefix "$prefix"
+
+# ---- CMake consumer -------------------------------------------------------
+step "build consumer with find_package(ringfiber)"
+quiet "$cmake" -S "$here" -B "$tmp/cmake-build" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_COMPILER="$cc" \
+    -DCMAKE_C_FLAGS="$san_flags" \
+    -DCMAKE_EXE_LINKER_FLAGS="$san_flags" \
+    -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON
+quiet "$cmake" --build "$tmp/cmake-build"
+
+# ---- pkg-config consumer --------------------------------------------------
+# CMAKE_INSTALL_LIBDIR may be lib or lib/<multiarch>: find the file.
+pc=$(find "$prefix" -name ringfiber.pc -path '*/pkgconfig/*' | head -n1)
+if [[ -z $pc ]]; then
+    echo "FAILED: no ringfiber.pc installed under $prefix" >&2
+    exit 1
+fi
+export PKG_CONFIG_PATH="$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# ringfiber.pc names the configure-time prefix; this tree was installed
+# with --prefix, so relocate it the standard way. (The override applies to
+# every package pkg-config reads; liburing's Libs only appear with --static.)
+pkgconf=(pkg-config --define-variable=prefix="$prefix")
+step "build consumer with pkg-config ($pc)"
+quiet "${pkgconf[@]}" --exists --print-errors ringfiber
+read -ra cflags <<<"$("${pkgconf[@]}" --cflags ringfiber)"
+read -ra libs <<<"$("${pkgconf[@]}" --libs ringfiber)"
+read -ra slibs <<<"$("${pkgconf[@]}" --static --libs ringfiber)"
+libdir=$("${pkgconf[@]}" --variable=libdir ringfiber)
+# The flags must point into the install, not at some other copy.
+if [[ " ${cflags[*]} " != *" -I$prefix/"* ]]; then
+    echo "FAILED: pkg-config --cflags does not point into $prefix: ${cflags[*]}" >&2
+    exit 1
+fi
+# Shared: the library is not on the default search path, hence the rpath.
+quiet "$cc" $san_flags -o "$tmp/pc_shared" "$here/consumer.c" \
+    "${cflags[@]}" "${libs[@]}" -Wl,-rpath,"$libdir"
+# Static: -l:libringfiber.a makes the linker take the archive even though
+# the .so sits next to it, so Libs.private is what resolves its needs.
+for i in "${!slibs[@]}"; do
+    [[ ${slibs[i]} == -lringfiber ]] && slibs[i]=-l:libringfiber.a
+done
+quiet "$cc" $san_flags -o "$tmp/pc_static" "$here/consumer.c" \
+    "${cflags[@]}" "${slibs[@]}"
+
+# ---- run ------------------------------------------------------------------
+ran=0
+skipped=0
+for exe in "$tmp/cmake-build/consumer_shared" "$tmp/cmake-build/consumer_static" \
+           "$tmp/pc_shared" "$tmp/pc_static"; do
+    step "run ${exe#"$tmp"/}"
+    set +e
+    out=$("$exe")
+    rc=$?
+    set -e
+    if [[ $rc -eq 77 ]]; then
+        skipped=$((skipped + 1))
+    elif [[ $rc -ne 0 || $out != ok ]]; then
+        echo "FAILED: ${exe#"$tmp"/} exited $rc, printed '$out'" >&2
+        exit 1
+    else
+        echo "$out"
+        ran=$((ran + 1))
+    fi
+done
+
+if [[ $ran -eq 0 ]]; then
+    echo "built and linked all consumers, but io_uring is unavailable: skipped"
+    exit 77
+fi
+echo "install test passed ($ran ran, $skipped skipped)"
