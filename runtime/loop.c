@@ -87,8 +87,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
     if (rf_unlikely(l->budget == 0)) {
         if (must_return(l))
             goto sched;
-        if (l->inflight)
-            rf__ring_pass_end(l);
+        rf__ring_pass_end(l);
         l->budget = rf__nready(l);
         l->stats.passes++;
     }
