@@ -343,13 +343,39 @@ RF_API int rf_yield(void);
  * asyncio.sleep(): suspend the calling task for ns nanoseconds, measured on
  * CLOCK_MONOTONIC to an absolute deadline (an IORING_OP_TIMEOUT), so a
  * series of sleeps does not drift by the scheduling delay of each.
- * rf_sleep(0) is rf_yield(). Returns 0, -ECANCELED, -EPERM, or an error
- * from the ring (-ENOMEM). Suspends.
+ * rf_sleep(0) is rf_yield(). Returns 0, -ECANCELED, -ETIMEDOUT (the task's
+ * deadline, rf_deadline_set, came first: the sleep ends at it), -EPERM, or
+ * an error from the ring (-ENOMEM, -EBUSY). Suspends.
  */
 RF_API int rf_sleep(uint64_t ns);
 
 /* CLOCK_MONOTONIC in nanoseconds. Does not suspend. */
 RF_API uint64_t rf_now_ns(void);
+
+/*
+ * The task's deadline: one absolute time (rf_now_ns() scale) that bounds
+ * every wait the calling task makes from now on, like a socket timeout
+ * that covers a whole request. Set it once; it applies until changed or
+ * cleared (0). Once it has passed:
+ *  - an I/O operation in flight is cancelled in the kernel (it was
+ *    submitted with a linked IORING_OP_LINK_TIMEOUT on absolute
+ *    CLOCK_MONOTONIC time, so a deadline costs no extra system call) and
+ *    returns -ETIMEDOUT, unless it completed first, in which case its own
+ *    result is returned (the kernel's -ECANCELED/-ETIME pair never shows);
+ *  - rf_sleep, rf_join, rf_gather, rf_wait_for, rf_as_completed_next and
+ *    the waits of the sync objects return -ETIMEDOUT (rf_gather and
+ *    rf_wait_for first cancel and await what they wait for, as they do
+ *    when the caller is cancelled);
+ *  - new waits of those kinds return -ETIMEDOUT at once, without
+ *    suspending, until the deadline is moved or cleared.
+ * rf_yield is not bounded by it. A task starts without a deadline; a
+ * spawned task does not inherit its parent's.
+ * rf_deadline_set returns 0, or -EPERM outside a task. Does not suspend.
+ */
+RF_API int rf_deadline_set(uint64_t deadline_ns);
+
+/* The calling task's deadline, 0 if none (or outside a task). */
+RF_API uint64_t rf_deadline_get(void);
 
 #ifdef __cplusplus
 }

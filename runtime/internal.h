@@ -103,25 +103,59 @@ struct rf_task {
     uint32_t refs;
     uint8_t state;
     bool cancelled;        /* rf_cancel was called */
-    bool wait_cancellable; /* the current wait ends on rf_cancel */
-    bool cancel_woken;     /* ... and it did */
+    uint8_t wait_flags;    /* RF_WAIT_* of the current wait */
+    bool cancel_woken;     /* the current wait ended on rf_cancel */
+    bool deadline_woken;   /* ... or on the task's deadline timer */
     bool pooled_stack;     /* stack from the loop's pool */
     bool canary;           /* stack has a canary to check */
     int status;            /* 0 or -ECANCELED once DONE */
+    uint64_t deadline;     /* rf_deadline_set: absolute ns, 0 none */
+    struct __kernel_timespec deadline_ts; /* the same, for linked timeouts */
+    struct rf_deadline_timer *dtimer; /* for waits outside the ring */
     char name[RF_TASK_NAME_MAX];
 };
 
-/* An operation in the ring; lives on the waiting task's stack. */
+/* How a task waits (rf__wait). */
+#define RF_WAIT_CANCEL 1u   /* rf_cancel ends the wait: -ECANCELED */
+#define RF_WAIT_DEADLINE 2u /* the task's deadline ends it: -ETIMEDOUT */
+#define RF_WAIT_ANY (RF_WAIT_CANCEL | RF_WAIT_DEADLINE)
+
+/* An operation in the ring; lives on the waiting task's stack. Zeroed
+ * before use. */
 typedef struct rf_op {
     rf_task *task; /* woken by the CQE; NULL: nobody waits right now */
     int32_t res;
     uint32_t cflags;
-    bool done;
+    uint8_t links;  /* linked-timeout CQEs still expected (0 or 1) */
+    bool main_done; /* the operation's own final CQE was seen */
+    bool timed_out; /* its linked timeout fired (-ETIME) */
+    bool done;      /* every CQE of the operation was seen */
 } rf_op;
 
-/* user_data tags: ops are 8-byte aligned, the low bits are free. */
-#define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
+/* A record whose CQEs go to a function: multishot operations, and the
+ * loop's own requests. Submitted with rf__handler_data(h). */
+typedef struct rf_handler {
+    void (*fn)(rf_loop *l, struct rf_handler *h,
+               const struct io_uring_cqe *cqe);
+    bool uncounted; /* not in loop->inflight (the remote wake-up read) */
+} rf_handler;
 
+/* user_data tags: records are 8-byte aligned, the low bits are free. */
+#define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
+#define RF_UD_LINK 2ULL   /* op | 2: the linked timeout of an rf_op */
+#define RF_UD_HANDLER 3ULL /* h | 3: an rf_handler */
+
+static inline uint64_t rf__handler_data(rf_handler *h)
+{
+    return (uint64_t)(uintptr_t)h | RF_UD_HANDLER;
+}
+
+/* A message posted to a loop from another thread (remote.c). run() is
+ * called on the loop's thread, in the scheduler, once. */
+typedef struct rf_remote_msg {
+    struct rf_remote_msg *next;
+    void (*run)(rf_loop *l, struct rf_remote_msg *m);
+} rf_remote_msg;
 typedef struct rf_task_chunk {
     struct rf_task_chunk *next;
 } rf_task_chunk;
@@ -152,6 +186,18 @@ struct rf_loop {
     size_t altstack_size;
     uint64_t next_id;
     uint64_t inflight;
+    /* Work that another thread will hand back through rf__remote_post
+     * (offloaded calls): the loop does not report a deadlock, and is not
+     * freed, while it is non-zero. Loop thread only. */
+    uint64_t remote_expected;
+    /* Cross-thread mailbox (remote.c): a LIFO pushed by other threads;
+     * the pusher that finds it empty writes remote_efd. */
+    rf_remote_msg *remote_head; /* __atomic_* only */
+    int remote_efd;
+    bool remote_armed;     /* a read of remote_efd is in the ring */
+    uint64_t remote_buf;
+    rf_handler remote_h;
+    uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
@@ -215,7 +261,7 @@ static inline void rf__rq_push(rf_loop *l, rf_task *t)
 int rf__rq_reserve(rf_loop *l, uint64_t tasks);
 extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 void rf__wake(rf_loop *l, rf_task *t);
-int rf__wait(rf_loop *l, rf_task *self, bool cancellable);
+int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);
 
@@ -232,6 +278,10 @@ struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);
 int rf__op_wait(rf_loop *l, rf_task *self, rf_op *op);
+struct io_uring_sqe *rf__op_begin(rf_loop *l, rf_task *self, int *err);
+int rf__op_run(rf_loop *l, rf_task *self, rf_op *op,
+               struct io_uring_sqe *sqe);
+bool rf__op_supported(const rf_loop *l, unsigned opcode);
 void rf__op_cancel(rf_loop *l, rf_op *op);
 void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
 
@@ -241,13 +291,28 @@ void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);
 void rf__cancel(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
-int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable);
+int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
 uint64_t rf__deadline_after(const rf_loop *l, uint64_t ns);
 int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
                   uint64_t ns);
+
+int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
+void rf__deadline_task_end(rf_loop *l, rf_task *self);
+
+/* ---- remote.c ---- */
+int rf__remote_init(rf_loop *l);
+void rf__remote_fini(rf_loop *l);
+void rf__remote_post(rf_loop *l, rf_remote_msg *m);
+void rf__remote_arm(rf_loop *l);
+bool rf__remote_drain(rf_loop *l);
+
+static inline bool rf__remote_pending(rf_loop *l)
+{
+    return __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) != NULL;
+}
 
 /* ---- error.c ---- */
 void rf__setup_error_report(int err, unsigned flags);

@@ -113,18 +113,35 @@ static inline __attribute__((always_inline)) void switch_out(rf_loop *l,
 
 void rf__switch_out(rf_loop *l) { switch_out(l, l->current); }
 
-int rf__wait(rf_loop *l, rf_task *self, bool cancellable)
+/*
+ * Suspend the running task until rf__wake. how (RF_WAIT_*) says what else
+ * may end the wait: rf_cancel (-ECANCELED) and the task's deadline
+ * (-ETIMEDOUT; armed here as a timer when the task has one). Both are
+ * sticky: once cancelled, or past the deadline, such a wait is not begun.
+ */
+int rf__wait(rf_loop *l, rf_task *self, unsigned how)
 {
-    /* Cancellation is sticky: a cancelled task does not start new
-     * cancellable waits. */
-    if (cancellable && self->cancelled)
+    if ((how & RF_WAIT_CANCEL) && self->cancelled)
         return -ECANCELED;
-    self->state = RF_WAITING;
-    self->wait_cancellable = cancellable;
-    self->cancel_woken = false;
-    switch_out(l, self);
-    self->wait_cancellable = false;
-    return self->cancel_woken ? -ECANCELED : 0;
+    for (;;) {
+        if ((how & RF_WAIT_DEADLINE) && rf_unlikely(self->deadline != 0)) {
+            int rc = rf__deadline_wait_prepare(l, self);
+            if (rc)
+                return rc;
+        }
+        self->state = RF_WAITING;
+        self->wait_flags = (uint8_t)how;
+        self->cancel_woken = false;
+        self->deadline_woken = false;
+        switch_out(l, self);
+        self->wait_flags = 0;
+        if (self->cancel_woken)
+            return -ECANCELED;
+        if (!self->deadline_woken)
+            return 0;
+        /* The deadline timer fired; the deadline may have moved since it
+         * was armed: check again, and wait on if it is still ahead. */
+    }
 }
 
 int rf_yield(void)
@@ -149,7 +166,8 @@ static int loop_run(rf_loop *l)
     for (;;) {
         if (l->target && l->target->state == RF_DONE)
             break;
-        if (l->draining && rf_list_empty(&l->alive) && l->inflight == 0)
+        if (l->draining && rf_list_empty(&l->alive) && l->inflight == 0 &&
+            l->remote_expected == 0)
             break;
         if (rf__nready(l)) {
             l->budget = rf__nready(l);
@@ -163,12 +181,16 @@ static int loop_run(rf_loop *l)
         }
         if (l->stop)
             break;
-        if (l->inflight == 0) {
+        if (rf__remote_drain(l))
+            continue;
+        if (l->inflight == 0 && l->remote_expected == 0) {
             rc = -EDEADLK; /* every task waits and nothing can wake one */
             break;
         }
         /* Nothing ready: submit what the last pass gathered and sleep
-         * until at least one completion, in one system call. */
+         * until at least one completion, in one system call; a message
+         * from another thread also ends the sleep (remote.c). */
+        rf__remote_arm(l);
         rc = rf__ring_enter(l, 1);
         if (rc < 0)
             break;
@@ -203,6 +225,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf_loop *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
+    l->remote_efd = -1;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
@@ -225,7 +248,12 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         free(l);
         return rc;
     }
-    rc = rf__overflow_handler_install(l);
+    rc = rf__remote_init(l);
+    if (rc == 0) {
+        rc = rf__overflow_handler_install(l);
+        if (rc)
+            rf__remote_fini(l);
+    }
     if (rc) {
         io_uring_queue_exit(&l->ring);
         rf__stacks_fini(&l->stacks);
@@ -291,7 +319,8 @@ int rf_loop_free(rf_loop *loop)
     loop->draining = true;
     for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
         rf__cancel(rf_container_of(n, rf_task, alive));
-    if (!rf_list_empty(&loop->alive) || loop->inflight)
+    if (!rf_list_empty(&loop->alive) || loop->inflight ||
+        loop->remote_expected)
         rc = loop_run(loop);
     if (rc)
         fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
@@ -302,6 +331,7 @@ int rf_loop_free(rf_loop *loop)
         rf_list_remove(&t->alive);
         rf__stack_put(&loop->stacks, t);
     }
+    rf__remote_fini(loop);
     io_uring_queue_exit(&loop->ring);
     rf__stacks_fini(&loop->stacks);
     rf__tasks_free_all(loop);

@@ -60,6 +60,15 @@ int rf__ring_setup(rf_loop *l, const rf_loop_opts *o)
         return rc;
     /* Saves an fd lookup per io_uring_enter (5.18+); optional. */
     (void)io_uring_register_ring_fd(&l->ring);
+    /* Which operations this kernel has: an operation it lacks is refused
+     * with -EOPNOTSUPP before it reaches the ring (or takes a fallback). */
+    struct io_uring_probe *p = io_uring_get_probe_ring(&l->ring);
+    if (p) {
+        for (unsigned i = 0; i < p->ops_len && i < 256; i++)
+            if (p->ops[i].flags & IO_URING_OP_SUPPORTED)
+                l->probe[p->ops[i].op / 64] |= 1ULL << (p->ops[i].op % 64);
+        io_uring_free_probe(p);
+    }
     return 0;
 }
 
@@ -71,19 +80,49 @@ static bool events_waiting(const rf_loop *l)
            (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
-static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+static void op_complete(rf_loop *l, rf_op *op)
 {
-    uint64_t ud = cqe->user_data;
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        l->inflight--;
-    if (ud & 7 || ud == 0)
-        return; /* a tagged request: only accounting */
-    rf_op *op = (rf_op *)(uintptr_t)ud;
-    op->res = cqe->res;
-    op->cflags = cqe->flags;
     op->done = true;
     if (op->task)
         rf__wake(l, op->task);
+}
+
+static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    bool final = !(cqe->flags & IORING_CQE_F_MORE);
+    if (rf_likely((ud & 7) == 0 && ud != 0)) {
+        rf_op *op = (rf_op *)(uintptr_t)ud;
+        l->inflight -= final;
+        op->res = cqe->res;
+        op->cflags = cqe->flags;
+        op->main_done = true;
+        if (op->links == 0)
+            op_complete(l, op);
+        return;
+    }
+    switch (ud & 7) {
+    case RF_UD_LINK: {
+        /* The linked timeout's own CQE: -ETIME if it fired, -ECANCELED
+         * if the operation completed first. Either may come first. */
+        rf_op *op = (rf_op *)(uintptr_t)(ud & ~7ULL);
+        l->inflight--;
+        op->timed_out |= cqe->res == -ETIME;
+        if (--op->links == 0 && op->main_done)
+            op_complete(l, op);
+        return;
+    }
+    case RF_UD_HANDLER: {
+        rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
+        if (!h->uncounted)
+            l->inflight -= final;
+        h->fn(l, h, cqe);
+        return;
+    }
+    default:
+        l->inflight -= final; /* RF_UD_IGNORE: accounting only */
+        return;
+    }
 }
 
 unsigned rf__ring_reap(rf_loop *l)
@@ -167,6 +206,8 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
 void rf__ring_pass_end(rf_loop *l)
 {
     struct io_uring *r = &l->ring;
+    if (rf_unlikely(rf__remote_pending(l)))
+        rf__remote_drain(l);
     if (l->inflight == 0)
         return; /* nothing queued, nothing that could complete */
     if (io_uring_sq_ready(r) == 0 && io_uring_cq_ready(r) == 0 &&
@@ -205,7 +246,7 @@ void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op)
 {
     op->task = self;
     while (!op->done)
-        rf__wait(l, self, false);
+        rf__wait(l, self, 0);
     op->task = NULL;
 }
 
@@ -213,16 +254,82 @@ void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op)
  * Suspend until op completes. If the task is cancelled meanwhile, ask the
  * kernel to cancel op and keep waiting for op's own CQE: the task resumes
  * only when the kernel is done with op (and with any buffer it uses).
+ * The task's deadline is not watched here: an operation carries it as a
+ * linked timeout (rf__op_run).
  */
 int rf__op_wait(rf_loop *l, rf_task *self, rf_op *op)
 {
     op->task = self;
     while (!op->done) {
-        if (rf__wait(l, self, true) == -ECANCELED && !op->done) {
+        if (rf__wait(l, self, RF_WAIT_CANCEL) == -ECANCELED && !op->done) {
             rf__op_cancel(l, op);
             rf__op_settle(l, self, op);
         }
     }
     op->task = NULL;
     return op->res;
+}
+
+/*
+ * The two halves of every operation a task submits:
+ *
+ *     int err;
+ *     struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+ *     if (!sqe)
+ *         return err;
+ *     io_uring_prep_xxx(sqe, ...);
+ *     return rf__op_run(l, self, &op, sqe);
+ *
+ * begin refuses to start in a cancelled task (-ECANCELED) or past the
+ * task's deadline (-ETIMEDOUT), and leaves room in the SQ for a linked
+ * timeout right behind the operation: a link must not be split across two
+ * submissions. run adds that timeout when the task has a deadline, waits
+ * for every CQE, and maps a timeout to -ETIMEDOUT.
+ */
+struct io_uring_sqe *rf__op_begin(rf_loop *l, rf_task *self, int *err)
+{
+    if (rf_unlikely(self->cancelled)) {
+        *err = -ECANCELED;
+        return NULL;
+    }
+    if (rf_unlikely(self->deadline != 0)) {
+        if (rf_now_ns() >= self->deadline) {
+            *err = -ETIMEDOUT;
+            return NULL;
+        }
+        if (io_uring_sq_space_left(&l->ring) < 2 && rf__ring_enter(l, 0) < 0) {
+            *err = -EBUSY;
+            return NULL;
+        }
+    }
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        *err = -EBUSY;
+    return sqe;
+}
+
+int rf__op_run(rf_loop *l, rf_task *self, rf_op *op, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data(sqe, op);
+    if (rf_unlikely(self->deadline != 0)) {
+        struct io_uring_sqe *lt = rf__sqe_get(l); /* room kept by begin */
+        if (lt) {
+            /* The kernel reads the timespec when the pass is submitted;
+             * the task's copy lives until then (the task waits below). */
+            sqe->flags |= IOSQE_IO_LINK;
+            io_uring_prep_link_timeout(lt, &self->deadline_ts,
+                                       IORING_TIMEOUT_ABS);
+            io_uring_sqe_set_data64(lt, (uint64_t)(uintptr_t)op | RF_UD_LINK);
+            op->links = 1;
+        }
+    }
+    int res = rf__op_wait(l, self, op);
+    if (op->timed_out && (res == -ECANCELED || res == -EINTR))
+        return -ETIMEDOUT;
+    return res;
+}
+
+bool rf__op_supported(const rf_loop *l, unsigned opcode)
+{
+    return opcode < 256 && (l->probe[opcode / 64] >> (opcode % 64) & 1);
 }

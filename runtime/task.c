@@ -91,9 +91,12 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->refs = 2; /* the caller's handle, and the running task's own */
     t->state = RF_READY;
     t->cancelled = l->draining;
-    t->wait_cancellable = false;
+    t->wait_flags = 0;
     t->cancel_woken = false;
+    t->deadline_woken = false;
     t->status = 0;
+    t->deadline = 0;
+    t->dtimer = NULL;
     t->name[0] = '\0';
     if (o && o->name) {
         size_t n = strnlen(o->name, RF_TASK_NAME_MAX - 1);
@@ -130,6 +133,8 @@ void rf__task_entry(transfer_t tr)
     rf__land(l, tr);
     rf_task *t = l->current;
     t->result = t->fn(t->arg);
+    if (t->dtimer)
+        rf__deadline_task_end(l, t);
     task_finish(l, t);
     rf__switch_out(l);
     abort(); /* a finished task is never resumed */
@@ -168,9 +173,9 @@ static void waiter_wake(rf_waiter *w, rf_task *done)
     rf__wake(done->loop, w->task);
 }
 
-/* Returns 0 once t is done, -ECANCELED if a cancellable wait was
- * cancelled first. */
-int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable)
+/* Returns 0 once t is done; -ECANCELED or -ETIMEDOUT if the wait (how:
+ * RF_WAIT_*) ended first on the caller's cancellation or deadline. */
+int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
 {
     if (t->state == RF_DONE)
         return 0;
@@ -178,8 +183,9 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, bool cancellable)
     rf_list_push_back(&t->joiners, &w.node);
     int rc = 0;
     while (t->state != RF_DONE) {
-        if (rf__wait(l, self, cancellable) == -ECANCELED) {
-            rc = t->state == RF_DONE ? 0 : -ECANCELED;
+        int wrc = rf__wait(l, self, how);
+        if (wrc < 0) {
+            rc = t->state == RF_DONE ? 0 : wrc;
             break;
         }
     }
@@ -212,7 +218,7 @@ int rf_join(rf_task *t, void **result)
     int rc = wait_check(t, &l, &self);
     if (rc)
         return rc;
-    rc = rf__join_wait(l, self, t, true);
+    rc = rf__join_wait(l, self, t, RF_WAIT_ANY);
     if (rc)
         return rc;
     if (result)
@@ -240,16 +246,18 @@ int rf_gather(rf_task *const *tasks, size_t n, void **results)
         if (tasks[i]->state != RF_DONE)
             return -ECANCELED;
     for (size_t i = 0; i < n; i++) {
-        if (rf__join_wait(l, self, tasks[i], true) == 0)
+        int wrc = rf__join_wait(l, self, tasks[i], RF_WAIT_ANY);
+        if (wrc == 0)
             continue;
-        /* The gathering task was cancelled: like asyncio.gather, cancel
-         * what it gathers, and wait until all of it has returned. */
+        /* The gathering task was cancelled (or reached its deadline):
+         * like asyncio.gather, cancel what it gathers, and wait until all
+         * of it has returned. */
         for (size_t j = i; j < n; j++)
             if (tasks[j]->state != RF_DONE)
                 rf__cancel(tasks[j]);
         for (size_t j = i; j < n; j++)
-            rf__join_wait(l, self, tasks[j], false);
-        rc = -ECANCELED;
+            rf__join_wait(l, self, tasks[j], 0);
+        rc = wrc;
         break;
     }
     for (size_t i = 0; i < n; i++) {
@@ -279,17 +287,18 @@ int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
         timer.task = self;
         rf_waiter w = {.fire = waiter_wake, .task = self};
         rf_list_push_back(&t->joiners, &w.node);
-        bool cancelled = false;
-        while (t->state != RF_DONE && !timer.done && !cancelled)
-            cancelled = rf__wait(l, self, true) == -ECANCELED;
+        int wrc = 0;
+        while (t->state != RF_DONE && !timer.done && wrc == 0)
+            wrc = rf__wait(l, self, RF_WAIT_ANY);
         rf_list_remove(&w.node);
         timer.task = NULL;
         if (t->state != RF_DONE) {
-            /* Time is up (or we were cancelled): cancel t and let it
-             * unwind before returning, as asyncio.wait_for does. */
-            rc = cancelled ? -ECANCELED : -ETIMEDOUT;
+            /* Time is up (or we were cancelled, or reached our own
+             * deadline): cancel t and let it unwind before returning, as
+             * asyncio.wait_for does. */
+            rc = wrc ? wrc : -ETIMEDOUT;
             rf__cancel(t);
-            rf__join_wait(l, self, t, false);
+            rf__join_wait(l, self, t, 0);
         }
         if (!timer.done) {
             rf__op_cancel(l, &timer);
@@ -389,10 +398,10 @@ rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
     }
     while (rf_list_empty(&ac->done)) {
         ac->waiter = self;
-        int rc = rf__wait(l, self, true);
+        int rc = rf__wait(l, self, RF_WAIT_ANY);
         ac->waiter = NULL;
-        if (rc == -ECANCELED && rf_list_empty(&ac->done)) {
-            errno = ECANCELED;
+        if (rc < 0 && rf_list_empty(&ac->done)) {
+            errno = -rc;
             return NULL;
         }
     }
@@ -421,7 +430,7 @@ void rf_as_completed_fini(rf_as_completed *storage)
 void rf__cancel(rf_task *t)
 {
     t->cancelled = true;
-    if (t->state == RF_WAITING && t->wait_cancellable) {
+    if (t->state == RF_WAITING && (t->wait_flags & RF_WAIT_CANCEL)) {
         t->cancel_woken = true;
         rf__wake(t->loop, t);
     }

@@ -1,0 +1,117 @@
+/*
+ * The way into a loop from other threads: offloaded calls coming back
+ * (pool.c), work handed over by a host program (rf_loop_*_threadsafe).
+ *
+ * A mailbox of messages: other threads push onto a lock-free LIFO; the loop
+ * takes the whole list with one exchange and runs the messages in the order
+ * they were posted. A pusher that finds the mailbox empty also writes the
+ * loop's eventfd, and the loop keeps a read of that eventfd in its ring
+ * while it sleeps; so a burst of N messages costs one write and wakes the
+ * loop once, a loop that is busy finds the mail at its next pass end
+ * without being woken at all, and no message is ever missed: the eventfd
+ * counter remembers a write made while no read was armed.
+ *
+ * The eventfd is blocking on purpose: io_uring returns -EAGAIN for a read
+ * of an O_NONBLOCK file that has nothing to read, instead of waiting.
+ */
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void remote_woken(rf_loop *l, rf_handler *h,
+                         const struct io_uring_cqe *cqe)
+{
+    (void)h;
+    (void)cqe;
+    l->remote_armed = false; /* the scheduler drains the mailbox */
+}
+
+int rf__remote_init(rf_loop *l)
+{
+    l->remote_efd = eventfd(0, EFD_CLOEXEC);
+    if (l->remote_efd < 0)
+        return -errno;
+    l->remote_h.fn = remote_woken;
+    /* Not an operation anyone waits for: it must not keep a loop from
+     * reporting a deadlock, nor cost the pass end its fast path. */
+    l->remote_h.uncounted = true;
+    return 0;
+}
+
+/* Keep a read of the eventfd in the ring; called before the loop sleeps. */
+void rf__remote_arm(rf_loop *l)
+{
+    if (l->remote_armed)
+        return;
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        return; /* the SQ is full: this sleep ends on those CQEs anyway */
+    l->inflight--; /* see remote_h.uncounted */
+    io_uring_prep_read(sqe, l->remote_efd, &l->remote_buf,
+                       sizeof(l->remote_buf), 0);
+    io_uring_sqe_set_data64(sqe, rf__handler_data(&l->remote_h));
+    l->remote_armed = true;
+}
+
+/* Cancel the armed read and wait for its CQE; then close the eventfd. */
+void rf__remote_fini(rf_loop *l)
+{
+    if (l->remote_armed) {
+        struct io_uring_sqe *sqe = rf__sqe_get(l);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, rf__handler_data(&l->remote_h), 0);
+            io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+        } else {
+            /* No SQE: complete the read the ordinary way. */
+            uint64_t one = 1;
+            (void)!write(l->remote_efd, &one, sizeof(one));
+        }
+        while (l->remote_armed || l->inflight) {
+            if (rf__ring_enter(l, 1) < 0)
+                break;
+            rf__ring_reap(l);
+        }
+    }
+    if (l->remote_efd >= 0)
+        close(l->remote_efd);
+    l->remote_efd = -1;
+}
+
+/* Any thread. m stays the caller's until its run() is called. */
+void rf__remote_post(rf_loop *l, rf_remote_msg *m)
+{
+    rf_remote_msg *old = __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED);
+    do
+        m->next = old;
+    while (!__atomic_compare_exchange_n(&l->remote_head, &old, m, true,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    if (old == NULL) {
+        uint64_t one = 1;
+        while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* Loop thread: run every message posted so far, oldest first. Returns
+ * whether there were any. */
+bool rf__remote_drain(rf_loop *l)
+{
+    rf_remote_msg *m = __atomic_exchange_n(&l->remote_head, NULL,
+                                           __ATOMIC_ACQUIRE);
+    if (!m)
+        return false;
+    rf_remote_msg *fifo = NULL;
+    while (m) {
+        rf_remote_msg *next = m->next;
+        m->next = fifo;
+        fifo = m;
+        m = next;
+    }
+    while (fifo) {
+        rf_remote_msg *next = fifo->next;
+        fifo->run(l, fifo); /* may free fifo */
+        fifo = next;
+    }
+    return true;
+}

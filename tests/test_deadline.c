@@ -1,0 +1,252 @@
+/*
+ * The task's deadline (rf_deadline_set) on the waits of the core: sleep,
+ * join, gather, wait_for, as_completed. It ends a wait with -ETIMEDOUT,
+ * is sticky until moved or cleared, can be moved earlier or later while a
+ * timer for it is armed, and leaves nothing in flight when the task ends.
+ * (I/O operations with a deadline are tested with the I/O calls.)
+ */
+#include "helpers.h"
+
+static void *sleeper(void *arg)
+{
+    rf_sleep((uint64_t)(uintptr_t)arg);
+    return arg;
+}
+
+/* ---- outside a task ------------------------------------------------------- */
+
+static void test_outside_task(void **state)
+{
+    assert_int_equal(rf_deadline_set(1), -EPERM);
+    assert_int_equal(rf_deadline_get(), 0);
+}
+
+/* ---- sleep ---------------------------------------------------------------- */
+
+static void *sleep_cut(void *arg)
+{
+    uint64_t t0 = rf_now_ns();
+    RFT_CHECK_INT(rf_deadline_get(), 0);
+    RFT_CHECK_INT(rf_deadline_set(t0 + 30 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_deadline_get(), t0 + 30 * RFT_MS);
+    /* A sleep that would end after the deadline ends at it. */
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
+    uint64_t el = rf_now_ns() - t0;
+    RFT_CHECK(el >= 30 * RFT_MS);
+    RFT_CHECK(el < 5 * RFT_SEC);
+    /* Sticky: past the deadline, a wait ends at once. */
+    uint64_t t1 = rf_now_ns();
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
+    RFT_CHECK(rf_now_ns() - t1 < 5 * RFT_SEC);
+    /* ... but a yield is not a wait. */
+    RFT_CHECK_INT(rf_yield(), 0);
+    /* Cleared: sleeps are whole again. */
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0);
+    /* A sleep that ends before the deadline is not affected. */
+    RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 10 * RFT_SEC), 0);
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0);
+    return NULL;
+}
+
+static void test_sleep_cut_by_deadline(void **state) { rft_run(sleep_cut, NULL); }
+
+/* ---- join ----------------------------------------------------------------- */
+
+static void *join_deadline(void *arg)
+{
+    rf_task *t = rf_spawn(sleeper, (void *)(uintptr_t)(200 * RFT_MS));
+    RFT_CHECK(t != NULL);
+    uint64_t t0 = rf_now_ns();
+    rf_deadline_set(t0 + 20 * RFT_MS);
+    void *res = (void *)1;
+    RFT_CHECK_INT(rf_join(t, &res), -ETIMEDOUT);
+    RFT_CHECK(res == (void *)1); /* untouched */
+    RFT_CHECK(rf_now_ns() - t0 >= 20 * RFT_MS);
+    /* rf_join does not cancel what it joined. */
+    RFT_CHECK(!rf_cancelled(t));
+    RFT_CHECK(!rf_done(t));
+    rf_deadline_set(0);
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    RFT_CHECK(res == (void *)(uintptr_t)(200 * RFT_MS));
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_join_times_out(void **state) { rft_run(join_deadline, NULL); }
+
+/* The timer armed for one wait serves the next ones; moving the deadline
+ * later makes an early firing harmless, moving it earlier updates it. */
+static void *join_moved(void *arg)
+{
+    uint64_t t0 = rf_now_ns();
+    rf_task *a = rf_spawn(sleeper, (void *)(uintptr_t)(5 * RFT_MS));
+    rf_deadline_set(t0 + 40 * RFT_MS);
+    RFT_CHECK_INT(rf_join(a, NULL), 0); /* done well before */
+    rf_task_release(a);
+
+    /* Later: the armed timer fires at 40 ms, the wait goes on. */
+    rf_task *b = rf_spawn(sleeper, (void *)(uintptr_t)(80 * RFT_MS));
+    rf_deadline_set(t0 + 10 * RFT_SEC);
+    RFT_CHECK_INT(rf_join(b, NULL), 0);
+    RFT_CHECK(rf_now_ns() - t0 >= 80 * RFT_MS);
+    rf_task_release(b);
+
+    /* Earlier than the armed timer (10 s): the timer is moved. */
+    rf_task *c = rf_spawn(sleeper, (void *)(uintptr_t)(5 * RFT_SEC));
+    uint64_t t1 = rf_now_ns();
+    rf_deadline_set(t1 + 20 * RFT_MS);
+    RFT_CHECK_INT(rf_join(c, NULL), -ETIMEDOUT);
+    uint64_t el = rf_now_ns() - t1;
+    RFT_CHECK(el >= 20 * RFT_MS);
+    RFT_CHECK(el < 4 * RFT_SEC);
+    rf_cancel(c);
+    rf_deadline_set(0);
+    RFT_CHECK_INT(rf_join(c, NULL), -ECANCELED);
+    rf_task_release(c);
+    return NULL;
+}
+
+static void test_deadline_moved(void **state) { rft_run(join_moved, NULL); }
+
+/* ---- gather and wait_for cancel what they wait for ------------------------- */
+
+static void *gather_deadline(void *arg)
+{
+    rf_task *t[3];
+    for (int i = 0; i < 3; i++)
+        t[i] = rf_spawn(sleeper, (void *)(uintptr_t)((i + 1) * RFT_SEC));
+    rf_deadline_set(rf_now_ns() + 20 * RFT_MS);
+    RFT_CHECK_INT(rf_gather(t, 3, NULL), -ETIMEDOUT);
+    for (int i = 0; i < 3; i++) {
+        RFT_CHECK(rf_done(t[i]));
+        RFT_CHECK(rf_cancelled(t[i]));
+        rf_task_release(t[i]);
+    }
+    return NULL;
+}
+
+static void test_gather_times_out(void **state) { rft_run(gather_deadline, NULL); }
+
+static void *wait_for_deadline(void *arg)
+{
+    rf_task *t = rf_spawn(sleeper, (void *)(uintptr_t)RFT_SEC);
+    /* The task's own deadline comes before wait_for's timeout. */
+    rf_deadline_set(rf_now_ns() + 10 * RFT_MS);
+    RFT_CHECK_INT(rf_wait_for(t, 10 * RFT_SEC, NULL), -ETIMEDOUT);
+    RFT_CHECK(rf_done(t));
+    RFT_CHECK(rf_cancelled(t));
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_wait_for_times_out(void **state) { rft_run(wait_for_deadline, NULL); }
+
+static void *as_completed_deadline(void *arg)
+{
+    rf_task *t[2] = {rf_spawn(sleeper, (void *)(uintptr_t)(1 * RFT_MS)),
+                     rf_spawn(sleeper, (void *)(uintptr_t)(2 * RFT_SEC))};
+    rf_as_completed ac;
+    RFT_CHECK_INT(rf_as_completed_init(&ac, t, 2), 0);
+    rf_deadline_set(rf_now_ns() + 30 * RFT_MS);
+    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == t[0]);
+    errno = 0;
+    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, ETIMEDOUT);
+    rf_as_completed_fini(&ac);
+    rf_cancel(t[1]);
+    rf_task_release(t[0]);
+    rf_task_release(t[1]);
+    return NULL;
+}
+
+static void test_as_completed_times_out(void **state) { rft_run(as_completed_deadline, NULL); }
+
+/* ---- nothing left behind --------------------------------------------------- */
+
+static void *ends_with_timer(void *arg)
+{
+    rf_task *t = rf_spawn(sleeper, (void *)(uintptr_t)(1 * RFT_MS));
+    /* Arms the deadline timer for an hour, then returns at once. */
+    rf_deadline_set(rf_now_ns() + 3600 * RFT_SEC);
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void *many_end_with_timers(void *arg)
+{
+    enum { N = 100 };
+    rf_task *t[N];
+    for (int i = 0; i < N; i++)
+        t[i] = rf_spawn(ends_with_timer, NULL);
+    RFT_CHECK_INT(rf_gather(t, N, NULL), 0);
+    for (int i = 0; i < N; i++)
+        rf_task_release(t[i]);
+    /* Every timer was removed and its CQE seen. */
+    RFT_CHECK_INT(rft_stats().ops_in_flight, 0);
+    return NULL;
+}
+
+static void test_timers_removed_at_task_end(void **state)
+{
+    uint64_t t0 = rft_now();
+    rft_run(many_end_with_timers, NULL);
+    assert_true(rft_now() - t0 < 30 * RFT_SEC);
+}
+
+/* A spawned task does not inherit the deadline. */
+static void *child_no_deadline(void *arg)
+{
+    RFT_CHECK_INT(rf_deadline_get(), 0);
+    RFT_CHECK_INT(rf_sleep(30 * RFT_MS), 0);
+    return NULL;
+}
+
+static void *parent_with_deadline(void *arg)
+{
+    rf_deadline_set(rf_now_ns() + 5 * RFT_MS);
+    rf_task *c = rf_spawn(child_no_deadline, NULL);
+    RFT_CHECK_INT(rf_join(c, NULL), -ETIMEDOUT);
+    rf_deadline_set(0);
+    RFT_CHECK_INT(rf_join(c, NULL), 0);
+    rf_task_release(c);
+    return NULL;
+}
+
+static void test_not_inherited(void **state) { rft_run(parent_with_deadline, NULL); }
+
+/* Cancellation still wins over a deadline that has not passed. */
+static void *cancelled_with_deadline(void *arg)
+{
+    rf_deadline_set(rf_now_ns() + 10 * RFT_SEC);
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ECANCELED);
+    return NULL;
+}
+
+static void *cancel_beats_deadline(void *arg)
+{
+    rf_task *t = rf_spawn(cancelled_with_deadline, NULL);
+    rf_sleep(5 * RFT_MS);
+    rf_cancel(t);
+    RFT_CHECK_INT(rf_join(t, NULL), -ECANCELED);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_cancel_with_deadline(void **state) { rft_run(cancel_beats_deadline, NULL); }
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_outside_task),
+    cmocka_unit_test(test_sleep_cut_by_deadline),
+    cmocka_unit_test(test_join_times_out),
+    cmocka_unit_test(test_deadline_moved),
+    cmocka_unit_test(test_gather_times_out),
+    cmocka_unit_test(test_wait_for_times_out),
+    cmocka_unit_test(test_as_completed_times_out),
+    cmocka_unit_test(test_timers_removed_at_task_end),
+    cmocka_unit_test(test_not_inherited),
+    cmocka_unit_test(test_cancel_with_deadline),
+};
+
+RFT_MAIN(tests)
