@@ -112,6 +112,8 @@ struct rf_task {
     uint64_t deadline;     /* rf_deadline_set: absolute ns, 0 none */
     struct __kernel_timespec deadline_ts; /* the same, for linked timeouts */
     struct rf_deadline_timer *dtimer; /* for waits outside the ring */
+    bool in_accept;        /* waiting in an accept (graceful shutdown
+                            * cancels such tasks: "stop accepting") */
     char name[RF_TASK_NAME_MAX];
 };
 
@@ -198,6 +200,7 @@ struct rf_loop {
     uint64_t remote_buf;
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
+    bool accept_stopped;   /* graceful shutdown began: accepts refuse */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;

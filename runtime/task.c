@@ -97,6 +97,7 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->status = 0;
     t->deadline = 0;
     t->dtimer = NULL;
+    t->in_accept = false;
     t->name[0] = '\0';
     if (o && o->name) {
         size_t n = strnlen(o->name, RF_TASK_NAME_MAX - 1);
