@@ -88,6 +88,35 @@ void rf__land_slow(rf_loop *l, rf_ctx *prev)
     }
 }
 
+/*
+ * rf__jump: jump_fcontext under a name the library exports (the Boost
+ * symbols stay hidden in the shared library), as a tail jump so that it
+ * pushes nothing on the return stack buffer (see rf__yield_begin).
+ */
+#if defined(__x86_64__) && defined(__ELF__)
+__asm__(".text\n"
+        ".globl rf__jump\n"
+        ".type rf__jump, @function\n"
+        ".p2align 4\n"
+        "rf__jump:\n"
+        "\tjmp jump_fcontext\n"
+        ".size rf__jump, .-rf__jump\n");
+#elif defined(__aarch64__) && defined(__ELF__)
+__asm__(".text\n"
+        ".globl rf__jump\n"
+        ".type rf__jump, %function\n"
+        ".p2align 2\n"
+        "rf__jump:\n"
+        "\tb jump_fcontext\n"
+        ".size rf__jump, .-rf__jump\n");
+#else
+rf__xfer rf__jump(void *to, void *data)
+{
+    transfer_t t = jump_fcontext(to, data);
+    return (rf__xfer){t.fctx, t.data};
+}
+#endif
+
 #if defined(RF_ASAN) || defined(RF_TSAN)
 void rf__switch_annotate(rf_ctx *from, rf_ctx *to, bool from_dies)
 {

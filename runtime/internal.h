@@ -181,6 +181,7 @@ struct rf_loop {
     pthread_t owner;
     bool running;
     bool stop;
+    bool target_done;      /* target has returned */
     bool draining;         /* rf_loop_free: cancel every task spawned */
     bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
     bool own_altstack;

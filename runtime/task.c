@@ -117,6 +117,8 @@ static void task_finish(rf_loop *l, rf_task *t)
 {
     t->state = RF_DONE;
     t->status = t->cancelled ? -ECANCELED : 0;
+    if (t == l->target)
+        l->target_done = true; /* run_until_complete returns */
     rf_list_remove(&t->alive);
     l->stats.tasks_alive--;
     rf_list *n;
