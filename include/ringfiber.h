@@ -402,6 +402,8 @@ RF_API uint64_t rf_deadline_get(void);
  *    object's list of waiters (nothing is taken from the object);
  *  - the caller's deadline (rf_deadline_set): -ETIMEDOUT, likewise. This
  *    is the way to bound a wait: set a deadline, wait, clear it.
+ * A wait with a deadline may also fail with -ENOMEM or -EBUSY when the
+ * deadline's timer cannot be set up (the wait is then not begun).
  * A call that can complete at once (an item is there, the lock is free)
  * does not suspend and succeeds even if the caller is cancelled or past
  * its deadline, like rf_join on a finished task.
@@ -411,9 +413,11 @@ RF_API uint64_t rf_deadline_get(void);
  * rf_queue_put gives its item to the first waiting getter, rf_mutex_unlock
  * makes the first waiter the owner, rf_sem_release gives the permit to the
  * first waiter. So a put wakes exactly one getter, nobody can overtake a
- * waiter, and a waiter that was handed something and is then cancelled
- * before it runs still returns success with what it was given (its
- * cancellation shows at its next suspending call): nothing is ever lost.
+ * waiter, and a waiter that was handed something before it ran again
+ * returns success with what it was given, even if it was cancelled (or
+ * reached its deadline) in the meantime, before or after being served: it
+ * leaves the list only when it runs. Its cancellation then shows at its
+ * next suspending call. Nothing is ever lost.
  * Calls that wake all waiters (rf_event_set, rf_queue_close,
  * rf_cond_broadcast, the end of a join) do it in one pass.
  */

@@ -293,6 +293,19 @@ static void *handoff_then_cancel(void *arg)
     RFT_CHECK_INT(g.last_rc, -ECANCELED);
     RFT_CHECK_INT(rf_queue_size(&q), 0);
     rf_task_release(t);
+    /* The other order: cancelled, and served by a put before it ran (it
+     * is still first in line): the item is its, too. */
+    g = (getter_ctx){.q = &q, .want = 2};
+    t = rf_spawn(getter, &g);
+    yields(2);
+    RFT_CHECK_INT(rf_cancel(t), 0);
+    RFT_CHECK_INT(rf_queue_put(&q, (void *)43), 0);
+    RFT_CHECK_INT(rf_join(t, NULL), -ECANCELED);
+    RFT_CHECK_INT(g.nitems, 1);
+    RFT_CHECK_PTR(g.items[0], (void *)43);
+    RFT_CHECK_INT(g.last_rc, -ECANCELED);
+    RFT_CHECK_INT(rf_queue_size(&q), 0);
+    rf_task_release(t);
     RFT_CHECK_INT(rf_queue_fini(&q), 0);
     return NULL;
 }
@@ -430,6 +443,20 @@ static void test_queue_join(void **state) { rft_run(queue_join, NULL); }
 
 /* ---- deadlines ------------------------------------------------------------ */
 
+typedef struct mx_hold {
+    rf_mutex *m;
+} mx_hold;
+
+/* Holds m until cancelled. */
+static void *mx_holder(void *arg)
+{
+    mx_hold *h = arg;
+    RFT_CHECK_INT(rf_mutex_lock(h->m), 0);
+    rf_sleep(10 * RFT_SEC);
+    RFT_CHECK_INT(rf_mutex_unlock(h->m), 0);
+    return NULL;
+}
+
 static void *queue_deadline(void *arg)
 {
     rf_queue q;
@@ -459,7 +486,23 @@ static void *queue_deadline(void *arg)
     RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 10 * RFT_MS), 0);
     RFT_CHECK_INT(rf_event_wait(&e), -ETIMEDOUT);
     RFT_CHECK_INT(rf_sem_acquire(&s), -ETIMEDOUT);
+    /* A lock held by another task, and a condition nobody signals. */
+    mx_hold hold = {.m = &m};
+    rf_task *h = rf_spawn(mx_holder, &hold);
+    yields(1);
+    RFT_CHECK_INT(rf_mutex_lock(&m), -ETIMEDOUT);
     RFT_CHECK_INT(rf_deadline_set(0), 0);
+    rf_cancel(h);
+    rf_join(h, NULL);
+    rf_task_release(h);
+    rf_cond c;
+    RFT_CHECK_INT(rf_cond_init(&c), 0);
+    RFT_CHECK_INT(rf_mutex_lock(&m), 0);
+    RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 10 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_cond_wait(&c, &m), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    RFT_CHECK_INT(rf_mutex_unlock(&m), 0); /* held again */
+    RFT_CHECK_INT(rf_cond_fini(&c), 0);
     RFT_CHECK_INT(rf_event_fini(&e), 0);
     RFT_CHECK_INT(rf_sem_fini(&s), 0);
     RFT_CHECK_INT(rf_mutex_fini(&m), 0);
@@ -806,6 +849,8 @@ static void test_cond(void **state) { rft_run(cond_all, NULL); }
 typedef struct fuzz {
     rf_queue q;
     uint64_t rng;
+    size_t capacity;
+    int cancels;
     uint8_t sent[FZ_ITEMS];     /* put returned 0 */
     uint8_t received[FZ_ITEMS]; /* times received */
 } fuzz;
@@ -873,8 +918,7 @@ static void *fz_consumer(void *arg)
 static void *fuzz_main(void *arg)
 {
     fuzz *f = arg;
-    f->rng = 0x9e3779b97f4a7c15ull;
-    RFT_CHECK_INT(rf_queue_init(&f->q, 5, NULL), 0);
+    RFT_CHECK_INT(rf_queue_init(&f->q, f->capacity, NULL), 0);
     fz_role roles[FZ_PRODUCERS + FZ_CONSUMERS];
     rf_task *prod[FZ_PRODUCERS], *cons[FZ_CONSUMERS];
     for (int i = 0; i < FZ_PRODUCERS; i++) {
@@ -891,9 +935,9 @@ static void *fuzz_main(void *arg)
         rf_yield();
         uint32_t x = fz_rand(f);
         if (x % 53 == 0)
-            rf_cancel(prod[x / 53 % FZ_PRODUCERS]);
-        else if (x % 59 == 0)
-            rf_cancel(cons[x / 59 % (FZ_CONSUMERS - 1)]); /* one survives */
+            f->cancels += rf_cancel(prod[x / 53 % FZ_PRODUCERS]) == 0;
+        else if (x % 59 == 0) /* the last consumer survives */
+            f->cancels += rf_cancel(cons[x / 59 % (FZ_CONSUMERS - 1)]) == 0;
     }
     for (int i = 0; i < FZ_PRODUCERS; i++)
         rf_join(prod[i], NULL);
@@ -926,12 +970,25 @@ static void *fuzz_main(void *arg)
     return NULL;
 }
 
+/* Fixed seeds, over a rendezvous queue and two bounded ones. */
 static void test_queue_fuzz(void **state)
 {
-    fuzz *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    rft_run(fuzz_main, f);
-    free(f);
+    static const uint64_t seeds[] = {0x9e3779b97f4a7c15ull, 1, 0xdeadbeefull,
+                                     42, 0x123456789abcdefull};
+    static const size_t caps[] = {0, 1, 5};
+    int cancels = 0;
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        for (size_t k = 0; k < sizeof caps / sizeof caps[0]; k++) {
+            fuzz *f = calloc(1, sizeof(*f));
+            assert_non_null(f);
+            f->rng = seeds[i];
+            f->capacity = caps[k];
+            rft_run(fuzz_main, f);
+            cancels += f->cancels;
+            free(f);
+        }
+    }
+    assert_true(cancels > 0); /* the fuzz did cancel tasks */
 }
 
 static const struct CMUnitTest tests[] = {
