@@ -390,8 +390,9 @@ RF_API uint64_t rf_deadline_get(void);
  * no allocation (a queue's ring of items may be the caller's too). Call
  * the _init function before use; an object must not be copied or moved
  * while in use. The objects are not thread-safe: use one only from the
- * tasks of one loop (a wait from another loop's task, or a wake-up from
- * another thread, returns -EXDEV). The calls that do not suspend may also
+ * tasks of one loop. While tasks of a loop wait on an object, a call on
+ * it from another loop's task or from another thread returns -EXDEV (a
+ * best-effort diagnosis: such a call is a data race). The calls that do not suspend may also
  * be made outside any task, on the loop's thread (to fill a queue or set
  * an event before the loop runs, say).
  *

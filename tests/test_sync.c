@@ -8,6 +8,8 @@
  */
 #include "helpers.h"
 
+#include <pthread.h>
+
 /* Switches made by the loop so far. */
 static uint64_t switches(void) { return rft_stats().switches; }
 
@@ -991,6 +993,96 @@ static void test_queue_fuzz(void **state)
     assert_true(cancels > 0); /* the fuzz did cancel tasks */
 }
 
+/* ---- another loop's waiters: -EXDEV ---------------------------------------- */
+
+typedef struct xdev {
+    rf_queue q;
+    rf_event e;
+    int rc_get, rc_wait;
+    int ready; /* __atomic: both waits have begun */
+} xdev;
+
+static void *xdev_getter(void *arg)
+{
+    xdev *x = arg;
+    rf_deadline_set(rf_now_ns() + 3 * RFT_SEC);
+    void *item;
+    x->rc_get = rf_queue_get(&x->q, &item);
+    return NULL;
+}
+
+/* Runs after the two waiters have begun to wait (FIFO run queue). */
+static void *xdev_ready(void *arg)
+{
+    xdev *x = arg;
+    __atomic_store_n(&x->ready, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* The other thread's loop: this task waits on e, a second one on q; both
+ * give up at their deadline, so the thread ends whatever the test does. */
+static void *xdev_waiters(void *arg)
+{
+    xdev *x = arg;
+    rf_task *t = rf_spawn(xdev_getter, x);
+    rf_task *r = rf_spawn(xdev_ready, x);
+    rf_deadline_set(rf_now_ns() + 3 * RFT_SEC);
+    x->rc_wait = rf_event_wait(&x->e);
+    rf_deadline_set(0); /* or the join would time out at once */
+    rf_join(t, NULL);
+    rf_task_release(t);
+    rf_task_release(r);
+    return NULL;
+}
+
+static void *xdev_thread(void *arg)
+{
+    rf_run(xdev_waiters, arg, NULL);
+    return NULL;
+}
+
+static void *xdev_main(void *arg)
+{
+    xdev *x = arg;
+    void *item;
+    RFT_CHECK_INT(rf_queue_put(&x->q, (void *)1), -EXDEV);
+    RFT_CHECK_INT(rf_queue_get(&x->q, &item), -EXDEV);
+    RFT_CHECK_INT(rf_queue_close(&x->q), -EXDEV);
+    RFT_CHECK_INT(rf_event_wait(&x->e), -EXDEV);
+    RFT_CHECK_INT(rf_event_set(&x->e), -EXDEV);
+    return NULL;
+}
+
+static void test_other_loop(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    /* The misuse tested here is itself a data race (the objects are not
+     * thread-safe; -EXDEV is a best-effort diagnosis of that mistake), and
+     * ThreadSanitizer rightly reports it. */
+    skip();
+#endif
+    xdev *x = calloc(1, sizeof(*x));
+    assert_non_null(x);
+    assert_int_equal(rf_queue_init(&x->q, 1, NULL), 0);
+    assert_int_equal(rf_event_init(&x->e), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, xdev_thread, x), 0);
+    while (!__atomic_load_n(&x->ready, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    assert_int_equal(rf_event_fini(&x->e), -EBUSY);
+    /* From this thread outside any loop, and from a task of another loop:
+     * the waiters belong to the other thread's loop. */
+    assert_int_equal(rf_queue_try_put(&x->q, (void *)1), -EXDEV);
+    assert_int_equal(rf_event_set(&x->e), -EXDEV);
+    rft_run(xdev_main, x);
+    pthread_join(th, NULL);
+    assert_int_equal(x->rc_get, -ETIMEDOUT);
+    assert_int_equal(x->rc_wait, -ETIMEDOUT);
+    assert_int_equal(rf_queue_fini(&x->q), 0);
+    assert_int_equal(rf_event_fini(&x->e), 0);
+    free(x);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_queue_order),
     cmocka_unit_test(test_queue_put_wakes_one_getter),
@@ -1009,6 +1101,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sem_limit),
     cmocka_unit_test(test_cond),
     cmocka_unit_test(test_queue_fuzz),
+    cmocka_unit_test(test_other_loop),
 };
 
 RFT_MAIN(tests)
