@@ -91,8 +91,10 @@ missed = False
 for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]))):
     members = groups[w]
     # Sorted: with random interleaving the report's order is random.
-    bases = sorted(n for n in members if n.endswith("_baseline"))
-    subjects = sorted(n for n in members if not n.endswith("_baseline"))
+    # Natural order: Q2_queue_1p_2c before Q2_queue_1p_16c.
+    natural = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+    bases = sorted((n for n in members if n.endswith("_baseline")), key=natural)
+    subjects = sorted((n for n in members if not n.endswith("_baseline")), key=natural)
     refs = [r for r in REFERENCES.get(w, []) if r in value]
     bases += refs
     # The primary baseline is the one named in the brief; others are context.
