@@ -51,6 +51,8 @@ with open(sys.argv[1]) as f:
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # Targets from DESIGN.md section 5: (kind, value).
 TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0)}
+# Workloads measured against another workload's runs (same unit).
+REFERENCES = {"Q1": ["W1_raw_fcontext_baseline", "W1_yield_pingpong"]}
 
 samples = defaultdict(list)   # name -> ns per iteration, one per repetition
 medians = {}                  # name -> median aggregate, when reported
@@ -76,7 +78,7 @@ value = {n: medians.get(n, statistics.median(samples[n]) if samples[n] else None
 
 groups = defaultdict(list)
 for n in names:
-    m = re.match(r"(W\d+)_", n)
+    m = re.match(r"([WQ]\d+)_", n)
     if m:
         groups[m.group(1)].append(n)
 
@@ -86,13 +88,17 @@ print(f"\nringfiber {ctx.get('ringfiber_version', '?')}, "
       f"{ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
       f"Google Benchmark library built as {ctx.get('library_build_type', '?')}")
 missed = False
-for w in sorted(groups, key=lambda s: int(s[1:])):
+for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]))):
     members = groups[w]
     # Sorted: with random interleaving the report's order is random.
-    bases = sorted(n for n in members if n.endswith("_baseline"))
-    subjects = sorted(n for n in members if not n.endswith("_baseline"))
+    # Natural order: Q2_queue_1p_2c before Q2_queue_1p_16c.
+    natural = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+    bases = sorted((n for n in members if n.endswith("_baseline")), key=natural)
+    subjects = sorted((n for n in members if not n.endswith("_baseline")), key=natural)
+    refs = [r for r in REFERENCES.get(w, []) if r in value]
+    bases += refs
     # The primary baseline is the one named in the brief; others are context.
-    primary = f"{w}_raw_fcontext_baseline"
+    primary = refs[0] if refs else f"{w}_raw_fcontext_baseline"
     if primary not in bases:
         primary = bases[0] if bases else None
     print(f"\n{w}")
@@ -108,7 +114,7 @@ for w in sorted(groups, key=lambda s: int(s[1:])):
         # Against the primary baseline, and against the others in the same
         # condition (a "_warm" subject with "_warm" baselines, cold with cold).
         for bname in bases:
-            same = ("_warm" in bname) == ("_warm" in s)
+            same = ("_warm" in bname) == ("_warm" in s) or bname in refs
             if value.get(bname) and (bname == primary or same):
                 mark = "  (primary baseline)" if bname == primary else ""
                 print(f"  ratio {s} / {bname} = {value[s] / value[bname]:.2f}x{mark}")

@@ -415,6 +415,145 @@ void W2_raw_fcontext_batch_warm_baseline(benchmark::State &state) {
     w2_raw_batch(state, true);
 }
 
+// ===========================================================================
+// Q1: queue ping-pong. Two tasks and two queues of capacity 1: the driver
+// puts an item on `there` and gets it back from `back`; the partner echoes.
+// One iteration = one round trip (two puts, two gets, two switches), the
+// same unit as W1, whose raw baseline is the reference: the ratio is what
+// the queue adds to a bare switch.
+// ===========================================================================
+
+struct Q1Ctx {
+    benchmark::State *state;
+    rf_queue there, back;
+};
+
+void *q1_partner(void *arg) {
+    auto *c = static_cast<Q1Ctx *>(arg);
+    for (;;) {
+        void *item;
+        if (rf_queue_get(&c->there, &item) != 0) // -EPIPE: the driver is done
+            break;
+        if (rf_queue_put(&c->back, item) != 0)
+            break;
+    }
+    return nullptr;
+}
+
+void *q1_main(void *arg) {
+    auto *c = static_cast<Q1Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_task *partner = rf_spawn(q1_partner, c);
+    if (!partner) {
+        skip_rf(state, "rf_spawn", -errno);
+        return nullptr;
+    }
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    void *item = c;
+    for (auto _ : state) {
+        int rc = rf_queue_put(&c->there, item);
+        if (rc == 0)
+            rc = rf_queue_get(&c->back, &item);
+        if (rc != 0) {
+            skip_rf(state, "rf_queue", rc);
+            break;
+        }
+    }
+    loop_stats(&s1);
+    rf_queue_close(&c->there);
+    rf_join(partner, nullptr);
+    rf_task_release(partner);
+    report_stats(state, s0, s1, double(state.iterations()));
+    return nullptr;
+}
+
+void Q1_queue_pingpong(benchmark::State &state) {
+    Q1Ctx c{&state, {}, {}};
+    if (rf_queue_init(&c.there, 1, nullptr) != 0 ||
+        rf_queue_init(&c.back, 1, nullptr) != 0) {
+        state.SkipWithError("rf_queue_init failed");
+        return;
+    }
+    run_in_loop(state, q1_main, &c);
+    rf_queue_fini(&c.there);
+    rf_queue_fini(&c.back);
+    state.SetLabel("1 iteration = 1 round trip A->B->A through 2 queues");
+    state.counters["roundtrip"] = benchmark::Counter(
+        1, benchmark::Counter::kIsIterationInvariantRate |
+               benchmark::Counter::kInvert);
+}
+
+// ===========================================================================
+// Q2: one producer, N consumers, a queue of capacity 64. The producer (the
+// main task) puts as fast as it can; each consumer gets until the queue is
+// closed. One iteration = one item delivered.
+// ===========================================================================
+
+constexpr size_t kQ2Capacity = 64;
+
+struct Q2Ctx {
+    benchmark::State *state;
+    int consumers;
+    rf_queue q;
+    uint64_t got;
+};
+
+void *q2_consumer(void *arg) {
+    auto *c = static_cast<Q2Ctx *>(arg);
+    void *item;
+    while (rf_queue_get(&c->q, &item) == 0)
+        c->got++;
+    return nullptr;
+}
+
+void *q2_main(void *arg) {
+    auto *c = static_cast<Q2Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_group g;
+    rf_group_init(&g);
+    for (int i = 0; i < c->consumers; i++) {
+        if (!rf_group_spawn(&g, q2_consumer, c, nullptr)) {
+            skip_rf(state, "rf_group_spawn", -errno);
+            rf_queue_close(&c->q);
+            rf_group_wait(&g);
+            rf_group_fini(&g);
+            return nullptr;
+        }
+    }
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    for (auto _ : state) {
+        int rc = rf_queue_put(&c->q, c);
+        if (rc != 0) {
+            skip_rf(state, "rf_queue_put", rc);
+            break;
+        }
+    }
+    rf_queue_close(&c->q);
+    rf_group_wait(&g); // the consumers drain what is left
+    loop_stats(&s1);
+    rf_group_fini(&g);
+    if (c->got != uint64_t(state.iterations()) && !state.error_occurred())
+        state.SkipWithError("items lost");
+    report_stats(state, s0, s1, double(state.iterations()));
+    return nullptr;
+}
+
+void q2_fanout(benchmark::State &state, int consumers) {
+    Q2Ctx c{&state, consumers, {}, 0};
+    if (rf_queue_init(&c.q, kQ2Capacity, nullptr) != 0) {
+        state.SkipWithError("rf_queue_init failed");
+        return;
+    }
+    run_in_loop(state, q2_main, &c);
+    rf_queue_fini(&c.q);
+    state.SetLabel("1 iteration = 1 item, capacity 64, " +
+                   std::to_string(consumers) + " consumer(s)");
+    state.counters["items_per_s"] = benchmark::Counter(
+        1, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 } // namespace
 
 BENCHMARK(W1_yield_pingpong)->UseRealTime();
@@ -426,6 +565,17 @@ BENCHMARK(W2_spawn_join_warm)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
+BENCHMARK(Q1_queue_pingpong)->UseRealTime();
+
+// Q2, one name per consumer count (ratios.sh groups by the name before
+// the first '/', so the count is part of the name).
+static const int q2_registered = [] {
+    for (int n : {1, 2, 4, 16, 64}) {
+        std::string name = "Q2_queue_1p_" + std::to_string(n) + "c";
+        benchmark::RegisterBenchmark(name.c_str(), q2_fanout, n)->UseRealTime();
+    }
+    return 0;
+}();
 
 namespace {
 

@@ -386,6 +386,327 @@ RF_API int rf_deadline_set(uint64_t deadline_ns);
 RF_API uint64_t rf_deadline_get(void);
 
 /* ------------------------------------------------------------------------ */
+/* Coordination: queues, events, mutexes, semaphores, conditions, groups    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * asyncio.Queue, Event, Lock, Semaphore, Condition, TaskGroup and
+ * asyncio.wait, for the tasks of one loop.
+ *
+ * Storage: every object is a small fixed-size struct the caller owns; it
+ * may live in another struct, in a global or on a task's stack, and needs
+ * no allocation (a queue's ring of items may be the caller's too). Call
+ * the _init function before use; an object must not be copied or moved
+ * while in use. The objects are not thread-safe: use one only from the
+ * tasks of one loop. While tasks of a loop wait on an object, a call on
+ * it from another loop's task or from another thread returns -EXDEV (a
+ * best-effort diagnosis: such a call is a data race). The calls that do not suspend may also
+ * be made outside any task, on the loop's thread (to fill a queue or set
+ * an event before the loop runs, say).
+ *
+ * Waits: the calls that wait are suspending calls (conventions at the top:
+ * -EPERM outside a task). They suspend only the calling task, and end on:
+ *  - what they wait for: success;
+ *  - the caller's cancellation: -ECANCELED, and the caller has left the
+ *    object's list of waiters (nothing is taken from the object);
+ *  - the caller's deadline (rf_deadline_set): -ETIMEDOUT, likewise. This
+ *    is the way to bound a wait: set a deadline, wait, clear it.
+ * A wait with a deadline may also fail with -ENOMEM or -EBUSY when the
+ * deadline's timer cannot be set up (the wait is then not begun).
+ * A call that can complete at once (an item is there, the lock is free)
+ * does not suspend and succeeds even if the caller is cancelled or past
+ * its deadline, like rf_join on a finished task.
+ *
+ * Fairness and hand-off: waiters are served in the order they began to
+ * wait (FIFO). Whoever makes progress possible hands it over directly:
+ * rf_queue_put gives its item to the first waiting getter, rf_mutex_unlock
+ * makes the first waiter the owner, rf_sem_release gives the permit to the
+ * first waiter. So a put wakes exactly one getter, nobody can overtake a
+ * waiter, and a waiter that was handed something before it ran again
+ * returns success with what it was given, even if it was cancelled (or
+ * reached its deadline) in the meantime, before or after being served: it
+ * leaves the list only when it runs. Its cancellation then shows at its
+ * next suspending call. Nothing is ever lost.
+ * Calls that wake all waiters (rf_event_set, rf_queue_close,
+ * rf_cond_broadcast, the end of a join) do it in one pass.
+ */
+
+/* ---- rf_queue: a bounded FIFO of pointers (asyncio.Queue) ---- */
+
+typedef struct rf_queue {
+    /* private */
+    void *impl_[12];
+} rf_queue;
+
+/*
+ * Prepare q to hold at most capacity items. storage: an array of capacity
+ * pointers that the caller owns and keeps valid until rf_queue_fini(), or
+ * NULL to have the queue allocate it (freed by rf_queue_fini()). A
+ * capacity of 0 makes a rendezvous queue: every put waits for a get.
+ * Returns 0, -EINVAL (NULL q, capacity above 2^31), -ENOMEM.
+ * Does not suspend.
+ */
+RF_API int rf_queue_init(rf_queue *q, size_t capacity, void **storage);
+
+/*
+ * Release what rf_queue_init allocated. Items still queued are dropped
+ * (they are the caller's to free; drain them first with rf_queue_try_get).
+ * Returns 0, -EINVAL, or -EBUSY when tasks still wait on q (nothing is
+ * done: close the queue and let them leave first). Does not suspend.
+ */
+RF_API int rf_queue_fini(rf_queue *q);
+
+/*
+ * queue.put(): append item (any pointer, NULL included). Waits while the
+ * queue is full. Ownership of item passes to the queue on success only.
+ * Returns 0, -EPIPE (the queue is closed, or was closed while waiting:
+ * the item was not queued), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL,
+ * -EXDEV. Suspends when the queue is full.
+ */
+RF_API int rf_queue_put(rf_queue *q, void *item);
+
+/*
+ * queue.get(): take the oldest item into *item. Waits while the queue is
+ * empty. Returns 0, -EPIPE (the queue is closed and empty: every item was
+ * delivered), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL, -EXDEV.
+ * Suspends when the queue is empty.
+ */
+RF_API int rf_queue_get(rf_queue *q, void **item);
+
+/* put_nowait() / get_nowait(): as above without waiting: -EAGAIN when
+ * full / empty, -EPIPE when closed (and, for a get, empty). May be called
+ * outside a task. Do not suspend. */
+RF_API int rf_queue_try_put(rf_queue *q, void *item);
+RF_API int rf_queue_try_get(rf_queue *q, void **item);
+
+/*
+ * queue.task_done(): a consumer has finished processing one item it got.
+ * When every item ever put has been marked done, the tasks in
+ * rf_queue_join() are woken. Returns 0, -EINVAL (more calls than items
+ * put, or NULL q), -EXDEV. Does not suspend.
+ */
+RF_API int rf_queue_task_done(rf_queue *q);
+
+/*
+ * queue.join(): wait until every item put so far has been marked done
+ * with rf_queue_task_done(). Returns 0, -ECANCELED, -ETIMEDOUT, -EPERM,
+ * -EINVAL, -EXDEV. Suspends unless nothing is unfinished.
+ */
+RF_API int rf_queue_join(rf_queue *q);
+
+/*
+ * Close q (Go's close(ch), asyncio's Queue.shutdown()): every put from
+ * now on, and every put waiting, fails with -EPIPE; gets still receive
+ * the items that are queued, then fail with -EPIPE (tasks waiting in a
+ * get on an empty queue are woken with it at once). Closing twice is
+ * harmless. Returns 0, -EINVAL, -EXDEV. Does not suspend.
+ */
+RF_API int rf_queue_close(rf_queue *q);
+
+/* Items queued now, the capacity, and whether q is closed. Do not suspend. */
+RF_API size_t rf_queue_size(const rf_queue *q);
+RF_API size_t rf_queue_capacity(const rf_queue *q);
+RF_API bool rf_queue_closed(const rf_queue *q);
+
+/* ---- rf_event (asyncio.Event) ---- */
+
+typedef struct rf_event {
+    /* private */
+    void *impl_[4];
+} rf_event;
+
+/* Prepare e, not set. Returns 0 or -EINVAL. Does not suspend. */
+RF_API int rf_event_init(rf_event *e);
+/* Returns 0, -EINVAL, -EBUSY (tasks wait on e). Does not suspend. */
+RF_API int rf_event_fini(rf_event *e);
+/* Set the flag and wake every waiter, in one pass. Returns 0, -EINVAL,
+ * -EXDEV. Does not suspend. */
+RF_API int rf_event_set(rf_event *e);
+/* Clear the flag. Returns 0 or -EINVAL. Does not suspend. */
+RF_API int rf_event_clear(rf_event *e);
+/* Whether the flag is set. Does not suspend. */
+RF_API bool rf_event_is_set(const rf_event *e);
+/*
+ * Wait until the flag is set. A waiter woken by rf_event_set returns 0
+ * even if the flag was cleared again before it ran. Returns 0,
+ * -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL, -EXDEV. Suspends unless set.
+ */
+RF_API int rf_event_wait(rf_event *e);
+
+/* ---- rf_mutex (asyncio.Lock) ---- */
+
+typedef struct rf_mutex {
+    /* private */
+    void *impl_[4];
+} rf_mutex;
+
+/* Prepare m, unlocked. Returns 0 or -EINVAL. Does not suspend. */
+RF_API int rf_mutex_init(rf_mutex *m);
+/* Returns 0, -EINVAL, -EBUSY (m is held or tasks wait on it). Does not
+ * suspend. */
+RF_API int rf_mutex_fini(rf_mutex *m);
+/*
+ * Acquire m for the calling task, waiting in FIFO order while another task
+ * holds it. Not recursive. A task that returns while holding m leaves it
+ * locked. Returns 0, -EDEADLK (the caller already holds m), -ECANCELED,
+ * -ETIMEDOUT, -EPERM, -EINVAL, -EXDEV. Suspends while m is held.
+ */
+RF_API int rf_mutex_lock(rf_mutex *m);
+/* Acquire m without waiting: 0, -EBUSY (held, or tasks wait for it),
+ * -EDEADLK, -EPERM (outside a task), -EINVAL. Does not suspend. */
+RF_API int rf_mutex_trylock(rf_mutex *m);
+/* Release m; the first waiter, if any, becomes the owner. Returns 0,
+ * -EPERM (the caller does not hold m, or is not a task), -EINVAL.
+ * Does not suspend. */
+RF_API int rf_mutex_unlock(rf_mutex *m);
+
+/* ---- rf_sem (asyncio.BoundedSemaphore) ---- */
+
+typedef struct rf_sem {
+    /* private */
+    void *impl_[5];
+} rf_sem;
+
+/*
+ * Prepare s with value permits available out of max (1 <= max <= 2^31,
+ * value <= max). Returns 0 or -EINVAL. Does not suspend.
+ */
+RF_API int rf_sem_init(rf_sem *s, unsigned value, unsigned max);
+/* Returns 0, -EINVAL, -EBUSY (tasks wait on s). Does not suspend. */
+RF_API int rf_sem_fini(rf_sem *s);
+/* Take a permit, waiting in FIFO order while none is free. Returns 0,
+ * -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL, -EXDEV. Suspends while none is
+ * free. */
+RF_API int rf_sem_acquire(rf_sem *s);
+/* Take a permit without waiting: 0, -EAGAIN, -EINVAL. Does not suspend. */
+RF_API int rf_sem_try_acquire(rf_sem *s);
+/* Give a permit back (to the first waiter, if any). Returns 0,
+ * -EOVERFLOW (every permit is already free: more releases than
+ * acquires), -EINVAL, -EXDEV. Does not suspend. */
+RF_API int rf_sem_release(rf_sem *s);
+/* Permits free now. Does not suspend. */
+RF_API unsigned rf_sem_value(const rf_sem *s);
+
+/* ---- rf_cond (asyncio.Condition) ---- */
+
+typedef struct rf_cond {
+    /* private */
+    void *impl_[3];
+} rf_cond;
+
+/* Prepare c. Returns 0 or -EINVAL. Does not suspend. */
+RF_API int rf_cond_init(rf_cond *c);
+/* Returns 0, -EINVAL, -EBUSY (tasks wait on c). Does not suspend. */
+RF_API int rf_cond_fini(rf_cond *c);
+/*
+ * Release m (which the caller must hold), wait for a signal, and take m
+ * again before returning, in every case (cancellation and the deadline
+ * included: the re-lock itself is not interruptible). Wake-ups may be
+ * spurious in the usual sense that the condition may no longer hold: wait
+ * in a loop. Returns 0, -ECANCELED, -ETIMEDOUT, -EPERM (not a task, or m
+ * not held: nothing was done), -EINVAL, -EXDEV. Suspends.
+ */
+RF_API int rf_cond_wait(rf_cond *c, rf_mutex *m);
+/* Wake the first waiter / every waiter. Returns 0, -EINVAL, -EXDEV.
+ * Do not suspend. */
+RF_API int rf_cond_signal(rf_cond *c);
+RF_API int rf_cond_broadcast(rf_cond *c);
+
+/* ---- failure of a task ---- */
+
+/*
+ * A task fails by returning RF_ERR_PTR(err), err a negative errno in
+ * [-4095, -1] (the kernel's ERR_PTR convention: no real pointer has those
+ * values), or by being cancelled. rf_group and rf_wait's
+ * RF_FIRST_EXCEPTION use this definition.
+ */
+#define RF_ERR_PTR(err) ((void *)(intptr_t)(err))
+#define RF_IS_ERR_PTR(p) ((uintptr_t)(p) >= (uintptr_t)-4095)
+
+/*
+ * 0 if t has not returned or returned successfully; else why it failed:
+ * the err of its RF_ERR_PTR result, or -ECANCELED if it was cancelled
+ * (and returned no error of its own). -EINVAL for NULL. Does not suspend.
+ */
+RF_API int rf_task_error(const rf_task *t);
+
+/* ---- rf_group: a task group (asyncio.TaskGroup, a trio nursery) ---- */
+
+typedef struct rf_group {
+    /* private */
+    void *impl_[8];
+} rf_group;
+
+/* Prepare an empty group. Returns 0 or -EINVAL. Does not suspend. */
+RF_API int rf_group_init(rf_group *g);
+
+/*
+ * Spawn fn(arg) as a member of g (rf_spawn_opts; opts may be NULL). The
+ * returned handle belongs to the group and stays valid until
+ * rf_group_fini() (take your own with rf_task_retain to keep it longer).
+ * When a member fails (see rf_task_error), the group records the first
+ * failure and cancels every other member. Returns NULL with errno EINVAL,
+ * EPERM (not on a loop's thread), ENOMEM, ECANCELED (the group has
+ * already failed: no new member is started), or the errors of rf_spawn.
+ * Does not suspend.
+ */
+RF_API rf_task *rf_group_spawn(rf_group *g, rf_fn fn, void *arg,
+                               const rf_spawn_options *opts);
+
+/*
+ * Wait until every member has returned. Returns 0 if none failed, else
+ * the first failure (rf_task_error of the member that failed first;
+ * rf_group_failed names it). If the caller is cancelled or reaches its
+ * deadline while waiting, every member is cancelled and awaited, then
+ * -ECANCELED / -ETIMEDOUT is returned. -EPERM outside a task, -EINVAL,
+ * -EXDEV, -EBUSY (another task is already waiting on g). The group may be waited on again, and members added (unless it
+ * has failed). Suspends unless every member has returned.
+ */
+RF_API int rf_group_wait(rf_group *g);
+
+/* Cancel every member still running (they fail with -ECANCELED unless
+ * one failed before). Returns 0, -EINVAL. Does not suspend. */
+RF_API int rf_group_cancel(rf_group *g);
+
+/* The member that failed first, or NULL. Does not suspend. */
+RF_API rf_task *rf_group_failed(const rf_group *g);
+
+/*
+ * Release the group's handles and memory. Members still running are
+ * cancelled and detached (they finish on their own; nothing waits for
+ * them): call rf_group_wait first to have them finished. NULL is ignored.
+ * Does not suspend.
+ */
+RF_API void rf_group_fini(rf_group *g);
+
+/* ---- rf_wait (asyncio.wait) ---- */
+
+#define RF_FIRST_COMPLETED 1 /* return when any task has returned */
+#define RF_FIRST_EXCEPTION 2 /* ... when any has failed, or all returned */
+#define RF_ALL_COMPLETED 3   /* ... when every task has returned */
+
+/* A timeout meaning "no timeout". */
+#define RF_FOREVER UINT64_MAX
+
+/*
+ * asyncio.wait(): wait until the condition `mode` holds over tasks[0..n)
+ * or timeout_ns (RF_FOREVER: none) has passed, then split the tasks into
+ * done (returned) and pending (still running), each in the order of
+ * tasks. done and pending are arrays of n entries (or NULL if not
+ * wanted); *ndone and *npending (may be NULL) receive their counts. The
+ * tasks are not cancelled or released. Returns 0 (the condition holds),
+ * -ETIMEDOUT (time ran out first, or the caller's deadline came),
+ * -ECANCELED (the caller was cancelled); the sets are filled in all three
+ * cases. Without filling them: -EINVAL (NULL tasks, n == 0 as asyncio
+ * refuses an empty set, a NULL element, a bad mode), -EPERM, -EXDEV, -EDEADLK (the caller is in the
+ * set), -ENOMEM, -EBUSY (no SQE for the timer). Suspends unless the
+ * condition already holds.
+ */
+RF_API int rf_wait(rf_task *const *tasks, size_t n, int mode,
+                   uint64_t timeout_ns, rf_task **done, size_t *ndone,
+                   rf_task **pending, size_t *npending);
+
+/* ------------------------------------------------------------------------ */
 /* Fast path (not API: names starting with rf__ may change in any release)  */
 /* ------------------------------------------------------------------------ */
 
