@@ -143,14 +143,16 @@ static void *exact_deadline(void *arg)
 
 static void test_exact_deadline(void **state) { rft_run(exact_deadline, NULL); }
 
-/* Many wait_for at once, half timing out. */
+/* Many wait_for at once, half timing out. The margins are wide (1 ms of
+ * work against a 2 s timeout) so that a loaded machine cannot turn a
+ * finisher into a timeout. */
 static void *many_wait_for_child(void *arg)
 {
     intptr_t i = (intptr_t)arg;
     rf_task *t = rf_spawn(sleep_arg_ns_return_malloc,
-                          (void *)(uintptr_t)(i % 2 ? 1 * RFT_MS : 10 * RFT_SEC));
+                          (void *)(uintptr_t)(i % 2 ? 1 * RFT_MS : 600 * RFT_SEC));
     void *res = NULL;
-    int rc = rf_wait_for(t, 50 * RFT_MS, &res);
+    int rc = rf_wait_for(t, 2 * RFT_SEC, &res);
     RFT_CHECK_INT(rc, i % 2 ? 0 : -ETIMEDOUT);
     if (RFT_CHECK(res != NULL)) {
         RFT_CHECK_INT(*(int *)res, i % 2 ? 0 : -ECANCELED);
@@ -168,7 +170,7 @@ static void *many_wait_for(void *arg)
         t[i] = rf_spawn(many_wait_for_child, (void *)i);
     uint64_t t0 = rft_now();
     RFT_CHECK_INT(rf_gather(t, N, NULL), 0);
-    RFT_CHECK(rft_now() - t0 < 5 * RFT_SEC);
+    RFT_CHECK(rft_now() - t0 < 30 * RFT_SEC);
     for (int i = 0; i < N; i++)
         rf_task_release(t[i]);
     return NULL;
