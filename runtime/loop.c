@@ -232,6 +232,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
     rf_list_init(&l->alive);
     rf_list_init(&l->free_tasks);
+    rf_list_init(&l->fd_ops);
     rf__ctx_init_sched(&l->sched);
     rf__stacks_init(&l->stacks, stack, l->flags);
     int rc = rf__rq_reserve(l, 64);
