@@ -209,16 +209,39 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
  */
 struct rf_acceptor {
     rf_handler h;
+    rf_list node;    /* loop->acceptors */
     rf_loop *loop;
     int lfd;
     int flags;
     bool armed;      /* the multishot accept is in the ring */
     bool closing;
+    bool orphan;     /* the loop is being freed: free at the last CQE */
     int err;         /* error of the last final CQE, 0 none */
     rf_task *waiter; /* the task in rf_acceptor_next, or in close */
     int *q;          /* accepted fds, FIFO */
     uint32_t qcap, qhead, qlen;
 };
+
+static void acceptor_free(rf_acceptor *a)
+{
+    while (a->qlen) {
+        close(a->q[a->qhead]);
+        a->qhead = (a->qhead + 1) % a->qcap;
+        a->qlen--;
+    }
+    rf_list_remove(&a->node);
+    free(a->q);
+    free(a);
+}
+
+static void acceptor_cancel(rf_acceptor *a)
+{
+    struct io_uring_sqe *sqe = rf__sqe_get(a->loop);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
+        io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    }
+}
 
 static void acceptor_cqe(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
@@ -226,6 +249,15 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
     rf_acceptor *a = (rf_acceptor *)h;
     if (!(cqe->flags & IORING_CQE_F_MORE))
         a->armed = false;
+    if (a->orphan) {
+        if (cqe->res >= 0)
+            close(cqe->res);
+        if (!a->armed && a->waiter)
+            rf__wake(l, a->waiter); /* it sees orphan and returns */
+        else if (!a->armed && !a->closing)
+            acceptor_free(a);
+        return;
+    }
     if (cqe->res >= 0) {
         if (a->qlen == a->qcap) {
             uint32_t ncap = a->qcap ? 2 * a->qcap : 16;
@@ -281,6 +313,7 @@ int rf_acceptor_open(int lfd, int flags, rf_acceptor **out)
     a->loop = l;
     a->lfd = lfd;
     a->flags = flags;
+    rf_list_push_back(&l->acceptors, &a->node);
     *out = a;
     return 0;
 }
@@ -303,6 +336,10 @@ int rf_acceptor_next(rf_acceptor *a)
     for (;;) {
         if (l->accept_stopped) {
             rc = -ESHUTDOWN;
+            break;
+        }
+        if (a->orphan) {
+            rc = -ECANCELED;
             break;
         }
         if (a->qlen) {
@@ -352,24 +389,36 @@ int rf_acceptor_close(rf_acceptor *a)
         return -EBUSY;
     a->closing = true;
     if (a->armed) {
-        struct io_uring_sqe *sqe = rf__sqe_get(l);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
-            io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-        }
+        acceptor_cancel(a);
         a->waiter = self;
         while (a->armed)
             rf__wait(l, self, 0);
         a->waiter = NULL;
     }
-    while (a->qlen) {
-        close(a->q[a->qhead]);
-        a->qhead = (a->qhead + 1) % a->qcap;
-        a->qlen--;
-    }
-    free(a->q);
-    free(a);
+    acceptor_free(a);
     return 0;
+}
+
+/*
+ * rf_loop_free: acceptors left open are orphaned and their armed accepts
+ * cancelled (first call, before the loop drains); an orphan is freed at
+ * its last CQE unless a task is still inside it, and whatever is left is
+ * freed, its queued fds closed, once nothing is in flight (final call).
+ */
+void rf__acceptors_release(rf_loop *l, bool final)
+{
+    rf_list *n = l->acceptors.next;
+    while (n != &l->acceptors) {
+        rf_acceptor *a = rf_container_of(n, rf_acceptor, node);
+        n = n->next;
+        if (final) {
+            acceptor_free(a);
+            continue;
+        }
+        a->orphan = true;
+        if (a->armed)
+            acceptor_cancel(a);
+    }
 }
 
 /* ---- connect, recv, send ------------------------------------------------------ */
