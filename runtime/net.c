@@ -6,16 +6,23 @@
  * task's deadline as a linked timeout, and follows DESIGN.md §3 on
  * cancellation.
  *
- * Measured choices (bench/ringfiber_bench.cc, IO_* on a loopback TCP
- * ping-pong, one ring, same core):
- *  - plain descriptors, not registered files (IOSQE_FIXED_FILE): see the
- *    figures in the benchmark's comment; the difference is within noise
- *    for a single-threaded process (fget on a private file table takes no
- *    atomic), and registered files would need a second fd namespace that
- *    every caller, rf_close and fork/exec would have to know about.
- *  - no IORING_RECVSEND_POLL_FIRST on recv: in a request/response exchange
- *    the data is usually already there when the receiver runs; see
- *    rf_recv.
+ * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
+ * 127.0.0.1 in raw liburing, the recv posted before the data it waits
+ * for, one ring as the runtime sets it up; `taskset -c 0
+ * build-bench/bench/ratios.sh --benchmark_filter=IO_`, 7 interleaved
+ * repetitions, medians per round trip on a loaded 2-vCPU VM):
+ *     plain fds 17.8 us, registered files (IOSQE_FIXED_FILE) 18.4 us
+ *     (1.03x), IORING_RECVSEND_POLL_FIRST on recv 18.0 us (1.01x).
+ * Neither is faster beyond the noise, so neither is used:
+ *  - plain descriptors: in a single-threaded process fget() on a private
+ *    file table takes no atomic, which is most of what registration
+ *    saves; registered files would also need a second fd namespace that
+ *    every caller, rf_close and fork/exec would have to know about;
+ *  - no POLL_FIRST: it skips the first receive attempt when the data is
+ *    surely absent, which saves little next to the poll wake-up, and
+ *    costs a poll arm and a task_work round whenever the data is already
+ *    there (a pipelined request, a reply that came first).
+ * Provided buffer rings with multishot recv were not evaluated.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -440,13 +447,8 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return rf__fd_op_run(l, self, fd, sqe);
 }
 
-/*
- * recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
- * at once and arms a poll only if nothing is there. POLL_FIRST saves that
- * first try when the data surely is not there yet, and costs a poll arm
- * and a task_work round when it is; in the measured ping-pong it was not
- * faster (see the IO_ benchmarks).
- */
+/* recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
+ * at once and arms a poll only if nothing is there (see the top). */
 ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
 {
     if (fd < 0)
