@@ -378,6 +378,52 @@ static void test_read_deadline_cancel(void **state)
     rft_end();
 }
 
+/*
+ * A read that completed before the cancellation came (its CQE reaped, the
+ * task woken but not yet run) returns the bytes it read; the next call
+ * returns -ECANCELED.
+ */
+typedef struct race {
+    int fd;
+    ssize_t first, next;
+    int started;
+    char buf[16];
+} race;
+
+static void *read_twice(void *arg)
+{
+    race *r = arg;
+    r->started = 1;
+    r->first = rf_read(r->fd, r->buf, sizeof r->buf, -1);
+    r->next = rf_read(r->fd, r->buf, sizeof r->buf, -1);
+    return NULL;
+}
+
+static void *cancel_race(void *arg)
+{
+    int p[2];
+    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
+    race r = {.fd = p[0], .first = 12345, .next = 12345};
+    rf_task *t = rf_spawn(read_twice, &r);
+    RFT_CHECK(rft_yield_until(&r.started, 10));
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0); /* the read waits in the ring */
+    RFT_CHECK_INT(write(p[1], "data", 4), 4);
+    /* We are queued first; the pass end then reaps the read's CQE and
+     * queues the reader behind us: we cancel a task whose read is done. */
+    rf_yield();
+    RFT_CHECK_INT(rf_cancel(t), 0);
+    RFT_CHECK_INT(rf_join(t, NULL), -ECANCELED);
+    RFT_CHECK_INT(r.first, 4);
+    RFT_CHECK(memcmp(r.buf, "data", 4) == 0);
+    RFT_CHECK_INT(r.next, -ECANCELED);
+    rf_task_release(t);
+    rf_close(p[0]);
+    rf_close(p[1]);
+    return NULL;
+}
+
+static void test_cancel_race_read(void **state) { rft_run(cancel_race, NULL); }
+
 static void *close_inflight(void *arg)
 {
     int p[2];
@@ -423,6 +469,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_write_all_partial_error),
     cmocka_unit_test(test_large_file_checksum),
     cmocka_unit_test(test_read_deadline_cancel),
+    cmocka_unit_test(test_cancel_race_read),
     cmocka_unit_test(test_close_inflight_reuse),
 };
 
