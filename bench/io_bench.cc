@@ -17,9 +17,10 @@
 // the flag: a 64-byte TCP ping-pong on 127.0.0.1, both ends in one ring,
 // each recv posted before the data it waits for is sent (a server waiting
 // for a request). Variants: plain fds (IO_plain_fd_baseline), registered
-// files with IOSQE_FIXED_FILE (IO_fixed_file), and IORING_RECVSEND_POLL_FIRST
-// on every recv (IO_recv_poll_first). What the runtime kept, and why, is
-// in runtime/net.c.
+// files with IOSQE_FIXED_FILE (IO_fixed_file), IORING_RECVSEND_POLL_FIRST
+// on every recv (IO_recv_poll_first), and a multishot recv per socket fed
+// by a provided buffer ring (IO_recv_multishot_bufring). What the runtime
+// kept, and why, is in runtime/net.c.
 
 #include <benchmark/benchmark.h>
 
@@ -393,6 +394,112 @@ void io_pingpong(benchmark::State &state, PingMode mode) {
     state.SetLabel("1 iteration = 64 B each way, recv posted first, raw liburing");
 }
 
+// Provided buffer ring + multishot recv: one recv per socket stays armed
+// for the whole run, the kernel picks a buffer from a ring of 64; each leg
+// submits only its send. The received buffer goes back to the ring.
+void IO_recv_multishot_bufring(benchmark::State &state) {
+    int fds[2];
+    if (!tcp_pair(fds)) {
+        state.SkipWithError("loopback TCP pair failed");
+        return;
+    }
+    struct io_uring ring;
+    int rc = raw_ring_init(&ring, 64);
+    constexpr unsigned kBufs = 64, kBufSize = 256;
+    void *mem = nullptr;
+    struct io_uring_buf_ring *br = nullptr;
+    static char bufs[kBufs][kBufSize];
+    if (rc == 0) {
+        if (posix_memalign(&mem, 4096, kBufs * sizeof(struct io_uring_buf)) != 0)
+            rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        br = static_cast<struct io_uring_buf_ring *>(mem);
+        io_uring_buf_ring_init(br);
+        struct io_uring_buf_reg reg;
+        std::memset(&reg, 0, sizeof reg);
+        reg.ring_addr = uint64_t(uintptr_t(br));
+        reg.ring_entries = kBufs;
+        reg.bgid = 1;
+        rc = io_uring_register_buf_ring(&ring, &reg, 0);
+        for (unsigned i = 0; i < kBufs && rc == 0; i++)
+            io_uring_buf_ring_add(br, bufs[i], kBufSize, i,
+                                  io_uring_buf_ring_mask(kBufs), int(i));
+        if (rc == 0)
+            io_uring_buf_ring_advance(br, kBufs);
+    }
+    if (rc != 0) {
+        state.SkipWithError((std::string("io_uring: ") + std::strerror(-rc)).c_str());
+        if (rc != -ENOMEM || mem)
+            io_uring_queue_exit(&ring);
+        std::free(mem);
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
+    auto arm = [&](int i) {
+        struct io_uring_sqe *r = io_uring_get_sqe(&ring);
+        io_uring_prep_recv_multishot(r, fds[i], nullptr, 0, 0);
+        r->flags |= IOSQE_BUFFER_SELECT;
+        r->buf_group = 1;
+        io_uring_sqe_set_data64(r, uint64_t(i) + 1);
+    };
+    arm(0);
+    arm(1);
+    char out[64];
+    std::memset(out, 'p', sizeof out);
+    bool failed = false;
+    auto leg = [&](int from) {
+        struct io_uring_sqe *s = io_uring_get_sqe(&ring);
+        io_uring_prep_send(s, fds[from], out, sizeof out, 0);
+        io_uring_sqe_set_data64(s, 0);
+        io_uring_submit(&ring);
+        bool sent = false;
+        unsigned got = 0;
+        while (!sent || got < sizeof out) {
+            struct io_uring_cqe *cqe;
+            if (io_uring_wait_cqe(&ring, &cqe) != 0) {
+                failed = true;
+                return;
+            }
+            if (cqe->user_data == 0) {
+                sent = true;
+                failed |= cqe->res != int(sizeof out);
+            } else {
+                if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+                    got += unsigned(cqe->res);
+                    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+                    io_uring_buf_ring_add(br, bufs[bid], kBufSize, bid,
+                                          io_uring_buf_ring_mask(kBufs), 0);
+                    io_uring_buf_ring_advance(br, 1);
+                } else if (cqe->res <= 0 && cqe->res != -ENOBUFS) {
+                    failed = true;
+                }
+                if (!(cqe->flags & IORING_CQE_F_MORE)) {
+                    arm(int(cqe->user_data - 1));
+                    io_uring_submit(&ring);
+                }
+            }
+            io_uring_cqe_seen(&ring, cqe);
+            if (failed)
+                return;
+        }
+    };
+    for (auto _ : state) {
+        leg(0);
+        leg(1);
+        if (failed) {
+            state.SkipWithError("a transfer failed");
+            break;
+        }
+    }
+    io_uring_queue_exit(&ring); // cancels the armed recvs
+    std::free(mem);
+    close(fds[0]);
+    close(fds[1]);
+    state.SetLabel("1 iteration = 64 B each way, multishot recv + buffer ring");
+}
+
 void IO_plain_fd_baseline(benchmark::State &state) { io_pingpong(state, PingMode::plain); }
 void IO_fixed_file(benchmark::State &state) { io_pingpong(state, PingMode::fixed); }
 void IO_recv_poll_first(benchmark::State &state) {
@@ -407,3 +514,4 @@ BENCHMARK(W8_raw_liburing_baseline)->UseRealTime();
 BENCHMARK(IO_plain_fd_baseline)->UseRealTime();
 BENCHMARK(IO_fixed_file)->UseRealTime();
 BENCHMARK(IO_recv_poll_first)->UseRealTime();
+BENCHMARK(IO_recv_multishot_bufring)->UseRealTime();

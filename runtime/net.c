@@ -8,12 +8,14 @@
  *
  * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
  * 127.0.0.1 in raw liburing, the recv posted before the data it waits
- * for, one ring as the runtime sets it up; `taskset -c 0
+ * for, one ring set up as the runtime's; `taskset -c 0
  * build-bench/bench/ratios.sh --benchmark_filter=IO_`, 7 interleaved
- * repetitions, medians per round trip on a loaded 2-vCPU VM):
- *     plain fds 17.8 us, registered files (IOSQE_FIXED_FILE) 18.4 us
- *     (1.03x), IORING_RECVSEND_POLL_FIRST on recv 18.0 us (1.01x).
- * Neither is faster beyond the noise, so neither is used:
+ * repetitions, median round trip against plain fds, three runs on a
+ * loaded 2-vCPU VM where a round trip took 18-31 us):
+ *     registered files (IOSQE_FIXED_FILE)       1.03x, 1.23x, 0.92x
+ *     IORING_RECVSEND_POLL_FIRST on recv        1.01x, 1.24x, 0.92x
+ *     multishot recv + provided buffer ring         -, 1.11x, 0.96x
+ * None is faster beyond the run-to-run noise, so none is used:
  *  - plain descriptors: in a single-threaded process fget() on a private
  *    file table takes no atomic, which is most of what registration
  *    saves; registered files would also need a second fd namespace that
@@ -21,8 +23,11 @@
  *  - no POLL_FIRST: it skips the first receive attempt when the data is
  *    surely absent, which saves little next to the poll wake-up, and
  *    costs a poll arm and a task_work round whenever the data is already
- *    there (a pipelined request, a reply that came first).
- * Provided buffer rings with multishot recv were not evaluated.
+ *    there (a pipelined request, a reply that came first);
+ *  - no buffer rings: they save the re-arm of each recv and memory for
+ *    idle connections (many thousands of them), not time per message
+ *    here; they would also change rf_recv's contract (the kernel picks the
+ *    buffer). Worth revisiting for servers with very many idle sockets.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
