@@ -185,31 +185,35 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
         return -EBADF;
     if (addr && !addrlen)
         return -EFAULT;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
+    int res;
+    /* in_accept stays set through the EMFILE retries. */
+    self->in_accept = true;
     for (;;) {
-        rf_loop *l = rf__tls_loop;
-        if (l && l->accept_stopped)
-            return -ESHUTDOWN;
-        rf_task *self;
-        int err;
-        struct io_uring_sqe *sqe =
-            rf__io_begin(&l, &self, IORING_OP_ACCEPT, "rf_accept", &err);
-        if (!sqe)
-            return err;
-        io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-        self->in_accept = true;
-        int res = rf__fd_op_run(l, self, fd, sqe);
-        if (res == -EMFILE || res == -ENFILE) {
-            res = accept_backoff(l, &backoff);
-            if (res == 0 && !l->accept_stopped) {
-                continue; /* in_accept stays set through the retry */
-            }
+        if (l->accept_stopped) {
+            res = -ESHUTDOWN;
+            break;
         }
-        self->in_accept = false;
-        if (res < 0 && l->accept_stopped && res != -ETIMEDOUT)
-            return -ESHUTDOWN;
-        return res;
+        struct io_uring_sqe *sqe =
+            rf__io_begin(&l, &self, IORING_OP_ACCEPT, "rf_accept", &res);
+        if (!sqe)
+            break;
+        io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
+        res = rf__fd_op_run(l, self, fd, sqe);
+        if (res != -EMFILE && res != -ENFILE)
+            break;
+        res = accept_backoff(l, &backoff);
+        if (res != 0)
+            break;
     }
+    self->in_accept = false;
+    if (res < 0 && res != -ETIMEDOUT && l->accept_stopped)
+        res = -ESHUTDOWN;
+    return res;
 }
 
 /*
@@ -342,6 +346,11 @@ int rf_acceptor_next(rf_acceptor *a)
         return -EXDEV;
     if (a->waiter || a->closing)
         return -EBUSY;
+    /* Sticky, as for every call: even with a connection queued. */
+    if (self->cancelled)
+        return -ECANCELED;
+    if (self->deadline && rf_now_ns() >= self->deadline)
+        return -ETIMEDOUT;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
     int rc = 0;
     self->in_accept = true;

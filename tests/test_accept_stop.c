@@ -59,12 +59,44 @@ static void *stop_contract(void *arg)
     return NULL;
 }
 
+/* An accept that ends on cancellation or deadline clears in_accept too. */
+static void *in_accept_cleared(void *arg)
+{
+    int lfd;
+    RFT_CHECK_INT(rf_tcp_listen("127.0.0.1", 0, 8, &lfd), 0);
+    rf_deadline_set(rf_now_ns() + 10 * RFT_MS);
+    RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ETIMEDOUT);
+    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ETIMEDOUT); /* not submitted */
+    RFT_CHECK(!rf_self()->in_accept);
+    rf_acceptor *a;
+    RFT_CHECK_INT(rf_acceptor_open(lfd, 0, &a), 0);
+    RFT_CHECK_INT(rf_acceptor_next(a), -ETIMEDOUT);
+    RFT_CHECK(!rf_self()->in_accept);
+    rf_deadline_set(0);
+    rf_cancel(rf_self());
+    RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ECANCELED);
+    RFT_CHECK_INT(rf_acceptor_next(a), -ECANCELED);
+    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK_INT(rf_acceptor_close(a), 0);
+    RFT_CHECK_INT(rf_close(lfd), 0);
+    return NULL;
+}
+
+static void test_in_accept_cleared(void **state)
+{
+    rft_begin();
+    assert_int_equal(rf_run(in_accept_cleared, NULL, NULL), -ECANCELED);
+    rft_end();
+}
+
 static void test_accept_stop(void **state) { rft_run(stop_contract, NULL); }
 static void test_acceptor_stop(void **state) { rft_run(stop_contract, (void *)1); }
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_accept_stop),
     cmocka_unit_test(test_acceptor_stop),
+    cmocka_unit_test(test_in_accept_cleared),
 };
 
 RFT_MAIN(tests)
