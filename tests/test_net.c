@@ -109,6 +109,14 @@ static void *bad_input(void *arg)
     RFT_CHECK_INT(rf_recv(999, b, 8, 0), -EBADF);
     RFT_CHECK_INT(rf_close(999), -EBADF);
     RFT_CHECK_INT(rf_poll(999, POLLIN), -EBADF);
+    RFT_CHECK_INT(rf_sock_port(-1), -EBADF);
+    RFT_CHECK_INT(rf_socket(12345, SOCK_STREAM, 0), -EAFNOSUPPORT);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    RFT_CHECK_INT(rf_addr_parse("1.2.3.4.5", 1, &ss, &sl), -EINVAL);
+    RFT_CHECK_INT(rf_addr_parse("::1", 1, NULL, &sl), -EFAULT);
+    RFT_CHECK_INT(rf_addr_parse("[::1]", 9, &ss, &sl), 0);
+    RFT_CHECK_INT(ss.ss_family, AF_INET6);
 
     int c, s;
     if (!tcp_pair(&c, &s))
@@ -120,6 +128,7 @@ static void *bad_input(void *arg)
     m.msg_iovlen = 1;
     RFT_CHECK_INT(rf_sendmsg(c, &m, 0), -EFAULT);
     RFT_CHECK_INT(rf_connect(c, NULL, 0), -EFAULT);
+    RFT_CHECK_INT(rf_shutdown(c, 12345), -EINVAL);
     RFT_CHECK_INT(rf_accept(c, (struct sockaddr *)&a, NULL, 0), -EFAULT);
     /* accept on a socket that does not listen: the kernel's -EINVAL. */
     RFT_CHECK_INT(rf_accept(c, NULL, NULL, 0), -EINVAL);
