@@ -31,6 +31,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -179,6 +182,8 @@ typedef struct rf_stats {
     uint64_t stacks_mapped;   /* task stacks currently mapped */
     uint32_t ring_flags;      /* IORING_SETUP_* flags the ring runs with */
     uint32_t guard_mode;      /* RF_GUARD_* below */
+    uint64_t accept_emfile;   /* accepts that met EMFILE/ENFILE and backed
+                               * off (rf_accept, rf_acceptor_next) */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */
@@ -384,6 +389,216 @@ RF_API int rf_deadline_set(uint64_t deadline_ns);
 
 /* The calling task's deadline, 0 if none (or outside a task). */
 RF_API uint64_t rf_deadline_get(void);
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every call of this section and the next (except those marked "does not
+ * suspend") is one io_uring operation:
+ *  - it suspends only the calling task (the loop runs the others) and
+ *    returns the kernel's result, or a negative errno;
+ *  - outside a task it returns -EPERM; on a kernel whose io_uring lacks
+ *    the operation it returns -EOPNOTSUPP (a line on stderr says so, once
+ *    per loop, unless the loop is RF_LOOP_QUIET);
+ *  - the task's deadline (rf_deadline_set) bounds it: the operation is
+ *    submitted with a linked timeout and returns -ETIMEDOUT when the
+ *    deadline passes first; past the deadline it returns -ETIMEDOUT
+ *    without being submitted;
+ *  - rf_cancel of the task cancels it in the kernel and the call returns
+ *    -ECANCELED after the kernel is done with it (its buffers are never
+ *    touched after the return). An operation that had already completed
+ *    when the cancellation came returns its real result: an fd from
+ *    rf_open or rf_accept, bytes moved by a read or a write. Such an fd is
+ *    the caller's, to use or to close; the cancellation shows at the next
+ *    call (which returns -ECANCELED at once);
+ *  - bad input is refused before anything is submitted: a negative fd
+ *    gives -EBADF; a NULL buffer (or path, or struct) where a length says
+ *    there is data gives -EFAULT; an out-of-range count or offset -EINVAL.
+ *    Other errors are the kernel's (read(2), write(2), ... say which).
+ * Offsets: off >= 0 reads or writes at that offset (pread/pwrite), off ==
+ * -1 uses and advances the file position (read/write, and the only choice
+ * for pipes and sockets). One transfer moves at most 0x7ffff000 bytes, as
+ * read(2) does; transfers may be short.
+ */
+
+/* openat(AT_FDCWD, path, flags, mode) / openat(dirfd, ...). Returns the new
+ * fd (the caller owns it) or a negative errno. Suspends. */
+RF_API int rf_open(const char *path, int flags, unsigned mode);
+RF_API int rf_openat(int dirfd, const char *path, int flags, unsigned mode);
+
+/* Read / write up to len bytes at off. Returns the bytes moved (0 at end of
+ * file for a read) or a negative errno. Like write(2), rf_write to a pipe
+ * or socket whose reader is gone raises SIGPIPE (then -EPIPE): ignore
+ * SIGPIPE, or use rf_send on sockets. Suspends. */
+RF_API ssize_t rf_read(int fd, void *buf, size_t len, int64_t off);
+RF_API ssize_t rf_write(int fd, const void *buf, size_t len, int64_t off);
+
+/* Vectored: cnt entries of iov (0..IOV_MAX), which must stay valid until
+ * the call returns. Suspends. */
+RF_API ssize_t rf_readv(int fd, const struct iovec *iov, int cnt, int64_t off);
+RF_API ssize_t rf_writev(int fd, const struct iovec *iov, int cnt, int64_t off);
+
+/*
+ * Loop over short transfers until len bytes are moved. rf_read_full stops
+ * early only at end of file (it then returns fewer than len bytes);
+ * rf_write_all only on an error (a write that moves 0 bytes is -EIO).
+ * Returns the bytes moved, or the negative errno that ended the loop,
+ * even after partial progress: the bytes already moved are in buf or in
+ * the file, and done (may be NULL) receives how many in every case.
+ * With off >= 0 each transfer continues at the offset where the last one
+ * ended. Suspends.
+ */
+RF_API ssize_t rf_read_full(int fd, void *buf, size_t len, int64_t off,
+                            size_t *done);
+RF_API ssize_t rf_write_all(int fd, const void *buf, size_t len, int64_t off,
+                            size_t *done);
+
+/* fsync(2), fdatasync(2). Return 0 or a negative errno. Suspend. */
+RF_API int rf_fsync(int fd);
+RF_API int rf_fdatasync(int fd);
+
+/* fallocate(2): mode FALLOC_FL_*, off >= 0, len > 0 (else -EINVAL).
+ * Returns 0 or a negative errno. Suspends. */
+RF_API int rf_fallocate(int fd, int mode, int64_t off, int64_t len);
+
+/* statx(2) into *out (NULL path or out: -EFAULT). Returns 0 or a negative
+ * errno. Suspends. */
+struct statx;
+RF_API int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
+                    struct statx *out);
+
+/*
+ * Close fd, whatever it is (file or socket). First every operation of this
+ * loop still in flight on fd is cancelled (IORING_ASYNC_CANCEL_FD, or one
+ * by one on a kernel without it) and the call waits until each has
+ * returned to its task, then the fd is closed (IORING_OP_CLOSE). So a
+ * task blocked in rf_recv or rf_accept on fd returns -ECANCELED, a
+ * socket's peer sees the close at once, and a later open that reuses the
+ * number never meets an operation meant for the old file.
+ * rf_close is not a cancellation point and ignores the deadline: it closes
+ * fd even in a cancelled task, so an fd is never leaked. Returns 0, or
+ * the error of close(2) (the fd is released even then), -EBADF for a
+ * negative fd, -EPERM outside a task (use close(2) there). Suspends.
+ */
+RF_API int rf_close(int fd);
+
+/* ------------------------------------------------------------------------ */
+/* Sockets                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * socket(2), through IORING_OP_SOCKET where the kernel has it (then it is
+ * an operation as above), else socket(2) itself, which never blocks; also
+ * callable outside a task (then it does not suspend). Returns the fd or a
+ * negative errno.
+ */
+RF_API int rf_socket(int domain, int type, int protocol);
+
+/*
+ * Fill *ss and *len from a numeric address ("127.0.0.1", "::1", "[::1]"; NULL
+ * or "" = 0.0.0.0; "localhost" = 127.0.0.1) and a port. Names are not
+ * resolved (a DNS lookup would block the loop): -EINVAL for anything else.
+ * Does not suspend.
+ */
+struct sockaddr_storage;
+RF_API int rf_addr_parse(const char *host, uint16_t port,
+                         struct sockaddr_storage *ss, socklen_t *len);
+
+/*
+ * A listening TCP socket on host:port (numeric, as rf_addr_parse; port 0
+ * picks a free port: read it with rf_sock_port), SO_REUSEADDR and
+ * SOCK_CLOEXEC set; backlog <= 0 means SOMAXCONN. On success *fd (owned by
+ * the caller) is set and 0 returned; else a negative errno (-EFAULT for a
+ * NULL fd) and *fd = -1. Plain system calls that do not block: callable
+ * anywhere, does not suspend.
+ */
+RF_API int rf_tcp_listen(const char *host, uint16_t port, int backlog, int *fd);
+
+/* The local port a socket is bound to (getsockname), or a negative errno.
+ * Does not suspend. */
+RF_API int rf_sock_port(int fd);
+
+/* rf_socket + rf_connect to host:port (numeric). On success *fd is set and
+ * 0 returned; on failure the socket is closed, *fd = -1 and the error
+ * returned. Suspends. */
+RF_API int rf_tcp_connect(const char *host, uint16_t port, int *fd);
+
+/*
+ * accept4(2): the connection's fd (the caller owns it) or a negative errno;
+ * addr/addrlen as accept4 (both NULL, or addrlen non-NULL: else -EFAULT),
+ * flags SOCK_NONBLOCK / SOCK_CLOEXEC. Suspends.
+ * Out of descriptors (EMFILE, ENFILE), it does not spin: it sleeps 1 ms,
+ * 2 ms, ... up to 256 ms between tries, counting each in
+ * rf_stats.accept_emfile, while the loop keeps serving the connections
+ * already open; the deadline and rf_cancel end that wait as any other.
+ * Graceful stop: once the loop stops accepting it returns -ESHUTDOWN at
+ * once, and an accept waiting then ends with -ESHUTDOWN (unless a
+ * connection had already been accepted: that fd is returned).
+ */
+RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                     int flags);
+
+/*
+ * Multishot accept for servers: one IORING_ACCEPT_MULTISHOT accept stays
+ * armed on the listening socket and every connection the kernel accepts is
+ * queued in the acceptor; tasks take them one at a time. The acceptor
+ * belongs to the loop it was opened on; close it with rf_acceptor_close
+ * (before the listening socket is closed is best; an rf_close of the
+ * listening socket makes rf_acceptor_next return -ECANCELED). One still
+ * open when its loop is freed is cancelled and freed then (the fds it
+ * queued are closed).
+ *
+ * rf_acceptor_open: *out receives the acceptor (the caller owns it);
+ *   flags as rf_accept. Nothing is submitted before the first next.
+ *   Returns 0, -EFAULT, -EBADF, -EPERM (outside a task), -ENOMEM,
+ *   -EOPNOTSUPP. Does not suspend.
+ * rf_acceptor_next: the next accepted fd (the caller owns it), or a
+ *   negative errno: the accept's own error (the multishot is re-armed at
+ *   the next call), -ECANCELED, -ETIMEDOUT (the task's deadline),
+ *   -ESHUTDOWN (the loop stopped accepting), -EBUSY (another task waits
+ *   in it), -EXDEV (another loop's acceptor), -EINVAL (NULL). EMFILE and
+ *   ENFILE back off as in rf_accept. Suspends while the queue is empty.
+ * rf_acceptor_close: cancels the armed accept, waits for its last CQE,
+ *   closes the fds still queued and frees the acceptor. Not a cancellation
+ *   point. Returns 0, -EPERM, -EXDEV, -EBUSY (a task waits in next:
+ *   cancel it first). NULL is accepted. Suspends.
+ */
+typedef struct rf_acceptor rf_acceptor;
+RF_API int rf_acceptor_open(int listen_fd, int flags, rf_acceptor **out);
+RF_API int rf_acceptor_next(rf_acceptor *a);
+RF_API int rf_acceptor_close(rf_acceptor *a);
+
+/* connect(2). Returns 0 or a negative errno (-ECONNREFUSED, ...). NULL addr:
+ * -EFAULT. Suspends. */
+RF_API int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+
+/*
+ * recv(2) / send(2). Return the bytes moved (rf_recv: 0 when the peer has
+ * shut down its side) or a negative errno (-ECONNRESET when the peer
+ * reset, -EPIPE after the connection is shut down: MSG_NOSIGNAL is always
+ * added to sends, so no SIGPIPE). Suspend.
+ */
+RF_API ssize_t rf_recv(int fd, void *buf, size_t len, int flags);
+RF_API ssize_t rf_send(int fd, const void *buf, size_t len, int flags);
+
+/* recvmsg(2) / sendmsg(2). msg and what it points to must stay valid until
+ * the call returns (NULL msg: -EFAULT). Suspend. */
+RF_API ssize_t rf_recvmsg(int fd, struct msghdr *msg, int flags);
+RF_API ssize_t rf_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/* shutdown(2): IORING_OP_SHUTDOWN in a task where the kernel has it, else
+ * shutdown(2) itself (it does not block). Returns 0 or a negative errno. */
+RF_API int rf_shutdown(int fd, int how);
+
+/*
+ * Wait until fd is ready for events (POLLIN, POLLOUT, ...): for code that
+ * must wait on an fd it does not own or read itself. Returns the ready
+ * events (a POLL* mask, POLLHUP/POLLERR included when they happen) or a
+ * negative errno. Suspends.
+ */
+RF_API int rf_poll(int fd, unsigned events);
 
 /* ------------------------------------------------------------------------ */
 /* Coordination: queues, events, mutexes, semaphores, conditions, groups    */

@@ -202,6 +202,12 @@ struct rf_loop {
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
+    /* fs.c/net.c: operations on descriptors in flight (rf_fd_op.node), so
+     * that rf_close can wait for the ones on the fd it closes. */
+    rf_list fd_ops;
+    rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
+    bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
+    uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
@@ -317,6 +323,27 @@ static inline bool rf__remote_pending(rf_loop *l)
 {
     return __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) != NULL;
 }
+
+/* ---- fs.c: the path shared by every operation on a descriptor ---- */
+
+/* An operation on a descriptor; lives on the waiting task's stack and is
+ * listed in loop->fd_ops while it is in flight. */
+typedef struct rf_fd_op {
+    rf_op op;
+    rf_list node;
+    int fd;
+    rf_task *closer; /* an rf_close waiting for this operation to end */
+} rf_fd_op;
+
+struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
+                                  unsigned opcode, const char *what,
+                                  int *err);
+bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what);
+int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
+                  struct io_uring_sqe *sqe);
+
+/* ---- net.c ---- */
+void rf__acceptors_release(rf_loop *l, bool final);
 
 /* ---- error.c ---- */
 void rf__setup_error_report(int err, unsigned flags);

@@ -1,0 +1,364 @@
+/*
+ * File operations (open, read, write, sync, allocate, statx), rf_close,
+ * and the path every operation on a descriptor takes, files and sockets
+ * alike (net.c uses it too):
+ *
+ *     rf_loop *l; rf_task *self; int err;
+ *     struct io_uring_sqe *sqe = rf__io_begin(&l, &self, OPCODE, "rf_x", &err);
+ *     if (!sqe)
+ *         return err;
+ *     io_uring_prep_xxx(sqe, fd, ...);
+ *     return rf__fd_op_run(l, self, fd, sqe);
+ *
+ * rf__io_begin refuses outside a task (-EPERM) and for an opcode the kernel
+ * lacks (-EOPNOTSUPP, reported once per loop on stderr), then takes the
+ * SQE through rf__op_begin (cancellation, deadline). rf__fd_op_run lists
+ * the operation in loop->fd_ops while it is in flight, so that rf_close
+ * can wait until no operation on the fd it closes is left in the kernel.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* The most one read or write transfers, as Linux's MAX_RW_COUNT: a larger
+ * request is a short transfer, which callers already handle. */
+#define RF_IO_MAX 0x7ffff000u
+
+bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what)
+{
+    if (rf_likely(rf__op_supported(l, opcode)))
+        return true;
+    uint64_t bit = 1ULL << (opcode % 64);
+    if (!(l->flags & RF_LOOP_QUIET) && !(l->op_warned[opcode / 64] & bit))
+        fprintf(stderr,
+                "ringfiber: %s: this kernel's io_uring lacks operation %u; "
+                "the call returns EOPNOTSUPP (a newer kernel has it)\n",
+                what, opcode);
+    l->op_warned[opcode / 64] |= bit;
+    return false;
+}
+
+struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
+                                  unsigned opcode, const char *what, int *err)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (rf_unlikely(!self)) {
+        *err = -EPERM;
+        return NULL;
+    }
+    if (rf_unlikely(!rf__io_check_op(l, opcode, what))) {
+        *err = -EOPNOTSUPP;
+        return NULL;
+    }
+    *lp = l;
+    *selfp = self;
+    return rf__op_begin(l, self, err);
+}
+
+int rf__fd_op_run(rf_loop *l, rf_task *self, int fd, struct io_uring_sqe *sqe)
+{
+    rf_fd_op fo = {.fd = fd};
+    rf_list_push_back(&l->fd_ops, &fo.node);
+    int res = rf__op_run(l, self, &fo.op, sqe);
+    rf_list_remove(&fo.node);
+    if (fo.closer)
+        rf__wake(l, fo.closer);
+    return res;
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+int rf_openat(int dirfd, const char *path, int flags, unsigned mode)
+{
+    if (!path)
+        return -EFAULT;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe =
+        rf__io_begin(&l, &self, IORING_OP_OPENAT, "rf_openat", &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_openat(sqe, dirfd, path, flags, mode);
+    /* Not an operation on dirfd in flight that rf_close(dirfd) must wait
+     * for: the kernel resolves dirfd when it starts the open. */
+    rf_op op = {0};
+    return rf__op_run(l, self, &op, sqe);
+}
+
+int rf_open(const char *path, int flags, unsigned mode)
+{
+    return rf_openat(AT_FDCWD, path, flags, mode);
+}
+
+/* ---- read and write -------------------------------------------------------- */
+
+static ssize_t rw(unsigned opcode, const char *what, int fd, const void *buf,
+                  size_t len, int64_t off)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (!buf && len)
+        return -EFAULT;
+    if (off < -1)
+        return -EINVAL;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
+    if (!sqe)
+        return err;
+    unsigned n = len > RF_IO_MAX ? RF_IO_MAX : (unsigned)len;
+    io_uring_prep_rw(opcode, sqe, fd, buf, n, (uint64_t)off);
+    return rf__fd_op_run(l, self, fd, sqe);
+}
+
+ssize_t rf_read(int fd, void *buf, size_t len, int64_t off)
+{
+    return rw(IORING_OP_READ, "rf_read", fd, buf, len, off);
+}
+
+ssize_t rf_write(int fd, const void *buf, size_t len, int64_t off)
+{
+    return rw(IORING_OP_WRITE, "rf_write", fd, buf, len, off);
+}
+
+static ssize_t rwv(unsigned opcode, const char *what, int fd,
+                   const struct iovec *iov, int cnt, int64_t off)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (cnt < 0 || cnt > IOV_MAX || off < -1)
+        return -EINVAL;
+    if (!iov && cnt)
+        return -EFAULT;
+    for (int i = 0; i < cnt; i++)
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EFAULT;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_rw(opcode, sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
+    return rf__fd_op_run(l, self, fd, sqe);
+}
+
+ssize_t rf_readv(int fd, const struct iovec *iov, int cnt, int64_t off)
+{
+    return rwv(IORING_OP_READV, "rf_readv", fd, iov, cnt, off);
+}
+
+ssize_t rf_writev(int fd, const struct iovec *iov, int cnt, int64_t off)
+{
+    return rwv(IORING_OP_WRITEV, "rf_writev", fd, iov, cnt, off);
+}
+
+/*
+ * The loops over short transfers. A stream (off -1) continues at the file
+ * position; a positioned transfer advances its own offset. An error ends
+ * the loop and is returned even after partial progress: the bytes already
+ * moved are in the buffer or in the file, and *done says how many.
+ */
+ssize_t rf_read_full(int fd, void *buf, size_t len, int64_t off, size_t *done)
+{
+    size_t got = 0;
+    ssize_t rc = 0;
+    if (done)
+        *done = 0;
+    if (!buf && len)
+        return -EFAULT;
+    while (got < len) {
+        rc = rf_read(fd, (char *)buf + got, len - got, off);
+        if (rc <= 0)
+            break; /* EOF, or an error */
+        got += (size_t)rc;
+        if (off >= 0)
+            off += rc;
+        if (done)
+            *done = got;
+    }
+    return rc < 0 ? rc : (ssize_t)got;
+}
+
+ssize_t rf_write_all(int fd, const void *buf, size_t len, int64_t off,
+                     size_t *done)
+{
+    size_t put = 0;
+    ssize_t rc = 0;
+    if (done)
+        *done = 0;
+    if (!buf && len)
+        return -EFAULT;
+    while (put < len) {
+        rc = rf_write(fd, (const char *)buf + put, len - put, off);
+        if (rc < 0)
+            break;
+        if (rc == 0) {
+            rc = -EIO; /* no progress: never loop on it */
+            break;
+        }
+        put += (size_t)rc;
+        if (off >= 0)
+            off += rc;
+        if (done)
+            *done = put;
+    }
+    return rc < 0 ? rc : (ssize_t)put;
+}
+
+/* ---- sync, allocate, statx -------------------------------------------------- */
+
+static int do_fsync(int fd, unsigned flags, const char *what)
+{
+    if (fd < 0)
+        return -EBADF;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe =
+        rf__io_begin(&l, &self, IORING_OP_FSYNC, what, &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_fsync(sqe, fd, flags);
+    return rf__fd_op_run(l, self, fd, sqe);
+}
+
+int rf_fsync(int fd) { return do_fsync(fd, 0, "rf_fsync"); }
+
+int rf_fdatasync(int fd)
+{
+    return do_fsync(fd, IORING_FSYNC_DATASYNC, "rf_fdatasync");
+}
+
+int rf_fallocate(int fd, int mode, int64_t off, int64_t len)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (off < 0 || len <= 0)
+        return -EINVAL;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe =
+        rf__io_begin(&l, &self, IORING_OP_FALLOCATE, "rf_fallocate", &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)off, (uint64_t)len);
+    return rf__fd_op_run(l, self, fd, sqe);
+}
+
+int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
+             struct statx *out)
+{
+    if (!path || !out)
+        return -EFAULT;
+    rf_loop *l;
+    rf_task *self;
+    int err;
+    struct io_uring_sqe *sqe =
+        rf__io_begin(&l, &self, IORING_OP_STATX, "rf_statx", &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
+    rf_op op = {0};
+    return rf__op_run(l, self, &op, sqe);
+}
+
+/* ---- close ------------------------------------------------------------------ */
+
+/* Ask the kernel to cancel each listed operation on fd (the path for a
+ * kernel without IORING_ASYNC_CANCEL_FD). */
+static void cancel_listed(rf_loop *l, int fd)
+{
+    for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
+        rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
+        if (fo->fd == fd && !fo->op.done)
+            rf__op_cancel(l, &fo->op);
+    }
+}
+
+/* Wait until no operation on fd is listed: each one's task unlists it
+ * when the operation's final CQE has been seen, and wakes us. */
+static void wait_unlisted(rf_loop *l, rf_task *self, int fd)
+{
+    for (;;) {
+        bool any = false;
+        for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
+            rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
+            if (fo->fd == fd) {
+                fo->closer = self;
+                any = true;
+            }
+        }
+        if (!any)
+            return;
+        rf__wait(l, self, 0);
+    }
+}
+
+/*
+ * Cancel, then close, in one submission: an ASYNC_CANCEL of every
+ * operation of this ring on fd (IORING_ASYNC_CANCEL_FD | _ALL, 5.19),
+ * hard-linked to the IORING_OP_CLOSE so that the close runs whatever the
+ * cancel found. A socket's pending recv or accept holds a reference to
+ * the file: without the cancel it would keep the connection open (no FIN
+ * is sent) and never complete. Then wait for the final CQE of every
+ * operation that was on fd, so the caller's next open, which may get the
+ * same number, can never meet one of them.
+ *
+ * The close is not a cancellation point: it runs in a cancelled task and
+ * past the task's deadline alike, so an fd is never leaked.
+ */
+int rf_close(int fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
+    if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
+        rf__ring_enter(l, 0);
+    struct io_uring_sqe *cs = NULL, *sqe = NULL;
+    rf_op cop = {0}, op = {0};
+    if (have_close && !l->no_cancel_fd && io_uring_sq_space_left(&l->ring) >= 2) {
+        cs = rf__sqe_get(l);
+        io_uring_prep_cancel_fd(cs, fd, IORING_ASYNC_CANCEL_ALL);
+        cs->flags |= IOSQE_IO_HARDLINK;
+        io_uring_sqe_set_data(cs, &cop);
+        cop.task = self;
+    } else {
+        cancel_listed(l, fd);
+    }
+    int res;
+    if (have_close && (sqe = rf__sqe_get(l)) != NULL) {
+        io_uring_prep_close(sqe, fd);
+        io_uring_sqe_set_data(sqe, &op);
+        op.task = self;
+        while (!op.done || (cs && !cop.done))
+            rf__wait(l, self, 0);
+        res = op.res;
+    } else {
+        while (cs && !cop.done)
+            rf__wait(l, self, 0);
+        /* No close opcode, or no SQE: close(2) does not block for a
+         * socket or a local file. */
+        res = close(fd) == 0 ? 0 : -errno;
+    }
+    if (cs && cop.res == -EINVAL) {
+        /* A kernel without IORING_ASYNC_CANCEL_FD: cancel one by one. */
+        l->no_cancel_fd = true;
+        cancel_listed(l, fd);
+    }
+    wait_unlisted(l, self, fd);
+    return res;
+}
