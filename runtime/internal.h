@@ -201,6 +201,18 @@ struct rf_loop {
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
+    /* Embedding (embed.c). gate: the threadsafe calls in progress (count
+     * in units of RF_GATE_ONE) and what they are refused (RF_GATE_* bits);
+     * __atomic_* only. */
+    uint64_t gate;
+    rf_remote_msg stop_msg;     /* rf_loop_stop_threadsafe, one in flight */
+    uint32_t stop_posted;       /* __atomic_*: stop_msg is in the mailbox */
+    rf_remote_msg shutdown_msg; /* rf_loop_shutdown_threadsafe */
+    uint64_t shutdown_grace;    /* written before shutdown_msg is posted */
+    rf_task *shutdown_task;     /* waits for the others to finish */
+    uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
+    int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
+    bool once;             /* rf_loop_run_once: return at this pass's end */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
@@ -266,6 +278,8 @@ extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")))
 void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
+int rf__loop_check(const rf_loop *l);
+void rf__run_pass(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);
 
 static inline rf_task *rf__self(void)
@@ -289,6 +303,7 @@ void rf__op_cancel(rf_loop *l, rf_op *op);
 void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
 
 /* ---- task.c ---- */
+#define RF_MAX_STACK_SIZE (1024ul * 1024 * 1024)
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);
@@ -304,6 +319,13 @@ int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
 
 int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);
+
+/* ---- embed.c ---- */
+#define RF_GATE_FREEING 1ULL  /* rf_loop_free: every threadsafe call refused */
+#define RF_GATE_SHUTDOWN 2ULL /* shutdown requested: spawns refused */
+#define RF_GATE_ONE 4ULL      /* one threadsafe call in progress */
+void rf__embed_close(rf_loop *l);
+void rf__embed_fini(rf_loop *l);
 
 /* ---- remote.c ---- */
 int rf__remote_init(rf_loop *l);

@@ -68,7 +68,7 @@ int rf__rq_reserve(rf_loop *l, uint64_t tasks)
 
 static bool must_return(const rf_loop *l)
 {
-    return l->stop || (l->target && l->target->state == RF_DONE);
+    return l->stop || l->once || (l->target && l->target->state == RF_DONE);
 }
 
 /* Pops the next ready task and makes it current; the queue is not empty. */
@@ -183,7 +183,8 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__remote_drain(l))
             continue;
-        if (l->inflight == 0 && l->remote_expected == 0) {
+        if (l->inflight == 0 && l->remote_expected == 0 &&
+            (l->draining || !(l->flags & RF_LOOP_SERVE))) {
             rc = -EDEADLK; /* every task waits and nothing can wake one */
             break;
         }
@@ -202,7 +203,21 @@ static int loop_run(rf_loop *l)
     return rc;
 }
 
-static int check_loop(const rf_loop *l)
+/* One scheduler pass for rf_loop_run_once (embed.c): run the tasks ready
+ * now, then come back here; the caller does the pass end. The caller has
+ * made the loop current and running, and the run queue is not empty. */
+void rf__run_pass(rf_loop *l)
+{
+    l->once = true;
+    l->budget = rf__nready(l);
+    l->stats.passes++;
+    rf_task *t = run_next(l);
+    l->stats.switches++;
+    rf__switch(l, &l->sched, &t->ctx, false);
+    l->once = false;
+}
+
+int rf__loop_check(const rf_loop *l)
 {
     if (!l)
         return -EINVAL;
@@ -226,6 +241,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     if (!l)
         return -ENOMEM;
     l->remote_efd = -1;
+    l->poll_efd = -1;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
@@ -268,7 +284,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
 int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
                                void **result)
 {
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     if (rc)
         return rc;
     if (!fn)
@@ -292,7 +308,7 @@ int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
 
 int rf_loop_run_forever(rf_loop *loop)
 {
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     return rc ? rc : loop_run(loop);
 }
 
@@ -310,13 +326,19 @@ int rf_loop_free(rf_loop *loop)
 {
     if (!loop)
         return 0;
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     if (rc)
         return rc;
     /* asyncio.run's epilogue: cancel whatever is alive and let it unwind;
      * then drain every operation still in flight, so that no completion
-     * can arrive for a record that is gone. */
+     * can arrive for a record that is gone. Mail from other threads is
+     * refused from now on; what was accepted is run first (embed.c), so
+     * the tasks it spawns are cancelled with the others. */
+    rf__embed_close(loop);
     loop->draining = true;
+    rf__tls_loop = loop;
+    rf__remote_drain(loop);
+    rf__tls_loop = NULL;
     for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
         rf__cancel(rf_container_of(n, rf_task, alive));
     if (!rf_list_empty(&loop->alive) || loop->inflight ||
@@ -333,6 +355,7 @@ int rf_loop_free(rf_loop *loop)
     }
     rf__remote_fini(loop);
     io_uring_queue_exit(&loop->ring);
+    rf__embed_fini(loop);
     rf__stacks_fini(&loop->stacks);
     rf__tasks_free_all(loop);
     rf__overflow_handler_remove(loop);

@@ -85,11 +85,23 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
     do
         m->next = old;
     while (!__atomic_compare_exchange_n(&l->remote_head, &old, m, true,
-                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
     if (old == NULL) {
         uint64_t one = 1;
         while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
             ;
+        /* A loop driven from a host's poll (rf_loop_fd, embed.c) is woken
+         * directly: the ring's read of remote_efd completes inside the
+         * eventfd's wake-up, where the kernel defers the signal of the
+         * ring's registered eventfd, and 6.18 delivers such a deferred
+         * signal only once per registration. The push, this load,
+         * rf_loop_fd's store and the drain's exchange are all seq_cst (on
+         * x86 at no cost): a poster that sees no fd here pushed before
+         * the host's first drain, which takes the message in. */
+        int pfd = __atomic_load_n(&l->poll_efd, __ATOMIC_SEQ_CST);
+        if (pfd >= 0)
+            while (write(pfd, &one, sizeof(one)) < 0 && errno == EINTR)
+                ;
     }
 }
 
@@ -98,7 +110,7 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
 bool rf__remote_drain(rf_loop *l)
 {
     rf_remote_msg *m = __atomic_exchange_n(&l->remote_head, NULL,
-                                           __ATOMIC_ACQUIRE);
+                                           __ATOMIC_SEQ_CST);
     if (!m)
         return false;
     rf_remote_msg *fifo = NULL;
