@@ -356,6 +356,7 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
     rf_loop *l = loop;
     rf__tls_loop = l;
     l->running = true;
+    rf__remote_awake(l, true);
     bool efd = l->poll_efd >= 0;
     if (efd) {
         /* Quiet while this pass takes in everything there is: each CQE
@@ -372,9 +373,11 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
         !rf__remote_pending(l)) {
         if (l->inflight || l->remote_expected || (l->flags & RF_LOOP_SERVE)) {
             /* Sleep until a completion or a message, as run_forever. */
-            rf__remote_arm(l);
-            rc = rf__ring_enter(l, 1);
-            rf__ring_reap(l);
+            if (rf__remote_sleep_begin(l)) {
+                rc = rf__ring_enter(l, 1);
+                rf__remote_awake(l, true);
+                rf__ring_reap(l);
+            }
         } else if (l->stats.tasks_alive) {
             rc = -EDEADLK;
         }
@@ -390,8 +393,12 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
     if (rc == 0)
         rc = erc;
     rf__ring_reap(l);
-    if (efd) {
+    if (efd)
         io_uring_cq_eventfd_toggle(&l->ring, true);
+    /* From here on posts wake the host through the eventfd; what came
+     * before is in the mailbox, and seen below (remote.c: remote_awake). */
+    rf__remote_awake(l, false);
+    if (efd) {
         if (work_ready(l)) {
             uint64_t one = 1;
             (void)!write(l->poll_efd, &one, sizeof(one));

@@ -195,6 +195,9 @@ struct rf_loop {
     /* Cross-thread mailbox (remote.c): a LIFO pushed by other threads;
      * the pusher that finds it empty writes remote_efd. */
     rf_remote_msg *remote_head; /* __atomic_* only */
+    /* The loop is running and will look at the mailbox before it sleeps:
+     * a post need not wake it. __atomic_* only (remote.c). */
+    uint32_t remote_awake;
     int remote_efd;
     bool remote_armed;     /* a read of remote_efd is in the ring */
     uint64_t remote_buf;
@@ -332,11 +335,14 @@ int rf__remote_init(rf_loop *l);
 void rf__remote_fini(rf_loop *l);
 void rf__remote_post(rf_loop *l, rf_remote_msg *m);
 void rf__remote_arm(rf_loop *l);
+void rf__remote_awake(rf_loop *l, bool awake);
+bool rf__remote_sleep_begin(rf_loop *l);
 bool rf__remote_drain(rf_loop *l);
 
 static inline bool rf__remote_pending(rf_loop *l)
 {
-    return __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) != NULL;
+    /* seq_cst: pairs with remote_awake (remote.c); a plain load on x86. */
+    return __atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) != NULL;
 }
 
 /* ---- error.c ---- */

@@ -163,6 +163,7 @@ static int loop_run(rf_loop *l)
     int rc = 0;
     rf__tls_loop = l;
     l->running = true;
+    rf__remote_awake(l, true);
     for (;;) {
         if (l->target && l->target->state == RF_DONE)
             break;
@@ -191,12 +192,15 @@ static int loop_run(rf_loop *l)
         /* Nothing ready: submit what the last pass gathered and sleep
          * until at least one completion, in one system call; a message
          * from another thread also ends the sleep (remote.c). */
-        rf__remote_arm(l);
+        if (!rf__remote_sleep_begin(l))
+            continue;
         rc = rf__ring_enter(l, 1);
+        rf__remote_awake(l, true);
         if (rc < 0)
             break;
         rf__ring_reap(l);
     }
+    rf__remote_awake(l, false);
     l->running = false;
     l->stop = false;
     rf__tls_loop = NULL;
