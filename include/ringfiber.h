@@ -391,6 +391,177 @@ RF_API int rf_deadline_set(uint64_t deadline_ns);
 RF_API uint64_t rf_deadline_get(void);
 
 /* ------------------------------------------------------------------------ */
+/* Embedding                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Two ways to host a loop in a program that has threads and an event loop
+ * of its own.
+ *
+ * 1. A loop on a thread of its own. That thread creates the loop (with
+ *    RF_LOOP_SERVE) and calls rf_loop_run_forever(); other threads hand it
+ *    work with rf_loop_spawn_threadsafe() / rf_loop_call_threadsafe() and
+ *    end it with rf_loop_stop_threadsafe() or, gracefully,
+ *    rf_loop_shutdown_threadsafe(); then the loop's thread frees it.
+ *
+ * 2. A loop driven by the host's event loop, on the host's thread (libuv's
+ *    uv_backend_fd + UV_RUN_NOWAIT): the host polls rf_loop_fd() for
+ *    reading, with rf_loop_timeout_ms() as the poll timeout, and calls
+ *    rf_loop_run_once(loop, RF_RUN_NOWAIT) whenever it is readable.
+ *
+ * The _threadsafe calls may be made from any thread, the loop's own
+ * included, as long as the loop exists: a host must not let a thread call
+ * them once rf_loop_free() may have returned (join those threads first, or
+ * have them stop at the first -ESHUTDOWN). Calls that race with
+ * rf_loop_free() are safe: they are either run before the loop is gone or
+ * refused with -ESHUTDOWN. None of them suspends or waits for the loop;
+ * each costs at most a malloc, an atomic exchange and, when the loop's
+ * mailbox was empty, one eventfd write that wakes the loop.
+ */
+
+/*
+ * Loop flag: a loop that serves other threads. rf_loop_run_forever() and
+ * rf_loop_run_until_complete() sleep, instead of returning -EDEADLK, when
+ * every task waits and nothing is in flight: work may still come from
+ * another thread. Such a loop returns only on a stop or at the end of a
+ * graceful shutdown. rf_loop_free() is unaffected (it never waits for
+ * mail).
+ */
+#define RF_LOOP_SERVE 0x80u
+
+/*
+ * From any thread: spawn fn(arg) as a task on loop's thread (as
+ * rf_loop_spawn with opts, which are copied: opts and its name may be
+ * freed when this returns; NULL for the defaults). The task starts at a
+ * later scheduler pass of that loop; tasks spawned by one thread start in
+ * the order of the calls. No handle is returned: the task is detached
+ * (have it report back through arg if you need its result).
+ *
+ * Returns 0 when the request is accepted: fn(arg) then runs exactly once,
+ * and ownership of arg passes to fn. If the loop is freed before the
+ * request was taken in, rf_loop_free() still spawns the task, cancelled
+ * from the start (fn runs; its waits fail with -ECANCELED). The one case
+ * where an accepted fn does not run is a failure to create the task on the
+ * loop's thread (out of memory or of stack mappings): a line on stderr
+ * says so. Errors, with arg still the caller's:
+ *   -EINVAL     loop or fn is NULL, or a bad stack size;
+ *   -ENOMEM     no memory for the request;
+ *   -ESHUTDOWN  a graceful shutdown was requested, or the loop is being
+ *               freed.
+ * Does not suspend, does not block.
+ */
+RF_API int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
+                                    const rf_spawn_options *opts);
+
+/* A function run on a loop's thread by rf_loop_call_threadsafe(). */
+typedef void (*rf_call_fn)(void *arg);
+
+/*
+ * From any thread: run fn(arg) on loop's thread, outside any task, at the
+ * loop's next scheduler pass (or when the loop is freed, if it does not
+ * run again). fn must not suspend (the suspending calls return -EPERM
+ * there); it may spawn tasks (rf_spawn), cancel them, stop the loop, and
+ * read or change the state of the loop's tasks without locks. Calls made
+ * by one thread run in the order they were made.
+ * Returns 0 (fn will run exactly once), -EINVAL (NULL loop or fn),
+ * -ENOMEM, -ESHUTDOWN (the loop is being freed). Unlike spawns, calls are
+ * still accepted during a graceful shutdown. Does not suspend.
+ */
+RF_API int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg);
+
+/*
+ * From any thread: rf_loop_stop(), asynchronously. The running
+ * rf_loop_run_forever() or rf_loop_run_until_complete() returns after the
+ * pass in which the request is taken in; if the loop is not running then,
+ * its next run returns after its first pass. Requests made before the
+ * first is taken in are one request. Tasks stay alive. Returns 0, -EINVAL,
+ * -ESHUTDOWN (the loop is being freed). Does not suspend, does not
+ * allocate.
+ */
+RF_API int rf_loop_stop_threadsafe(rf_loop *loop);
+
+/*
+ * Graceful shutdown, in three phases on the loop's thread:
+ *  1. stop accepting: rf_loop_spawn_threadsafe() refuses with -ESHUTDOWN
+ *     from the moment of the request; when the loop takes the request in,
+ *     every task waiting in an accept is cancelled, and later accepts fail
+ *     with -ECANCELED, so a server stops taking connections;
+ *  2. grace: the other tasks (connections being served, tasks spawned
+ *     earlier) have grace_ns, counted from phase 1, to return on their
+ *     own; tasks may still spawn tasks, which count too;
+ *  3. the tasks still alive at the end of the grace are cancelled
+ *     (rf_cancel), and once every task has returned,
+ *     rf_loop_run_forever() / rf_loop_run_until_complete() return (0 and
+ *     -EINTR respectively; rf_loop_run_once() reports an idle loop).
+ * Phase 3 waits for cancelled tasks to unwind: a task that ignores its
+ * cancellation holds the loop up, as it would hold rf_loop_free up.
+ * grace_ns 0: no grace; UINT64_MAX: no limit. The loop stays closed to
+ * spawns from other threads afterwards: free it.
+ *
+ * rf_loop_shutdown: on the loop's thread (from a task, say one waiting for
+ * SIGTERM, or before a run); phase 1 is done before it returns.
+ * rf_loop_shutdown_threadsafe: from any thread; phase 1 happens at the
+ * loop's next scheduler pass.
+ * Return 0, -EINVAL (NULL loop), -EXDEV (rf_loop_shutdown, wrong thread),
+ * -EALREADY (a shutdown was already requested), -ESHUTDOWN (the loop is
+ * being freed). Do not suspend.
+ */
+RF_API int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns);
+RF_API int rf_loop_shutdown_threadsafe(rf_loop *loop, uint64_t grace_ns);
+
+/*
+ * A file descriptor that is readable when loop has work for
+ * rf_loop_run_once(): a completion waiting to be processed, a message from
+ * another thread, tasks ready to run. Poll it for POLLIN (poll, epoll, a
+ * host loop's I/O watcher); do not read, write or close it: the loop owns
+ * it and closes it in rf_loop_free(). It is an eventfd registered with the
+ * ring (IORING_REGISTER_EVENTFD), created at the first call and readable
+ * at once; rf_loop_run_once() clears it and sets it again if it leaves
+ * work behind, so a host that polls it alone never misses a completion.
+ * With IORING_SETUP_DEFER_TASKRUN a completion reaches the CQ only when
+ * the loop's thread asks the kernel for it; the eventfd is signalled
+ * before that, when the completion is queued, which is why the ring's own
+ * fd is not offered (poll on it misses such completions).
+ * Returns the fd (>= 0), or -EINVAL, -EXDEV (wrong thread), or the error
+ * of eventfd() / io_uring_register_eventfd(). Does not suspend.
+ */
+RF_API int rf_loop_fd(rf_loop *loop);
+
+/* rf_loop_run_once flag: do not block, even when nothing is ready. */
+#define RF_RUN_NOWAIT 1u
+
+/*
+ * One scheduler pass, for a host that drives the loop from its own event
+ * loop (UV_RUN_NOWAIT / UV_RUN_ONCE): take in the messages from other
+ * threads and the completions there are, run every task ready at that
+ * point once (until it suspends), submit what those tasks queued, take in
+ * the completions that came meanwhile, and return. Without RF_RUN_NOWAIT,
+ * a pass that finds nothing ready first blocks until something completes
+ * or a message arrives (if nothing could ever come, it returns -EDEADLK
+ * at once, as rf_loop_run_forever does, unless the loop has
+ * RF_LOOP_SERVE). rf_loop_stop() has no effect here: every call returns
+ * after one pass.
+ * Returns 1 while the loop has work left (tasks alive, operations in
+ * flight, or mail), 0 when it is idle (no task alive, nothing in flight:
+ * a host can stop polling and free it), or -EINVAL (NULL loop, unknown
+ * flags), -EXDEV (wrong thread), -EBUSY (called from a task, or while the
+ * loop runs), -EDEADLK, or an error from the ring.
+ * Blocks only without RF_RUN_NOWAIT; call it from outside any task.
+ */
+RF_API int rf_loop_run_once(rf_loop *loop, unsigned flags);
+
+/*
+ * The timeout a host should give its poll on rf_loop_fd() (as
+ * uv_backend_timeout): 0 when rf_loop_run_once() has work to do right now
+ * (tasks ready, mail, completions waiting), -1 (wait for the fd)
+ * otherwise. Timers need no timeout here: they are in the ring, and make
+ * the fd readable when they fire. Consult it after calling into the loop
+ * from outside a pass (rf_loop_spawn, say), which does not touch the fd.
+ * Errors: -EINVAL (NULL), -EXDEV (wrong thread). Does not suspend.
+ */
+RF_API int rf_loop_timeout_ms(const rf_loop *loop);
+
+/* ------------------------------------------------------------------------ */
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */
 

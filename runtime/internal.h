@@ -180,7 +180,10 @@ struct rf_loop {
     rf_task *target;       /* run_until_complete's task */
     pthread_t owner;
     bool running;
+    /* The three reasons to return to the caller of the loop, kept
+     * adjacent: the pass end tests them together. */
     bool stop;
+    bool once;             /* rf_loop_run_once: return at this pass's end */
     bool target_done;      /* target has returned */
     bool draining;         /* rf_loop_free: cancel every task spawned */
     bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
@@ -196,6 +199,9 @@ struct rf_loop {
     /* Cross-thread mailbox (remote.c): a LIFO pushed by other threads;
      * the pusher that finds it empty writes remote_efd. */
     rf_remote_msg *remote_head; /* __atomic_* only */
+    /* The loop is running and will look at the mailbox before it sleeps:
+     * a post need not wake it. __atomic_* only (remote.c). */
+    uint32_t remote_awake;
     int remote_efd;
     bool remote_armed;     /* a read of remote_efd is in the ring */
     uint64_t remote_buf;
@@ -208,6 +214,17 @@ struct rf_loop {
     rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
+    /* Embedding (embed.c). gate: the threadsafe calls in progress (count
+     * in units of RF_GATE_ONE) and what they are refused (RF_GATE_* bits);
+     * __atomic_* only. */
+    uint64_t gate;
+    rf_remote_msg stop_msg;     /* rf_loop_stop_threadsafe, one in flight */
+    uint32_t stop_posted;       /* __atomic_*: stop_msg is in the mailbox */
+    rf_remote_msg shutdown_msg; /* rf_loop_shutdown_threadsafe */
+    uint64_t shutdown_grace;    /* written before shutdown_msg is posted */
+    rf_task *shutdown_task;     /* waits for the others to finish */
+    uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
+    int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
@@ -273,6 +290,8 @@ extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")))
 void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
+int rf__loop_check(const rf_loop *l);
+void rf__run_pass(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);
 
 static inline rf_task *rf__self(void)
@@ -296,6 +315,7 @@ void rf__op_cancel(rf_loop *l, rf_op *op);
 void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
 
 /* ---- task.c ---- */
+#define RF_MAX_STACK_SIZE (1024ul * 1024 * 1024)
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);
@@ -312,16 +332,26 @@ int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
 int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);
 
+/* ---- embed.c ---- */
+#define RF_GATE_FREEING 1ULL  /* rf_loop_free: every threadsafe call refused */
+#define RF_GATE_SHUTDOWN 2ULL /* shutdown requested: spawns refused */
+#define RF_GATE_ONE 4ULL      /* one threadsafe call in progress */
+void rf__embed_close(rf_loop *l);
+void rf__embed_fini(rf_loop *l);
+
 /* ---- remote.c ---- */
 int rf__remote_init(rf_loop *l);
 void rf__remote_fini(rf_loop *l);
 void rf__remote_post(rf_loop *l, rf_remote_msg *m);
 void rf__remote_arm(rf_loop *l);
+void rf__remote_awake(rf_loop *l, bool awake);
+bool rf__remote_sleep_begin(rf_loop *l);
 bool rf__remote_drain(rf_loop *l);
 
 static inline bool rf__remote_pending(rf_loop *l)
 {
-    return __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) != NULL;
+    /* seq_cst: pairs with remote_awake (remote.c); a plain load on x86. */
+    return __atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) != NULL;
 }
 
 /* ---- fs.c: the path shared by every operation on a descriptor ---- */

@@ -68,7 +68,7 @@ int rf__rq_reserve(rf_loop *l, uint64_t tasks)
 
 static bool must_return(const rf_loop *l)
 {
-    return l->stop || l->target_done;
+    return l->stop || l->once || l->target_done;
 }
 
 /* Pops the next ready task and makes it current; the queue is not empty. */
@@ -88,7 +88,8 @@ static inline rf_ctx *next_ctx(rf_loop *l)
         /* End of a pass. Usually nothing is in flight, nothing was posted
          * from another thread and nobody asked the loop to return: then
          * the next pass just begins. */
-        if (rf_unlikely(l->inflight != 0 || l->stop || l->target_done ||
+        if (rf_unlikely(l->inflight != 0 ||
+                        (l->stop | l->once | l->target_done) ||
                         rf__remote_pending(l))) {
             if (must_return(l))
                 goto sched;
@@ -212,6 +213,7 @@ static int loop_run(rf_loop *l)
     int rc = 0;
     rf__tls_loop = l;
     l->running = true;
+    rf__remote_awake(l, true);
     for (;;) {
         if (l->target_done)
             break;
@@ -232,26 +234,44 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__remote_drain(l))
             continue;
-        if (l->inflight == 0 && l->remote_expected == 0) {
+        if (l->inflight == 0 && l->remote_expected == 0 &&
+            (l->draining || !(l->flags & RF_LOOP_SERVE))) {
             rc = -EDEADLK; /* every task waits and nothing can wake one */
             break;
         }
         /* Nothing ready: submit what the last pass gathered and sleep
          * until at least one completion, in one system call; a message
          * from another thread also ends the sleep (remote.c). */
-        rf__remote_arm(l);
+        if (!rf__remote_sleep_begin(l))
+            continue;
         rc = rf__ring_enter(l, 1);
+        rf__remote_awake(l, true);
         if (rc < 0)
             break;
         rf__ring_reap(l);
     }
+    rf__remote_awake(l, false);
     l->running = false;
     l->stop = false;
     rf__tls_loop = NULL;
     return rc;
 }
 
-static int check_loop(const rf_loop *l)
+/* One scheduler pass for rf_loop_run_once (embed.c): run the tasks ready
+ * now, then come back here; the caller does the pass end. The caller has
+ * made the loop current and running, and the run queue is not empty. */
+void rf__run_pass(rf_loop *l)
+{
+    l->once = true;
+    l->budget = rf__nready(l);
+    l->stats.passes++;
+    rf_task *t = run_next(l);
+    l->stats.switches++;
+    rf__switch(l, &l->sched, &t->ctx, false);
+    l->once = false;
+}
+
+int rf__loop_check(const rf_loop *l)
 {
     if (!l)
         return -EINVAL;
@@ -275,6 +295,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     if (!l)
         return -ENOMEM;
     l->remote_efd = -1;
+    l->poll_efd = -1;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
@@ -319,7 +340,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
 int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
                                void **result)
 {
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     if (rc)
         return rc;
     if (!fn)
@@ -345,7 +366,7 @@ int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
 
 int rf_loop_run_forever(rf_loop *loop)
 {
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     return rc ? rc : loop_run(loop);
 }
 
@@ -363,13 +384,19 @@ int rf_loop_free(rf_loop *loop)
 {
     if (!loop)
         return 0;
-    int rc = check_loop(loop);
+    int rc = rf__loop_check(loop);
     if (rc)
         return rc;
     /* asyncio.run's epilogue: cancel whatever is alive and let it unwind;
      * then drain every operation still in flight, so that no completion
-     * can arrive for a record that is gone. */
+     * can arrive for a record that is gone. Mail from other threads is
+     * refused from now on; what was accepted is run first (embed.c), so
+     * the tasks it spawns are cancelled with the others. */
+    rf__embed_close(loop);
     loop->draining = true;
+    rf__tls_loop = loop;
+    rf__remote_drain(loop);
+    rf__tls_loop = NULL;
     for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
         rf__cancel(rf_container_of(n, rf_task, alive));
     rf__acceptors_release(loop, false);
@@ -388,6 +415,7 @@ int rf_loop_free(rf_loop *loop)
     rf__acceptors_release(loop, true);
     rf__remote_fini(loop);
     io_uring_queue_exit(&loop->ring);
+    rf__embed_fini(loop);
     rf__stacks_fini(&loop->stacks);
     rf__tasks_free_all(loop);
     rf__overflow_handler_remove(loop);

@@ -7,9 +7,10 @@
  * they were posted. A pusher that finds the mailbox empty also writes the
  * loop's eventfd, and the loop keeps a read of that eventfd in its ring
  * while it sleeps; so a burst of N messages costs one write and wakes the
- * loop once, a loop that is busy finds the mail at its next pass end
- * without being woken at all, and no message is ever missed: the eventfd
- * counter remembers a write made while no read was armed.
+ * loop once, a loop that is running finds the mail at its next pass end
+ * without being woken at all (rf__remote_awake), and no message is ever
+ * missed: the eventfd counter remembers a write made while no read was
+ * armed.
  *
  * The eventfd is blocking on purpose: io_uring returns -EAGAIN for a read
  * of an O_NONBLOCK file that has nothing to read, instead of waiting.
@@ -54,6 +55,34 @@ void rf__remote_arm(rf_loop *l)
     l->remote_armed = true;
 }
 
+/*
+ * Waking the loop costs a write() and a context switch; a loop that is
+ * running does not need it, as it looks at the mailbox at every pass end
+ * and before it sleeps. So the loop says when it is awake, and a post
+ * writes the eventfd only if it found the mailbox empty and the loop not
+ * awake. The loop clears remote_awake before it looks at the mailbox one
+ * last time and sleeps; a poster pushes before it reads remote_awake; all
+ * four accesses are seq_cst, so either the poster sees the loop asleep
+ * and writes, or the loop sees the message and does not sleep.
+ */
+void rf__remote_awake(rf_loop *l, bool awake)
+{
+    __atomic_store_n(&l->remote_awake, awake, __ATOMIC_SEQ_CST);
+}
+
+/* Loop thread, before it sleeps in the ring. false: mail has come, drain
+ * it instead of sleeping (the loop is awake again). */
+bool rf__remote_sleep_begin(rf_loop *l)
+{
+    rf__remote_awake(l, false);
+    if (rf__remote_pending(l)) {
+        rf__remote_awake(l, true);
+        return false;
+    }
+    rf__remote_arm(l);
+    return true;
+}
+
 /* Cancel the armed read and wait for its CQE; then close the eventfd. */
 void rf__remote_fini(rf_loop *l)
 {
@@ -85,11 +114,23 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
     do
         m->next = old;
     while (!__atomic_compare_exchange_n(&l->remote_head, &old, m, true,
-                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    if (old == NULL) {
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    if (old == NULL && !__atomic_load_n(&l->remote_awake, __ATOMIC_SEQ_CST)) {
         uint64_t one = 1;
         while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
             ;
+        /* A loop driven from a host's poll (rf_loop_fd, embed.c) is woken
+         * directly: the ring's read of remote_efd completes inside the
+         * eventfd's wake-up, where the kernel defers the signal of the
+         * ring's registered eventfd, and 6.18 delivers such a deferred
+         * signal only once per registration. The push, this load,
+         * rf_loop_fd's store and the drain's exchange are all seq_cst (on
+         * x86 at no cost): a poster that sees no fd here pushed before
+         * the host's first drain, which takes the message in. */
+        int pfd = __atomic_load_n(&l->poll_efd, __ATOMIC_SEQ_CST);
+        if (pfd >= 0)
+            while (write(pfd, &one, sizeof(one)) < 0 && errno == EINTR)
+                ;
     }
 }
 
@@ -98,7 +139,7 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
 bool rf__remote_drain(rf_loop *l)
 {
     rf_remote_msg *m = __atomic_exchange_n(&l->remote_head, NULL,
-                                           __ATOMIC_ACQUIRE);
+                                           __ATOMIC_SEQ_CST);
     if (!m)
         return false;
     rf_remote_msg *fifo = NULL;

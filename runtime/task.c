@@ -22,7 +22,6 @@
 #endif
 
 #define RF_TASKS_PER_CHUNK 64
-#define RF_MAX_STACK_SIZE (1024ul * 1024 * 1024)
 
 /* ---- records ---- */
 
@@ -126,6 +125,9 @@ static void task_finish(rf_loop *l, rf_task *t)
         rf_waiter *w = rf_container_of(n, rf_waiter, node);
         w->fire(w, t);
     }
+    /* A graceful shutdown waits for the other tasks to end (embed.c). */
+    if (rf_unlikely(l->shutdown_task != NULL))
+        rf__wake(l, l->shutdown_task);
     /* Its stack is released by whoever runs next (rf__land). */
     l->dead = t;
 }

@@ -1,0 +1,423 @@
+/*
+ * Embedding a loop in a program that has threads and an event loop of its
+ * own.
+ *
+ * Two ways in:
+ *  - A loop on a thread of its own, fed from other threads: every
+ *    rf_loop_*_threadsafe call is a message in the loop's mailbox
+ *    (remote.c), the one way into a loop from another thread. A spawn's
+ *    message is allocated by the caller and freed by the loop once it has
+ *    run; a loop freed with mail still in its box runs that mail first, so
+ *    an accepted spawn always runs its function exactly once.
+ *  - A loop driven by the host's event loop: rf_loop_fd() is an eventfd
+ *    registered with the ring (IORING_REGISTER_EVENTFD), and
+ *    rf_loop_run_once() runs one pass.
+ *
+ * Why an eventfd and not the ring's own fd: with IORING_SETUP_DEFER_TASKRUN
+ * a completion is only queued as task work for the owning thread, and is
+ * posted to the CQ when that thread next enters the kernel to ask for
+ * events. A poll on the ring fd sees the CQ, so a host sleeping in poll()
+ * on it never wakes for a timer that fired meanwhile (measured on 6.18).
+ * The registered eventfd is signalled when that task work is queued, which
+ * is exactly "the loop has work". The kernel posts at most a few task
+ * works per io_uring_enter; it keeps IORING_SQ_TASKRUN set while some
+ * remain, and rf_loop_run_once looks at that flag before it returns.
+ *
+ * The gate: rf_loop_free must not race with a thread that is in the middle
+ * of posting (a message pushed after the last drain would be lost, and
+ * its eventfd write would hit a closed fd). Each threadsafe call counts
+ * itself in l->gate for the few instructions of its post; rf_loop_free
+ * closes the gate and waits for the count to fall to zero before it
+ * drains the mailbox a last time.
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ---- the gate ---- */
+
+static int gate_enter(rf_loop *l, uint64_t refused)
+{
+    uint64_t v = __atomic_add_fetch(&l->gate, RF_GATE_ONE, __ATOMIC_SEQ_CST);
+    if (v & refused) {
+        __atomic_sub_fetch(&l->gate, RF_GATE_ONE, __ATOMIC_RELEASE);
+        return -ESHUTDOWN;
+    }
+    return 0;
+}
+
+static void gate_leave(rf_loop *l)
+{
+    __atomic_sub_fetch(&l->gate, RF_GATE_ONE, __ATOMIC_RELEASE);
+}
+
+void rf__embed_close(rf_loop *l)
+{
+    __atomic_fetch_or(&l->gate, RF_GATE_FREEING | RF_GATE_SHUTDOWN,
+                      __ATOMIC_SEQ_CST);
+    /* A post in progress takes a few instructions and one write(). */
+    while (__atomic_load_n(&l->gate, __ATOMIC_ACQUIRE) >= RF_GATE_ONE)
+        sched_yield();
+}
+
+void rf__embed_fini(rf_loop *l)
+{
+    /* The ring that had it registered is gone. */
+    if (l->poll_efd >= 0)
+        close(l->poll_efd);
+    __atomic_store_n(&l->poll_efd, -1, __ATOMIC_RELAXED);
+}
+
+/* ---- spawn and call from any thread ---- */
+
+typedef struct spawn_msg {
+    rf_remote_msg m;
+    rf_fn fn;
+    void *arg;
+    size_t stack_size;
+    bool named;
+    char name[RF_TASK_NAME_MAX];
+} spawn_msg;
+
+static void spawn_run(rf_loop *l, rf_remote_msg *m)
+{
+    spawn_msg *s = (spawn_msg *)m;
+    rf_spawn_options o = {.name = s->named ? s->name : NULL,
+                          .stack_size = s->stack_size};
+    rf_task *t = rf__spawn(l, s->fn, s->arg, &o);
+    if (t)
+        rf__task_unref(l, t); /* detached: nobody holds a handle */
+    else
+        fprintf(stderr, "ringfiber: rf_loop_spawn_threadsafe: the task "
+                        "could not be created on the loop's thread (%s); "
+                        "it does not run\n", rf_strerror(-errno));
+    free(s);
+}
+
+int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
+                             const rf_spawn_options *opts)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    size_t ss = opts ? opts->stack_size : 0;
+    if (ss && (ss < RF_MIN_STACK_SIZE || ss > RF_MAX_STACK_SIZE))
+        return -EINVAL;
+    spawn_msg *s = malloc(sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->m.run = spawn_run;
+    s->fn = fn;
+    s->arg = arg;
+    s->stack_size = ss;
+    s->named = opts && opts->name;
+    if (s->named) {
+        size_t n = strnlen(opts->name, RF_TASK_NAME_MAX - 1);
+        memcpy(s->name, opts->name, n);
+        s->name[n] = '\0';
+    }
+    int rc = gate_enter(loop, RF_GATE_FREEING | RF_GATE_SHUTDOWN);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    rf__remote_post(loop, &s->m);
+    gate_leave(loop);
+    return 0;
+}
+
+typedef struct call_msg {
+    rf_remote_msg m;
+    rf_call_fn fn;
+    void *arg;
+} call_msg;
+
+static void call_run(rf_loop *l, rf_remote_msg *m)
+{
+    call_msg *c = (call_msg *)m;
+    /* Mail may be read at a pass end, in the context of the task that is
+     * leaving; fn runs as if in the scheduler, outside any task. */
+    rf_task *cur = l->current;
+    l->current = NULL;
+    c->fn(c->arg);
+    l->current = cur;
+    free(c);
+}
+
+int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    call_msg *c = malloc(sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->m.run = call_run;
+    c->fn = fn;
+    c->arg = arg;
+    int rc = gate_enter(loop, RF_GATE_FREEING);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    rf__remote_post(loop, &c->m);
+    gate_leave(loop);
+    return 0;
+}
+
+/* ---- stop ---- */
+
+static void stop_run(rf_loop *l, rf_remote_msg *m)
+{
+    (void)m;
+    /* Cleared first: a later request posts the message again. */
+    __atomic_store_n(&l->stop_posted, 0, __ATOMIC_RELEASE);
+    if (!l->draining)
+        l->stop = true;
+}
+
+int rf_loop_stop_threadsafe(rf_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    int rc = gate_enter(loop, RF_GATE_FREEING);
+    if (rc)
+        return rc;
+    /* The message lives in the loop: at most one is in the mailbox, and
+     * requests made meanwhile are the same request. */
+    uint32_t no = 0;
+    if (__atomic_compare_exchange_n(&loop->stop_posted, &no, 1, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        loop->stop_msg.run = stop_run;
+        rf__remote_post(loop, &loop->stop_msg);
+    }
+    gate_leave(loop);
+    return 0;
+}
+
+/* ---- graceful shutdown ---- */
+
+static void cancel_others(rf_loop *l, rf_task *self)
+{
+    for (rf_list *n = l->alive.next; n != &l->alive; n = n->next) {
+        rf_task *t = rf_container_of(n, rf_task, alive);
+        if (t != self)
+            rf__cancel(t);
+    }
+}
+
+/* Phases 2 and 3, in a task of their own so that they can wait. */
+static void *shutdown_main(void *arg)
+{
+    rf_loop *l = arg;
+    rf_task *self = l->current;
+    /* 2: the other tasks have until the end of the grace (counted from
+     * phase 1) to return on their own; task_finish() wakes this task at
+     * each end, the timer at the grace's end. A cancellation
+     * (rf_loop_free) cuts the grace short; so does a timer that cannot be
+     * armed (no SQE, no memory). */
+    rf_op timer = {0};
+    struct __kernel_timespec ts;
+    uint64_t now = rf_now_ns();
+    bool timed = now < l->shutdown_end &&
+                 rf__timer_arm(l, &timer, &ts, l->shutdown_end - now) == 0;
+    if (timed) {
+        timer.task = self;
+        while (l->stats.tasks_alive > 1 && !timer.done)
+            if (rf__wait(l, self, RF_WAIT_CANCEL) < 0)
+                break;
+        timer.task = NULL;
+    }
+    /* 3: cancel what is left, and wait until it has all unwound. */
+    cancel_others(l, self);
+    while (l->stats.tasks_alive > 1)
+        rf__wait(l, self, 0);
+    if (timed && !timer.done) {
+        rf__op_cancel(l, &timer);
+        rf__op_settle(l, self, &timer);
+    }
+    /* Nothing of this task is left in the ring: the loop may return. */
+    l->shutdown_task = NULL;
+    if (!l->draining)
+        l->stop = true;
+    return NULL;
+}
+
+/* Phase 1, on the loop's thread. */
+static void shutdown_begin(rf_loop *l, uint64_t grace_ns)
+{
+    l->accept_stopped = true;
+    for (rf_list *n = l->alive.next; n != &l->alive; n = n->next) {
+        rf_task *t = rf_container_of(n, rf_task, alive);
+        if (t->in_accept)
+            rf__cancel(t);
+    }
+    rf_spawn_options o = {.name = "rf-shutdown"};
+    rf_task *t = rf__spawn(l, shutdown_main, l, &o);
+    if (!t) {
+        /* No memory for the task that waits: no grace, then. */
+        fprintf(stderr, "ringfiber: graceful shutdown: %s; cancelling "
+                        "every task now\n", rf_strerror(-errno));
+        cancel_others(l, NULL);
+        if (!l->draining)
+            l->stop = true;
+        return;
+    }
+    l->shutdown_end = rf__deadline_after(l, grace_ns); /* saturates */
+    l->shutdown_task = t;
+    rf__task_unref(l, t);
+}
+
+static void shutdown_run(rf_loop *l, rf_remote_msg *m)
+{
+    (void)m;
+    shutdown_begin(l, l->shutdown_grace);
+}
+
+int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    uint64_t old = __atomic_fetch_or(&loop->gate, RF_GATE_SHUTDOWN,
+                                     __ATOMIC_SEQ_CST);
+    if (old & RF_GATE_SHUTDOWN)
+        return (old & RF_GATE_FREEING) ? -ESHUTDOWN : -EALREADY;
+    shutdown_begin(loop, grace_ns);
+    return 0;
+}
+
+int rf_loop_shutdown_threadsafe(rf_loop *loop, uint64_t grace_ns)
+{
+    if (!loop)
+        return -EINVAL;
+    int rc = gate_enter(loop, RF_GATE_FREEING);
+    if (rc)
+        return rc;
+    uint64_t old = __atomic_fetch_or(&loop->gate, RF_GATE_SHUTDOWN,
+                                     __ATOMIC_SEQ_CST);
+    if (old & RF_GATE_SHUTDOWN) {
+        rc = -EALREADY;
+    } else {
+        loop->shutdown_grace = grace_ns; /* published by the post */
+        loop->shutdown_msg.run = shutdown_run;
+        rf__remote_post(loop, &loop->shutdown_msg);
+    }
+    gate_leave(loop);
+    return rc;
+}
+
+/* ---- driven by the host's event loop ---- */
+
+int rf_loop_fd(rf_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    if (loop->poll_efd >= 0)
+        return loop->poll_efd;
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = io_uring_register_eventfd(&loop->ring, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    /* Born readable: tasks spawned before now have not run yet. */
+    uint64_t one = 1;
+    (void)!write(fd, &one, sizeof(one));
+    __atomic_store_n(&loop->poll_efd, fd, __ATOMIC_SEQ_CST);
+    return fd;
+}
+
+/* Work run_once would do now, without waiting for anything. */
+static bool work_ready(rf_loop *l)
+{
+    if (rf__nready(l) || rf__remote_pending(l) ||
+        io_uring_cq_ready(&l->ring) || io_uring_sq_ready(&l->ring))
+        return true;
+    unsigned kf = IO_URING_READ_ONCE(*l->ring.sq.kflags);
+    return kf & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+}
+
+int rf_loop_run_once(rf_loop *loop, unsigned flags)
+{
+    int rc = rf__loop_check(loop);
+    if (rc)
+        return rc;
+    if (flags & ~RF_RUN_NOWAIT)
+        return -EINVAL;
+    rf_loop *l = loop;
+    rf__tls_loop = l;
+    l->running = true;
+    rf__remote_awake(l, true);
+    bool efd = l->poll_efd >= 0;
+    if (efd) {
+        /* Quiet while this pass takes in everything there is: each CQE
+         * posted would signal it again. Work that arrives meanwhile is
+         * seen below, before the eventfd is switched back on. */
+        io_uring_cq_eventfd_toggle(&l->ring, false);
+        uint64_t v = 0;
+        (void)!read(l->poll_efd, &v, sizeof(v));
+    }
+    rf__remote_drain(l);
+    rc = rf__ring_enter(l, 0);
+    rf__ring_reap(l);
+    if (rc == 0 && !(flags & RF_RUN_NOWAIT) && !rf__nready(l) &&
+        !rf__remote_pending(l)) {
+        if (l->inflight || l->remote_expected || (l->flags & RF_LOOP_SERVE)) {
+            /* Sleep until a completion or a message, as run_forever. */
+            if (rf__remote_sleep_begin(l)) {
+                rc = rf__ring_enter(l, 1);
+                rf__remote_awake(l, true);
+                rf__ring_reap(l);
+            }
+        } else if (l->stats.tasks_alive) {
+            rc = -EDEADLK;
+        }
+    }
+    rf__remote_drain(l);
+    if (rf__nready(l))
+        rf__run_pass(l);
+    /* The pass end: submit what the pass gathered, take in what completed,
+     * and keep the mailbox's read in the ring so that a message makes the
+     * eventfd readable. */
+    rf__remote_arm(l);
+    int erc = rf__ring_enter(l, 0);
+    if (rc == 0)
+        rc = erc;
+    rf__ring_reap(l);
+    if (efd)
+        io_uring_cq_eventfd_toggle(&l->ring, true);
+    /* From here on posts wake the host through the eventfd; what came
+     * before is in the mailbox, and seen below (remote.c: remote_awake). */
+    rf__remote_awake(l, false);
+    if (efd) {
+        if (work_ready(l)) {
+            uint64_t one = 1;
+            (void)!write(l->poll_efd, &one, sizeof(one));
+        }
+    }
+    l->running = false;
+    l->stop = false;
+    rf__tls_loop = NULL;
+    if (rc < 0)
+        return rc;
+    return l->stats.tasks_alive || l->inflight || l->remote_expected ||
+           rf__remote_pending(l);
+}
+
+int rf_loop_timeout_ms(const rf_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    return work_ready((rf_loop *)loop) ? 0 : -1;
+}
