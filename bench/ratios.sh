@@ -50,15 +50,32 @@ with open(sys.argv[1]) as f:
 
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # Targets from DESIGN.md section 5: (kind, value).
-TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0)}
+TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
+           "W4": ("ratio_max", 2.0)}
+# The baseline each workload's target is measured against.
+PRIMARY = {"W1": "W1_raw_fcontext_baseline", "W2": "W2_raw_fcontext_baseline",
+           "W4": "W4_raw_liburing_nop_baseline"}
+# W3 (DESIGN.md section 5): 100,000 tasks sleeping 10 ms are gathered
+# within 10 ms + 50 ms, with at most 16 KiB resident per task.
+W3_WALL_MS, W3_N, W3_RSS_KIB = 60.0, 100000, 16.0
+COUNTERS = ("ns_per_task", "rss_per_task", "minflt_per_task", "spawn_ms",
+            "started_ms", "wall_ms", "enters_per_task")
 
 samples = defaultdict(list)   # name -> ns per iteration, one per repetition
+counters = defaultdict(lambda: defaultdict(list))  # name -> counter -> values
 medians = {}                  # name -> median aggregate, when reported
 errors = {}
 labels = {}
+
+def base_name(b):
+    # "W2_spawn_join/iterations:1000000/real_time" -> "W2_spawn_join";
+    # a sweep keeps its argument: "W3_sleepers/100000/min_time:0.300/
+    # manual_time" -> "W3_sleepers/100000".
+    parts = b.get("run_name", b["name"]).split("/")
+    return "/".join([parts[0]] + [p for p in parts[1:] if p.isdigit()])
+
 for b in doc["benchmarks"]:
-    # "W2_spawn_join/iterations:1000000/real_time" -> "W2_spawn_join"
-    name = b.get("run_name", b["name"]).split("/")[0]
+    name = base_name(b)
     if b.get("error_occurred"):
         errors[name] = b.get("error_message", "error")
         continue
@@ -69,10 +86,16 @@ for b in doc["benchmarks"]:
     else:
         samples[name].append(ns)
         labels[name] = b.get("label", "")
+        for c in COUNTERS:
+            if c in b:
+                counters[name][c].append(b[c])
 
 names = list(dict.fromkeys(list(samples) + list(errors)))
 value = {n: medians.get(n, statistics.median(samples[n]) if samples[n] else None)
          for n in names}
+def counter(n, c):
+    v = counters[n].get(c)
+    return statistics.median(v) if v else None
 
 groups = defaultdict(list)
 for n in names:
@@ -86,22 +109,30 @@ print(f"\nringfiber {ctx.get('ringfiber_version', '?')}, "
       f"{ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
       f"Google Benchmark library built as {ctx.get('library_build_type', '?')}")
 missed = False
+
+def sweep_key(n):
+    base, _, arg = n.partition("/")
+    return (base, int(arg) if arg.isdigit() else 0)
+
 for w in sorted(groups, key=lambda s: int(s[1:])):
     members = groups[w]
+    # Sweeps (a name with an argument) have a table of their own.
+    sweeps = sorted((n for n in members if "/" in n), key=sweep_key)
+    members = [n for n in members if "/" not in n]
     # Sorted: with random interleaving the report's order is random.
     bases = sorted(n for n in members if n.endswith("_baseline"))
     subjects = sorted(n for n in members if not n.endswith("_baseline"))
     # The primary baseline is the one named in the brief; others are context.
-    primary = f"{w}_raw_fcontext_baseline"
+    primary = PRIMARY.get(w)
     if primary not in bases:
         primary = bases[0] if bases else None
     print(f"\n{w}")
     for n in bases + subjects:
         if n in errors:
-            print(f"  {n:<32} skipped: {errors[n]}")
+            print(f"  {n:<36} skipped: {errors[n]}")
         else:
             reps = len(samples[n])
-            print(f"  {n:<32} {value[n]:9.2f} ns   ({reps} rep{'s' if reps != 1 else ''}; {labels.get(n, '')})")
+            print(f"  {n:<36} {value[n]:12.2f} ns   ({reps} rep{'s' if reps != 1 else ''}; {labels.get(n, '')})")
     for s in subjects:
         if value.get(s) is None:
             continue
@@ -116,11 +147,40 @@ for w in sorted(groups, key=lambda s: int(s[1:])):
         if kind == "ratio_max" and primary and value.get(primary):
             r = value[s] / value[primary]
             ok = r <= limit
-            print(f"  target: <= {limit:g}x raw  -> {'MET' if ok else 'MISSED'} ({r:.2f}x)")
+            extra = (f"; {100.0 / r:.0f}% of raw ops/s" if w == "W4" else "")
+            print(f"  target: <= {limit:g}x raw  -> {'MET' if ok else 'MISSED'} ({r:.2f}x{extra})")
             missed |= not ok
         elif kind == "ns_below":
             ok = value[s] < limit
             print(f"  target: < {limit:g} ns per task -> {'MET' if ok else 'MISSED'} ({value[s]:.1f} ns)")
+            missed |= not ok
+    if sweeps:
+        print(f"  {'sweep':<30} {'round ms':>10} {'ns/task':>9} {'RSS/task':>10} "
+              f"{'faults/task':>11} {'spawned ms':>10} {'started ms':>10}")
+    for n in sweeps:
+        if n in errors:
+            print(f"  {n:<30} skipped: {errors[n]}")
+            continue
+        rss = counter(n, "rss_per_task") or 0.0
+        print(f"  {n:<30} {value[n] / 1e6:10.2f} {counter(n, 'ns_per_task') or 0:9.0f} "
+              f"{rss / 1024:7.2f} KiB {counter(n, 'minflt_per_task') or 0:11.3f} "
+              f"{counter(n, 'spawn_ms') or 0:10.2f} {counter(n, 'started_ms') or 0:10.2f}")
+    if w == "W3":
+        for n in sweeps:
+            if n in errors or not n.endswith(f"/{W3_N}"):
+                continue
+            ms = value[n] / 1e6
+            ok = ms <= W3_WALL_MS
+            print(f"  target: {n} wall <= {W3_WALL_MS:g} ms -> "
+                  f"{'MET' if ok else 'MISSED'} ({ms:.1f} ms = 10 ms + {ms - 10:.1f} ms)")
+            missed |= not ok
+        worst = max(((counter(n, "rss_per_task") or 0.0, n) for n in sweeps
+                     if n not in errors), default=None)
+        if worst:
+            kib = worst[0] / 1024
+            ok = kib <= W3_RSS_KIB
+            print(f"  target: RSS <= {W3_RSS_KIB:g} KiB per task -> "
+                  f"{'MET' if ok else 'MISSED'} (worst {kib:.2f} KiB, {worst[1]})")
             missed |= not ok
 
 if missed and os.environ.get("RF_BENCH_STRICT") == "1":
