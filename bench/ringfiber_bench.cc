@@ -20,6 +20,7 @@
 
 #include <liburing.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -598,6 +599,107 @@ void W2_spawn_join_sweep_warm(benchmark::State &state) { sweep(state, 0, true); 
 void W3_sleepers(benchmark::State &state) { sweep(state, kW3SleepNs, false); }
 void W3_sleepers_warm(benchmark::State &state) { sweep(state, kW3SleepNs, true); }
 
+// --- W3 baselines: the kernel side alone ------------------------------------
+//
+// No tasks, no stacks: N sleepers' deadlines (now + 10 ms, rounded up to the
+// thread's timer slack as rf_sleep rounds them) as IORING_OP_TIMEOUTs on a
+// raw ring set up like the runtime's (SQ 256, CQ 1024), then every CQE
+// reaped. `per_sleeper`: one kernel timeout per sleeper, the design rf_sleep
+// has today; its time is the floor of W3_sleepers for that design.
+// `coalesced`: one kernel timeout per distinct rounded deadline (sleepers
+// that begin within the same slack share it), the floor of a runtime that
+// keeps sleepers in its own timer queue. The gap between the two is what
+// such a queue would save.
+
+bool raw_ring(benchmark::State &state, struct io_uring *ring) {
+    static const unsigned flags[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
+    int rc = -EINVAL;
+    for (unsigned f : flags) {
+        struct io_uring_params p;
+        std::memset(&p, 0, sizeof p);
+        p.flags = f | IORING_SETUP_CQSIZE;
+        p.cq_entries = 1024;
+        rc = io_uring_queue_init_params(256, ring, &p);
+        if (rc != -EINVAL)
+            break;
+    }
+    if (rc != 0)
+        skip_rf(state, "io_uring_queue_init_params", rc);
+    return rc == 0;
+}
+
+void w3_raw_timeouts(benchmark::State &state, bool coalesce) {
+    struct io_uring ring;
+    if (!raw_ring(state, &ring))
+        return;
+    size_t n = size_t(state.range(0));
+    long slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    uint64_t g = slack > 1 ? uint64_t(slack) : 1;
+    std::vector<struct __kernel_timespec> ts(n);
+    double wall = 0, timers = 0;
+    size_t rounds = 0;
+    for (auto _ : state) {
+        uint64_t t0 = now_ns(), last = 0;
+        size_t armed = 0, seen = 0;
+        int rc = 0;
+        for (size_t i = 0; i < n && rc >= 0; i++) {
+            uint64_t d = (now_ns() + kW3SleepNs + g - 1) / g * g;
+            if (coalesce && d == last)
+                continue; // this sleeper joins the timer already armed
+            last = d;
+            ts[armed].tv_sec = int64_t(d / RF_NSEC_PER_SEC);
+            ts[armed].tv_nsec = int64_t(d % RF_NSEC_PER_SEC);
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            if (!sqe) {
+                rc = io_uring_submit(&ring);
+                sqe = io_uring_get_sqe(&ring);
+            }
+            if (!sqe)
+                break;
+            io_uring_prep_timeout(sqe, &ts[armed], 0, IORING_TIMEOUT_ABS);
+            armed++;
+        }
+        while (rc >= 0 && seen < armed) {
+            rc = io_uring_submit_and_wait(&ring, 1);
+            unsigned head, k = 0;
+            struct io_uring_cqe *cqe;
+            io_uring_for_each_cqe(&ring, head, cqe) k++;
+            io_uring_cq_advance(&ring, k);
+            seen += k;
+        }
+        if (rc < 0) {
+            skip_rf(state, "io_uring_submit", rc);
+            break;
+        }
+        uint64_t t1 = now_ns();
+        state.SetIterationTime(double(t1 - t0) / 1e9);
+        wall += double(t1 - t0);
+        timers += double(armed);
+        rounds++;
+    }
+    io_uring_queue_exit(&ring);
+    if (rounds == 0)
+        return;
+    state.counters["ns_per_task"] = wall / double(rounds * n);
+    state.counters["wall_ms"] = wall / double(rounds) / 1e6;
+    state.counters["kernel_timers"] = timers / double(rounds);
+    state.SetLabel(std::string("1 iteration = ") + std::to_string(n) +
+                   " deadlines 10 ms ahead, " +
+                   (coalesce ? "one kernel timeout per distinct deadline"
+                             : "one kernel timeout each") +
+                   ", raw liburing, no tasks");
+}
+
+void W3_raw_timeout_per_sleeper_baseline(benchmark::State &state) {
+    w3_raw_timeouts(state, false);
+}
+void W3_raw_timeout_coalesced_baseline(benchmark::State &state) {
+    w3_raw_timeouts(state, true);
+}
+
 // ===========================================================================
 // W4: 1,000 tasks each issue IORING_OP_NOP in a loop (rf_nop). One
 // iteration = 100,000 NOPs: 1,000 tasks spawned, each doing 100 NOPs, then
@@ -682,28 +784,14 @@ void W4_nop_tasks(benchmark::State &state) {
 }
 
 // The same NOPs on a ring of our own: prepare `batch` SQEs, submit them and
-// wait for all their CQEs in one io_uring_enter, reap. Set up with the
-// flags the runtime itself gets on this kernel (the first of the ladder
-// accepted), so the two differ only in what the runtime adds.
+// wait for all their CQEs in one io_uring_enter, reap. Set up like the
+// runtime's ring (raw_ring: the same flags ladder and sizes), so the two
+// differ only in what the runtime adds.
 void w4_raw(benchmark::State &state, unsigned batch) {
     struct io_uring ring;
-    static const unsigned flags[] = {
-        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-            IORING_SETUP_DEFER_TASKRUN,
-        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
-    int rc = -EINVAL;
-    for (unsigned f : flags) {
-        struct io_uring_params p;
-        std::memset(&p, 0, sizeof p);
-        p.flags = f;
-        rc = io_uring_queue_init_params(256, &ring, &p);
-        if (rc != -EINVAL)
-            break;
-    }
-    if (rc != 0) {
-        skip_rf(state, "io_uring_queue_init_params", rc);
+    if (!raw_ring(state, &ring))
         return;
-    }
+    int rc = 0;
     for (auto _ : state) {
         for (size_t done = 0; done < kW4Ops;) {
             unsigned k = unsigned(std::min<size_t>(batch, kW4Ops - done));
@@ -811,6 +899,8 @@ void register_sweeps() {
         {"W2_spawn_join_sweep_warm", W2_spawn_join_sweep_warm},
         {"W3_sleepers", W3_sleepers},
         {"W3_sleepers_warm", W3_sleepers_warm},
+        {"W3_raw_timeout_per_sleeper_baseline", W3_raw_timeout_per_sleeper_baseline},
+        {"W3_raw_timeout_coalesced_baseline", W3_raw_timeout_coalesced_baseline},
     };
     for (const auto &s : sweeps) {
         auto *b = benchmark::RegisterBenchmark(s.name, s.fn);
