@@ -4,6 +4,7 @@
 usage: asyncio_peer.py W1 COUNT            two tasks ping-pong with sleep(0)
        asyncio_peer.py W2 N ROUNDS         create_task N no-op tasks, gather
        asyncio_peer.py W3 N ROUNDS         N tasks each sleep(0.010), gather
+       asyncio_peer.py W3mem N             N tasks parked on one Event: memory
 
 Prints one JSON object on stdout. Times are wall time (time.perf_counter_ns)
 measured inside one asyncio.run() on the default event loop, the way an
@@ -11,7 +12,11 @@ asyncio program does the work: the loop's start and end are not counted.
 For W2 and W3 the first round runs on a fresh process ("first_*"); the
 figure is the median of the later rounds. rss_per_task: resident memory
 (/proc/self/statm) read by the last task to start, while all N tasks are
-alive, minus the memory before the first round, divided by N.
+alive, minus the memory before the first round, divided by N. In a
+sleeping round the first tasks may already be done when the last starts
+(if starting N takes more than 10 ms), so W3mem measures the memory with
+all N certainly alive: N tasks wait on one asyncio.Event, and the memory
+is read once all have started, then the Event is set.
 """
 import asyncio
 import json
@@ -71,6 +76,26 @@ async def rounds(n, nrounds, sleep_s):
     }
 
 
+async def parked(n):
+    base = rss_bytes()
+    ev = asyncio.Event()
+    state = {"started": 0}
+    all_started = asyncio.Event()
+
+    async def task():
+        state["started"] += 1
+        if state["started"] == n:
+            all_started.set()
+        await ev.wait()
+
+    tasks = [asyncio.create_task(task()) for _ in range(n)]
+    await all_started.wait()
+    rss = rss_bytes() - base
+    ev.set()
+    await asyncio.gather(*tasks)
+    return {"rss_per_task": rss / n, "alive": state["started"]}
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -78,6 +103,8 @@ def main(argv):
     w = argv[1]
     if w == "W1":
         out = asyncio.run(w1(int(argv[2])))
+    elif w == "W3mem":
+        out = asyncio.run(parked(int(argv[2])))
     elif w in ("W2", "W3"):
         n, nrounds = int(argv[2]), int(argv[3]) if len(argv) > 3 else 3
         out = asyncio.run(rounds(n, max(nrounds, 1), 0.010 if w == "W3" else 0))

@@ -5,6 +5,7 @@
 //	peers-go W1 COUNT       two goroutines ping-pong with runtime.Gosched()
 //	peers-go W2 N ROUNDS    N goroutines doing nothing, joined with a WaitGroup
 //	peers-go W3 N ROUNDS    N goroutines each time.Sleep(10ms), WaitGroup
+//	peers-go W3mem N        N goroutines parked on one channel: memory
 //
 // Prints one JSON object on stdout. W1 uses Gosched, Go's yield, which is
 // what W1 measures in ringfiber (rf_yield) and asyncio (sleep(0)); an
@@ -12,7 +13,11 @@
 // For W2 and W3 the first round runs in a fresh process ("first_*"); the
 // figure is the median of the later rounds. rss_per_task: resident memory
 // (/proc/self/statm) read by the last goroutine to start, while all N are
-// alive, minus the memory before the first round, divided by N.
+// alive, minus the memory before the first round, divided by N. In a
+// sleeping round the first goroutines may be done before the last starts
+// (when starting N takes longer than 10 ms), so W3mem measures the memory
+// with all N certainly alive: each blocks receiving from one channel, the
+// memory is read once all have started, then the channel is closed.
 package main
 
 import (
@@ -106,8 +111,28 @@ func rounds(n, nrounds int, sleep time.Duration) map[string]any {
 	}
 }
 
+func parked(n int) map[string]any {
+	base := rssBytes()
+	release := make(chan struct{})
+	var started, done sync.WaitGroup
+	started.Add(n)
+	done.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			started.Done()
+			<-release
+			done.Done()
+		}()
+	}
+	started.Wait()
+	rss := rssBytes() - base
+	close(release)
+	done.Wait()
+	return map[string]any{"rss_per_task": float64(rss) / float64(n), "alive": n}
+}
+
 func main() {
-	usage := "usage: peers-go W1 COUNT | W2 N ROUNDS | W3 N ROUNDS"
+	usage := "usage: peers-go W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N"
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
@@ -132,6 +157,8 @@ func main() {
 		out = rounds(a, nrounds, 0)
 	case "W3":
 		out = rounds(a, nrounds, 10*time.Millisecond)
+	case "W3mem":
+		out = parked(a)
 	default:
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
