@@ -22,14 +22,17 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -700,6 +703,110 @@ void W3_raw_timeout_coalesced_baseline(benchmark::State &state) {
     w3_raw_timeouts(state, true);
 }
 
+// --- W3 cold: what a fresh stack costs -------------------------------------
+//
+// The runtime's stack geometry without the runtime: slabs of 64 slots, each
+// a 64 KiB guard region (MADV_GUARD_INSTALL, all 64 in one process_madvise)
+// below a 128 KiB stack, and the stack's top page touched, as slab_new()
+// and a task's first run do. One iteration = 100,000 stacks (1,563 slabs);
+// the time is per stack (manual time, the munmap afterwards excluded). The
+// `populate` variant populates the 64 top pages of a slab with one
+// process_madvise(MADV_POPULATE_WRITE) instead of taking 64 faults. Both
+// need Linux 6.13 (guard regions, process_madvise on oneself).
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+uint64_t thread_cpu_ns() {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * RF_NSEC_PER_SEC + uint64_t(ts.tv_nsec);
+}
+
+void w3_raw_stacks(benchmark::State &state, bool populate) {
+    constexpr size_t kPer = 64, kGuard = 64 * 1024;
+    constexpr size_t kSlot = RF_DEFAULT_STACK_SIZE + kGuard;
+    constexpr size_t kStacks = 100000, kSlabs = (kStacks + kPer - 1) / kPer;
+    int pidfd = int(syscall(SYS_pidfd_open, getpid(), 0));
+    if (pidfd < 0) {
+        state.SkipWithError("pidfd_open failed");
+        return;
+    }
+    std::vector<char *> slabs(kSlabs, nullptr);
+    double guard_ns = 0, touch_ns = 0, cpu_ns = 0;
+    long faults = 0;
+    for (auto _ : state) {
+        const char *err = nullptr;
+        long f0 = minflt();
+        uint64_t c0 = thread_cpu_ns(), w0 = now_ns();
+        for (size_t s = 0; s < kSlabs && !err; s++) {
+            uint64_t t0 = now_ns();
+            void *p = mmap(nullptr, kPer * kSlot, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
+                           -1, 0);
+            if (p == MAP_FAILED) {
+                err = "mmap failed";
+                break;
+            }
+            char *b = slabs[s] = static_cast<char *>(p);
+            struct iovec iov[kPer];
+            for (size_t i = 0; i < kPer; i++)
+                iov[i] = {b + i * kSlot, kGuard};
+            if (syscall(SYS_process_madvise, pidfd, iov, kPer, MADV_GUARD_INSTALL, 0) < 0)
+                err = "process_madvise(MADV_GUARD_INSTALL) refused (Linux < 6.13?)";
+            uint64_t t1 = now_ns();
+            if (populate) {
+                for (size_t i = 0; i < kPer; i++)
+                    iov[i] = {b + (i + 1) * kSlot - kPage, kPage};
+                if (syscall(SYS_process_madvise, pidfd, iov, kPer, MADV_POPULATE_WRITE, 0) < 0)
+                    err = "process_madvise(MADV_POPULATE_WRITE) refused";
+            }
+            for (size_t i = 0; i < kPer; i++) // the free-list link slab_new writes
+                *reinterpret_cast<void *volatile *>(b + (i + 1) * kSlot - sizeof(void *)) = b;
+            uint64_t t2 = now_ns();
+            guard_ns += double(t1 - t0);
+            touch_ns += double(t2 - t1);
+        }
+        uint64_t w1 = now_ns(), c1 = thread_cpu_ns();
+        faults += minflt() - f0;
+        cpu_ns += double(c1 - c0);
+        state.SetIterationTime(double(w1 - w0) / 1e9);
+        for (char *&b : slabs) {
+            if (b)
+                munmap(b, kPer * kSlot);
+            b = nullptr;
+        }
+        if (err) {
+            state.SkipWithError(err);
+            break;
+        }
+    }
+    close(pidfd);
+    double n = double(state.iterations()) * double(kStacks);
+    if (n <= 0 || state.error_occurred())
+        return;
+    state.counters["map_guard_ns"] = guard_ns / n;
+    state.counters["touch_ns"] = touch_ns / n;
+    state.counters["cpu_ns"] = cpu_ns / n;
+    state.counters["minflt"] = double(faults) / n;
+    state.counters["stack"] = benchmark::Counter(
+        double(kStacks), benchmark::Counter::kIsIterationInvariantRate |
+                             benchmark::Counter::kInvert);
+    state.SetLabel(populate ? "1 iteration = 100,000 stacks; top pages populated per slab"
+                            : "1 iteration = 100,000 stacks; top page first-touched");
+}
+
+void W3_raw_stack_first_touch_baseline(benchmark::State &state) {
+    w3_raw_stacks(state, false);
+}
+void W3_raw_stack_populate_baseline(benchmark::State &state) {
+    w3_raw_stacks(state, true);
+}
+
 // ===========================================================================
 // W4: 1,000 tasks each issue IORING_OP_NOP in a loop (rf_nop). One
 // iteration = 100,000 NOPs: 1,000 tasks spawned, each doing 100 NOPs, then
@@ -837,6 +944,8 @@ BENCHMARK(W2_spawn_join_warm)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
+BENCHMARK(W3_raw_stack_first_touch_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(W3_raw_stack_populate_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(W4_nop_tasks)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_baseline)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_batch1_baseline)->UseRealTime();
