@@ -18,13 +18,23 @@
 
 #include <ringfiber.h>
 
+#include <liburing.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
+#include <vector>
 
 // ---------------------------------------------------------------------------
 // Boost.Context fcontext, declared by hand: the C entry points of
@@ -554,6 +564,514 @@ void q2_fanout(benchmark::State &state, int consumers) {
         1, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+
+// ===========================================================================
+// Sweeps (W2 at scale, W3): one round = N tasks spawned, all alive at once,
+// then gathered. W2's tasks return at once; W3's each sleep 10 ms first.
+// Cold rounds run in a fresh loop each (every stack mapped and touched for
+// the first time, as in a program that just started); warm rounds reuse
+// one loop whose stack pool an untimed round has filled. The time of a
+// round runs from the first rf_spawn to rf_gather's return (manual time:
+// the loop's setup and teardown stay outside).
+//
+// Memory: rss_per_task = (resident set after the round - resident set
+// before the loop was created) / N, the worst over the rounds, in bytes:
+// stacks, task records, run queue, ring. minflt_per_task counts the page
+// faults taken during the timed rounds (getrusage), per task.
+// ===========================================================================
+
+long rss_bytes() {
+    long pages = 0, resident = 0;
+    FILE *f = std::fopen("/proc/self/statm", "re");
+    if (f) {
+        if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        std::fclose(f);
+    }
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+long minflt() {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
+uint64_t now_ns() { return rf_now_ns(); }
+
+constexpr uint64_t kW3SleepNs = 10 * RF_NSEC_PER_MSEC;
+
+struct SweepCtx {
+    benchmark::State *state;
+    size_t n;
+    uint64_t sleep_ns;
+    bool warm;
+    std::vector<rf_task *> tasks;
+    long rss_before = 0; // before the (first) loop was created
+    // Accumulated over the timed rounds.
+    long rss_max = 0;
+    double spawn_ns = 0, started_ns = 0, wall_ns = 0;
+    long faults = 0;
+    uint64_t enters = 0;
+    size_t rounds = 0;
+    // Per round.
+    size_t started = 0;
+    uint64_t t_round0 = 0, t_last_started = 0;
+};
+
+void *sweep_task(void *arg) {
+    auto *c = static_cast<SweepCtx *>(arg);
+    if (++c->started == c->n)
+        c->t_last_started = now_ns();
+    if (c->sleep_ns)
+        return reinterpret_cast<void *>(intptr_t(rf_sleep(c->sleep_ns)));
+    return nullptr;
+}
+
+// One round inside the running loop. Returns 0 or an error code.
+int sweep_round(SweepCtx *c, bool timed) {
+    c->started = 0;
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    long f0 = minflt();
+    uint64_t t0 = now_ns();
+    size_t spawned = 0;
+    int err = 0;
+    for (; spawned < c->n; spawned++) {
+        c->tasks[spawned] = rf_spawn(sweep_task, c);
+        if (!c->tasks[spawned]) {
+            err = -errno;
+            break;
+        }
+    }
+    uint64_t t1 = now_ns();
+    int rc = rf_gather(c->tasks.data(), spawned, nullptr);
+    uint64_t t2 = now_ns();
+    long f1 = minflt();
+    loop_stats(&s1);
+    for (size_t i = 0; i < spawned; i++) {
+        void *res = nullptr;
+        if (rc == 0 && rf_join(c->tasks[i], &res) == 0 && res != nullptr)
+            rc = int(reinterpret_cast<intptr_t>(res)); // a sleep failed
+        rf_task_release(c->tasks[i]);
+    }
+    if (err == 0)
+        err = rc;
+    long rss = rss_bytes() - c->rss_before;
+    if (rss > c->rss_max)
+        c->rss_max = rss;
+    if (timed && err == 0) {
+        c->state->SetIterationTime(double(t2 - t0) / 1e9);
+        c->spawn_ns += double(t1 - t0);
+        c->started_ns += double(c->t_last_started - t0);
+        c->wall_ns += double(t2 - t0);
+        c->faults += f1 - f0;
+        c->enters += s1.enters - s0.enters;
+        c->rounds++;
+    }
+    return err;
+}
+
+void *sweep_cold_main(void *arg) {
+    auto *c = static_cast<SweepCtx *>(arg);
+    int rc = sweep_round(c, true);
+    if (rc != 0)
+        skip_rf(*c->state, "cold round", rc);
+    return nullptr;
+}
+
+void *sweep_warm_main(void *arg) {
+    auto *c = static_cast<SweepCtx *>(arg);
+    benchmark::State &state = *c->state;
+    int rc = sweep_round(c, false); // fills and faults in the stack pool
+    if (rc != 0) {
+        skip_rf(state, "warm-up round", rc);
+        return nullptr;
+    }
+    for (auto _ : state) {
+        rc = sweep_round(c, true);
+        if (rc != 0) {
+            skip_rf(state, "round", rc);
+            break;
+        }
+    }
+    return nullptr;
+}
+
+void sweep(benchmark::State &state, uint64_t sleep_ns, bool warm) {
+    SweepCtx c;
+    c.state = &state;
+    c.n = size_t(state.range(0));
+    c.sleep_ns = sleep_ns;
+    c.warm = warm;
+    c.tasks.resize(c.n);
+    c.rss_before = rss_bytes();
+    if (warm) {
+        run_in_loop(state, sweep_warm_main, &c);
+    } else {
+        for (auto _ : state) {
+            run_in_loop(state, sweep_cold_main, &c);
+            if (state.error_occurred())
+                break;
+            // Each round's loop is gone: measure the next from here.
+            c.rss_before = std::min(c.rss_before, rss_bytes());
+        }
+    }
+    if (c.rounds == 0)
+        return;
+    double r = double(c.rounds), n = double(c.n);
+    state.counters["rss_per_task"] = double(c.rss_max) / n;
+    state.counters["minflt_per_task"] = double(c.faults) / (r * n);
+    state.counters["enters_per_task"] = double(c.enters) / (r * n);
+    state.counters["ns_per_task"] = c.wall_ns / (r * n);
+    state.counters["spawn_ms"] = c.spawn_ns / r / 1e6;
+    state.counters["started_ms"] = c.started_ns / r / 1e6;
+    state.counters["wall_ms"] = c.wall_ns / r / 1e6;
+    state.counters["task"] = benchmark::Counter(
+        n, benchmark::Counter::kIsIterationInvariantRate |
+               benchmark::Counter::kInvert);
+    state.SetLabel(std::string("1 iteration = ") + std::to_string(c.n) +
+                   (sleep_ns ? " tasks sleeping 10 ms" : " empty tasks") +
+                   ", spawned then gathered" +
+                   (warm ? ", stack pool warm" : ", fresh loop"));
+}
+
+void W2_spawn_join_sweep(benchmark::State &state) { sweep(state, 0, false); }
+void W2_spawn_join_sweep_warm(benchmark::State &state) { sweep(state, 0, true); }
+void W3_sleepers(benchmark::State &state) { sweep(state, kW3SleepNs, false); }
+void W3_sleepers_warm(benchmark::State &state) { sweep(state, kW3SleepNs, true); }
+
+// --- W3 baselines: the kernel side alone ------------------------------------
+//
+// No tasks, no stacks: N sleepers' deadlines (now + 10 ms, rounded up to the
+// thread's timer slack as rf_sleep rounds them) as IORING_OP_TIMEOUTs on a
+// raw ring set up like the runtime's (SQ 256, CQ 1024), then every CQE
+// reaped. `per_sleeper`: one kernel timeout per sleeper, the design rf_sleep
+// has today; its time is the floor of W3_sleepers for that design.
+// `coalesced`: one kernel timeout per distinct rounded deadline (sleepers
+// that begin within the same slack share it), the floor of a runtime that
+// keeps sleepers in its own timer queue. The gap between the two is what
+// such a queue would save.
+
+bool raw_ring(benchmark::State &state, struct io_uring *ring) {
+    static const unsigned flags[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
+    int rc = -EINVAL;
+    for (unsigned f : flags) {
+        struct io_uring_params p;
+        std::memset(&p, 0, sizeof p);
+        p.flags = f | IORING_SETUP_CQSIZE;
+        p.cq_entries = 1024;
+        rc = io_uring_queue_init_params(256, ring, &p);
+        if (rc != -EINVAL)
+            break;
+    }
+    if (rc != 0)
+        skip_rf(state, "io_uring_queue_init_params", rc);
+    return rc == 0;
+}
+
+void w3_raw_timeouts(benchmark::State &state, bool coalesce) {
+    struct io_uring ring;
+    if (!raw_ring(state, &ring))
+        return;
+    size_t n = size_t(state.range(0));
+    long slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    uint64_t g = slack > 1 ? uint64_t(slack) : 1;
+    std::vector<struct __kernel_timespec> ts(n);
+    double wall = 0, timers = 0;
+    size_t rounds = 0;
+    for (auto _ : state) {
+        uint64_t t0 = now_ns(), last = 0;
+        size_t armed = 0, seen = 0;
+        int rc = 0;
+        for (size_t i = 0; i < n && rc >= 0; i++) {
+            uint64_t d = (now_ns() + kW3SleepNs + g - 1) / g * g;
+            if (coalesce && d == last)
+                continue; // this sleeper joins the timer already armed
+            last = d;
+            ts[armed].tv_sec = int64_t(d / RF_NSEC_PER_SEC);
+            ts[armed].tv_nsec = int64_t(d % RF_NSEC_PER_SEC);
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            if (!sqe) {
+                rc = io_uring_submit(&ring);
+                sqe = io_uring_get_sqe(&ring);
+            }
+            if (!sqe)
+                break;
+            io_uring_prep_timeout(sqe, &ts[armed], 0, IORING_TIMEOUT_ABS);
+            armed++;
+        }
+        while (rc >= 0 && seen < armed) {
+            rc = io_uring_submit_and_wait(&ring, 1);
+            unsigned head, k = 0;
+            struct io_uring_cqe *cqe;
+            io_uring_for_each_cqe(&ring, head, cqe) k++;
+            io_uring_cq_advance(&ring, k);
+            seen += k;
+        }
+        if (rc < 0) {
+            skip_rf(state, "io_uring_submit", rc);
+            break;
+        }
+        uint64_t t1 = now_ns();
+        state.SetIterationTime(double(t1 - t0) / 1e9);
+        wall += double(t1 - t0);
+        timers += double(armed);
+        rounds++;
+    }
+    io_uring_queue_exit(&ring);
+    if (rounds == 0)
+        return;
+    state.counters["ns_per_task"] = wall / double(rounds * n);
+    state.counters["wall_ms"] = wall / double(rounds) / 1e6;
+    state.counters["kernel_timers"] = timers / double(rounds);
+    state.SetLabel(std::string("1 iteration = ") + std::to_string(n) +
+                   " deadlines 10 ms ahead, " +
+                   (coalesce ? "one kernel timeout per distinct deadline"
+                             : "one kernel timeout each") +
+                   ", raw liburing, no tasks");
+}
+
+void W3_raw_timeout_per_sleeper_baseline(benchmark::State &state) {
+    w3_raw_timeouts(state, false);
+}
+void W3_raw_timeout_coalesced_baseline(benchmark::State &state) {
+    w3_raw_timeouts(state, true);
+}
+
+// --- W3 cold: what a fresh stack costs -------------------------------------
+//
+// The runtime's stack geometry without the runtime: slabs of 64 slots, each
+// a 64 KiB guard region (MADV_GUARD_INSTALL, all 64 in one process_madvise)
+// below a 128 KiB stack, and the stack's top page touched, as slab_new()
+// and a task's first run do. One iteration = 100,000 stacks (1,563 slabs);
+// the time is per stack (manual time, the munmap afterwards excluded). The
+// `populate` variant populates the 64 top pages of a slab with one
+// process_madvise(MADV_POPULATE_WRITE) instead of taking 64 faults. Both
+// need Linux 6.13 (guard regions, process_madvise on oneself).
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+uint64_t thread_cpu_ns() {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * RF_NSEC_PER_SEC + uint64_t(ts.tv_nsec);
+}
+
+void w3_raw_stacks(benchmark::State &state, bool populate) {
+    constexpr size_t kPer = 64, kGuard = 64 * 1024;
+    constexpr size_t kSlot = RF_DEFAULT_STACK_SIZE + kGuard;
+    constexpr size_t kStacks = 100000, kSlabs = (kStacks + kPer - 1) / kPer;
+    int pidfd = int(syscall(SYS_pidfd_open, getpid(), 0));
+    if (pidfd < 0) {
+        state.SkipWithError("pidfd_open failed");
+        return;
+    }
+    std::vector<char *> slabs(kSlabs, nullptr);
+    double guard_ns = 0, touch_ns = 0, cpu_ns = 0;
+    long faults = 0;
+    for (auto _ : state) {
+        const char *err = nullptr;
+        long f0 = minflt();
+        uint64_t c0 = thread_cpu_ns(), w0 = now_ns();
+        for (size_t s = 0; s < kSlabs && !err; s++) {
+            uint64_t t0 = now_ns();
+            void *p = mmap(nullptr, kPer * kSlot, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
+                           -1, 0);
+            if (p == MAP_FAILED) {
+                err = "mmap failed";
+                break;
+            }
+            char *b = slabs[s] = static_cast<char *>(p);
+            struct iovec iov[kPer];
+            for (size_t i = 0; i < kPer; i++)
+                iov[i] = {b + i * kSlot, kGuard};
+            if (syscall(SYS_process_madvise, pidfd, iov, kPer, MADV_GUARD_INSTALL, 0) < 0)
+                err = "process_madvise(MADV_GUARD_INSTALL) refused (Linux < 6.13?)";
+            uint64_t t1 = now_ns();
+            if (populate) {
+                for (size_t i = 0; i < kPer; i++)
+                    iov[i] = {b + (i + 1) * kSlot - kPage, kPage};
+                if (syscall(SYS_process_madvise, pidfd, iov, kPer, MADV_POPULATE_WRITE, 0) < 0)
+                    err = "process_madvise(MADV_POPULATE_WRITE) refused";
+            }
+            for (size_t i = 0; i < kPer; i++) // the free-list link slab_new writes
+                *reinterpret_cast<void *volatile *>(b + (i + 1) * kSlot - sizeof(void *)) = b;
+            uint64_t t2 = now_ns();
+            guard_ns += double(t1 - t0);
+            touch_ns += double(t2 - t1);
+        }
+        uint64_t w1 = now_ns(), c1 = thread_cpu_ns();
+        faults += minflt() - f0;
+        cpu_ns += double(c1 - c0);
+        state.SetIterationTime(double(w1 - w0) / 1e9);
+        for (char *&b : slabs) {
+            if (b)
+                munmap(b, kPer * kSlot);
+            b = nullptr;
+        }
+        if (err) {
+            state.SkipWithError(err);
+            break;
+        }
+    }
+    close(pidfd);
+    double n = double(state.iterations()) * double(kStacks);
+    if (n <= 0 || state.error_occurred())
+        return;
+    state.counters["map_guard_ns"] = guard_ns / n;
+    state.counters["touch_ns"] = touch_ns / n;
+    state.counters["cpu_ns"] = cpu_ns / n;
+    state.counters["minflt"] = double(faults) / n;
+    state.counters["stack"] = benchmark::Counter(
+        double(kStacks), benchmark::Counter::kIsIterationInvariantRate |
+                             benchmark::Counter::kInvert);
+    state.SetLabel(populate ? "1 iteration = 100,000 stacks; top pages populated per slab"
+                            : "1 iteration = 100,000 stacks; top page first-touched");
+}
+
+void W3_raw_stack_first_touch_baseline(benchmark::State &state) {
+    w3_raw_stacks(state, false);
+}
+void W3_raw_stack_populate_baseline(benchmark::State &state) {
+    w3_raw_stacks(state, true);
+}
+
+// ===========================================================================
+// W4: 1,000 tasks each issue IORING_OP_NOP in a loop (rf_nop). One
+// iteration = 100,000 NOPs: 1,000 tasks spawned, each doing 100 NOPs, then
+// gathered (the spawns and joins, ~0.1 ms, are inside). The baselines do
+// 100,000 NOPs per iteration on a raw liburing ring, in batches of 128 and
+// of 1. Time per iteration is comparable across all three; `op` is the
+// time per NOP, items_per_second the ops/s.
+// ===========================================================================
+
+constexpr size_t kW4Tasks = 1000;
+constexpr size_t kW4NopsPerTask = 100;
+constexpr size_t kW4Ops = kW4Tasks * kW4NopsPerTask;
+
+void w4_counters(benchmark::State &state) {
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kW4Ops));
+    state.counters["op"] = benchmark::Counter(
+        double(kW4Ops), benchmark::Counter::kIsIterationInvariantRate |
+                            benchmark::Counter::kInvert);
+}
+
+struct W4Ctx {
+    benchmark::State *state;
+    rf_task *tasks[kW4Tasks];
+};
+
+void *w4_worker(void *) {
+    for (size_t i = 0; i < kW4NopsPerTask; i++) {
+        int rc = rf_nop();
+        if (rc != 0)
+            return reinterpret_cast<void *>(intptr_t(rc));
+    }
+    return nullptr;
+}
+
+// Spawns the workers, gathers them; returns 0 or the first error.
+int w4_round(W4Ctx *c) {
+    size_t n = 0;
+    int err = 0;
+    for (; n < kW4Tasks; n++) {
+        c->tasks[n] = rf_spawn(w4_worker, nullptr);
+        if (!c->tasks[n]) {
+            err = -errno;
+            break;
+        }
+    }
+    int rc = rf_gather(c->tasks, n, nullptr);
+    for (size_t i = 0; i < n; i++) {
+        void *res = nullptr;
+        if (rc == 0 && rf_join(c->tasks[i], &res) == 0 && res)
+            rc = int(reinterpret_cast<intptr_t>(res));
+        rf_task_release(c->tasks[i]);
+    }
+    return err ? err : rc;
+}
+
+void *w4_main(void *arg) {
+    auto *c = static_cast<W4Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    int rc = w4_round(c); // warm: stacks pooled, ring and caches hot
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    for (auto _ : state) {
+        if (rc == 0)
+            rc = w4_round(c);
+        if (rc != 0) {
+            skip_rf(state, "rf_nop", rc);
+            break;
+        }
+    }
+    loop_stats(&s1);
+    double ops = double(state.iterations()) * double(kW4Ops);
+    report_stats(state, s0, s1, ops);
+    return nullptr;
+}
+
+void W4_nop_tasks(benchmark::State &state) {
+    auto *c = new W4Ctx{&state, {}};
+    run_in_loop(state, w4_main, c);
+    delete c;
+    w4_counters(state);
+    state.SetLabel("1 iteration = 1000 tasks x 100 rf_nop (100,000 NOPs)");
+}
+
+// The same NOPs on a ring of our own: prepare `batch` SQEs, submit them and
+// wait for all their CQEs in one io_uring_enter, reap. Set up like the
+// runtime's ring (raw_ring: the same flags ladder and sizes), so the two
+// differ only in what the runtime adds.
+void w4_raw(benchmark::State &state, unsigned batch) {
+    struct io_uring ring;
+    if (!raw_ring(state, &ring))
+        return;
+    int rc = 0;
+    for (auto _ : state) {
+        for (size_t done = 0; done < kW4Ops;) {
+            unsigned k = unsigned(std::min<size_t>(batch, kW4Ops - done));
+            for (unsigned i = 0; i < k; i++) {
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+                io_uring_prep_nop(sqe);
+                io_uring_sqe_set_data64(sqe, i);
+            }
+            rc = io_uring_submit_and_wait(&ring, k);
+            if (rc < 0)
+                break;
+            unsigned head, seen = 0;
+            struct io_uring_cqe *cqe;
+            io_uring_for_each_cqe(&ring, head, cqe) {
+                benchmark::DoNotOptimize(cqe->res);
+                seen++;
+            }
+            io_uring_cq_advance(&ring, seen);
+            done += seen;
+        }
+        if (rc < 0) {
+            skip_rf(state, "io_uring_submit_and_wait", rc);
+            break;
+        }
+    }
+    io_uring_queue_exit(&ring);
+    w4_counters(state);
+    state.SetLabel(std::string("1 iteration = 100,000 NOPs, raw liburing, batch ") +
+                   std::to_string(batch));
+}
+
+void W4_raw_liburing_nop_baseline(benchmark::State &state) { w4_raw(state, 128); }
+void W4_raw_liburing_nop_batch1_baseline(benchmark::State &state) { w4_raw(state, 1); }
+
 } // namespace
 
 BENCHMARK(W1_yield_pingpong)->UseRealTime();
@@ -576,6 +1094,11 @@ static const int q2_registered = [] {
     }
     return 0;
 }();
+BENCHMARK(W3_raw_stack_first_touch_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(W3_raw_stack_populate_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(W4_nop_tasks)->UseRealTime();
+BENCHMARK(W4_raw_liburing_nop_baseline)->UseRealTime();
+BENCHMARK(W4_raw_liburing_nop_batch1_baseline)->UseRealTime();
 
 namespace {
 
@@ -619,7 +1142,38 @@ void add_context() {
 
 } // namespace
 
+namespace {
+
+// The sweeps, registered here so that 10^6 tasks can be left out by
+// default: a million live tasks keep ~5-6 GB resident and take tens of
+// seconds per round on a 2-vCPU VM. RF_BENCH_1M=1 adds them.
+void register_sweeps() {
+    const char *env = std::getenv("RF_BENCH_1M");
+    bool huge = env && *env && std::strcmp(env, "0") != 0;
+    struct {
+        const char *name;
+        void (*fn)(benchmark::State &);
+    } const sweeps[] = {
+        {"W2_spawn_join_sweep", W2_spawn_join_sweep},
+        {"W2_spawn_join_sweep_warm", W2_spawn_join_sweep_warm},
+        {"W3_sleepers", W3_sleepers},
+        {"W3_sleepers_warm", W3_sleepers_warm},
+        {"W3_raw_timeout_per_sleeper_baseline", W3_raw_timeout_per_sleeper_baseline},
+        {"W3_raw_timeout_coalesced_baseline", W3_raw_timeout_coalesced_baseline},
+    };
+    for (const auto &s : sweeps) {
+        auto *b = benchmark::RegisterBenchmark(s.name, s.fn);
+        b->Arg(1000)->Arg(10000)->Arg(100000);
+        if (huge)
+            b->Arg(1000000);
+        b->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+    }
+}
+
+} // namespace
+
 int main(int argc, char **argv) {
+    register_sweeps();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv))
         return 1;

@@ -1118,6 +1118,29 @@ static inline int rf_yield(void)
 }
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* Ring                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A no-op through the ring: submit one IORING_OP_NOP on the loop's ring and
+ * wait for its completion, by the same path as every I/O call (so it is
+ * batched with the other tasks' operations of the same scheduler pass, is
+ * bounded by the task's deadline and ends early on cancellation). For
+ * benchmarks of the ring path and for tests; it does no work of its own.
+ * Returns 0 (the NOP's result), or without submitting anything:
+ *   -EPERM     not called from a task;
+ *   -ECANCELED the task is cancelled;
+ *   -ETIMEDOUT the task's deadline has passed;
+ *   -EBUSY     the submission queue stays full.
+ * A cancellation or deadline that comes while the NOP is in flight ends
+ * it with -ECANCELED / -ETIMEDOUT unless it completed first (it usually
+ * has: a NOP completes as soon as the kernel sees it), in which case 0 is
+ * returned and the cancellation shows at the next suspending call.
+ * Owns nothing. Suspends.
+ */
+RF_API int rf_nop(void);
+
 #ifdef __cplusplus
 }
 #endif

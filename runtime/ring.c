@@ -333,3 +333,19 @@ bool rf__op_supported(const rf_loop *l, unsigned opcode)
 {
     return opcode < 256 && (l->probe[opcode / 64] >> (opcode % 64) & 1);
 }
+
+/* The ring path alone: an operation that does nothing. */
+int rf_nop(void)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    int err;
+    struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_nop(sqe);
+    rf_op op = {0};
+    return rf__op_run(l, self, &op, sqe);
+}

@@ -1,0 +1,3 @@
+module ringfiber.example/peers
+
+go 1.19
