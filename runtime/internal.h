@@ -117,6 +117,8 @@ struct rf_task {
     char name[RF_TASK_NAME_MAX];
 };
 
+#define RF_TIMER_BUCKETS 16
+
 /* How a task waits (rf__wait). */
 #define RF_WAIT_CANCEL 1u   /* rf_cancel ends the wait: -ECANCELED */
 #define RF_WAIT_DEADLINE 2u /* the task's deadline ends it: -ETIMEDOUT */
@@ -226,6 +228,8 @@ struct rf_loop {
     uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
     int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
+    /* Sleeps' shared kernel timeouts, by deadline (time.c). */
+    struct rf_timer_bucket *timer_cache[RF_TIMER_BUCKETS];
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
     rf_stats stats;

@@ -58,6 +58,102 @@ int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
     return timer_arm_abs(l, op, ts, rf__deadline_after(l, ns));
 }
 
+/*
+ * Sleeps share kernel timeouts. Every sleep that ends at the same
+ * (slack-rounded) deadline waits on one IORING_OP_TIMEOUT, a bucket: 100,000
+ * tasks that each sleep 10 ms, started within a few milliseconds, arm a few
+ * dozen kernel timers instead of 100,000 (the kernel keeps its timeouts in
+ * a list, and arming that many costs it more than the tasks themselves:
+ * see W3_raw_timeout_*_baseline). Buckets are found through a small
+ * direct-mapped cache keyed by deadline; a bucket pushed out of it still
+ * serves its sleepers. It is freed at its CQE, which wakes all its
+ * sleepers in FIFO order. A cancelled sleeper leaves its bucket at once,
+ * without a system call; the last one to leave removes the kernel timeout
+ * (so that a loop being freed does not wait for it).
+ */
+typedef struct rf_sleeper {
+    rf_list node;
+    rf_task *task;
+    int32_t res;
+    bool done;
+} rf_sleeper;
+
+typedef struct rf_timer_bucket {
+    rf_handler h;
+    struct __kernel_timespec ts;
+    uint64_t deadline;
+    rf_list sleepers;
+    bool removing; /* a TIMEOUT_REMOVE is on its way */
+} rf_timer_bucket;
+
+static unsigned bucket_slot(uint64_t deadline, uint64_t slack)
+{
+    uint64_t k = deadline / (slack > 1 ? slack : 1);
+    return (unsigned)(k ^ (k >> 7)) % RF_TIMER_BUCKETS;
+}
+
+static void bucket_fired(rf_loop *l, rf_handler *h,
+                         const struct io_uring_cqe *cqe)
+{
+    rf_timer_bucket *b = (rf_timer_bucket *)h;
+    unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
+    if (l->timer_cache[i] == b)
+        l->timer_cache[i] = NULL;
+    rf_list *n;
+    while ((n = rf_list_pop_front(&b->sleepers)) != NULL) {
+        rf_sleeper *s = rf_container_of(n, rf_sleeper, node);
+        s->res = cqe->res;
+        s->done = true;
+        rf__wake(l, s->task);
+    }
+    free(b);
+}
+
+static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t deadline, int *err)
+{
+    unsigned i = bucket_slot(deadline, l->timer_slack_ns);
+    rf_timer_bucket *b = l->timer_cache[i];
+    if (b && b->deadline == deadline && !b->removing)
+        return b;
+    b = malloc(sizeof(*b));
+    if (!b) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe) {
+        free(b);
+        *err = -EBUSY;
+        return NULL;
+    }
+    b->h.fn = bucket_fired;
+    b->h.uncounted = false;
+    b->deadline = deadline;
+    b->removing = false;
+    rf_list_init(&b->sleepers);
+    rf__abs_timespec(&b->ts, deadline);
+    io_uring_prep_timeout(sqe, &b->ts, 0, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data64(sqe, rf__handler_data(&b->h));
+    l->timer_cache[i] = b;
+    return b;
+}
+
+static void bucket_leave(rf_loop *l, rf_timer_bucket *b, rf_sleeper *s)
+{
+    rf_list_remove(&s->node);
+    if (!rf_list_empty(&b->sleepers) || b->removing)
+        return;
+    unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
+    if (l->timer_cache[i] == b)
+        l->timer_cache[i] = NULL;
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        return; /* it fires on its own, and is freed then */
+    io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
+    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    b->removing = true;
+}
+
 int rf_sleep(uint64_t ns)
 {
     rf_loop *l = rf__tls_loop;
@@ -77,15 +173,22 @@ int rf_sleep(uint64_t ns)
             return -ETIMEDOUT;
         end = self->deadline;
     }
-    rf_op op = {0};
-    struct __kernel_timespec ts;
-    int rc = timer_arm_abs(l, &op, &ts, end);
-    if (rc)
+    int rc = 0;
+    rf_timer_bucket *b = bucket_get(l, end, &rc);
+    if (!b)
         return rc;
-    rc = rf__op_wait(l, self, &op);
-    if (rc == -ETIME)
+    rf_sleeper s = {.task = self};
+    rf_list_push_back(&b->sleepers, &s.node);
+    while (!s.done) {
+        rc = rf__wait(l, self, RF_WAIT_CANCEL);
+        if (rc < 0 && !s.done) {
+            bucket_leave(l, b, &s);
+            return rc;
+        }
+    }
+    if (s.res == -ETIME)
         return cut ? -ETIMEDOUT : 0;
-    return rc;
+    return s.res; /* -ECANCELED: removed under us (cannot happen), errors */
 }
 
 /* ---- the task's deadline ---- */

@@ -65,7 +65,9 @@ static void *cancel_sleep(void *arg)
     struct victim v = {0};
     rf_task *t = rf_spawn(v_sleep, &v);
     cancel_started(t, &v, (void *)0x51);
-    /* The sleep's timeout was cancelled in the kernel, not left behind. */
+    /* The sleep's kernel timeout is removed, not left behind: the removal
+     * goes out with the next submission (a short sleep forces one). */
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0);
     rf_stats s = rft_stats();
     RFT_CHECK_INT(s.ops_in_flight, 0);
     RFT_CHECK_INT(s.tasks_alive, 1);
@@ -458,6 +460,7 @@ static void *cancel_race(void *arg)
         }
         rf_task_release(t);
     }
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0); /* timeouts removed go out */
     rf_stats s = rft_stats();
     RFT_CHECK_INT(s.ops_in_flight, 0);
     RFT_CHECK_INT(s.tasks_alive, 1);
@@ -485,6 +488,7 @@ static void *mass_cancel(void *arg)
         RFT_CHECK_INT((intptr_t)res[i], i);
         rf_task_release(t[i]);
     }
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0); /* timeouts removed go out */
     rf_stats s = rft_stats();
     RFT_CHECK_INT(s.ops_in_flight, 0);
     free(res);

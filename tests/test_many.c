@@ -50,7 +50,9 @@ static void *hundred_thousand(void *arg)
         RFT_CHECK_INT(s.guard_mode, RF_GUARD_MPROTECT);
     RFT_CHECK(s.stacks_mapped >= N);
     RFT_CHECK_INT(s.tasks_alive, N + 1);
-    RFT_CHECK_INT(s.ops_in_flight, N);
+    /* They share kernel timeouts: one per timer-slack window. */
+    RFT_CHECK(s.ops_in_flight >= 1);
+    RFT_CHECK(s.ops_in_flight <= N / 20);
     /* MADV_GUARD_INSTALL guards do not cost a mapping each. */
     if (s.guard_mode == RF_GUARD_MADVISE)
         RFT_CHECK(maps < N / 2);

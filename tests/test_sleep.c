@@ -165,9 +165,11 @@ static void test_sleep_series(void **state) { rft_run(busy_then_sleep_series, NU
 
 /* ---- a tiny SQ: more sleeps in one pass than the SQ holds --------------- */
 
+/* Each a different deadline (100 us apart, beyond the 50 us slack), so
+ * that no two share a kernel timeout: 500 SQEs through an SQ of 4. */
 static void *sleep_1ms(void *arg)
 {
-    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS + (uint64_t)(intptr_t)arg * 100 * RF_NSEC_PER_USEC), 0);
     return arg;
 }
 

@@ -51,7 +51,10 @@ static void *thousand_sleeps(void *arg)
 
     rf_yield(); /* every task runs to its sleep */
     rf_stats s2 = rft_stats();
-    RFT_CHECK_INT(s2.ops_in_flight, N);  /* submitted or queued */
+    /* Sleeps that end within the same timer-slack window share one
+     * kernel timeout: the 1000 sleeps begun in this one pass need few. */
+    RFT_CHECK(s2.ops_in_flight >= 1);
+    RFT_CHECK(s2.ops_in_flight <= N / 10);
     RFT_CHECK(s2.stacks_mapped >= N + 1); /* each sleeper has its stack */
     RFT_CHECK_INT(s2.tasks_alive, N + 1);
 
@@ -65,8 +68,9 @@ static void *thousand_sleeps(void *arg)
      * io_uring_enter, where one enter per sleep would be 1000. */
     RFT_CHECK(s3.enters - s0.enters <= N / 10);
     RFT_CHECK(s3.enters - s0.enters >= 1);
-    RFT_CHECK(s3.sqes_submitted - s0.sqes_submitted >= N);
-    RFT_CHECK(s3.cqes_reaped - s0.cqes_reaped >= N);
+    RFT_CHECK(s3.sqes_submitted - s0.sqes_submitted >= 1);
+    RFT_CHECK(s3.sqes_submitted - s0.sqes_submitted <= N / 10);
+    RFT_CHECK(s3.cqes_reaped - s0.cqes_reaped >= 1);
     /* Each task was switched to at least twice: start and wake-up. */
     RFT_CHECK(s3.switches - s0.switches >= 2 * N);
     RFT_CHECK(s3.passes > s0.passes);
