@@ -747,11 +747,9 @@ void W3_sleepers_warm(benchmark::State &state) { sweep(state, kW3SleepNs, true);
 // thread's timer slack as rf_sleep rounds them) as IORING_OP_TIMEOUTs on a
 // raw ring set up like the runtime's (SQ 256, CQ 1024), then every CQE
 // reaped. `per_sleeper`: one kernel timeout per sleeper, the design rf_sleep
-// has today; its time is the floor of W3_sleepers for that design.
-// `coalesced`: one kernel timeout per distinct rounded deadline (sleepers
-// that begin within the same slack share it), the floor of a runtime that
-// keeps sleepers in its own timer queue. The gap between the two is what
-// such a queue would save.
+// had first. `coalesced`: one kernel timeout per distinct rounded deadline
+// (sleepers that begin within the same slack share it), what rf_sleep does
+// now (runtime/time.c); its time is the kernel-side floor of W3_sleepers.
 
 bool raw_ring(benchmark::State &state, struct io_uring *ring) {
     static const unsigned flags[] = {
