@@ -130,10 +130,7 @@ typedef struct rf_op {
     rf_task *task; /* woken by the CQE; NULL: nobody waits right now */
     int32_t res;
     uint32_t cflags;
-    uint8_t links;  /* linked-timeout CQEs still expected (0 or 1) */
-    bool main_done; /* the operation's own final CQE was seen */
-    bool timed_out; /* its linked timeout fired (-ETIME) */
-    bool done;      /* every CQE of the operation was seen */
+    bool done;      /* its final CQE was seen */
 } rf_op;
 
 /* A record whose CQEs go to a function: multishot operations, and the
@@ -146,7 +143,6 @@ typedef struct rf_handler {
 
 /* user_data tags: records are 8-byte aligned, the low bits are free. */
 #define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
-#define RF_UD_LINK 2ULL   /* op | 2: the linked timeout of an rf_op */
 #define RF_UD_HANDLER 3ULL /* h | 3: an rf_handler */
 
 static inline uint64_t rf__handler_data(rf_handler *h)

@@ -96,22 +96,10 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
         l->inflight -= final;
         op->res = cqe->res;
         op->cflags = cqe->flags;
-        op->main_done = true;
-        if (op->links == 0)
-            op_complete(l, op);
+        op_complete(l, op);
         return;
     }
     switch (ud & 7) {
-    case RF_UD_LINK: {
-        /* The linked timeout's own CQE: -ETIME if it fired, -ECANCELED
-         * if the operation completed first. Either may come first. */
-        rf_op *op = (rf_op *)(uintptr_t)(ud & ~7ULL);
-        l->inflight--;
-        op->timed_out |= cqe->res == -ETIME;
-        if (--op->links == 0 && op->main_done)
-            op_complete(l, op);
-        return;
-    }
     case RF_UD_HANDLER: {
         rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
         if (!h->uncounted)
@@ -120,7 +108,8 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
         return;
     }
     default:
-        l->inflight -= final; /* RF_UD_IGNORE: accounting only */
+        /* RF_UD_IGNORE (cancel requests, linked timeouts): accounting. */
+        l->inflight -= final;
         return;
     }
 }
@@ -311,20 +300,27 @@ struct io_uring_sqe *rf__op_begin(rf_loop *l, rf_task *self, int *err)
 int rf__op_run(rf_loop *l, rf_task *self, rf_op *op, struct io_uring_sqe *sqe)
 {
     io_uring_sqe_set_data(sqe, op);
-    if (rf_unlikely(self->deadline != 0)) {
+    uint64_t deadline = self->deadline;
+    if (rf_unlikely(deadline != 0)) {
         struct io_uring_sqe *lt = rf__sqe_get(l); /* room kept by begin */
         if (lt) {
             /* The kernel reads the timespec when the pass is submitted;
-             * the task's copy lives until then (the task waits below). */
+             * the task's copy lives until then (the task waits below).
+             * The timeout's own CQE (-ETIME if it fired, -ECANCELED if
+             * the operation completed first) is only counted, not
+             * waited for: waiting would cost a second io_uring_enter per
+             * operation. The operation's result tells what happened: a
+             * cancellation the task did not ask for, at or after the
+             * deadline, is the timeout. */
             sqe->flags |= IOSQE_IO_LINK;
             io_uring_prep_link_timeout(lt, &self->deadline_ts,
                                        IORING_TIMEOUT_ABS);
-            io_uring_sqe_set_data64(lt, (uint64_t)(uintptr_t)op | RF_UD_LINK);
-            op->links = 1;
+            io_uring_sqe_set_data64(lt, RF_UD_IGNORE);
         }
     }
     int res = rf__op_wait(l, self, op);
-    if (op->timed_out && (res == -ECANCELED || res == -EINTR))
+    if (rf_unlikely(deadline != 0) && (res == -ECANCELED || res == -EINTR) &&
+        !self->cancelled && rf_now_ns() >= deadline)
         return -ETIMEDOUT;
     return res;
 }

@@ -59,8 +59,8 @@ int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
 }
 
 /*
- * Sleeps share kernel timeouts. Every sleep that ends at the same
- * (slack-rounded) deadline waits on one IORING_OP_TIMEOUT, a bucket: 100,000
+ * Sleeps share kernel timeouts. Every sleep that ends within one timer
+ * slack of another waits on the same IORING_OP_TIMEOUT, a bucket: 100,000
  * tasks that each sleep 10 ms, started within a few milliseconds, arm a few
  * dozen kernel timers instead of 100,000 (the kernel keeps its timeouts in
  * a list, and arming that many costs it more than the tasks themselves:
@@ -88,7 +88,7 @@ typedef struct rf_timer_bucket {
 
 static unsigned bucket_slot(uint64_t deadline, uint64_t slack)
 {
-    uint64_t k = deadline / (slack > 1 ? slack : 1);
+    uint64_t k = deadline / (slack > 0 ? slack : 1);
     return (unsigned)(k ^ (k >> 7)) % RF_TIMER_BUCKETS;
 }
 
@@ -109,13 +109,31 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     free(b);
 }
 
-static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t deadline, int *err)
+/*
+ * The bucket for a sleep whose exact end is `end`: one that fires within
+ * [end, end + slack], or a new one that fires at end + slack. So every
+ * sleep ends at most one timer slack late (the latitude the kernel takes
+ * with nanosleep), never early, and sleeps of equal length begun less than
+ * a slack apart (the tasks of one pass) always share one timeout: they
+ * wake in the same pass, in the order they began, whatever the clock
+ * boundaries. (Rounding each end up to a multiple of the slack would put
+ * two such sleeps in different timeouts whenever a multiple fell between
+ * them.) A bucket with deadline D sits in the cache under D / slack, so
+ * the two slots end / slack and end / slack + 1 hold the candidates.
+ */
+static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
 {
-    unsigned i = bucket_slot(deadline, l->timer_slack_ns);
-    rf_timer_bucket *b = l->timer_cache[i];
-    if (b && b->deadline == deadline && !b->removing)
-        return b;
-    b = malloc(sizeof(*b));
+    uint64_t slack = l->timer_slack_ns;
+    for (int k = 0; k < 2; k++) {
+        rf_timer_bucket *b =
+            l->timer_cache[bucket_slot(end + (uint64_t)k * slack, slack)];
+        if (b && !b->removing && b->deadline >= end &&
+            b->deadline - end <= slack)
+            return b;
+    }
+    uint64_t deadline = end + slack;
+    unsigned i = bucket_slot(deadline, slack);
+    rf_timer_bucket *b = malloc(sizeof(*b));
     if (!b) {
         *err = -ENOMEM;
         return NULL;
@@ -164,12 +182,14 @@ int rf_sleep(uint64_t ns)
         return rf_yield();
     if (self->cancelled)
         return -ECANCELED;
-    uint64_t end = rf__deadline_after(l, ns);
+    uint64_t now = rf_now_ns();
+    /* Saturate: "forever" must not wrap into the past. */
+    uint64_t end = ns > UINT64_MAX / 4 - now ? UINT64_MAX / 4 : now + ns;
     bool cut = self->deadline != 0 && self->deadline < end;
     if (cut) {
         /* The task's deadline comes first: sleep until it, then report
          * that it passed. */
-        if (rf_now_ns() >= self->deadline)
+        if (now >= self->deadline)
             return -ETIMEDOUT;
         end = self->deadline;
     }

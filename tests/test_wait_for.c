@@ -134,6 +134,7 @@ static void *exact_deadline(void *arg)
             timedout++;
         rf_task_release(t);
     }
+    RFT_CHECK_INT(rf_sleep(1 * RFT_MS), 0); /* timeouts removed go out */
     rf_stats s = rft_stats();
     RFT_CHECK_INT(s.ops_in_flight, 0);
     RFT_CHECK_INT(s.tasks_alive, 1);
