@@ -89,7 +89,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
             goto sched;
         rf__ring_pass_end(l);
         l->budget = rf__nready(l);
-        l->stats.passes++;
+        RF_HEARTBEAT_INC(l->stats.passes);
     }
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
@@ -107,7 +107,7 @@ static inline __attribute__((always_inline)) void switch_out(rf_loop *l,
     rf_ctx *to = next_ctx(l);
     if (to == &self->ctx)
         return; /* it yielded and was the only one ready */
-    l->stats.switches++;
+    RF_HEARTBEAT_INC(l->stats.switches);
     rf__switch(l, &self->ctx, to, dies);
 }
 
@@ -163,6 +163,7 @@ static int loop_run(rf_loop *l)
     int rc = 0;
     rf__tls_loop = l;
     l->running = true;
+    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     for (;;) {
         if (l->target && l->target->state == RF_DONE)
             break;
@@ -171,9 +172,9 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__nready(l)) {
             l->budget = rf__nready(l);
-            l->stats.passes++;
+            RF_HEARTBEAT_INC(l->stats.passes);
             rf_task *t = run_next(l);
-            l->stats.switches++;
+            RF_HEARTBEAT_INC(l->stats.switches);
             rf__switch(l, &l->sched, &t->ctx, false);
             if (l->stop)
                 break;
@@ -191,11 +192,14 @@ static int loop_run(rf_loop *l)
          * until at least one completion, in one system call; a message
          * from another thread also ends the sleep (remote.c). */
         rf__remote_arm(l);
+        __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
         rc = rf__ring_enter(l, 1);
+        __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
         if (rc < 0)
             break;
         rf__ring_reap(l);
     }
+    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
     l->running = false;
     l->stop = false;
     rf__tls_loop = NULL;
@@ -226,6 +230,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     if (!l)
         return -ENOMEM;
     l->remote_efd = -1;
+    l->idle = 1;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
@@ -261,6 +266,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         free(l);
         return rc;
     }
+    rf__stall_env(l); /* RINGFIBER_STALL_MS; a failure is reported */
     *loopp = l;
     return 0;
 }
@@ -326,6 +332,8 @@ int rf_loop_free(rf_loop *loop)
         fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
                         "finish (%s); their stacks are released anyway\n",
                 (unsigned long long)loop->stats.tasks_alive, rf_strerror(rc));
+    rf__stall_fini(loop);
+    rf__pool_loop_fini(loop);
     while (!rf_list_empty(&loop->alive)) {
         rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
         rf_list_remove(&t->alive);
@@ -351,6 +359,7 @@ int rf_loop_stats(const rf_loop *loop, rf_stats *out)
     out->ops_in_flight = loop->inflight;
     out->stacks_mapped = loop->stacks.mapped;
     out->guard_mode = (uint32_t)loop->stacks.guard_mode;
+    out->stalls = rf__stall_count(loop);
     return 0;
 }
 

@@ -14,6 +14,7 @@
  * The eventfd is blocking on purpose: io_uring returns -EAGAIN for a read
  * of an O_NONBLOCK file that has nothing to read, instead of waiting.
  */
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -57,6 +58,8 @@ void rf__remote_arm(rf_loop *l)
 /* Cancel the armed read and wait for its CQE; then close the eventfd. */
 void rf__remote_fini(rf_loop *l)
 {
+    while (__atomic_load_n(&l->remote_posting, __ATOMIC_ACQUIRE) != 0)
+        sched_yield();
     if (l->remote_armed) {
         struct io_uring_sqe *sqe = rf__sqe_get(l);
         if (sqe) {
@@ -78,9 +81,15 @@ void rf__remote_fini(rf_loop *l)
     l->remote_efd = -1;
 }
 
-/* Any thread. m stays the caller's until its run() is called. */
+/* Any thread. m stays the caller's until its run() is called.
+ *
+ * The loop may run m, and its owner free the loop, as soon as m is pushed:
+ * before this function has written the eventfd. So a poster counts itself
+ * in remote_posting for as long as it touches l, and rf__remote_fini waits
+ * until no poster is left (a few instructions and one write). */
 void rf__remote_post(rf_loop *l, rf_remote_msg *m)
 {
+    __atomic_add_fetch(&l->remote_posting, 1, __ATOMIC_RELAXED);
     rf_remote_msg *old = __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED);
     do
         m->next = old;
@@ -91,6 +100,7 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
         while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
             ;
     }
+    __atomic_sub_fetch(&l->remote_posting, 1, __ATOMIC_RELEASE);
 }
 
 /* Loop thread: run every message posted so far, oldest first. Returns
