@@ -50,7 +50,15 @@ with open(sys.argv[1]) as f:
 
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # Targets from DESIGN.md section 5: (kind, value).
-TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0)}
+TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
+           "W5": ("faster_than", "libuv")}
+# A subject measured with one feature on, against the same subject
+# without it: (suffix, largest ratio allowed).
+FEATURE_COST = {"_stall_detector": 1.05}
+
+def w5_kind(name):
+    """W5 has two figures: compare each only with contenders of its kind."""
+    return "throughput64" if "throughput64" in name else "roundtrip"
 
 samples = defaultdict(list)   # name -> ns per iteration, one per repetition
 medians = {}                  # name -> median aggregate, when reported
@@ -92,7 +100,7 @@ for w in sorted(groups, key=lambda s: int(s[1:])):
     bases = sorted(n for n in members if n.endswith("_baseline"))
     subjects = sorted(n for n in members if not n.endswith("_baseline"))
     # The primary baseline is the one named in the brief; others are context.
-    primary = f"{w}_raw_fcontext_baseline"
+    primary = f"{w}_raw_fcontext_baseline" if w != "W5" else "W5_pthread_eventfd_baseline"
     if primary not in bases:
         primary = bases[0] if bases else None
     print(f"\n{w}")
@@ -107,8 +115,18 @@ for w in sorted(groups, key=lambda s: int(s[1:])):
             continue
         # Against the primary baseline, and against the others in the same
         # condition (a "_warm" subject with "_warm" baselines, cold with cold).
+        for feat, limit in FEATURE_COST.items():
+            plain = s[: -len(feat)] if s.endswith(feat) else None
+            if plain and value.get(plain):
+                r = value[s] / value[plain]
+                ok = r <= limit
+                print(f"  ratio {s} / {plain} = {r:.3f}x")
+                print(f"  target: <= {limit:g}x without it -> {'MET' if ok else 'MISSED'} ({r:.3f}x)")
+                missed |= not ok
         for bname in bases:
             same = ("_warm" in bname) == ("_warm" in s)
+            if w == "W5" and w5_kind(bname) != w5_kind(s):
+                continue
             if value.get(bname) and (bname == primary or same):
                 mark = "  (primary baseline)" if bname == primary else ""
                 print(f"  ratio {s} / {bname} = {value[s] / value[bname]:.2f}x{mark}")
@@ -118,6 +136,13 @@ for w in sorted(groups, key=lambda s: int(s[1:])):
             ok = r <= limit
             print(f"  target: <= {limit:g}x raw  -> {'MET' if ok else 'MISSED'} ({r:.2f}x)")
             missed |= not ok
+        elif kind == "faster_than":
+            for bname in bases:
+                if limit in bname and w5_kind(bname) == w5_kind(s) and value.get(bname):
+                    r = value[s] / value[bname]
+                    ok = r < 1.0
+                    print(f"  target: faster than {bname} -> {'MET' if ok else 'MISSED'} ({r:.2f}x)")
+                    missed |= not ok
         elif kind == "ns_below":
             ok = value[s] < limit
             print(f"  target: < {limit:g} ns per task -> {'MET' if ok else 'MISSED'} ({value[s]:.1f} ns)")

@@ -199,6 +199,8 @@ struct rf_loop {
     uint32_t remote_posting; /* posters still inside rf__remote_post
                               * (__atomic_*): the loop is not freed
                               * before they are out */
+    uint32_t remote_wake;  /* the loop sleeps: the next poster writes
+                            * remote_efd (__atomic_*) */
     bool remote_armed;     /* a read of remote_efd is in the ring */
     uint64_t remote_buf;
     rf_handler remote_h;
@@ -331,6 +333,8 @@ int rf__remote_init(rf_loop *l);
 void rf__remote_fini(rf_loop *l);
 void rf__remote_post(rf_loop *l, rf_remote_msg *m);
 void rf__remote_arm(rf_loop *l);
+bool rf__remote_sleep_begin(rf_loop *l);
+void rf__remote_sleep_end(rf_loop *l);
 bool rf__remote_drain(rf_loop *l);
 
 static inline bool rf__remote_pending(rf_loop *l)

@@ -191,10 +191,12 @@ static int loop_run(rf_loop *l)
         /* Nothing ready: submit what the last pass gathered and sleep
          * until at least one completion, in one system call; a message
          * from another thread also ends the sleep (remote.c). */
-        rf__remote_arm(l);
+        if (!rf__remote_sleep_begin(l))
+            continue; /* mail came in the meantime */
         __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
         rc = rf__ring_enter(l, 1);
         __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
+        rf__remote_sleep_end(l);
         if (rc < 0)
             break;
         rf__ring_reap(l);

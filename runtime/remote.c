@@ -4,12 +4,19 @@
  *
  * A mailbox of messages: other threads push onto a lock-free LIFO; the loop
  * takes the whole list with one exchange and runs the messages in the order
- * they were posted. A pusher that finds the mailbox empty also writes the
- * loop's eventfd, and the loop keeps a read of that eventfd in its ring
- * while it sleeps; so a burst of N messages costs one write and wakes the
- * loop once, a loop that is busy finds the mail at its next pass end
- * without being woken at all, and no message is ever missed: the eventfd
- * counter remembers a write made while no read was armed.
+ * they were posted. The loop keeps a read of its eventfd in its ring while
+ * it sleeps, and says so in remote_wake before it sleeps; the first pusher
+ * that finds remote_wake set clears it and writes the eventfd. So a burst
+ * of N messages costs one write and wakes the loop once, and a loop that
+ * is busy finds the mail at its next pass end without anyone writing at
+ * all (a busy loop drains its mailbox often: a write each time it found
+ * the mailbox empty would cost a system call per message).
+ *
+ * No message is missed: the loop sets remote_wake and then looks at the
+ * mailbox; a pusher pushes and then looks at remote_wake (both sequentially
+ * consistent, Dekker's pattern): either the loop sees the message and does
+ * not sleep, or the pusher sees the flag and writes. The eventfd counter
+ * remembers a write made while no read was armed.
  *
  * The eventfd is blocking on purpose: io_uring returns -EAGAIN for a read
  * of an O_NONBLOCK file that has nothing to read, instead of waiting.
@@ -94,13 +101,32 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
     do
         m->next = old;
     while (!__atomic_compare_exchange_n(&l->remote_head, &old, m, true,
-                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    if (old == NULL) {
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    if (__atomic_load_n(&l->remote_wake, __ATOMIC_SEQ_CST) &&
+        __atomic_exchange_n(&l->remote_wake, 0, __ATOMIC_SEQ_CST)) {
         uint64_t one = 1;
         while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
             ;
     }
     __atomic_sub_fetch(&l->remote_posting, 1, __ATOMIC_RELEASE);
+}
+
+/* Loop thread, before it sleeps in the ring: false if mail has come (drain
+ * it instead of sleeping); else the next pusher will wake the loop. */
+bool rf__remote_sleep_begin(rf_loop *l)
+{
+    rf__remote_arm(l);
+    __atomic_store_n(&l->remote_wake, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) == NULL)
+        return true;
+    __atomic_store_n(&l->remote_wake, 0, __ATOMIC_RELAXED);
+    return false;
+}
+
+/* Loop thread, awake again: pushers need not write any more. */
+void rf__remote_sleep_end(rf_loop *l)
+{
+    __atomic_store_n(&l->remote_wake, 0, __ATOMIC_RELAXED);
 }
 
 /* Loop thread: run every message posted so far, oldest first. Returns
