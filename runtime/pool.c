@@ -64,17 +64,29 @@ typedef struct room_waiter {
     bool granted; /* loop thread: the grant has run */
 } room_waiter;
 
+/* A worker sleeps on its own condition variable, so that the pool can
+ * choose whom to wake: the one that went to sleep last (LIFO), whose
+ * cache is warm; under a light load the same few workers do all the work
+ * and the others stay asleep, which saves context switches. */
+typedef struct pool_worker {
+    pthread_cond_t cv;
+    bool woken; /* under pool->mu */
+    pthread_t thread;
+    struct rf_pool *pool;
+} pool_worker;
+
 struct rf_pool {
     pthread_mutex_t mu;
-    pthread_cond_t work; /* workers wait here for calls */
     pool_call **q;       /* ring of cap calls */
     unsigned cap, head, count;
     unsigned reserved;   /* slots granted to room waiters, not yet filled */
-    unsigned idle;       /* workers waiting on `work` */
+    unsigned nidle;      /* workers asleep, in idle[0..nidle) */
+    unsigned waking;     /* workers woken that have not looked at q yet */
     unsigned nthreads;
     bool stopping;
     rf_list room_fifo;   /* room_waiter */
-    pthread_t *threads;
+    pool_worker *workers;
+    pool_worker **idle;  /* a stack: the last one asleep on top */
 };
 
 /* ---- loop side: what the messages do ---- */
@@ -124,15 +136,31 @@ static void post_grants(room_waiter *w)
     }
 }
 
+/* Under p->mu, after a call was queued: the worker to wake (signal it
+ * once the mutex is released), or NULL when enough are awake already. */
+static pool_worker *worker_to_wake(rf_pool *p)
+{
+    if (p->nidle == 0 || p->count <= p->waking)
+        return NULL;
+    pool_worker *w = p->idle[--p->nidle];
+    w->woken = true;
+    p->waking++;
+    return w;
+}
+
 static void *worker_main(void *arg)
 {
-    rf_pool *p = arg;
+    pool_worker *self = arg;
+    rf_pool *p = self->pool;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->count == 0 && !p->stopping) {
-            p->idle++;
-            pthread_cond_wait(&p->work, &p->mu);
-            p->idle--;
+            self->woken = false;
+            p->idle[p->nidle++] = self;
+            while (!self->woken && !p->stopping)
+                pthread_cond_wait(&self->cv, &p->mu);
+            if (self->woken)
+                p->waking--;
         }
         if (p->count == 0)
             break; /* stopping, and the queue is drained */
@@ -173,13 +201,16 @@ static void pool_destroy(rf_pool *p, unsigned started)
 {
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
-    pthread_cond_broadcast(&p->work);
+    for (unsigned i = 0; i < started; i++)
+        pthread_cond_signal(&p->workers[i].cv);
     pthread_mutex_unlock(&p->mu);
     for (unsigned i = 0; i < started; i++)
-        pthread_join(p->threads[i], NULL);
-    pthread_cond_destroy(&p->work);
+        pthread_join(p->workers[i].thread, NULL);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_cond_destroy(&p->workers[i].cv);
     pthread_mutex_destroy(&p->mu);
-    free(p->threads);
+    free(p->workers);
+    free(p->idle);
     free(p->q);
     free(p);
 }
@@ -199,10 +230,12 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
     if (!p)
         return -ENOMEM;
     p->q = calloc(queue_capacity, sizeof(*p->q));
-    p->threads = calloc(threads, sizeof(*p->threads));
-    if (!p->q || !p->threads) {
+    p->workers = calloc(threads, sizeof(*p->workers));
+    p->idle = calloc(threads, sizeof(*p->idle));
+    if (!p->q || !p->workers || !p->idle) {
         free(p->q);
-        free(p->threads);
+        free(p->workers);
+        free(p->idle);
         free(p);
         return -ENOMEM;
     }
@@ -210,14 +243,18 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
     p->nthreads = threads;
     rf_list_init(&p->room_fifo);
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
     for (unsigned i = 0; i < threads; i++) {
-        int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
+        pthread_cond_init(&p->workers[i].cv, NULL);
+        p->workers[i].pool = p;
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        pool_worker *w = &p->workers[i];
+        int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc) {
             pool_destroy(p, i);
             return -rc;
         }
-        pthread_setname_np(p->threads[i], "rf-pool");
+        pthread_setname_np(w->thread, "rf-pool");
     }
     *poolp = p;
     return 0;
@@ -310,9 +347,13 @@ int rf_pool_call(rf_pool *pool, rf_fn fn, void *arg, void **result)
     }
     pool->q[(pool->head + pool->count) % pool->cap] = &c;
     pool->count++;
-    if (pool->idle)
-        pthread_cond_signal(&pool->work);
+    pool_worker *wake = worker_to_wake(pool);
     pthread_mutex_unlock(&pool->mu);
+    /* Signalled after the unlock, the worker does not wake up only to
+     * block on the mutex still held here. It cannot miss the signal: it
+     * waits until its `woken` is set, which was done under the mutex. */
+    if (wake)
+        pthread_cond_signal(&wake->cv);
     l->remote_expected++;
     while (!c.done)
         rf__wait(l, self, 0); /* uncancellable: the worker has arg */

@@ -210,8 +210,11 @@ static void *watchdog(void *arg)
             if (capture(s)) {
                 memcpy(name, s->name, sizeof(name));
                 task_id = s->task_id;
-                info.backtrace = s->bt;
-                info.backtrace_len = s->bt_len;
+                /* Frame 0 is the handler itself. */
+                if (s->bt_len > 1) {
+                    info.backtrace = s->bt + 1;
+                    info.backtrace_len = s->bt_len - 1;
+                }
             } else {
                 memcpy(name, "?", 2);
                 task_id = 0;
