@@ -312,23 +312,36 @@ static void test_million_round_trips(void **state)
     assert_int_equal(rf_pool_free(p), 0);
 }
 
-/* Sequential round trips of one task: each one sleeps the loop. */
+/* Sequential round trips of one task: each one sleeps the loop, and the
+ * next call comes about when an idle worker stops spinning and goes to
+ * sleep (pool.c): the race a lost wake-up would hide in. A pause of a
+ * varying length between calls sweeps that window. */
 static void *sequential_body(void *arg)
 {
-    long n = RFT_SANITIZED ? 2000 : 20000;
+    long n = RFT_SANITIZED ? 5000 : 50000;
     for (long i = 0; i < n; i++) {
         void *res = NULL;
         if (!RFT_CHECK_INT(rf_to_thread(inc_call, (void *)(intptr_t)i, &res),
                            0) ||
             !RFT_CHECK_INT((intptr_t)res, i + 1))
             break;
+        __atomic_add_fetch(&g_rt_done, 1, __ATOMIC_RELAXED);
+        uint64_t until = rf_now_ns() + (uint64_t)(i % 40) * 500;
+        while (rf_now_ns() < until)
+            ;
     }
     return NULL;
 }
 
 static void test_sequential_round_trips(void **state)
 {
+    g_rt_done = 0;
+    g_watch_stop = 0;
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, progress_watchdog, NULL), 0);
     rft_run(sequential_body, NULL);
+    __atomic_store_n(&g_watch_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(w, NULL);
 }
 
 /* ---- backpressure ------------------------------------------------------- */
