@@ -471,8 +471,11 @@ RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
  * and reports the task, how long it has held the loop so far, and a
  * backtrace of the loop thread taken at that moment (the thread is sent
  * the real-time signal SIGRTMIN + RF_STALL_SIGNAL_OFFSET and records it in
- * the handler; a program that has its own handler for that signal gets
- * reports without backtraces). When the task finally gives the loop back,
+ * the handler, installed with SA_RESTART; a program that has its own
+ * handler for that signal gets reports without backtraces). As with any
+ * signal, a blocking call that is never restarted (nanosleep, poll...)
+ * made by the stalled task may then return early with EINTR, once per
+ * stall. When the task finally gives the loop back,
  * a second report gives the total. A loop sleeping in the ring is never
  * stalled. Each stall counts once in rf_stats.stalls. The loop's own cost
  * is nil: its heartbeat is the switch and pass counters it keeps anyway.
