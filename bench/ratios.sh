@@ -51,10 +51,11 @@ with open(sys.argv[1]) as f:
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # Targets from DESIGN.md section 5: (kind, value).
 TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
-           "W4": ("ratio_max", 2.0)}
+           "W4": ("ratio_max", 2.0), "W5": ("faster_than", "libuv")}
 # The baseline each workload's target is measured against.
 PRIMARY = {"W1": "W1_raw_fcontext_baseline", "W2": "W2_raw_fcontext_baseline",
-           "W4": "W4_raw_liburing_nop_baseline"}
+           "W4": "W4_raw_liburing_nop_baseline",
+           "W5": "W5_pthread_eventfd_baseline"}
 # W3 (DESIGN.md section 5): 100,000 tasks sleeping 10 ms are gathered
 # within 10 ms + 50 ms, with at most 16 KiB resident per task.
 W3_WALL_MS, W3_N, W3_RSS_KIB = 60.0, 100000, 16.0
@@ -65,6 +66,13 @@ REFERENCES = {"Q1": ["W1_raw_fcontext_baseline", "W1_yield_pingpong"]}
 # Variants shown for context, to which the workload's target does not apply
 # (the exported out-of-line rf_yield, for FFI callers).
 NO_TARGET = {"W1_yield_pingpong_call"}
+# A subject measured with one feature on, against the same subject
+# without it: (suffix, largest ratio allowed).
+FEATURE_COST = {"_stall_detector": 1.05}
+
+def w5_kind(name):
+    """W5 has two figures: compare each only with contenders of its kind."""
+    return "throughput64" if "throughput64" in name else "roundtrip"
 
 samples = defaultdict(list)   # name -> ns per iteration, one per repetition
 counters = defaultdict(lambda: defaultdict(list))  # name -> counter -> values
@@ -147,8 +155,18 @@ for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]) if s[1:].isdigit(
             continue
         # Against the primary baseline, and against the others in the same
         # condition (a "_warm" subject with "_warm" baselines, cold with cold).
+        for feat, limit in FEATURE_COST.items():
+            plain = s[: -len(feat)] if s.endswith(feat) else None
+            if plain and value.get(plain):
+                r = value[s] / value[plain]
+                ok = r <= limit
+                print(f"  ratio {s} / {plain} = {r:.3f}x")
+                print(f"  target: <= {limit:g}x without it -> {'MET' if ok else 'MISSED'} ({r:.3f}x)")
+                missed |= not ok
         for bname in bases:
             same = ("_warm" in bname) == ("_warm" in s) or bname in refs
+            if w == "W5" and w5_kind(bname) != w5_kind(s):
+                continue
             if value.get(bname) and (bname == primary or same):
                 mark = "  (primary baseline)" if bname == primary else ""
                 print(f"  ratio {s} / {bname} = {value[s] / value[bname]:.2f}x{mark}")
@@ -159,6 +177,13 @@ for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]) if s[1:].isdigit(
             extra = (f"; {100.0 / r:.0f}% of raw ops/s" if w == "W4" else "")
             print(f"  target: <= {limit:g}x raw  -> {'MET' if ok else 'MISSED'} ({r:.2f}x{extra})")
             missed |= not ok
+        elif kind == "faster_than":
+            for bname in bases:
+                if limit in bname and w5_kind(bname) == w5_kind(s) and value.get(bname):
+                    r = value[s] / value[bname]
+                    ok = r < 1.0
+                    print(f"  target: faster than {bname} -> {'MET' if ok else 'MISSED'} ({r:.2f}x)")
+                    missed |= not ok
         elif kind == "ns_below":
             ok = value[s] < limit
             print(f"  target: < {limit:g} ns per task -> {'MET' if ok else 'MISSED'} ({value[s]:.1f} ns)")

@@ -184,6 +184,8 @@ typedef struct rf_stats {
     uint32_t guard_mode;      /* RF_GUARD_* below */
     uint64_t accept_emfile;   /* accepts that met EMFILE/ENFILE and backed
                                * off (rf_accept, rf_acceptor_next) */
+    uint64_t stalls;          /* loop stalls reported by the stall
+                               * detector (rf_loop_stall_detector) */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */
@@ -1093,6 +1095,167 @@ RF_API int rf_wait(rf_task *const *tasks, size_t n, int mode,
                    rf_task **pending, size_t *npending);
 
 /* ------------------------------------------------------------------------ */
+/* Ring                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A no-op through the ring: submit one IORING_OP_NOP on the loop's ring and
+ * wait for its completion, by the same path as every I/O call (so it is
+ * batched with the other tasks' operations of the same scheduler pass, is
+ * bounded by the task's deadline and ends early on cancellation). For
+ * benchmarks of the ring path and for tests; it does no work of its own.
+ * Returns 0 (the NOP's result), or without submitting anything:
+ *   -EPERM     not called from a task;
+ *   -ECANCELED the task is cancelled;
+ *   -ETIMEDOUT the task's deadline has passed;
+ *   -EBUSY     the submission queue stays full.
+ * A cancellation or deadline that comes while the NOP is in flight ends
+ * it with -ECANCELED / -ETIMEDOUT unless it completed first (it usually
+ * has: a NOP completes as soon as the kernel sees it), in which case 0 is
+ * returned and the cancellation shows at the next suspending call.
+ * Owns nothing. Suspends.
+ */
+RF_API int rf_nop(void);
+
+/* Blocking calls: offload to a thread pool                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * asyncio.to_thread() / loop.run_in_executor(): a blocking call (a
+ * library without an async API, a long computation, time.sleep) run on a
+ * worker thread while the calling task waits and the loop runs the
+ * others. The result comes back through the loop's cross-thread mailbox:
+ * a burst of completions costs the loop one wake-up.
+ *
+ * A pool has a bounded queue: when it is full, callers wait (suspend) for
+ * room, oldest first; the queue never grows and the loop thread never
+ * blocks on it. One pool may serve loops on any number of threads.
+ *
+ * Cancellation: a call cannot be interrupted once queued. rf_cancel of a
+ * task in rf_to_thread / rf_pool_call does not resume it before the worker
+ * has returned from fn (so arg may live on the task's stack); the call
+ * then returns 0 and delivers fn's real result, and the cancellation
+ * shows at the task's next suspending call. A task cancelled (or past its
+ * deadline) before its call was queued, while it waits for room included,
+ * gets -ECANCELED (-ETIMEDOUT) and fn is not called.
+ */
+typedef struct rf_pool rf_pool;
+
+/*
+ * Create a pool of `threads` workers (0: $RINGFIBER_POOL_THREADS, else
+ * min(32, CPUs + 4) as asyncio's default executor) with a queue of
+ * queue_capacity calls (0: 1024). On success *poolp owns the pool; free
+ * it with rf_pool_free(). Returns 0, -EINVAL (NULL poolp, more than 1024
+ * threads, a queue above 2^24), -ENOMEM, or -EAGAIN (no more threads).
+ * Does not suspend. Any thread.
+ */
+RF_API int rf_pool_new(unsigned threads, unsigned queue_capacity,
+                       rf_pool **poolp);
+
+/*
+ * Stop and join the workers, after they have run every call already
+ * queued (their results are delivered to their loops as usual; this
+ * blocks the calling thread meanwhile). Returns 0, or -EBUSY, freeing
+ * nothing, while a task waits for room in the queue (its loop must run
+ * for it to go on: this thread may be that loop's). The caller
+ * guarantees that no call is submitted concurrently or afterwards.
+ * NULL is accepted and ignored. Any thread, outside the pool's workers.
+ */
+RF_API int rf_pool_free(rf_pool *pool);
+
+/* Number of worker threads of pool (0 for NULL). Does not suspend. */
+RF_API unsigned rf_pool_threads(const rf_pool *pool);
+
+/*
+ * Run fn(arg) on a worker of pool; the calling task waits. result (may be
+ * NULL) receives fn's return value. Returns 0 (cancelled or not, once
+ * the call was queued: see above), or, without calling fn: -EINVAL (NULL
+ * pool or fn), -EPERM (not in a task), -ECANCELED / -ETIMEDOUT (the
+ * caller was cancelled or reached its deadline before the call was
+ * queued), -ESHUTDOWN (the pool is being freed). Suspends.
+ */
+RF_API int rf_pool_call(rf_pool *pool, rf_fn fn, void *arg, void **result);
+
+/*
+ * rf_pool_call on the current loop's default pool: created at the first
+ * call with rf_loop_pool_threads() workers (0: as rf_pool_new), owned and
+ * joined by rf_loop_free, unless rf_loop_set_pool() gave another. Errors
+ * as rf_pool_call, and those of rf_pool_new. Suspends.
+ */
+RF_API int rf_to_thread(rf_fn fn, void *arg, void **result);
+
+/*
+ * loop.set_default_executor(): rf_to_thread on loop uses pool from now on
+ * (NULL: a default pool again). The pool stays the caller's and must
+ * outlive the loop's calls. Returns 0, -EINVAL, -EXDEV (wrong thread),
+ * -EBUSY (the loop has already created its own pool). Does not suspend.
+ */
+RF_API int rf_loop_set_pool(rf_loop *loop, rf_pool *pool);
+
+/* Number of workers of the default pool loop creates (0: as rf_pool_new).
+ * Returns 0, -EINVAL, -EXDEV, -EBUSY (the pool exists already). Does not
+ * suspend. */
+RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
+
+/* ------------------------------------------------------------------------ */
+/* The loop-stall detector                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * asyncio's debug-mode slow-callback warning, with a backtrace: a watchdog
+ * thread notices when the loop has not switched tasks nor ended a
+ * scheduler pass for longer than a threshold (a task blocks the thread)
+ * and reports the task, how long it has held the loop so far, and a
+ * backtrace of the loop thread taken at that moment (the thread is sent
+ * the real-time signal SIGRTMIN + RF_STALL_SIGNAL_OFFSET and records it in
+ * the handler, installed with SA_RESTART; a program that has its own
+ * handler for that signal gets reports without backtraces). As with any
+ * signal, a blocking call that is never restarted (nanosleep, poll...)
+ * made by the stalled task may then return early with EINTR, once per
+ * stall. When the task finally gives the loop back,
+ * a second report gives the total. A loop sleeping in the ring is never
+ * stalled. Each stall counts once in rf_stats.stalls. The loop's own cost
+ * is nil: its heartbeat is the switch and pass counters it keeps anyway.
+ *
+ * Off by default; on with rf_loop_stall_detector(), or for every loop a
+ * program creates with the environment variable RINGFIBER_STALL_MS=<ms>
+ * (read by rf_loop_new; empty: 100 ms).
+ */
+#define RF_STALL_SIGNAL_OFFSET 3
+
+typedef struct rf_stall_info {
+    const rf_loop *loop;
+    const char *task_name;  /* the task holding the loop; "(scheduler)"
+                             * outside any task, "?" if not captured */
+    uint64_t task_id;       /* 0 if none or unknown */
+    uint64_t held_ns;       /* held so far; in all when `ended` */
+    uint64_t threshold_ns;
+    bool ended;             /* false: the first report, the loop is still
+                             * held; true: the task gave it back */
+    void *const *backtrace; /* first report: the loop thread's stack, as
+                             * backtrace(3) gives it; else NULL */
+    int backtrace_len;
+} rf_stall_info;
+
+/* A report. Called on the watchdog thread: it must not call loop or task
+ * functions; info is valid during the call only. */
+typedef void (*rf_stall_fn)(const rf_stall_info *info, void *user);
+
+/* The default report: one line on stderr naming the task and the time,
+ * then the backtrace, one frame a line (backtrace_symbols_fd). */
+RF_API void rf_stall_report_default(const rf_stall_info *info, void *user);
+
+/*
+ * Watch loop with a threshold of threshold_ms (0: stop watching); fn (NULL:
+ * rf_stall_report_default) gets the reports, with user. Replaces the
+ * detector loop had. Returns 0, -EINVAL (NULL loop), -EXDEV (wrong
+ * thread), -ENOMEM, -EAGAIN (no thread). Does not suspend; stopping a
+ * detector waits for its watchdog's report in progress, if any.
+ */
+RF_API int rf_loop_stall_detector(rf_loop *loop, unsigned threshold_ms,
+                                  rf_stall_fn fn, void *user);
+
+/* ------------------------------------------------------------------------ */
 /* Fast path (not API: names starting with rf__ may change in any release)  */
 /* ------------------------------------------------------------------------ */
 
@@ -1117,29 +1280,6 @@ static inline int rf_yield(void)
     return rf__yield_end(rf__jump(p.to, p.from));
 }
 #endif
-
-/* ------------------------------------------------------------------------ */
-/* Ring                                                                     */
-/* ------------------------------------------------------------------------ */
-
-/*
- * A no-op through the ring: submit one IORING_OP_NOP on the loop's ring and
- * wait for its completion, by the same path as every I/O call (so it is
- * batched with the other tasks' operations of the same scheduler pass, is
- * bounded by the task's deadline and ends early on cancellation). For
- * benchmarks of the ring path and for tests; it does no work of its own.
- * Returns 0 (the NOP's result), or without submitting anything:
- *   -EPERM     not called from a task;
- *   -ECANCELED the task is cancelled;
- *   -ETIMEDOUT the task's deadline has passed;
- *   -EBUSY     the submission queue stays full.
- * A cancellation or deadline that comes while the NOP is in flight ends
- * it with -ECANCELED / -ETIMEDOUT unless it completed first (it usually
- * has: a NOP completes as soon as the kernel sees it), in which case 0 is
- * returned and the cancellation shows at the next suspending call.
- * Owns nothing. Suspends.
- */
-RF_API int rf_nop(void);
 
 #ifdef __cplusplus
 }

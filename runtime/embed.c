@@ -396,7 +396,7 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
     if (efd)
         io_uring_cq_eventfd_toggle(&l->ring, true);
     /* From here on posts wake the host through the eventfd; what came
-     * before is in the mailbox, and seen below (remote.c: remote_awake). */
+     * before is in the mailbox, and seen below (remote.c: remote_wake). */
     rf__remote_awake(l, false);
     if (efd) {
         if (work_ready(l)) {

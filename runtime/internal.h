@@ -197,10 +197,14 @@ struct rf_loop {
     /* Cross-thread mailbox (remote.c): a LIFO pushed by other threads;
      * the pusher that finds it empty writes remote_efd. */
     rf_remote_msg *remote_head; /* __atomic_* only */
-    /* The loop is running and will look at the mailbox before it sleeps:
-     * a post need not wake it. __atomic_* only (remote.c). */
-    uint32_t remote_awake;
     int remote_efd;
+    uint32_t remote_posting; /* posters still inside rf__remote_post
+                              * (__atomic_*): the loop is not freed
+                              * before they are out */
+    uint32_t remote_wake;  /* the loop sleeps or is not running: the
+                            * next poster writes remote_efd (and the
+                            * host's rf_loop_fd), clearing it (__atomic_*,
+                            * rf__remote_awake) */
     bool remote_armed;     /* a read of remote_efd is in the ring */
     uint64_t remote_buf;
     rf_handler remote_h;
@@ -228,8 +232,26 @@ struct rf_loop {
     struct rf_timer_bucket *timer_cache[RF_TIMER_BUCKETS];
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
+    /* The pool rf_to_thread uses (pool.c): created at the first call
+     * (pool_owned) unless rf_loop_set_pool gave one. */
+    struct rf_pool *pool;
+    unsigned pool_threads; /* size of the pool to create; 0: default */
+    bool pool_owned;
+    /* Loop-stall detector (stall.c), NULL when off. The watchdog reads
+     * stats.switches and stats.passes (written with relaxed atomic stores)
+     * and `idle` (set while the loop sleeps in the ring or is not
+     * running): __atomic_* only. */
+    struct rf_stall *stall;
+    uint64_t stall_count;  /* stalls of detectors since stopped */
+    uint32_t idle;
     rf_stats stats;
 };
+
+/* A counter that the stall detector's watchdog reads from its thread: a
+ * relaxed store is an ordinary store on every target, and lets TSan see
+ * the read as intended. Loop thread only. */
+#define RF_HEARTBEAT_INC(field)                                                \
+    __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
 
 /* ---- context.c, and the inline hot path of a switch ---- */
 void rf__land_slow(rf_loop *l, rf_ctx *prev);
@@ -350,7 +372,7 @@ bool rf__remote_drain(rf_loop *l);
 
 static inline bool rf__remote_pending(rf_loop *l)
 {
-    /* seq_cst: pairs with remote_awake (remote.c); a plain load on x86. */
+    /* seq_cst: pairs with remote_wake (remote.c); a plain load on x86. */
     return __atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) != NULL;
 }
 
@@ -374,6 +396,14 @@ int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
 
 /* ---- net.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
+
+/* ---- pool.c ---- */
+void rf__pool_loop_fini(rf_loop *l);
+
+/* ---- stall.c ---- */
+int rf__stall_env(rf_loop *l);
+void rf__stall_fini(rf_loop *l);
+uint64_t rf__stall_count(const rf_loop *l);
 
 /* ---- error.c ---- */
 void rf__setup_error_report(int err, unsigned flags);

@@ -96,7 +96,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
             rf__ring_pass_end(l);
         }
         l->budget = rf__nready(l);
-        l->stats.passes++;
+        RF_HEARTBEAT_INC(l->stats.passes);
     }
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
@@ -114,7 +114,7 @@ static inline __attribute__((always_inline)) void switch_out(rf_loop *l,
     rf_ctx *to = next_ctx(l);
     if (to == &self->ctx)
         return; /* it yielded and was the only one ready */
-    l->stats.switches++;
+    RF_HEARTBEAT_INC(l->stats.switches);
     rf__switch(l, &self->ctx, to, dies);
 }
 
@@ -214,6 +214,7 @@ static int loop_run(rf_loop *l)
     rf__tls_loop = l;
     l->running = true;
     rf__remote_awake(l, true);
+    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     for (;;) {
         if (l->target_done)
             break;
@@ -222,9 +223,9 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__nready(l)) {
             l->budget = rf__nready(l);
-            l->stats.passes++;
+            RF_HEARTBEAT_INC(l->stats.passes);
             rf_task *t = run_next(l);
-            l->stats.switches++;
+            RF_HEARTBEAT_INC(l->stats.switches);
             rf__switch(l, &l->sched, &t->ctx, false);
             if (l->stop)
                 break;
@@ -243,14 +244,17 @@ static int loop_run(rf_loop *l)
          * until at least one completion, in one system call; a message
          * from another thread also ends the sleep (remote.c). */
         if (!rf__remote_sleep_begin(l))
-            continue;
+            continue; /* mail came in the meantime */
+        __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
         rc = rf__ring_enter(l, 1);
+        __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
         rf__remote_awake(l, true);
         if (rc < 0)
             break;
         rf__ring_reap(l);
     }
     rf__remote_awake(l, false);
+    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
     l->running = false;
     l->stop = false;
     rf__tls_loop = NULL;
@@ -296,6 +300,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         return -ENOMEM;
     l->remote_efd = -1;
     l->poll_efd = -1;
+    l->idle = 1;
     l->flags = opts ? opts->flags : 0;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
@@ -333,6 +338,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         free(l);
         return rc;
     }
+    rf__stall_env(l); /* RINGFIBER_STALL_MS; a failure is reported */
     *loopp = l;
     return 0;
 }
@@ -407,6 +413,8 @@ int rf_loop_free(rf_loop *loop)
         fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
                         "finish (%s); their stacks are released anyway\n",
                 (unsigned long long)loop->stats.tasks_alive, rf_strerror(rc));
+    rf__stall_fini(loop);
+    rf__pool_loop_fini(loop);
     while (!rf_list_empty(&loop->alive)) {
         rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
         rf_list_remove(&t->alive);
@@ -434,6 +442,7 @@ int rf_loop_stats(const rf_loop *loop, rf_stats *out)
     out->ops_in_flight = loop->inflight;
     out->stacks_mapped = loop->stacks.mapped;
     out->guard_mode = (uint32_t)loop->stacks.guard_mode;
+    out->stalls = rf__stall_count(loop);
     return 0;
 }
 

@@ -4,17 +4,24 @@
  *
  * A mailbox of messages: other threads push onto a lock-free LIFO; the loop
  * takes the whole list with one exchange and runs the messages in the order
- * they were posted. A pusher that finds the mailbox empty also writes the
- * loop's eventfd, and the loop keeps a read of that eventfd in its ring
- * while it sleeps; so a burst of N messages costs one write and wakes the
- * loop once, a loop that is running finds the mail at its next pass end
- * without being woken at all (rf__remote_awake), and no message is ever
- * missed: the eventfd counter remembers a write made while no read was
- * armed.
+ * they were posted. The loop keeps a read of its eventfd in its ring while
+ * it sleeps, and says so in remote_wake before it sleeps; the first pusher
+ * that finds remote_wake set clears it and writes the eventfd. So a burst
+ * of N messages costs one write and wakes the loop once, and a loop that
+ * is busy finds the mail at its next pass end without anyone writing at
+ * all (a busy loop drains its mailbox often: a write each time it found
+ * the mailbox empty would cost a system call per message).
+ *
+ * No message is missed: the loop sets remote_wake and then looks at the
+ * mailbox; a pusher pushes and then looks at remote_wake (both sequentially
+ * consistent, Dekker's pattern): either the loop sees the message and does
+ * not sleep, or the pusher sees the flag and writes. The eventfd counter
+ * remembers a write made while no read was armed.
  *
  * The eventfd is blocking on purpose: io_uring returns -EAGAIN for a read
  * of an O_NONBLOCK file that has nothing to read, instead of waiting.
  */
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -37,6 +44,7 @@ int rf__remote_init(rf_loop *l)
     /* Not an operation anyone waits for: it must not keep a loop from
      * reporting a deadlock, nor cost the pass end its fast path. */
     l->remote_h.uncounted = true;
+    rf__remote_awake(l, false); /* not running yet: posts must wake it */
     return 0;
 }
 
@@ -56,36 +64,21 @@ void rf__remote_arm(rf_loop *l)
 }
 
 /*
- * Waking the loop costs a write() and a context switch; a loop that is
- * running does not need it, as it looks at the mailbox at every pass end
- * and before it sleeps. So the loop says when it is awake, and a post
- * writes the eventfd only if it found the mailbox empty and the loop not
- * awake. The loop clears remote_awake before it looks at the mailbox one
- * last time and sleeps; a poster pushes before it reads remote_awake; all
- * four accesses are seq_cst, so either the poster sees the loop asleep
- * and writes, or the loop sees the message and does not sleep.
+ * Whether posters must wake the loop (remote_wake set: the loop sleeps in
+ * the ring, or is not running at all, e.g. between two rf_loop_run_once
+ * calls of a host) or not (the loop runs and looks at the mailbox at its
+ * pass ends and before it sleeps).
  */
 void rf__remote_awake(rf_loop *l, bool awake)
 {
-    __atomic_store_n(&l->remote_awake, awake, __ATOMIC_SEQ_CST);
-}
-
-/* Loop thread, before it sleeps in the ring. false: mail has come, drain
- * it instead of sleeping (the loop is awake again). */
-bool rf__remote_sleep_begin(rf_loop *l)
-{
-    rf__remote_awake(l, false);
-    if (rf__remote_pending(l)) {
-        rf__remote_awake(l, true);
-        return false;
-    }
-    rf__remote_arm(l);
-    return true;
+    __atomic_store_n(&l->remote_wake, awake ? 0u : 1u, __ATOMIC_SEQ_CST);
 }
 
 /* Cancel the armed read and wait for its CQE; then close the eventfd. */
 void rf__remote_fini(rf_loop *l)
 {
+    while (__atomic_load_n(&l->remote_posting, __ATOMIC_ACQUIRE) != 0)
+        sched_yield();
     if (l->remote_armed) {
         struct io_uring_sqe *sqe = rf__sqe_get(l);
         if (sqe) {
@@ -107,15 +100,22 @@ void rf__remote_fini(rf_loop *l)
     l->remote_efd = -1;
 }
 
-/* Any thread. m stays the caller's until its run() is called. */
+/* Any thread. m stays the caller's until its run() is called.
+ *
+ * The loop may run m, and its owner free the loop, as soon as m is pushed:
+ * before this function has written the eventfd. So a poster counts itself
+ * in remote_posting for as long as it touches l, and rf__remote_fini waits
+ * until no poster is left (a few instructions and one write). */
 void rf__remote_post(rf_loop *l, rf_remote_msg *m)
 {
+    __atomic_add_fetch(&l->remote_posting, 1, __ATOMIC_RELAXED);
     rf_remote_msg *old = __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED);
     do
         m->next = old;
     while (!__atomic_compare_exchange_n(&l->remote_head, &old, m, true,
                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-    if (old == NULL && !__atomic_load_n(&l->remote_awake, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(&l->remote_wake, __ATOMIC_SEQ_CST) &&
+        __atomic_exchange_n(&l->remote_wake, 0, __ATOMIC_SEQ_CST)) {
         uint64_t one = 1;
         while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
             ;
@@ -132,6 +132,19 @@ void rf__remote_post(rf_loop *l, rf_remote_msg *m)
             while (write(pfd, &one, sizeof(one)) < 0 && errno == EINTR)
                 ;
     }
+    __atomic_sub_fetch(&l->remote_posting, 1, __ATOMIC_RELEASE);
+}
+
+/* Loop thread, before it sleeps in the ring: false if mail has come (drain
+ * it instead of sleeping); else the next pusher will wake the loop. */
+bool rf__remote_sleep_begin(rf_loop *l)
+{
+    rf__remote_arm(l);
+    rf__remote_awake(l, false);
+    if (__atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) == NULL)
+        return true;
+    rf__remote_awake(l, true);
+    return false;
 }
 
 /* Loop thread: run every message posted so far, oldest first. Returns

@@ -3,9 +3,11 @@
 #
 #   check_example.sh --expected FILE --seconds S [--scale N]
 #                    [--min-ratio R] [--max-ratio R] [--slack S]
-#                    -- PROGRAM [ARGS...]
+#                    [--stderr-contains TEXT] -- PROGRAM [ARGS...]
 #
 # PROGRAM runs with ARGS and --scale N (default 100). It must exit 0.
+# With --stderr-contains, its stderr must contain TEXT (the stall
+# detector's report, say).
 #
 # Output: its stdout must equal FILE line for line, after every elapsed
 # time like "4.00 seconds" has been replaced by "X.XX seconds" in both,
@@ -25,6 +27,7 @@
 set -u
 
 expected="" seconds="" scale=100 min_ratio=0.9 max_ratio=3 slack=0.2
+stderr_contains=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --expected) expected=$2; shift 2 ;;
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --min-ratio) min_ratio=$2; shift 2 ;;
     --max-ratio) max_ratio=$2; shift 2 ;;
     --slack) slack=$2; shift 2 ;;
+    --stderr-contains) stderr_contains=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "check_example.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -65,6 +69,11 @@ fi
 fail=0
 if [ "$status" -ne 0 ]; then
     echo "FAIL: exit status $status, expected 0"
+    fail=1
+fi
+
+if [ -n "$stderr_contains" ] && ! grep -qF -- "$stderr_contains" "$tmp/stderr"; then
+    echo "FAIL: stderr does not contain: $stderr_contains"
     fail=1
 fi
 

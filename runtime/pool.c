@@ -1,0 +1,466 @@
+/*
+ * Offload: blocking calls handed to a pool of worker threads
+ * (rf_to_thread, rf_pool_*).
+ *
+ * A call is a record on the calling task's stack. The task puts it in the
+ * pool's bounded queue and waits; a worker takes it, runs fn(arg), stores
+ * the result and posts the record to the task's loop through the loop's
+ * cross-thread mailbox (remote.c): a burst of completions costs the loop
+ * one eventfd write and one wake-up. The message runs on the loop's
+ * thread, marks the call done and wakes the task. While the call is out,
+ * the loop counts it in remote_expected, so it neither reports a deadlock
+ * nor is freed.
+ *
+ * Backpressure. When the queue is full, the caller does not queue its
+ * call: it queues itself, a "room waiter" (also on its stack), in the
+ * pool's FIFO and waits. A worker that takes a call out of the queue
+ * grants the freed slot to the oldest room waiter: it reserves the slot
+ * (count + reserved never exceeds the capacity) and posts the waiter to
+ * its loop, through the same mailbox; the waiter's task then fills the
+ * slot it was granted. So the queue never grows, the loop thread never
+ * blocks on it, and a slot is never lost: a waiter that gives up after
+ * being granted (it was cancelled) passes its slot on to the next one.
+ *
+ * Cancellation. A call that has been queued cannot be interrupted: the
+ * task does not resume before the worker is done with arg, and the call
+ * then returns 0 with its real result (the cancellation shows at the
+ * task's next suspending call, as for any wait that had completed). A
+ * task cancelled (or past its deadline) before its call is queued, waiting
+ * for room included, gets -ECANCELED (-ETIMEDOUT) and fn never runs.
+ *
+ * Every loop has a default pool for rf_to_thread: created at the first
+ * call, RINGFIBER_POOL_THREADS threads (or rf_loop_pool_threads, or
+ * asyncio's default executor size, min(32, CPUs + 4)), joined by
+ * rf_loop_free once the loop's calls are done. rf_loop_set_pool replaces
+ * it with a pool of the user's, which loops on several threads may share.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RF_POOL_DEFAULT_QUEUE 1024u
+#define RF_POOL_MAX_THREADS 1024u
+
+typedef struct pool_call {
+    rf_remote_msg msg; /* first: the completion, posted by the worker */
+    rf_loop *loop;
+    rf_task *task;
+    rf_fn fn;
+    void *arg;
+    void *result;
+    bool done; /* loop thread: the completion has run */
+} pool_call;
+
+typedef struct room_waiter {
+    rf_remote_msg msg; /* the grant, posted by the worker */
+    rf_list node;      /* pool->room_fifo, under pool->mu */
+    struct room_waiter *next_grant; /* the worker's list of grants to post */
+    rf_loop *loop;
+    rf_task *task;
+    bool queued;  /* in room_fifo (pool->mu) */
+    bool granted; /* loop thread: the grant has run */
+} room_waiter;
+
+/* A worker sleeps on its own condition variable, so that the pool can
+ * choose whom to wake: the one that went to sleep last (LIFO), whose
+ * cache is warm; under a light load the same few workers do all the work
+ * and the others stay asleep, which saves context switches. */
+typedef struct pool_worker {
+    pthread_cond_t cv;
+    bool woken; /* under pool->mu */
+    pthread_t thread;
+    struct rf_pool *pool;
+} pool_worker;
+
+struct rf_pool {
+    pthread_mutex_t mu;
+    pool_call **q;       /* ring of cap calls */
+    unsigned cap, head, count;
+    unsigned reserved;   /* slots granted to room waiters, not yet filled */
+    unsigned nidle;      /* workers asleep, in idle[0..nidle) */
+    unsigned waking;     /* workers woken that have not looked at q yet */
+    bool spinning;       /* a worker watches count before it sleeps */
+    unsigned nthreads;
+    bool stopping;
+    rf_list room_fifo;   /* room_waiter */
+    pool_worker *workers;
+    pool_worker **idle;  /* a stack: the last one asleep on top */
+};
+
+/* ---- loop side: what the messages do ---- */
+
+static void call_done(rf_loop *l, rf_remote_msg *m)
+{
+    pool_call *c = (pool_call *)m;
+    c->done = true;
+    l->remote_expected--;
+    rf__wake(l, c->task);
+}
+
+static void room_granted(rf_loop *l, rf_remote_msg *m)
+{
+    room_waiter *w = (room_waiter *)m;
+    w->granted = true;
+    l->remote_expected--;
+    rf__wake(l, w->task);
+}
+
+/* ---- pool side ---- */
+
+/* Grant the free slots to the oldest room waiters; returns them, to be
+ * posted (post_grants) once the mutex is released. */
+static room_waiter *grant_room_locked(rf_pool *p)
+{
+    room_waiter *head = NULL, **tail = &head;
+    while (!rf_list_empty(&p->room_fifo) && p->count + p->reserved < p->cap) {
+        room_waiter *w =
+            rf_container_of(rf_list_pop_front(&p->room_fifo), room_waiter, node);
+        w->queued = false;
+        p->reserved++;
+        w->next_grant = NULL;
+        *tail = w;
+        tail = &w->next_grant;
+    }
+    return head;
+}
+
+static void post_grants(room_waiter *w)
+{
+    while (w) {
+        /* The waiter may return as soon as it is posted: read first. */
+        room_waiter *next = w->next_grant;
+        rf__remote_post(w->loop, &w->msg);
+        w = next;
+    }
+}
+
+/* Under p->mu, after a call was queued: the worker to wake (signal it
+ * once the mutex is released), or NULL when enough are awake already. */
+static pool_worker *worker_to_wake(rf_pool *p)
+{
+    if (p->nidle == 0 || p->count <= p->waking + p->spinning)
+        return NULL;
+    pool_worker *w = p->idle[--p->nidle];
+    w->woken = true;
+    p->waking++;
+    return w;
+}
+
+/*
+ * A worker that runs out of calls watches the queue for a few
+ * microseconds before it goes to sleep, without the mutex: a loop that
+ * hands out calls one after the other (each of its tasks submits the next
+ * call when the last one came back) usually has the next one ready by
+ * then, and neither side pays for a sleep and a wake-up (two system calls
+ * and two context switches). One worker at most spins at a time, so an
+ * idle pool costs one thread a few microseconds, once.
+ */
+#define RF_POOL_SPIN_NS (10 * RF_NSEC_PER_USEC)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Without the mutex: until a call is queued, or RF_POOL_SPIN_NS. */
+static void spin_for_work(rf_pool *p)
+{
+    uint64_t until = rf_now_ns() + RF_POOL_SPIN_NS;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (__atomic_load_n(&p->count, __ATOMIC_RELAXED) != 0)
+                return;
+            cpu_relax();
+        }
+        if (rf_now_ns() > until)
+            return;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    pool_worker *self = arg;
+    rf_pool *p = self->pool;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        bool spun = false;
+        while (p->count == 0 && !p->stopping) {
+            if (!spun && !p->spinning) {
+                /* While spinning is set, callers count on this worker and
+                 * wake nobody: look at the queue again (the loop's
+                 * condition) under the mutex before sleeping. */
+                p->spinning = true;
+                pthread_mutex_unlock(&p->mu);
+                spin_for_work(p);
+                pthread_mutex_lock(&p->mu);
+                p->spinning = false;
+                spun = true;
+                continue;
+            }
+            self->woken = false;
+            p->idle[p->nidle++] = self;
+            while (!self->woken && !p->stopping)
+                pthread_cond_wait(&self->cv, &p->mu);
+            if (self->woken)
+                p->waking--;
+        }
+        if (p->count == 0)
+            break; /* stopping, and the queue is drained */
+        pool_call *c = p->q[p->head];
+        p->head = (p->head + 1) % p->cap;
+        /* An atomic store (under the mutex) for the spinning worker. */
+        __atomic_store_n(&p->count, p->count - 1, __ATOMIC_RELAXED);
+        room_waiter *grants = grant_room_locked(p);
+        pthread_mutex_unlock(&p->mu);
+        post_grants(grants);
+        c->result = c->fn(c->arg);
+        /* c belongs to the waiting task again once posted. */
+        rf__remote_post(c->loop, &c->msg);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static unsigned default_threads(void)
+{
+    const char *env = getenv("RINGFIBER_POOL_THREADS");
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(env, &end, 10);
+        if (errno == 0 && *end == '\0' && v > 0 && v <= RF_POOL_MAX_THREADS)
+            return (unsigned)v;
+        fprintf(stderr, "ringfiber: RINGFIBER_POOL_THREADS=%s ignored (want "
+                        "1..%u)\n", env, RF_POOL_MAX_THREADS);
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        cpus = 1;
+    return cpus + 4 < 32 ? (unsigned)cpus + 4 : 32;
+}
+
+static void pool_destroy(rf_pool *p, unsigned started)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    for (unsigned i = 0; i < started; i++)
+        pthread_cond_signal(&p->workers[i].cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(p->workers[i].thread, NULL);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_cond_destroy(&p->workers[i].cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->workers);
+    free(p->idle);
+    free(p->q);
+    free(p);
+}
+
+int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
+{
+    if (!poolp)
+        return -EINVAL;
+    *poolp = NULL;
+    if (threads == 0)
+        threads = default_threads();
+    if (queue_capacity == 0)
+        queue_capacity = RF_POOL_DEFAULT_QUEUE;
+    if (threads > RF_POOL_MAX_THREADS || queue_capacity > (1u << 24))
+        return -EINVAL;
+    rf_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->q = calloc(queue_capacity, sizeof(*p->q));
+    p->workers = calloc(threads, sizeof(*p->workers));
+    p->idle = calloc(threads, sizeof(*p->idle));
+    if (!p->q || !p->workers || !p->idle) {
+        free(p->q);
+        free(p->workers);
+        free(p->idle);
+        free(p);
+        return -ENOMEM;
+    }
+    p->cap = queue_capacity;
+    p->nthreads = threads;
+    rf_list_init(&p->room_fifo);
+    pthread_mutex_init(&p->mu, NULL);
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_cond_init(&p->workers[i].cv, NULL);
+        p->workers[i].pool = p;
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        pool_worker *w = &p->workers[i];
+        int rc = pthread_create(&w->thread, NULL, worker_main, w);
+        if (rc) {
+            pool_destroy(p, i);
+            return -rc;
+        }
+        pthread_setname_np(w->thread, "rf-pool");
+    }
+    *poolp = p;
+    return 0;
+}
+
+int rf_pool_free(rf_pool *pool)
+{
+    if (!pool)
+        return 0;
+    pthread_mutex_lock(&pool->mu);
+    /* Room waiters need their loops to run to fill their slots: a thread
+     * blocked here could be one of those loops. */
+    bool busy = pool->stopping || pool->reserved ||
+                !rf_list_empty(&pool->room_fifo);
+    pthread_mutex_unlock(&pool->mu);
+    if (busy)
+        return -EBUSY;
+    pool_destroy(pool, pool->nthreads); /* runs what is queued, joins */
+    return 0;
+}
+
+unsigned rf_pool_threads(const rf_pool *pool)
+{
+    return pool ? pool->nthreads : 0;
+}
+
+/* ---- the call ---- */
+
+/* Wait for a slot. Returns 0 with the mutex held and a slot reserved for
+ * the caller (p->reserved counts it), or an error with the mutex free. */
+static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
+{
+    room_waiter w = {.msg.run = room_granted, .loop = l, .task = self,
+                     .queued = true};
+    rf_list_push_back(&p->room_fifo, &w.node);
+    pthread_mutex_unlock(&p->mu);
+    l->remote_expected++;
+    int rc = 0;
+    while (!w.granted) {
+        int wrc = rf__wait(l, self, rc ? 0 : RF_WAIT_ANY);
+        if (wrc == 0 || rc)
+            continue;
+        rc = wrc;
+        pthread_mutex_lock(&p->mu);
+        if (w.queued) {
+            rf_list_remove(&w.node);
+            pthread_mutex_unlock(&p->mu);
+            l->remote_expected--;
+            return rc;
+        }
+        /* Already granted: its message is on the way and refers to w.
+         * Wait for it (uncancellable), then hand the slot on. */
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_lock(&p->mu);
+    if (rc == 0)
+        return 0;
+    p->reserved--;
+    room_waiter *grants = grant_room_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    post_grants(grants);
+    return rc;
+}
+
+int rf_pool_call(rf_pool *pool, rf_fn fn, void *arg, void **result)
+{
+    if (!pool || !fn)
+        return -EINVAL;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    if (self->cancelled)
+        return -ECANCELED;
+    if (self->deadline && rf_now_ns() >= self->deadline)
+        return -ETIMEDOUT;
+    pool_call c = {.msg.run = call_done, .loop = l, .task = self, .fn = fn,
+                   .arg = arg};
+    pthread_mutex_lock(&pool->mu);
+    if (pool->stopping) {
+        pthread_mutex_unlock(&pool->mu);
+        return -ESHUTDOWN;
+    }
+    if (pool->count + pool->reserved >= pool->cap ||
+        !rf_list_empty(&pool->room_fifo)) {
+        int rc = wait_for_room(pool, l, self);
+        if (rc)
+            return rc;
+        pool->reserved--; /* ours: filled just below */
+    }
+    pool->q[(pool->head + pool->count) % pool->cap] = &c;
+    __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);
+    pool_worker *wake = worker_to_wake(pool);
+    pthread_mutex_unlock(&pool->mu);
+    /* Signalled after the unlock, the worker does not wake up only to
+     * block on the mutex still held here. It cannot miss the signal: it
+     * waits until its `woken` is set, which was done under the mutex. */
+    if (wake)
+        pthread_cond_signal(&wake->cv);
+    l->remote_expected++;
+    while (!c.done)
+        rf__wait(l, self, 0); /* uncancellable: the worker has arg */
+    if (result)
+        *result = c.result;
+    return 0;
+}
+
+/* ---- a loop's default pool ---- */
+
+int rf_loop_set_pool(rf_loop *loop, rf_pool *pool)
+{
+    if (!loop)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    if (loop->pool && loop->pool_owned)
+        return -EBUSY;
+    loop->pool = pool;
+    loop->pool_owned = false;
+    return 0;
+}
+
+int rf_loop_pool_threads(rf_loop *loop, unsigned threads)
+{
+    if (!loop || threads > RF_POOL_MAX_THREADS)
+        return -EINVAL;
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    if (loop->pool)
+        return -EBUSY;
+    loop->pool_threads = threads;
+    return 0;
+}
+
+int rf_to_thread(rf_fn fn, void *arg, void **result)
+{
+    rf_loop *l = rf__tls_loop;
+    if (!l || !l->current)
+        return -EPERM;
+    if (!fn)
+        return -EINVAL;
+    if (!l->pool) {
+        int rc = rf_pool_new(l->pool_threads, 0, &l->pool);
+        if (rc)
+            return rc;
+        l->pool_owned = true;
+    }
+    return rf_pool_call(l->pool, fn, arg, result);
+}
+
+/* rf_loop_free, once nothing is in flight. */
+void rf__pool_loop_fini(rf_loop *l)
+{
+    if (l->pool && l->pool_owned && rf_pool_free(l->pool) != 0)
+        fprintf(stderr, "ringfiber: rf_loop_free: the loop's thread pool "
+                        "still has callers; left running\n");
+    l->pool = NULL;
+    l->pool_owned = false;
+}
