@@ -1,0 +1,743 @@
+/*
+ * rfload, the load generator (tools/rfload): its histogram (exact below
+ * 2048, within 0.1% above, fixed size, merge), its HTTP response parser,
+ * its command line (bad arguments refused with a message), and runs
+ * against servers in this process on 127.0.0.1 (ephemeral ports): closed
+ * loop over HTTP and echo, a server that corrupts echoes, non-2xx
+ * answers, open loop at a low rate (count = rate x duration), two
+ * threads, JSON output that python3 -m json.tool accepts.
+ */
+#include "helpers.h"
+
+#include "rfload.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+/* ---- histogram ------------------------------------------------------------- */
+
+static void test_hist_buckets(void **state)
+{
+    /* Below 2048 every value has its own bucket. */
+    for (uint64_t v = 0; v < RFL_HIST_SUB_COUNT; v++) {
+        assert_int_equal(rfl_hist_index(v), v);
+        assert_int_equal(rfl_hist_bucket_top((unsigned)v), v);
+    }
+    /* Above, the buckets follow one another: each starts one past the top
+     * of the one before, and holds values within 1/1024 of each other. */
+    uint64_t prev_top = RFL_HIST_SUB_COUNT - 1;
+    for (unsigned i = RFL_HIST_SUB_COUNT; i < RFL_HIST_BUCKETS; i++) {
+        uint64_t bottom = prev_top + 1, top = rfl_hist_bucket_top(i);
+        assert_int_equal(rfl_hist_index(bottom), i);
+        assert_int_equal(rfl_hist_index(top), i);
+        assert_true(top >= bottom);
+        assert_true((double)(top - bottom) <= (double)bottom / 1024.0);
+        prev_top = top;
+    }
+    /* The last bucket ends at 2^40 - 1; beyond, everything lands in it. */
+    assert_int_equal(prev_top, (1ull << RFL_HIST_MAX_BITS) - 1);
+    assert_int_equal(rfl_hist_index(1ull << RFL_HIST_MAX_BITS),
+                     RFL_HIST_BUCKETS - 1);
+    assert_int_equal(rfl_hist_index(UINT64_MAX), RFL_HIST_BUCKETS - 1);
+}
+
+/* A percentile from the histogram lies between the exact one and the top
+ * of its bucket (0.1% above). */
+static void check_pct(const rfl_hist *h, const uint64_t *sorted, size_t n,
+                      double p)
+{
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1)
+        rank = 1;
+    uint64_t exact = sorted[rank - 1];
+    uint64_t got = rfl_hist_percentile(h, p);
+    if (got < exact || (double)got > (double)exact * (1.0 + 1.0 / 1024) + 1)
+        fail_msg("p%g: histogram %llu, exact %llu", p,
+                 (unsigned long long)got, (unsigned long long)exact);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_hist_uniform(void **state)
+{
+    rfl_hist *h = malloc(sizeof *h);
+    assert_non_null(h);
+    rfl_hist_init(h);
+    enum { N = 1000000 };
+    for (uint64_t v = 1; v <= N; v++)
+        rfl_hist_record(h, v);
+    assert_int_equal(h->total, N);
+    assert_int_equal(h->min, 1);
+    assert_int_equal(h->max, N);
+    assert_true(fabs(rfl_hist_mean(h) - 500000.5) < 1e-3);
+    /* Uniform over 1..N: the p-th percentile is p% of N. */
+    static const double ps[] = {50, 90, 99, 99.9, 99.99};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+        double exact = ps[i] / 100.0 * N;
+        double got = (double)rfl_hist_percentile(h, ps[i]);
+        assert_true(got >= exact && got <= exact * (1 + 1.0 / 1024));
+    }
+    assert_int_equal(rfl_hist_percentile(h, 100), N);
+    free(h);
+}
+
+/* Exponential and bimodal samples against their sorted selves. */
+static void test_hist_known_distributions(void **state)
+{
+    enum { N = 200000 };
+    uint64_t *v = malloc(N * sizeof *v);
+    rfl_hist *h = malloc(sizeof *h);
+    assert_non_null(v);
+    assert_non_null(h);
+    uint64_t x = 88172645463325252ull; /* xorshift64 */
+    for (int dist = 0; dist < 2; dist++) {
+        rfl_hist_init(h);
+        for (size_t i = 0; i < N; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
+            if (dist == 0) /* exponential, mean 1 ms */
+                v[i] = (uint64_t)(-log(u) * 1e6);
+            else /* 99% near 50 us, 1% near 20 ms: a stall's tail */
+                v[i] = u < 0.99 ? 50000 + (uint64_t)(u * 1000)
+                                : 20000000 + (uint64_t)(u * 100000);
+            rfl_hist_record(h, v[i]);
+        }
+        qsort(v, N, sizeof *v, cmp_u64);
+        static const double ps[] = {1, 50, 90, 98.9, 99, 99.1, 99.9, 99.99};
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+            check_pct(h, v, N, ps[i]);
+        assert_int_equal(h->max, v[N - 1]);
+        assert_int_equal(h->min, v[0]);
+        if (dist == 0) /* the median of an exponential: ln 2 x mean */
+            assert_true(fabs(rfl_hist_percentile(h, 50) / (0.69314718055994531 * 1e6) - 1) <
+                        0.02);
+    }
+    free(v);
+    free(h);
+}
+
+static void test_hist_bounded_memory(void **state)
+{
+    /* The whole histogram is one fixed-size struct: no allocation grows
+     * with the values or their number. */
+    assert_true(sizeof(rfl_hist) <= 256 * 1024);
+    assert_int_equal(RFL_HIST_BUCKETS, 31744);
+    rfl_hist *h = malloc(sizeof *h);
+    assert_non_null(h);
+    rfl_hist_init(h);
+    uint64_t n = 0;
+    for (unsigned b = 0; b < 64; b++) {
+        uint64_t p = 1ull << b;
+        rfl_hist_record(h, p);
+        rfl_hist_record(h, p - 1);
+        rfl_hist_record(h, p + 1);
+        n += 3;
+    }
+    rfl_hist_record(h, UINT64_MAX);
+    n++;
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < RFL_HIST_BUCKETS; i++)
+        sum += h->counts[i];
+    assert_int_equal(sum, n);
+    assert_int_equal(h->total, n);
+    assert_int_equal(h->max, UINT64_MAX);
+    /* Values past the range share the last bucket; the maximum is exact. */
+    assert_int_equal(rfl_hist_percentile(h, 100), UINT64_MAX);
+    assert_true(h->counts[RFL_HIST_BUCKETS - 1] >= 3 * (64 - 40));
+    free(h);
+}
+
+static void test_hist_merge(void **state)
+{
+    rfl_hist *a = malloc(sizeof *a), *b = malloc(sizeof *b),
+             *all = malloc(sizeof *all);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(all);
+    rfl_hist_init(a);
+    rfl_hist_init(b);
+    rfl_hist_init(all);
+    for (uint64_t v = 1; v <= 100000; v++) {
+        rfl_hist_record(v % 3 ? a : b, v * 37);
+        rfl_hist_record(all, v * 37);
+    }
+    rfl_hist_merge(a, b);
+    assert_int_equal(a->total, all->total);
+    assert_int_equal(a->min, all->min);
+    assert_int_equal(a->max, all->max);
+    assert_memory_equal(a->counts, all->counts, sizeof a->counts);
+    static const double ps[] = {50, 90, 99, 99.9};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(rfl_hist_percentile(a, ps[i]),
+                         rfl_hist_percentile(all, ps[i]));
+    /* Merging an empty histogram changes nothing, min included. */
+    rfl_hist_init(b);
+    rfl_hist_merge(a, b);
+    assert_int_equal(a->min, all->min);
+    assert_int_equal(a->total, all->total);
+    /* Empty: percentiles are 0. */
+    assert_int_equal(rfl_hist_percentile(b, 99), 0);
+    free(a);
+    free(b);
+    free(all);
+}
+
+/* ---- HTTP parser ------------------------------------------------------------ */
+
+/* Feed text in pieces of `step` bytes, as a receive loop would (keeping
+ * what was not consumed). Returns the number of responses, or the error;
+ * statuses[] receives their status codes. */
+static int feed(const char *text, size_t step, int *statuses, int max)
+{
+    rfl_http p;
+    rfl_http_init(&p);
+    char buf[4096];
+    size_t have = 0, pos = 0, total = strlen(text);
+    int n = 0;
+    while (pos < total || have > 0) {
+        size_t take = total - pos < step ? total - pos : step;
+        memcpy(buf + have, text + pos, take);
+        pos += take;
+        have += take;
+        for (;;) {
+            size_t used;
+            int rc = rfl_http_parse(&p, buf, have, &used);
+            if (rc < 0)
+                return rc;
+            memmove(buf, buf + used, have - used);
+            have -= used;
+            if (rc == RFL_HTTP_MORE)
+                break;
+            if (n < max)
+                statuses[n] = p.status;
+            n++;
+        }
+        if (pos == total && have > 0)
+            return -EAGAIN; /* bytes left over that make no response */
+    }
+    return n;
+}
+
+static void test_http_parser(void **state)
+{
+    const char *two =
+        "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: b\r\n\r\nhello world!"
+        "HTTP/1.1 404 Not Found\r\ncontent-length:3\r\n\r\nno!"
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n7;ext=1\r\n world!\r\n0\r\nX-Trailer: t\r\n\r\n"
+        "HTTP/1.1 204 No Content\r\n\r\n"
+        "HTTP/1.0 304 Not Modified\r\nContent-Length: 99\r\n\r\n"
+        "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    static const int want[] = {200, 404, 200, 204, 304, 500};
+    /* Whole, then in every piece size from 1 byte up. */
+    for (size_t step = 1; step <= strlen(two); step += step < 16 ? 1 : 7) {
+        int st[8] = {0};
+        assert_int_equal(feed(two, step, st, 8), 6);
+        assert_memory_equal(st, want, sizeof want);
+    }
+    int st[2];
+    /* No length and not chunked: the end would be the close. */
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\n\r\nbody", 64, st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/2 200\r\n\r\n", 64, st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", 64,
+                          st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n", 64,
+                          st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                          "\r\nzz\r\n", 64, st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                          "\r\n3\r\nabcXY0\r\n\r\n", 64, st, 2), -EPROTO);
+    /* Incomplete: waits for more (leaves bytes unconsumed). */
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nContent-Le", 64, st, 2),
+                     -EAGAIN);
+    /* Connection: close is reported. */
+    rfl_http p;
+    rfl_http_init(&p);
+    size_t used;
+    const char *c = "HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                    "Content-Length: 2\r\n\r\nok";
+    assert_int_equal(rfl_http_parse(&p, c, strlen(c), &used), RFL_HTTP_DONE);
+    assert_int_equal(used, strlen(c));
+    assert_true(p.close);
+}
+
+/* ---- command line ---------------------------------------------------------- */
+
+/* Parse a command line (NULL-terminated list after argv[0]) and return the
+ * result; *msg receives what was printed to the error stream. */
+static int parse(rfl_config *cfg, char **msg, ...)
+{
+    char *argv[32] = {"rfload"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, msg);
+    for (char *a; (a = va_arg(ap, char *)) != NULL;)
+        argv[argc++] = a;
+    va_end(ap);
+    size_t len;
+    FILE *err = open_memstream(msg, &len);
+    FILE *out = fopen("/dev/null", "w");
+    int rc = rfl_parse_args(argc, argv, cfg, out, err);
+    fclose(err);
+    fclose(out);
+    return rc;
+}
+
+static void expect_bad(const char *needle, ...)
+{
+    /* Up to 6 arguments, NULL-terminated. */
+    char *a[7] = {0};
+    va_list ap;
+    va_start(ap, needle);
+    for (int i = 0; i < 6 && (a[i] = va_arg(ap, char *)) != NULL; i++)
+        ;
+    va_end(ap);
+    rfl_config cfg;
+    char *msg = NULL;
+    int rc = parse(&cfg, &msg, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+    if (rc != -1 || !strstr(msg, needle) || !strstr(msg, "rfload: "))
+        fail_msg("%s ...: rc %d, message '%s' (wanted '%s')",
+                 a[0] ? a[0] : "(none)", rc, msg, needle);
+    free(msg);
+}
+
+static void test_args(void **state)
+{
+    rfl_config cfg;
+    char *msg = NULL;
+    assert_int_equal(parse(&cfg, &msg, "-c", "7", "--duration=1.5s", "-R",
+                           "300", "--host", "example.org",
+                           "http://127.0.0.1:8080/a/b?c=d", NULL), 0);
+    free(msg);
+    assert_int_equal(cfg.proto, RFL_HTTP);
+    assert_string_equal(cfg.host, "127.0.0.1");
+    assert_int_equal(cfg.port, 8080);
+    assert_string_equal(cfg.path, "/a/b?c=d");
+    assert_string_equal(cfg.host_header, "example.org");
+    assert_int_equal(cfg.connections, 7);
+    assert_int_equal(cfg.duration_ns, 1500 * RF_NSEC_PER_MSEC);
+    assert_true(cfg.rate == 300.0);
+    assert_int_equal(parse(&cfg, &msg, "-n", "100", "-s", "512",
+                           "echo://[::1]:7", NULL), 0);
+    free(msg);
+    assert_int_equal(cfg.proto, RFL_ECHO);
+    assert_string_equal(cfg.host, "::1");
+    assert_int_equal(cfg.size, 512);
+    assert_int_equal(cfg.requests, 100);
+    assert_int_equal(cfg.duration_ns, 0); /* count only */
+    assert_int_equal(parse(&cfg, &msg, "http://localhost:80", NULL), 0);
+    free(msg);
+    assert_string_equal(cfg.path, "/");
+    assert_string_equal(cfg.host_header, "localhost:80");
+    assert_int_equal(cfg.duration_ns, 10 * RF_NSEC_PER_SEC);
+    assert_int_equal(parse(&cfg, &msg, "--help", NULL), 1);
+    free(msg);
+
+    expect_bad("no URL", NULL);
+    expect_bad("must start with http:// or echo://", "ftp://1.2.3.4:5", NULL);
+    expect_bad("https is not supported", "https://127.0.0.1:443/", NULL);
+    expect_bad("needs a port", "http://127.0.0.1/", NULL);
+    expect_bad("bad port '70000'", "http://127.0.0.1:70000/", NULL);
+    expect_bad("not a numeric address", "http://example.org:80/", NULL);
+    expect_bad("--connections must be 1..", "-c", "0", "echo://127.0.0.1:1",
+               NULL);
+    expect_bad("--connections must be 1..", "-c", "x", "echo://127.0.0.1:1",
+               NULL);
+    expect_bad("--duration must be a positive time", "-d", "soon",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--duration must be a positive time", "-d", "0",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--rate must be", "-R", "0", "echo://127.0.0.1:1", NULL);
+    expect_bad("--rate must be", "-R", "fast", "echo://127.0.0.1:1", NULL);
+    expect_bad("add connections", "-R", "1e8", "-c", "2",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--requests must be", "-n", "-5", "echo://127.0.0.1:1", NULL);
+    expect_bad("may not exceed --connections", "-t", "4", "-c", "2",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("unknown option --frobnicate", "--frobnicate",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("-c needs a value", "echo://127.0.0.1:1", "-c", NULL);
+    expect_bad("--size applies to echo:// targets only", "-s", "10",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("--host applies to http:// targets only", "--host", "x",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--size must be", "-s", "0", "echo://127.0.0.1:1", NULL);
+    expect_bad("one URL only", "echo://127.0.0.1:1", "echo://127.0.0.1:2",
+               NULL);
+    expect_bad("no path", "echo://127.0.0.1:1/x", NULL);
+    expect_bad("spaces or control", "http://127.0.0.1:1/a b", NULL);
+}
+
+/* ---- servers in this process ---------------------------------------------- */
+
+enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT };
+
+typedef struct server {
+    enum srv_kind kind;
+    rf_loop *loop;
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    sem_t ready;
+    atomic_ulong served;
+} server;
+
+typedef struct srv_conn {
+    server *s;
+    int fd;
+} srv_conn;
+
+static int srv_send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = rf_send(fd, p, n, 0);
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* One request at a time: "/missing" gets 404; the others get 200 with a
+ * Content-Length or a chunked body, in turn. */
+static void serve_http(srv_conn *c)
+{
+    char buf[8192];
+    size_t have = 0;
+    unsigned n = 0;
+    for (;;) {
+        char *end = memmem(buf, have, "\r\n\r\n", 4);
+        if (!end) {
+            if (have == sizeof buf)
+                return;
+            ssize_t k = rf_recv(c->fd, buf + have, sizeof buf - have, 0);
+            if (k <= 0)
+                return;
+            have += (size_t)k;
+            continue;
+        }
+        const char *resp;
+        if (!strncmp(buf, "GET /missing ", 13))
+            resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n"
+                   "not found";
+        else if (n++ % 2)
+            resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n";
+        else
+            resp = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
+                   "hello world!";
+        if (srv_send_all(c->fd, resp, strlen(resp)) != 0)
+            return;
+        atomic_fetch_add(&c->s->served, 1);
+        size_t used = (size_t)(end + 4 - buf);
+        memmove(buf, buf + used, have - used);
+        have -= used;
+    }
+}
+
+static void serve_echo(srv_conn *c)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t k = rf_recv(c->fd, buf, sizeof buf, 0);
+        if (k <= 0)
+            return;
+        if (c->s->kind == SRV_ECHO_CORRUPT)
+            buf[0] ^= 0x5a;
+        if (srv_send_all(c->fd, buf, (size_t)k) != 0)
+            return;
+        atomic_fetch_add(&c->s->served, 1);
+    }
+}
+
+static void *srv_conn_main(void *arg)
+{
+    srv_conn *c = arg;
+    if (c->s->kind == SRV_HTTP)
+        serve_http(c);
+    else
+        serve_echo(c);
+    rf_close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *srv_accept_main(void *arg)
+{
+    server *s = arg;
+    for (;;) {
+        int fd = rf_accept(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            break; /* the shutdown cancels it */
+        srv_conn *c = malloc(sizeof *c);
+        if (!c) {
+            rf_close(fd);
+            continue;
+        }
+        c->s = s;
+        c->fd = fd;
+        rf_task *t = rf_spawn(srv_conn_main, c);
+        if (t)
+            rf_task_release(t);
+        else {
+            rf_close(fd);
+            free(c);
+        }
+    }
+    return NULL;
+}
+
+static void *srv_thread(void *arg)
+{
+    server *s = arg;
+    int rc = rf_loop_new(&s->loop, NULL);
+    if (rc == 0) {
+        rf_task *t = rf_loop_spawn(s->loop, srv_accept_main, s, NULL);
+        if (t)
+            rf_task_release(t);
+    }
+    sem_post(&s->ready);
+    if (rc == 0) {
+        rf_loop_run_forever(s->loop);
+        rf_loop_free(s->loop);
+    }
+    return NULL;
+}
+
+static void server_start(server *s, enum srv_kind kind)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    assert_int_equal(rf_tcp_listen("127.0.0.1", 0, 0, &s->listen_fd), 0);
+    s->port = rf_sock_port(s->listen_fd);
+    assert_true(s->port > 0);
+    sem_init(&s->ready, 0, 0);
+    assert_int_equal(pthread_create(&s->thread, NULL, srv_thread, s), 0);
+    sem_wait(&s->ready);
+    assert_non_null(s->loop);
+}
+
+static void server_stop(server *s)
+{
+    rf_loop_shutdown_threadsafe(s->loop, 0);
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+    sem_destroy(&s->ready);
+}
+
+/* A config as the command line would make it. */
+static void config(rfl_config *cfg, server *s, const char *url_tail,
+                   const char *extra[])
+{
+    static char url[128];
+    snprintf(url, sizeof url, "%s://127.0.0.1:%d%s",
+             s->kind == SRV_HTTP ? "http" : "echo", s->port, url_tail);
+    char *argv[16] = {"rfload", "-q"};
+    int argc = 2;
+    for (int i = 0; extra && extra[i]; i++)
+        argv[argc++] = (char *)extra[i];
+    argv[argc++] = url;
+    assert_int_equal(rfl_parse_args(argc, argv, cfg, stdout, stderr), 0);
+}
+
+static rfl_result *run(const rfl_config *cfg)
+{
+    rfl_result *r = malloc(sizeof *r);
+    assert_non_null(r);
+    assert_int_equal(rfl_run(cfg, r), 0);
+    return r;
+}
+
+static uint64_t errors(const rfl_result *r)
+{
+    return r->err_connect + r->err_read + r->err_write + r->err_timeout +
+           r->err_mismatch;
+}
+
+/* ---- runs ------------------------------------------------------------------ */
+
+static void test_closed_loop_http(void **state)
+{
+    int fds = rft_count_fds();
+    server s;
+    server_start(&s, SRV_HTTP);
+    rfl_config cfg;
+    config(&cfg, &s, "/", (const char *[]){"-c", "4", "-n", "2000", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 2000);
+    assert_int_equal(r->status_2xx, 2000);
+    assert_int_equal(r->status_other, 0);
+    assert_int_equal(errors(r), 0);
+    assert_int_equal(r->connects, 4);
+    assert_int_equal(r->hist.total, 2000);
+    assert_true(r->hist.min > 0 && r->hist.max >= r->hist.min);
+    assert_int_equal(atomic_load(&s.served), 2000);
+    /* Non-2xx answers are counted as such. */
+    config(&cfg, &s, "/missing", (const char *[]){"-c", "2", "-n", "50", NULL});
+    free(r);
+    r = run(&cfg);
+    assert_int_equal(r->completed, 50);
+    assert_int_equal(r->status_other, 50);
+    assert_int_equal(r->status_2xx, 0);
+    free(r);
+    server_stop(&s);
+    assert_int_equal(rft_count_fds(), fds);
+}
+
+static void test_closed_loop_echo(void **state)
+{
+    server s;
+    server_start(&s, SRV_ECHO);
+    rfl_config cfg;
+    config(&cfg, &s, "",
+           (const char *[]){"-c", "3", "-n", "600", "-s", "3000", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 600);
+    assert_int_equal(r->err_mismatch, 0);
+    assert_int_equal(errors(r), 0);
+    assert_int_equal(r->bytes_received, 600 * 3000);
+    free(r);
+    server_stop(&s);
+}
+
+/* Echoes that come back altered are caught: every one is a mismatch. */
+static void test_echo_mismatch(void **state)
+{
+    server s;
+    server_start(&s, SRV_ECHO_CORRUPT);
+    rfl_config cfg;
+    config(&cfg, &s, "", (const char *[]){"-c", "2", "-n", "40", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 40);
+    assert_int_equal(r->err_mismatch, 40);
+    free(r);
+    server_stop(&s);
+}
+
+/* Open loop at 200 requests/s for 1 s: 4 connections, one request every
+ * 20 ms each, staggered by 5 ms: 200 are due. A request still in flight
+ * at the end is not counted, hence the margin. */
+static void test_open_loop_rate(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "4", "-R", "200", "-d", "1s", NULL});
+    uint64_t t0 = rf_now_ns();
+    rfl_result *r = run(&cfg);
+    uint64_t wall = rf_now_ns() - t0;
+    assert_true(r->completed >= 190 && r->completed <= 200);
+    assert_int_equal(r->hist.total, r->completed);
+    assert_int_equal(errors(r), 0);
+    /* The last request is due at 995 ms (generous bound above: no hang). */
+    assert_true(wall >= 995 * RFT_MS && wall < 10 * RFT_SEC);
+    assert_true(r->elapsed_s == 1.0);
+    free(r);
+    /* A request count stops it early: 50 of the 200. */
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "4", "-R", "200", "-n", "50", NULL});
+    t0 = rf_now_ns();
+    r = run(&cfg);
+    wall = rf_now_ns() - t0;
+    assert_int_equal(r->completed, 50);
+    /* 50 requests at 200/s: at least 245 ms (the 50th is due at 245 ms). */
+    assert_true(wall >= 245 * RFT_MS);
+    free(r);
+    server_stop(&s);
+}
+
+static void test_threads(void **state)
+{
+    server s;
+    server_start(&s, SRV_ECHO);
+    rfl_config cfg;
+    config(&cfg, &s, "",
+           (const char *[]){"-c", "5", "-t", "2", "-n", "1001", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 1001);
+    assert_int_equal(r->hist.total, 1001);
+    assert_int_equal(r->connects, 5);
+    assert_int_equal(errors(r), 0);
+    free(r);
+    server_stop(&s);
+}
+
+/* Nothing listening: a clear error, no run. */
+static void test_connect_refused(void **state)
+{
+    int fd;
+    assert_int_equal(rf_tcp_listen("127.0.0.1", 0, 0, &fd), 0);
+    int port = rf_sock_port(fd);
+    close(fd); /* the port is now (very likely) closed */
+    rfl_config cfg;
+    char url[64];
+    snprintf(url, sizeof url, "echo://127.0.0.1:%d", port);
+    char *argv[] = {"rfload", "-q", "-n", "10", url};
+    assert_int_equal(rfl_parse_args(5, argv, &cfg, stdout, stderr), 0);
+    rfl_result *r = malloc(sizeof *r);
+    assert_int_equal(rfl_run(&cfg, r), -ECONNREFUSED);
+    free(r);
+}
+
+/* The whole program with --json: the file is valid JSON with the run's
+ * figures. */
+static void test_json(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP);
+    char path[] = "/tmp/rfload_json_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/\"quoted\"", s.port);
+    char *argv[] = {"rfload", "-q", "-c", "2", "-n", "100", "--json", path,
+                    url};
+    assert_int_equal(rfl_main(9, argv), 0);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "python3 -m json.tool %s > /dev/null", path);
+    int rc = system(cmd);
+    if (WIFEXITED(rc) && WEXITSTATUS(rc) == 127) {
+        unlink(path);
+        server_stop(&s);
+        skip();
+    }
+    assert_int_equal(rc, 0);
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+             "sys.exit(0 if d[\"requests\"] == 100 and "
+             "d[\"latency_ns\"][\"count\"] == 100 and d[\"mode\"] == "
+             "\"closed\" else 1)' %s", path);
+    assert_int_equal(system(cmd), 0);
+    unlink(path);
+    server_stop(&s);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_hist_buckets),
+    cmocka_unit_test(test_hist_uniform),
+    cmocka_unit_test(test_hist_known_distributions),
+    cmocka_unit_test(test_hist_bounded_memory),
+    cmocka_unit_test(test_hist_merge),
+    cmocka_unit_test(test_http_parser),
+    cmocka_unit_test(test_args),
+    cmocka_unit_test(test_closed_loop_http),
+    cmocka_unit_test(test_closed_loop_echo),
+    cmocka_unit_test(test_echo_mismatch),
+    cmocka_unit_test(test_open_loop_rate),
+    cmocka_unit_test(test_threads),
+    cmocka_unit_test(test_connect_refused),
+    cmocka_unit_test(test_json),
+};
+
+RFT_MAIN(tests)

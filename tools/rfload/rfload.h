@@ -1,0 +1,152 @@
+/*
+ * rfload: a load generator for TCP echo and HTTP/1.1 servers, built on
+ * ringfiber. This header is the tool's internal interface, shared by its
+ * files and by tests/test_rfload.c; it is not installed.
+ *
+ *   hist.c    the latency histogram (log-linear buckets, fixed size)
+ *   http.c    the HTTP/1.1 response parser (status, Content-Length, chunked)
+ *   rfload.c  the command line, the connection tasks, the reports
+ *   main.c    main()
+ */
+#ifndef RINGFIBER_RFLOAD_H
+#define RINGFIBER_RFLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------------ */
+/* Histogram                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Values (nanoseconds here) are counted in log-linear buckets, as
+ * HdrHistogram does: the values below 2^RFL_HIST_SUB_BITS each have their
+ * own bucket; above, every power-of-two range [2^k, 2^(k+1)) is split into
+ * 2^(RFL_HIST_SUB_BITS-1) equal buckets. A value is thus known to within
+ * 1/1024 of itself (0.1%), from 1 ns to 2^RFL_HIST_MAX_BITS ns (18
+ * minutes; larger values land in the last bucket, the exact maximum is
+ * kept aside), in a fixed 248 KiB whatever the number of values.
+ */
+#define RFL_HIST_SUB_BITS 11
+#define RFL_HIST_MAX_BITS 40
+#define RFL_HIST_SUB_COUNT (1u << RFL_HIST_SUB_BITS)           /* 2048 */
+#define RFL_HIST_HALF (RFL_HIST_SUB_COUNT / 2)                  /* 1024 */
+#define RFL_HIST_BUCKETS \
+    (RFL_HIST_SUB_COUNT + (RFL_HIST_MAX_BITS - RFL_HIST_SUB_BITS) * RFL_HIST_HALF)
+
+typedef struct rfl_hist {
+    uint64_t total;  /* values recorded */
+    uint64_t min;    /* exact; UINT64_MAX when empty */
+    uint64_t max;    /* exact; 0 when empty */
+    double sum;      /* for the mean */
+    double sum_sq;   /* for the standard deviation */
+    uint64_t counts[RFL_HIST_BUCKETS];
+} rfl_hist;
+
+void rfl_hist_init(rfl_hist *h);
+/* The bucket of value v, and the highest value that bucket holds. */
+unsigned rfl_hist_index(uint64_t v);
+uint64_t rfl_hist_bucket_top(unsigned index);
+void rfl_hist_record(rfl_hist *h, uint64_t v);
+/* Add every count of src into dst. */
+void rfl_hist_merge(rfl_hist *dst, const rfl_hist *src);
+/* The value at percentile p (0 < p <= 100): the top of the bucket holding
+ * the ceil(p/100 * total)-th smallest value, capped at the exact maximum
+ * (0 when empty). */
+uint64_t rfl_hist_percentile(const rfl_hist *h, double p);
+double rfl_hist_mean(const rfl_hist *h);
+double rfl_hist_stddev(const rfl_hist *h);
+
+/* ------------------------------------------------------------------------ */
+/* HTTP/1.1 response parser                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An incremental parser for one response at a time. The caller hands it
+ * the bytes received so far; it consumes what it can. The head (status
+ * line and headers) must arrive whole in the buffer it is given (the
+ * caller's buffer bounds its size); the body is skipped without being
+ * kept, whatever its length.
+ */
+typedef struct rfl_http {
+    int state;          /* private */
+    int status;         /* the status code, once the head is parsed */
+    bool chunked;       /* read-only */
+    bool close;         /* "Connection: close" seen */
+    uint64_t remaining; /* private: body or chunk bytes still to skip */
+} rfl_http;
+
+#define RFL_HTTP_MORE 0 /* everything given was consumed (or the head is
+                         * incomplete: *used tells); give more bytes */
+#define RFL_HTTP_DONE 1 /* a whole response ends after *used bytes */
+
+void rfl_http_init(rfl_http *p);
+/* Returns RFL_HTTP_DONE, RFL_HTTP_MORE or -EPROTO (malformed, or a
+ * response whose end cannot be known without the connection closing).
+ * *used: the bytes of data that were consumed. */
+int rfl_http_parse(rfl_http *p, const char *data, size_t len, size_t *used);
+
+/* ------------------------------------------------------------------------ */
+/* The run                                                                  */
+/* ------------------------------------------------------------------------ */
+
+enum rfl_proto { RFL_HTTP, RFL_ECHO };
+
+typedef struct rfl_config {
+    enum rfl_proto proto;
+    char host[64];          /* numeric address to connect to */
+    uint16_t port;
+    char path[1024];        /* HTTP: the request path */
+    char host_header[256];  /* HTTP: the Host header */
+    unsigned connections;
+    unsigned threads;
+    uint64_t duration_ns;   /* 0: until the request count is reached */
+    uint64_t requests;      /* 0: until the duration is over */
+    double rate;            /* requests per second in all; 0: closed loop */
+    uint64_t timeout_ns;    /* one request's limit */
+    size_t size;            /* echo: message size */
+    const char *json;       /* NULL, "-" (stdout) or a file name */
+    bool progress;          /* a line a second on stderr */
+    const char *url;        /* as given, for the reports */
+} rfl_config;
+
+typedef struct rfl_result {
+    rfl_hist hist;          /* latencies in ns */
+    uint64_t completed;     /* requests answered (any status) */
+    uint64_t status_2xx;
+    uint64_t status_other;  /* HTTP answers with a status outside 2xx */
+    uint64_t err_connect;
+    uint64_t err_read;      /* reset, early close, unparseable answer */
+    uint64_t err_write;
+    uint64_t err_timeout;
+    uint64_t err_mismatch;  /* echo: bytes that came back differ */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint64_t connects;      /* connections opened */
+    uint64_t late;          /* open loop: sends that left after their time */
+    double elapsed_s;       /* the measured interval */
+} rfl_result;
+
+/*
+ * Parse the command line into *cfg. Returns 0, 1 when help was asked for
+ * (printed to out), or -1 after printing "rfload: <what is wrong>" and a
+ * hint to err.
+ */
+int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
+                   FILE *err);
+
+/* Run the load described by cfg; *res receives the figures. Returns 0 or a
+ * negative errno (the first connections could not be opened, or the loop
+ * could not be started), with a message on stderr. */
+int rfl_run(const rfl_config *cfg, rfl_result *res);
+
+/* The summary, as text, and as a JSON object. */
+void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out);
+void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out);
+
+/* The whole program: 0 success, 1 run failure, 2 bad arguments. */
+int rfl_main(int argc, char **argv);
+
+#endif
