@@ -2,7 +2,7 @@
 # rfload's command line, as a user meets it: bad arguments exit with
 # status 2 and one line "rfload: <what is wrong>" on stderr (nothing on
 # stdout); --help exits 0 with the usage on stdout; a refused connection
-# exits 1 with the address and the reason.
+# exits 1 with the address and the reason, and leaves no --json file.
 #   check_cli.sh PATH/TO/rfload
 set -u
 rfload=$1
@@ -39,7 +39,14 @@ expect 0 "usage: rfload [options] URL" --help
 
 # A port nothing listens on (found by binding one and letting it go).
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 9)
-expect 1 "rfload: connect to 127.0.0.1:$port: " -q -n 5 "echo://127.0.0.1:$port"
+json=/tmp/rfload_cli_json.$$
+expect 1 "rfload: connect to 127.0.0.1:$port: " -q -n 5 --json "$json" \
+    "echo://127.0.0.1:$port"
+if [ -e "$json" ]; then
+    echo "FAIL: a run that did not start left $json behind"
+    fails=$((fails + 1))
+    rm -f "$json"
+fi
 
 rm -f /tmp/rfload_cli_err.$$
 if [ "$fails" != 0 ]; then

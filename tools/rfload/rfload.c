@@ -1026,6 +1026,8 @@ int rfl_main(int argc, char **argv)
         fprintf(stderr, "rfload: --json %s: %s\n", cfg.json, strerror(errno));
         rc = -EIO;
     }
+    if (json && rc != 0)
+        unlink(cfg.json); /* no half-written or empty results */
     free(res);
     return rc == 0 ? 0 : 1;
 }
