@@ -28,7 +28,7 @@
 typedef struct member {
     struct member *prev, *next; /* room */
     ex_conn *conn;
-    char name[24];
+    char name[32];
     char *out;             /* outbox: a ring of backlog bytes */
     size_t head, len;
     rf_task *writer;       /* draining the outbox, NULL when idle */
