@@ -145,6 +145,17 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
     state.counters["p99_us"] = percentile_us(lat, 0.99);
     state.counters["max_us"] = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end()) / 1000.0;
     state.counters["cpu"] = cpu;
+    // Per message over the server's whole run (accepts and warm-up
+    // included, a few percent): how many system calls and switches the
+    // loop spent.
+    if (server != epoll_echo_serve) {
+        uint64_t enters, sqes, switches;
+        w6_ringfiber_last_stats(&enters, &sqes, &switches);
+        double msgs = double(state.iterations()) + kWarmup + kConns;
+        state.counters["enters_per_msg"] = double(enters) / msgs;
+        state.counters["sqes_per_msg"] = double(sqes) / msgs;
+        state.counters["switches_per_msg"] = double(switches) / msgs;
+    }
     if (have_clock && state.iterations() > 0)
         state.counters["server_cpu_ns"] =
             double(srv_cpu1 - srv_cpu0) / double(state.iterations());

@@ -24,6 +24,7 @@
 #include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,10 +91,23 @@ out:
     return NULL;
 }
 
+/* The last server's loop counters (the bench runs one server at a time). */
+static rf_stats last_stats;
+
+int w6_ringfiber_last_stats(uint64_t *enters, uint64_t *sqes,
+                            uint64_t *switches)
+{
+    *enters = last_stats.enters;
+    *sqes = last_stats.sqes_submitted;
+    *switches = last_stats.switches;
+    return 0;
+}
+
 static void *w6_main(void *arg)
 {
     w6_server *s = arg;
     rf_loop *l = rf__tls_loop;
+    memset(&last_stats, 0, sizeof last_stats);
     w6_conn *conns = calloc((size_t)s->nconns, sizeof *conns);
     rf_task **tasks = calloc((size_t)s->nconns, sizeof *tasks);
     if (!conns || !tasks) {
@@ -139,6 +153,7 @@ static void *w6_main(void *arg)
     }
     if (s->kind == W6_FIXED)
         io_uring_unregister_files(&l->ring);
+    rf_loop_stats(l, &last_stats);
 out:
     free(conns);
     free(tasks);

@@ -7,6 +7,8 @@
 #ifndef RINGFIBER_BENCH_W6_SERVERS_H
 #define RINGFIBER_BENCH_W6_SERVERS_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -19,6 +21,11 @@ int w6_ringfiber_serve(int lfd, int nconns);
 int w6_raw_serve(int lfd, int nconns);
 int w6_pollfirst_serve(int lfd, int nconns);
 int w6_fixed_serve(int lfd, int nconns);
+
+/* The loop counters of the last ringfiber server run, over its whole life
+ * (accepts and warm-up included). */
+int w6_ringfiber_last_stats(uint64_t *enters, uint64_t *sqes,
+                            uint64_t *switches);
 
 #ifdef __cplusplus
 }
