@@ -10,6 +10,9 @@
 # contenders alternate (A B A B ...) for --rounds rounds (default 3) of
 # --duration seconds (default 5). Prints every run, then the medians and
 # the ratio. Only the ratio of one run of this script means anything.
+# "server CPU" is the server process's user + system time per request
+# (from /proc), which other load on the machine disturbs far less than
+# the request rate.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,7 +53,8 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wrk against 127.0.0.1:$1; prints "req/s p50 p99" (latencies in us).
+# wrk against 127.0.0.1:$1; prints "req/s p50 p99 requests" (latencies
+# in us).
 load() {
     local out
     out=$(taskset -c "$cpu" wrk -t1 -c50 -d"${duration}s" --latency \
@@ -68,9 +72,27 @@ load() {
             return v
         }
         /Requests\/sec:/ { rps = $2 }
+        / requests in / { n = $1 }
         $1 == "50.000%" || $1 == "50%" { p50 = us($2) }
         $1 == "99.000%" || $1 == "99%" { p99 = us($2) }
-        END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' <<<"$out"
+        END { printf "%.0f %.0f %.0f %d\n", rps, p50, p99, n }' <<<"$out"
+}
+
+# CPU time (user + system) of process $1 so far, in clock ticks.
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# Runs wrk against port $1 of server $server_pid and prints
+# "req/s p50 p99 server-CPU-us-per-request".
+measure() {
+    local t0 t1 rps p50 p99 n
+    t0=$(cpu_ticks "$server_pid")
+    read -r rps p50 p99 n <<<"$(load "$1")"
+    t1=$(cpu_ticks "$server_pid")
+    awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v d=$((t1 - t0)) \
+        -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%s %s %s %.2f\n", rps, p50, p99, n ? d / hz * 1e6 / n : 0 }'
 }
 
 run_ringfiber() {
@@ -83,7 +105,7 @@ run_ringfiber() {
         sleep 0.05
     done
     [[ -n $port ]] || { echo "w7_http.sh: http_hello did not start" >&2; cat "$tmp/rf.err" >&2; exit 1; }
-    load "$port"
+    measure "$port"
     kill -TERM "$server_pid"
     local rc=0
     wait "$server_pid" || rc=$?
@@ -122,9 +144,15 @@ EOF
     server_pid=$!
     for _ in $(seq 100); do
         curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.05
     done
-    load "$port"
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "w7_http.sh: nginx did not start:" >&2
+        cat "$tmp/nginx/out" "$tmp/nginx/error.log" >&2
+        exit 1
+    fi
+    measure "$port"
     kill -TERM "$server_pid"
     wait "$server_pid" || true
     server_pid=""
@@ -138,20 +166,24 @@ for r in $(seq "$rounds"); do
     for c in "${contenders[@]}"; do
         line=$("run_$c")
         results[$c]+="$line"$'\n'
-        read -r rps p50 p99 <<<"$line"
-        printf "  round %d %-10s %9s req/s   p50 %6s us   p99 %6s us\n" "$r" "$c" "$rps" "$p50" "$p99"
+        read -r rps p50 p99 cpu_us <<<"$line"
+        printf "  round %d %-10s %9s req/s   p50 %6s us   p99 %7s us   server CPU %5s us/req\n" \
+            "$r" "$c" "$rps" "$p50" "$p99" "$cpu_us"
     done
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo "medians:"
-declare -A med
+declare -A med cpus
 for c in "${contenders[@]}"; do
     med[$c]=$(cut -d' ' -f1 <<<"${results[$c]}" | grep . | median)
     p99=$(cut -d' ' -f3 <<<"${results[$c]}" | grep . | median)
-    printf "  %-10s %9.0f req/s   p99 %s us\n" "$c" "${med[$c]}" "$p99"
+    cpus[$c]=$(cut -d' ' -f4 <<<"${results[$c]}" | grep . | median)
+    printf "  %-10s %9.0f req/s   p99 %s us   server CPU %s us/req\n" "$c" "${med[$c]}" "$p99" "${cpus[$c]}"
 done
 if [[ $nginx == 1 ]]; then
     awk -v a="${med[ringfiber]}" -v b="${med[nginx]}" \
-        'BEGIN { printf "  ratio ringfiber / nginx = %.2fx (target >= 1)\n", a / b }'
+        'BEGIN { printf "  ratio ringfiber / nginx = %.2fx req/s (target >= 1)\n", a / b }'
+    awk -v a="${cpus[ringfiber]}" -v b="${cpus[nginx]}" \
+        'BEGIN { if (a > 0) printf "  server CPU per request nginx / ringfiber = %.2fx\n", b / a }'
 fi
