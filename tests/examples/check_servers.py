@@ -149,10 +149,10 @@ def run_echo(args):
         s.setblocking(False)
         sent = 0
         deadline = time.monotonic() + TIMEOUT
-        # Write until the server has stopped reading us for a second: its
+        # Write until the server has stopped reading us for two seconds: its
         # echo is then blocked in a send (the buffers both ways are full).
         stall = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - stall < 1.0:
+        while time.monotonic() < deadline and time.monotonic() - stall < 2.0:
             try:
                 sent += s.send(b"x" * 65536)
                 stall = time.monotonic()
