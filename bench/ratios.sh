@@ -54,7 +54,7 @@ TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
            # W6: ns per message no more than the epoll server's.
            "W6": ("ratio_max", 1.0)}
 # Counters worth a column when a benchmark reports them (median over reps).
-EXTRA = ["p99_us", "server_cpu_ns"]
+EXTRA = ["p99_us", "server_cpu_ns", "cpu_bound_msgs_per_s"]
 
 samples = defaultdict(list)   # name -> ns per iteration, one per repetition
 extra = defaultdict(lambda: defaultdict(list))  # name -> counter -> values

@@ -9,7 +9,8 @@
 // counters (microseconds). server_cpu_ns is the server thread's CPU time
 // per message over the timed loop: the efficiency figure, which the other
 // processes of a shared machine do not disturb the way they disturb wall
-// time.
+// time. cpu_bound_msgs_per_s = 1 / (client + server CPU per message), the
+// rate the pair would reach with its CPU to itself.
 //
 // Same load for every contender: the epoll client of echo_epoll.c in the
 // benchmark thread, the server in a thread of its own, both pinned to the
@@ -113,6 +114,7 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
     clockid_t srv_clock;
     bool have_clock = pthread_getcpuclockid(srv.native_handle(), &srv_clock) == 0;
     uint64_t srv_cpu0 = have_clock ? thread_cpu_ns(srv_clock) : 0, srv_cpu1 = 0;
+    uint64_t cli_cpu0 = thread_cpu_ns(CLOCK_THREAD_CPUTIME_ID), cli_cpu1 = 0;
     if (rc == 0) {
         for (auto _ : state) {
             int64_t r = echo_load_next(&c);
@@ -124,6 +126,7 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
                 lat.push_back(uint32_t(std::min<int64_t>(r, UINT32_MAX)));
         }
     }
+    cli_cpu1 = thread_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     if (have_clock)
         srv_cpu1 = thread_cpu_ns(srv_clock);
     // Closing every client connection is what ends both servers.
@@ -156,9 +159,16 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
         state.counters["sqes_per_msg"] = double(sqes) / msgs;
         state.counters["switches_per_msg"] = double(switches) / msgs;
     }
-    if (have_clock && state.iterations() > 0)
-        state.counters["server_cpu_ns"] =
-            double(srv_cpu1 - srv_cpu0) / double(state.iterations());
+    if (have_clock && state.iterations() > 0) {
+        double n = double(state.iterations());
+        double srv_ns = double(srv_cpu1 - srv_cpu0) / n;
+        double cli_ns = double(cli_cpu1 - cli_cpu0) / n;
+        state.counters["server_cpu_ns"] = srv_ns;
+        // Client and server share one CPU, so with that CPU to themselves
+        // they could not do better than one message per (client + server)
+        // CPU time: an estimate of the rate that other load cannot bend.
+        state.counters["cpu_bound_msgs_per_s"] = 1e9 / (srv_ns + cli_ns);
+    }
 }
 
 void W6_echo_epoll_baseline(benchmark::State &state) {
