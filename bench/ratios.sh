@@ -84,7 +84,7 @@ value = {n: medians.get(n, statistics.median(samples[n]) if samples[n] else None
 
 groups = defaultdict(list)
 for n in names:
-    m = re.match(r"(W\d+)_", n)
+    m = re.match(r"(W\d+|IO)_", n)
     if m:
         groups[m.group(1)].append(n)
 
@@ -94,7 +94,7 @@ print(f"\nringfiber {ctx.get('ringfiber_version', '?')}, "
       f"{ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
       f"Google Benchmark library built as {ctx.get('library_build_type', '?')}")
 missed = False
-for w in sorted(groups, key=lambda s: int(s[1:])):
+for w in sorted(groups, key=lambda s: int(s[1:]) if s[1:].isdigit() else 1 << 30):
     members = groups[w]
     # Sorted: with random interleaving the report's order is random.
     bases = sorted(n for n in members if n.endswith("_baseline"))

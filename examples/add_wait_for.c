@@ -58,9 +58,9 @@ int main(int argc, char **argv)
     double delay_s = NAN; /* NaN: not given (the parser rejects NaN) */
     const ex_option opts[] = {
         {"--seed", "N", "seed for the random delay: reproducible runs", NULL,
-         NULL, &seed, NULL},
+         NULL, &seed},
         {"--delay", "S", "make add take S seconds, not 1..4 at random", NULL,
-         &delay_s, NULL, NULL},
+         &delay_s, NULL},
         {0},
     };
     ex_parse_args(argc, argv, opts);

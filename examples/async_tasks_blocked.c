@@ -55,7 +55,7 @@ int main(int argc, char **argv)
     bool reverse = false;
     const ex_option opts[] = {
         {"--reverse", NULL, "gather(task_b(), task_a()): 2 s instead of 3 s",
-         &reverse, NULL, NULL, NULL},
+         &reverse, NULL, NULL},
         {0},
     };
     ex_parse_args(argc, argv, opts);

@@ -221,12 +221,12 @@ int main(int argc, char **argv)
     r.members.next = r.members.prev = &r.members;
     ex_server s = {.host = "127.0.0.1", .port = 7001, .grace_s = 2,
                    .serve = chat, .data = &r};
-    ex_option opts[5] = {{0}};
+    ex_option opts[4] = {{0}};
     ex_server_options(&s, opts);
-    opts[3] = (ex_option){"--backlog", "BYTES",
+    opts[2] = (ex_option){"--backlog", "BYTES",
                           "output queued per client before it is "
                           "disconnected as too slow (default 65536)",
-                          NULL, NULL, &backlog_opt, NULL};
+                          NULL, NULL, &backlog_opt};
     ex_parse_args(argc, argv, opts);
     if (backlog_opt < 1024 || backlog_opt > (1L << 30))
         ex_bad_arg(opts, "--backlog must be between 1024 and 1 GiB", NULL);

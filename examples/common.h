@@ -66,8 +66,20 @@ typedef struct ex_option {
     bool *flag;          /* a flag: set to true when present */
     double *number;      /* a valued option parsed as a real number */
     long *integer;       /* a valued option parsed as an integer */
-    const char **string; /* a valued option kept as it is (argv's storage) */
 } ex_option;
+
+/* A valued option kept as text (argv's storage), such as --host ADDR.
+ * Kept apart from ex_option, whose initialisers are positional. An
+ * example that has some points ex_str_options at its table (terminated by
+ * a zeroed entry) before ex_parse_args(). */
+typedef struct ex_str_option {
+    const char *name;
+    const char *metavar;
+    const char *help;
+    const char **value;
+} ex_str_option;
+
+static const ex_str_option *ex_str_options;
 
 /* "--name METAVAR", or "--name" for a flag. */
 static inline const char *ex_option_spec(const ex_option *o, char *buf,
@@ -84,11 +96,17 @@ static inline void ex_usage(FILE *out, const ex_option *opts)
     fprintf(out, "usage: %s [--scale N]", ex_prog);
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, " [%s]", ex_option_spec(o, spec, sizeof spec));
+    for (const ex_str_option *o = ex_str_options; o && o->name; o++)
+        fprintf(out, " [%s %s]", o->name, o->metavar);
     fprintf(out, "\n  %-12s %s\n", "--scale N",
             "divide every duration by N (default 1)");
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, "  %-12s %s\n", ex_option_spec(o, spec, sizeof spec),
                 o->help);
+    for (const ex_str_option *o = ex_str_options; o && o->name; o++) {
+        snprintf(spec, sizeof spec, "%s %s", o->name, o->metavar);
+        fprintf(out, "  %-12s %s\n", spec, o->help);
+    }
 }
 
 static inline void ex_bad_arg(const ex_option *opts, const char *msg,
@@ -128,10 +146,6 @@ static inline bool ex_store(const ex_option *o, const char *value)
 {
     if (o->integer)
         return ex_parse_long(value, o->integer);
-    if (o->string) {
-        *o->string = value;
-        return true;
-    }
     return ex_parse_double(value, o->number);
 }
 
@@ -153,7 +167,7 @@ static inline const ex_option *ex_find(const ex_option *opts,
 static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
 {
     static const ex_option scale = {"--scale", "N", "", NULL, &ex_scale,
-                                    NULL, NULL};
+                                    NULL};
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     if (argc > 0)
         ex_prog = slash ? slash + 1 : argv[0];
@@ -166,6 +180,15 @@ static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
         const ex_option *o = strcmp(argv[i], "--scale") == 0
                                  ? &scale
                                  : ex_find(opts, argv[i]);
+        const ex_str_option *so = ex_str_options;
+        while (!o && so && so->name && strcmp(so->name, argv[i]) != 0)
+            so++;
+        if (!o && so && so->name) {
+            if (i + 1 >= argc)
+                ex_bad_arg(opts, "missing value for", argv[i]);
+            *so->value = argv[++i];
+            continue;
+        }
         if (!o)
             ex_bad_arg(opts, "unknown option", argv[i]);
         if (!o->metavar) {
@@ -433,18 +456,21 @@ typedef struct ex_server {
     size_t nconns;
 } ex_server;
 
-/* The options every server takes; opts must have room for 3 entries. */
+/* The options every server takes: --port and --grace go into opts (room
+ * for 2 entries), --host into the string options. */
 static inline void ex_server_options(ex_server *s, ex_option *opts)
 {
+    static ex_str_option host[2];
+    host[0] = (ex_str_option){"--host", "ADDR",
+                              "address to listen on (default 127.0.0.1)",
+                              &s->host};
+    ex_str_options = host;
     opts[0] = (ex_option){"--port", "P", "TCP port to listen on", NULL, NULL,
-                          &s->port, NULL};
-    opts[1] = (ex_option){"--host", "ADDR",
-                          "address to listen on (default 127.0.0.1)", NULL,
-                          NULL, NULL, &s->host};
-    opts[2] = (ex_option){"--grace", "S",
+                          &s->port};
+    opts[1] = (ex_option){"--grace", "S",
                           "seconds connections get to finish on SIGTERM "
                           "(default 2)",
-                          NULL, &s->grace_s, NULL, NULL};
+                          NULL, &s->grace_s, NULL};
 }
 
 static inline void *ex_conn_task(void *arg)

@@ -130,18 +130,20 @@ int main(int argc, char **argv)
     client cl = {.host = "127.0.0.1", .port = 7000, .conns = 50,
                  .count = 10000, .size = 64};
     const ex_option opts[] = {
-        {"--port", "P", "server port (default 7000)", NULL, NULL, &cl.port,
-         NULL},
-        {"--host", "ADDR", "server address (default 127.0.0.1)", NULL, NULL,
-         NULL, &cl.host},
+        {"--port", "P", "server port (default 7000)", NULL, NULL, &cl.port},
         {"--conns", "N", "connections, one task each (default 50)", NULL,
-         NULL, &cl.conns, NULL},
+         NULL, &cl.conns},
         {"--count", "N", "messages per connection (default 10000)", NULL,
-         NULL, &cl.count, NULL},
+         NULL, &cl.count},
         {"--size", "B", "bytes per message (default 64)", NULL, NULL,
-         &cl.size, NULL},
+         &cl.size},
         {0},
     };
+    const ex_str_option strs[] = {
+        {"--host", "ADDR", "server address (default 127.0.0.1)", &cl.host},
+        {0},
+    };
+    ex_str_options = strs;
     ex_parse_args(argc, argv, opts);
     if (cl.conns < 1 || cl.count < 1 || cl.size < 1 || cl.size > (1 << 20) ||
         cl.conns > 100000)

@@ -29,7 +29,7 @@ int main(int argc, char **argv)
 {
     ex_server s = {.host = "127.0.0.1", .port = 7000, .grace_s = 2,
                    .serve = echo};
-    ex_option opts[4] = {{0}};
+    ex_option opts[3] = {{0}};
     ex_server_options(&s, opts);
     ex_parse_args(argc, argv, opts);
     return ex_server_run(&s);

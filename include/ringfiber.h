@@ -421,7 +421,9 @@ RF_API int rf_open(const char *path, int flags, unsigned mode);
 RF_API int rf_openat(int dirfd, const char *path, int flags, unsigned mode);
 
 /* Read / write up to len bytes at off. Returns the bytes moved (0 at end of
- * file for a read) or a negative errno. Suspends. */
+ * file for a read) or a negative errno. Like write(2), rf_write to a pipe
+ * or socket whose reader is gone raises SIGPIPE (then -EPIPE): ignore
+ * SIGPIPE, or use rf_send on sockets. Suspends. */
 RF_API ssize_t rf_read(int fd, void *buf, size_t len, int64_t off);
 RF_API ssize_t rf_write(int fd, const void *buf, size_t len, int64_t off);
 
@@ -534,10 +536,11 @@ RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
  * Multishot accept for servers: one IORING_ACCEPT_MULTISHOT accept stays
  * armed on the listening socket and every connection the kernel accepts is
  * queued in the acceptor; tasks take them one at a time. The acceptor
- * belongs to the loop it was opened on; it must be closed with
- * rf_acceptor_close (before the listening socket is closed is best; an
- * rf_close of the listening socket makes rf_acceptor_next return
- * -ECANCELED) and before the loop is freed.
+ * belongs to the loop it was opened on; close it with rf_acceptor_close
+ * (before the listening socket is closed is best; an rf_close of the
+ * listening socket makes rf_acceptor_next return -ECANCELED). One still
+ * open when its loop is freed is cancelled and freed then (the fds it
+ * queued are closed).
  *
  * rf_acceptor_open: *out receives the acceptor (the caller owns it);
  *   flags as rf_accept. Nothing is submitted before the first next.

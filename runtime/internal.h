@@ -204,6 +204,7 @@ struct rf_loop {
     /* fs.c/net.c: operations on descriptors in flight (rf_fd_op.node), so
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
+    rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
@@ -339,6 +340,9 @@ struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
 bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what);
 int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
                   struct io_uring_sqe *sqe);
+
+/* ---- net.c ---- */
+void rf__acceptors_release(rf_loop *l, bool final);
 
 /* ---- error.c ---- */
 void rf__setup_error_report(int err, unsigned flags);

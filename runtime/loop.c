@@ -233,6 +233,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf_list_init(&l->alive);
     rf_list_init(&l->free_tasks);
     rf_list_init(&l->fd_ops);
+    rf_list_init(&l->acceptors);
     rf__ctx_init_sched(&l->sched);
     rf__stacks_init(&l->stacks, stack, l->flags);
     int rc = rf__rq_reserve(l, 64);
@@ -320,6 +321,7 @@ int rf_loop_free(rf_loop *loop)
     loop->draining = true;
     for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
         rf__cancel(rf_container_of(n, rf_task, alive));
+    rf__acceptors_release(loop, false);
     if (!rf_list_empty(&loop->alive) || loop->inflight ||
         loop->remote_expected)
         rc = loop_run(loop);
@@ -332,6 +334,7 @@ int rf_loop_free(rf_loop *loop)
         rf_list_remove(&t->alive);
         rf__stack_put(&loop->stacks, t);
     }
+    rf__acceptors_release(loop, true);
     rf__remote_fini(loop);
     io_uring_queue_exit(&loop->ring);
     rf__stacks_fini(&loop->stacks);

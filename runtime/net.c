@@ -6,16 +6,28 @@
  * task's deadline as a linked timeout, and follows DESIGN.md §3 on
  * cancellation.
  *
- * Measured choices (bench/ringfiber_bench.cc, IO_* on a loopback TCP
- * ping-pong, one ring, same core):
- *  - plain descriptors, not registered files (IOSQE_FIXED_FILE): see the
- *    figures in the benchmark's comment; the difference is within noise
- *    for a single-threaded process (fget on a private file table takes no
- *    atomic), and registered files would need a second fd namespace that
- *    every caller, rf_close and fork/exec would have to know about.
- *  - no IORING_RECVSEND_POLL_FIRST on recv: in a request/response exchange
- *    the data is usually already there when the receiver runs; see
- *    rf_recv.
+ * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
+ * 127.0.0.1 in raw liburing, the recv posted before the data it waits
+ * for, one ring set up as the runtime's; `taskset -c 0
+ * build-bench/bench/ratios.sh --benchmark_filter=IO_`, 7 interleaved
+ * repetitions, median round trip against plain fds, three runs on a
+ * loaded 2-vCPU VM where a round trip took 18-31 us):
+ *     registered files (IOSQE_FIXED_FILE)       1.03x, 1.23x, 0.92x
+ *     IORING_RECVSEND_POLL_FIRST on recv        1.01x, 1.24x, 0.92x
+ *     multishot recv + provided buffer ring         -, 1.11x, 0.96x
+ * None is faster beyond the run-to-run noise, so none is used:
+ *  - plain descriptors: in a single-threaded process fget() on a private
+ *    file table takes no atomic, which is most of what registration
+ *    saves; registered files would also need a second fd namespace that
+ *    every caller, rf_close and fork/exec would have to know about;
+ *  - no POLL_FIRST: it skips the first receive attempt when the data is
+ *    surely absent, which saves little next to the poll wake-up, and
+ *    costs a poll arm and a task_work round whenever the data is already
+ *    there (a pipelined request, a reply that came first);
+ *  - no buffer rings: they save the re-arm of each recv and memory for
+ *    idle connections (many thousands of them), not time per message
+ *    here; they would also change rf_recv's contract (the kernel picks the
+ *    buffer). Worth revisiting for servers with very many idle sockets.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -173,31 +185,35 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
         return -EBADF;
     if (addr && !addrlen)
         return -EFAULT;
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
+    int res;
+    /* in_accept stays set through the EMFILE retries. */
+    self->in_accept = true;
     for (;;) {
-        rf_loop *l = rf__tls_loop;
-        if (l && l->accept_stopped)
-            return -ESHUTDOWN;
-        rf_task *self;
-        int err;
-        struct io_uring_sqe *sqe =
-            rf__io_begin(&l, &self, IORING_OP_ACCEPT, "rf_accept", &err);
-        if (!sqe)
-            return err;
-        io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-        self->in_accept = true;
-        int res = rf__fd_op_run(l, self, fd, sqe);
-        if (res == -EMFILE || res == -ENFILE) {
-            res = accept_backoff(l, &backoff);
-            if (res == 0 && !l->accept_stopped) {
-                continue; /* in_accept stays set through the retry */
-            }
+        if (l->accept_stopped) {
+            res = -ESHUTDOWN;
+            break;
         }
-        self->in_accept = false;
-        if (res < 0 && l->accept_stopped && res != -ETIMEDOUT)
-            return -ESHUTDOWN;
-        return res;
+        struct io_uring_sqe *sqe =
+            rf__io_begin(&l, &self, IORING_OP_ACCEPT, "rf_accept", &res);
+        if (!sqe)
+            break;
+        io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
+        res = rf__fd_op_run(l, self, fd, sqe);
+        if (res != -EMFILE && res != -ENFILE)
+            break;
+        res = accept_backoff(l, &backoff);
+        if (res != 0)
+            break;
     }
+    self->in_accept = false;
+    if (res < 0 && res != -ETIMEDOUT && l->accept_stopped)
+        res = -ESHUTDOWN;
+    return res;
 }
 
 /*
@@ -209,16 +225,39 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
  */
 struct rf_acceptor {
     rf_handler h;
+    rf_list node;    /* loop->acceptors */
     rf_loop *loop;
     int lfd;
     int flags;
     bool armed;      /* the multishot accept is in the ring */
     bool closing;
+    bool orphan;     /* the loop is being freed: free at the last CQE */
     int err;         /* error of the last final CQE, 0 none */
     rf_task *waiter; /* the task in rf_acceptor_next, or in close */
     int *q;          /* accepted fds, FIFO */
     uint32_t qcap, qhead, qlen;
 };
+
+static void acceptor_free(rf_acceptor *a)
+{
+    while (a->qlen) {
+        close(a->q[a->qhead]);
+        a->qhead = (a->qhead + 1) % a->qcap;
+        a->qlen--;
+    }
+    rf_list_remove(&a->node);
+    free(a->q);
+    free(a);
+}
+
+static void acceptor_cancel(rf_acceptor *a)
+{
+    struct io_uring_sqe *sqe = rf__sqe_get(a->loop);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
+        io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    }
+}
 
 static void acceptor_cqe(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
@@ -226,6 +265,15 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
     rf_acceptor *a = (rf_acceptor *)h;
     if (!(cqe->flags & IORING_CQE_F_MORE))
         a->armed = false;
+    if (a->orphan) {
+        if (cqe->res >= 0)
+            close(cqe->res);
+        if (!a->armed && a->waiter)
+            rf__wake(l, a->waiter); /* it sees orphan and returns */
+        else if (!a->armed && !a->closing)
+            acceptor_free(a);
+        return;
+    }
     if (cqe->res >= 0) {
         if (a->qlen == a->qcap) {
             uint32_t ncap = a->qcap ? 2 * a->qcap : 16;
@@ -281,6 +329,7 @@ int rf_acceptor_open(int lfd, int flags, rf_acceptor **out)
     a->loop = l;
     a->lfd = lfd;
     a->flags = flags;
+    rf_list_push_back(&l->acceptors, &a->node);
     *out = a;
     return 0;
 }
@@ -297,12 +346,21 @@ int rf_acceptor_next(rf_acceptor *a)
         return -EXDEV;
     if (a->waiter || a->closing)
         return -EBUSY;
+    /* Sticky, as for every call: even with a connection queued. */
+    if (self->cancelled)
+        return -ECANCELED;
+    if (self->deadline && rf_now_ns() >= self->deadline)
+        return -ETIMEDOUT;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
     int rc = 0;
     self->in_accept = true;
     for (;;) {
         if (l->accept_stopped) {
             rc = -ESHUTDOWN;
+            break;
+        }
+        if (a->orphan) {
+            rc = -ECANCELED;
             break;
         }
         if (a->qlen) {
@@ -352,24 +410,36 @@ int rf_acceptor_close(rf_acceptor *a)
         return -EBUSY;
     a->closing = true;
     if (a->armed) {
-        struct io_uring_sqe *sqe = rf__sqe_get(l);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
-            io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-        }
+        acceptor_cancel(a);
         a->waiter = self;
         while (a->armed)
             rf__wait(l, self, 0);
         a->waiter = NULL;
     }
-    while (a->qlen) {
-        close(a->q[a->qhead]);
-        a->qhead = (a->qhead + 1) % a->qcap;
-        a->qlen--;
-    }
-    free(a->q);
-    free(a);
+    acceptor_free(a);
     return 0;
+}
+
+/*
+ * rf_loop_free: acceptors left open are orphaned and their armed accepts
+ * cancelled (first call, before the loop drains); an orphan is freed at
+ * its last CQE unless a task is still inside it, and whatever is left is
+ * freed, its queued fds closed, once nothing is in flight (final call).
+ */
+void rf__acceptors_release(rf_loop *l, bool final)
+{
+    rf_list *n = l->acceptors.next;
+    while (n != &l->acceptors) {
+        rf_acceptor *a = rf_container_of(n, rf_acceptor, node);
+        n = n->next;
+        if (final) {
+            acceptor_free(a);
+            continue;
+        }
+        a->orphan = true;
+        if (a->armed)
+            acceptor_cancel(a);
+    }
 }
 
 /* ---- connect, recv, send ------------------------------------------------------ */
@@ -391,13 +461,8 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return rf__fd_op_run(l, self, fd, sqe);
 }
 
-/*
- * recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
- * at once and arms a poll only if nothing is there. POLL_FIRST saves that
- * first try when the data surely is not there yet, and costs a poll arm
- * and a task_work round when it is; in the measured ping-pong it was not
- * faster (see the IO_ benchmarks).
- */
+/* recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
+ * at once and arms a poll only if nothing is there (see the top). */
 ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
 {
     if (fd < 0)

@@ -109,6 +109,14 @@ static void *bad_input(void *arg)
     RFT_CHECK_INT(rf_recv(999, b, 8, 0), -EBADF);
     RFT_CHECK_INT(rf_close(999), -EBADF);
     RFT_CHECK_INT(rf_poll(999, POLLIN), -EBADF);
+    RFT_CHECK_INT(rf_sock_port(-1), -EBADF);
+    RFT_CHECK_INT(rf_socket(12345, SOCK_STREAM, 0), -EAFNOSUPPORT);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    RFT_CHECK_INT(rf_addr_parse("1.2.3.4.5", 1, &ss, &sl), -EINVAL);
+    RFT_CHECK_INT(rf_addr_parse("::1", 1, NULL, &sl), -EFAULT);
+    RFT_CHECK_INT(rf_addr_parse("[::1]", 9, &ss, &sl), 0);
+    RFT_CHECK_INT(ss.ss_family, AF_INET6);
 
     int c, s;
     if (!tcp_pair(&c, &s))
@@ -120,6 +128,7 @@ static void *bad_input(void *arg)
     m.msg_iovlen = 1;
     RFT_CHECK_INT(rf_sendmsg(c, &m, 0), -EFAULT);
     RFT_CHECK_INT(rf_connect(c, NULL, 0), -EFAULT);
+    RFT_CHECK_INT(rf_shutdown(c, 12345), -EINVAL);
     RFT_CHECK_INT(rf_accept(c, (struct sockaddr *)&a, NULL, 0), -EFAULT);
     /* accept on a socket that does not listen: the kernel's -EINVAL. */
     RFT_CHECK_INT(rf_accept(c, NULL, NULL, 0), -EINVAL);
@@ -644,6 +653,38 @@ static void *acceptor_cancel(void *arg)
 
 static void test_acceptor_cancel(void **state) { rft_run(acceptor_cancel, NULL); }
 
+/* An acceptor still open (armed, with queued connections, a task waiting
+ * in it) when the loop ends: rf_loop_free cancels and frees it. */
+static void *acceptor_left(void *arg)
+{
+    int *lfd = arg;
+    int port;
+    *lfd = listener(64, &port);
+    acc_ctx x = {.res = 12345};
+    RFT_CHECK_INT(rf_acceptor_open(*lfd, SOCK_CLOEXEC, &x.a), 0);
+    int c[3];
+    for (int i = 0; i < 3; i++)
+        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &c[i]), 0);
+    int s = rf_acceptor_next(x.a);
+    RFT_CHECK(s >= 0);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0); /* the others are queued */
+    rf_close(s);
+    for (int i = 0; i < 3; i++)
+        rf_close(c[i]);
+    rf_task *t = rf_spawn(acc_next, &x);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_acceptor_left_open(void **state)
+{
+    int fds0 = rft_count_fds();
+    int lfd = -1;
+    rft_run(acceptor_left, &lfd);
+    close(lfd);
+    assert_int_equal(rft_count_fds(), fds0);
+}
+
 /* ---- EMFILE ------------------------------------------------------------------------------- */
 
 typedef struct echo_ctx {
@@ -789,6 +830,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_wakes_all),
     cmocka_unit_test(test_acceptor),
     cmocka_unit_test(test_acceptor_cancel),
+    cmocka_unit_test(test_acceptor_left_open),
     cmocka_unit_test(test_emfile_accept),
     cmocka_unit_test(test_emfile_acceptor),
 };
