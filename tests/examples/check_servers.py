@@ -281,6 +281,16 @@ def run_http(args):
                   or "Reusing existing connection" in r.stderr,
                   "curl reused the keep-alive connection")
 
+        # wrk, if present: a second of keep-alive load, no errors.
+        if shutil.which("wrk"):
+            r = subprocess.run(["wrk", "-t1", "-c10", "-d1s",
+                                f"http://127.0.0.1:{srv.port}/"],
+                               capture_output=True, text=True, timeout=30)
+            m = re.search(r"(\d+) requests in", r.stdout)
+            check(r.returncode == 0 and m is not None and int(m.group(1)) > 0
+                  and "Non-2xx" not in r.stdout and "Socket errors" not in r.stdout,
+                  f"wrk -t1 -c10 -d1s without errors: {r.stdout!r}")
+
         # Graceful stop with an idle keep-alive connection open.
         s = srv.connect()
         s.sendall(b"GET / HTTP/1.1\r\n\r\n")
