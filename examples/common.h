@@ -438,7 +438,6 @@ typedef struct ex_conn {
     struct ex_conn *prev, *next; /* srv->conns */
     rf_task *task;
     int fd;
-    void *data; /* the example's own */
 } ex_conn;
 
 typedef struct ex_server {
@@ -540,8 +539,6 @@ static inline bool ex_join_conns(ex_server *s)
 static inline void *ex_server_main(void *arg)
 {
     ex_server *s = arg;
-    if (s->port < 0 || s->port > 65535)
-        ex_die("--port", -EINVAL);
     ex_check(rf_tcp_listen(s->host, (uint16_t)s->port, 1024, &s->lfd),
              "listen");
     /* --port 0 picks a free port: print the one we got. */
@@ -599,6 +596,14 @@ static inline void *ex_server_main(void *arg)
  */
 static inline int ex_server_run(ex_server *s)
 {
+    if (s->port < 0 || s->port > 65535) {
+        fprintf(stderr, "%s: --port must be 0..65535\n", ex_prog);
+        exit(2);
+    }
+    if (!(s->grace_s >= 0 && s->grace_s <= 3600)) {
+        fprintf(stderr, "%s: --grace must be 0..3600 seconds\n", ex_prog);
+        exit(2);
+    }
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);

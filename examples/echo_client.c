@@ -145,10 +145,12 @@ int main(int argc, char **argv)
     };
     ex_str_options = strs;
     ex_parse_args(argc, argv, opts);
+    /* Every round trip's latency is kept (4 bytes each): at most 2^28. */
     if (cl.conns < 1 || cl.count < 1 || cl.size < 1 || cl.size > (1 << 20) ||
-        cl.conns > 100000)
-        ex_bad_arg(opts, "--conns, --count, --size must be positive "
-                         "(--size at most 1 MiB)", NULL);
+        cl.conns > 100000 || cl.count > (1L << 28) / cl.conns)
+        ex_bad_arg(opts, "--conns, --count, --size must be positive, "
+                         "--conns x --count at most 2^28, --size at most "
+                         "1 MiB", NULL);
     ex_run(client_main, &cl);
     return cl.failed == 0 ? 0 : 1;
 }
