@@ -368,7 +368,6 @@ static inline void *ex_run(rf_fn main_fn, void *arg)
 /* http_hello)                                                         */
 /* ------------------------------------------------------------------ */
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
