@@ -142,29 +142,57 @@ def run_echo(args):
         srv.kill()
 
     # A client that sends but never reads: its echoes fill the socket
-    # buffers and the server's send blocks. The grace period ends it.
+    # buffers and the server's send blocks. Stopping must not wait for it
+    # beyond the grace period. (Whether the grace period runs out depends
+    # on the kernel: the shutdown at stop frees the connection's unread
+    # input, and that memory sometimes lets the blocked send finish its
+    # chunk, after which the connection ends gracefully. The chat check
+    # below has a case where only the cancellation can end it.)
     srv = Server(args.server, "--grace", "0.3")
     try:
         s = srv.connect()
         s.setblocking(False)
+        client_port = s.getsockname()[1]
         sent = 0
         deadline = time.monotonic() + TIMEOUT
-        # Write until the server has stopped reading us for two seconds: its
-        # echo is then blocked in a send (the buffers both ways are full).
-        stall = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - stall < 2.0:
+        # Write until the server's socket holds unread input and unsent
+        # output, steadily: its task is then blocked in a send.
+        steady = 0
+        while time.monotonic() < deadline and steady < 5:
             try:
                 sent += s.send(b"x" * 65536)
-                stall = time.monotonic()
+                steady = 0
+                continue
             except BlockingIOError:
-                time.sleep(0.01)
-        check(sent > 0, f"stuck client sent {sent} bytes before blocking")
+                pass
+            q = tcp_queues(srv.port, client_port)
+            steady = steady + 1 if q and q[0] > 0 and q[1] > 0 else 0
+            time.sleep(0.1)
+        check(steady >= 5, f"stuck client: the server's send is blocked "
+              f"(sent {sent} bytes; server socket queues {tcp_queues(srv.port, client_port)})")
         t0 = time.monotonic()
-        stop_and_check(srv, "echo_server (stuck client)", r"cancelling 1 connections")
-        check(time.monotonic() - t0 < 5, "stuck client cancelled after the grace period")
+        stop_and_check(srv, "echo_server (stuck client)")
+        check(time.monotonic() - t0 < 5, "stuck client: stopped within the grace period and a margin")
         s.close()
     finally:
         srv.kill()
+
+
+def tcp_queues(local_port, remote_port):
+    """(send queue, receive queue) in bytes of the 127.0.0.1 TCP socket
+    local_port -> remote_port, from /proc/net/tcp; None if not found."""
+    want_l = f"0100007F:{local_port:04X}"
+    want_r = f"0100007F:{remote_port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1] == want_l and fields[2] == want_r:
+                    tx, rx = fields[4].split(":")
+                    return int(tx, 16), int(rx, 16)
+    except OSError:
+        pass
+    return None
 
 
 # ---------------------------------------------------------------- http
@@ -413,6 +441,37 @@ def run_chat(args):
             except OSError:
                 pass
             s.close()
+        slow.close()
+    finally:
+        srv.kill()
+
+    # Stopping with output queued for a member that does not read: the
+    # room waits up to --grace for it, then cancels it. The outbox is made
+    # large enough (--backlog 64 MiB) that the member is not dropped, and
+    # 16 MB are sent to it, far more than its socket buffers take. Its
+    # socket has no unread input, so nothing at stop lets its writer on.
+    srv = Server(args.server, "--backlog", str(64 << 20), "--grace", "0.3")
+    try:
+        a = srv.connect()
+        slow = srv.connect(rcvbuf=4096)
+        time.sleep(0.2)
+        a.sendall((b"y" * 199 + b"\n") * 80000)  # 16 MB
+        # Wait until the server has read all of it (a's socket at the
+        # server holds no unread input).
+        a_port = a.getsockname()[1]
+        until = time.monotonic() + TIMEOUT
+        while time.monotonic() < until:
+            q = tcp_queues(srv.port, a_port)
+            if q and q[1] == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        stop_and_check(srv, "chat_server (output queued for a silent member)",
+                       r"cancelling 1 connections")
+        check(time.monotonic() - t0 < 5,
+              "silent member cancelled after the grace period")
+        a.close()
         slow.close()
     finally:
         srv.kill()
