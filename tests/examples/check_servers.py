@@ -34,9 +34,15 @@ def check(cond, what):
 
 
 class Server:
-    def __init__(self, path, *args):
+    def __init__(self, path, *args, ignore_sigint=False):
+        # ignore_sigint: start it as a shell starts a background job, with
+        # SIGINT ignored; it must still stop on SIGINT (Linux keeps a
+        # blocked signal pending even when its disposition is "ignore", so
+        # the server's signalfd still reads it).
+        pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) \
+            if ignore_sigint else None
         self.proc = subprocess.Popen(
-            [path, "--port", "0", *args],
+            [path, "--port", "0", *args], preexec_fn=pre,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first = self._first_line()
         m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", self.first or "")
@@ -61,9 +67,9 @@ class Server:
         s.connect(("127.0.0.1", self.port))
         return s
 
-    def stop(self, wait=TIMEOUT):
-        """SIGTERM; returns (exit status or None on a hang, stdout rest, stderr)."""
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, wait=TIMEOUT, sig=signal.SIGTERM):
+        """Sends sig; returns (exit status or None on a hang, stdout rest, stderr)."""
+        self.proc.send_signal(sig)
         try:
             out, err = self.proc.communicate(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -78,9 +84,10 @@ class Server:
             self.proc.wait()
 
 
-def stop_and_check(srv, name, expect_err=None, wait=TIMEOUT):
-    rc, out, err = srv.stop(wait)
-    check(rc == 0, f"{name}: exit status 0 after SIGTERM (got {rc})")
+def stop_and_check(srv, name, expect_err=None, wait=TIMEOUT,
+                   sig=signal.SIGTERM):
+    rc, out, err = srv.stop(wait, sig)
+    check(rc == 0, f"{name}: exit status 0 after {sig.name} (got {rc})")
     check(out == "", f"{name}: nothing on stdout but the ready line (rest: {out!r})")
     if expect_err:
         check(re.search(expect_err, err) is not None,
@@ -231,7 +238,7 @@ def response(s, buf, head_request=False):
 
 
 def run_http(args):
-    srv = Server(args.server)
+    srv = Server(args.server, ignore_sigint=True)
     try:
         # One keep-alive connection, several requests in a row.
         s = srv.connect()
@@ -324,7 +331,8 @@ def run_http(args):
         s.sendall(b"GET / HTTP/1.1\r\n\r\n")
         st, h, body, buf = response(s, b"")
         check(st == 200, "idle keep-alive connection before stop")
-        stop_and_check(srv, "http_hello", r"stopping \(1 connections open\)")
+        stop_and_check(srv, "http_hello", r"Interrupt: stopping \(1 connections open\)",
+                       sig=signal.SIGINT)
         check(at_eof(s), "idle keep-alive connection closed on stop")
         s.close()
     finally:
