@@ -130,22 +130,20 @@ static void notice(room *r, member *from, const char *fmt, const char *name)
     broadcast(r, from, line, (size_t)n);
 }
 
-/* Wait until the writer is done. A cancelled task cannot rf_join (it
- * returns -ECANCELED at once): it cancels the writer and yields until it
- * has unwound, which is quick, its socket being shut down by then. */
+/* Wait until the writer is done. If this task is cancelled meanwhile (a
+ * stop whose grace ran out), the writer is cancelled too, and this task
+ * still waits for it to unwind (rf_join_nocancel): the writer uses the
+ * member's outbox. */
 static void writer_wait(member *m, bool flush)
 {
     rf_task *w = m->writer;
     if (!w)
         return;
     rf_task_retain(w);
-    if (!flush)
-        rf_cancel(w);
-    while (!rf_done(w)) {
-        if (rf_join(w, NULL) == -ECANCELED && !rf_done(w)) {
+    if (!flush || rf_join(w, NULL) == -ECANCELED) {
+        if (!rf_done(w))
             rf_cancel(w);
-            rf_yield();
-        }
+        rf_join_nocancel(w, NULL);
     }
     rf_task_release(w);
 }

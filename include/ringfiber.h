@@ -258,6 +258,17 @@ RF_API rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
 RF_API int rf_join(rf_task *t, void **result);
 
 /*
+ * rf_join for clean-up: waits until t has returned even if the caller is
+ * cancelled or past its deadline (a cancelled task that has cancelled its
+ * children must still wait for them before it frees what they use).
+ * Returns 0 or -ECANCELED (t's status, as rf_join), or, without waiting,
+ * -EINVAL, -EPERM, -EDEADLK, -EXDEV as rf_join. Never ends early: make
+ * sure t will return (cancel it first if need be). Suspends unless t has
+ * already returned.
+ */
+RF_API int rf_join_nocancel(rf_task *t, void **result);
+
+/*
  * asyncio.gather(): wait for every task in tasks[0..n). results (may be
  * NULL) receives each return value at the same index. Returns 0 if none
  * was cancelled, else -ECANCELED (look at each with rf_join, which returns
