@@ -584,8 +584,12 @@ RF_API int rf_loop_timeout_ms(const rf_loop *loop);
  *  - it suspends only the calling task (the loop runs the others) and
  *    returns the kernel's result, or a negative errno;
  *  - outside a task it returns -EPERM; on a kernel whose io_uring lacks
- *    the operation it returns -EOPNOTSUPP (a line on stderr says so, once
- *    per loop, unless the loop is RF_LOOP_QUIET);
+ *    the operation (a line on stderr says so, once per loop, unless the
+ *    loop is RF_LOOP_QUIET) a file call runs its system call on the
+ *    loop's offload pool instead (rf_to_thread's rules then apply: it is
+ *    not interrupted once queued), and a socket call returns -EOPNOTSUPP
+ *    (rf_socket and rf_shutdown fall back to their system calls, which do
+ *    not block);
  *  - the task's deadline (rf_deadline_set) bounds it: the operation is
  *    submitted with a linked timeout and returns -ETIMEDOUT when the
  *    deadline passes first; past the deadline it returns -ETIMEDOUT
