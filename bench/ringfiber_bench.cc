@@ -1,4 +1,4 @@
-// ringfiber_bench: the DESIGN.md §5 workloads W1, W2 and W5, each next to an
+// ringfiber_bench: the DESIGN.md §5 workloads, each next to an
 // in-run baseline so that the figure that matters, the ratio, comes out of a
 // single run on a single machine state.
 //
@@ -19,6 +19,8 @@
 #include <ringfiber.h>
 
 #include <liburing.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -26,16 +28,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <pthread.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #ifdef RF_BENCH_HAVE_LIBUV
 #include <uv.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -218,11 +215,16 @@ void W1_yield_pingpong_call(benchmark::State &state) {
     W1Ctx c{&state, false, true};
     run_in_loop(state, w1_main, &c);
     state.SetLabel("1 iteration = 1 round trip A->B->A, out-of-line rf_yield");
+    state.counters["roundtrip"] = benchmark::Counter(
+        1, benchmark::Counter::kIsIterationInvariantRate |
+               benchmark::Counter::kInvert);
+}
+
 // W1 with the loop-stall detector on (threshold 100 ms, its watchdog
 // sampling every 10 ms): what the detector costs the loop. Target: within
 // 5% of W1_yield_pingpong (bench/ratios.sh prints the ratio).
 void W1_yield_pingpong_stall_detector(benchmark::State &state) {
-    W1Ctx c{&state, false};
+    W1Ctx c{&state, false, false};
     rf_loop *l = nullptr;
     int rc = rf_loop_new(&l, nullptr);
     if (rc == 0)
@@ -451,6 +453,244 @@ void W2_raw_fcontext_batch_warm_baseline(benchmark::State &state) {
 }
 
 // ===========================================================================
+// W5: offload of a trivial function to a thread pool. Two figures:
+//  - round trip: one task, one call at a time (1 iteration = 1 call);
+//  - throughput: 64 calls in flight (64 tasks, each making calls one after
+//    the other; 1 iteration = 1 call, so the time is the inverse rate).
+// Every contender has kW5Threads workers: ringfiber's pool, libuv's
+// threadpool (UV_THREADPOOL_SIZE, set in main). The raw baseline is the
+// floor of a cross-thread round trip: one worker thread and two eventfds.
+// ===========================================================================
+
+constexpr unsigned kW5Threads = 4;
+constexpr int kW5InFlight = 64;
+constexpr int kW5PerTask = 100;
+constexpr int kW5Batch = kW5InFlight * kW5PerTask;
+
+void *w5_trivial(void *arg) {
+    return reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(arg) + 1);
+}
+
+struct W5Ctx {
+    benchmark::State *state;
+    rf_pool *pool;
+    int failed; // an error code seen by a client task
+};
+
+void w5_counters(benchmark::State &state) {
+    state.counters["call"] = benchmark::Counter(
+        1, benchmark::Counter::kIsIterationInvariantRate |
+               benchmark::Counter::kInvert);
+}
+
+void *w5_sequential(void *arg) {
+    auto *c = static_cast<W5Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    uintptr_t i = 0;
+    for (auto _ : state) {
+        void *res = nullptr;
+        int rc = rf_pool_call(c->pool, w5_trivial, reinterpret_cast<void *>(i),
+                              &res);
+        if (rc != 0) {
+            skip_rf(state, "rf_pool_call", rc);
+            break;
+        }
+        benchmark::DoNotOptimize(res);
+        i++;
+    }
+    loop_stats(&s1);
+    report_stats(state, s0, s1, double(state.iterations()));
+    return nullptr;
+}
+
+void *w5_client(void *arg) {
+    auto *c = static_cast<W5Ctx *>(arg);
+    for (uintptr_t i = 0; i < kW5PerTask; i++) {
+        void *res = nullptr;
+        int rc = rf_pool_call(c->pool, w5_trivial, reinterpret_cast<void *>(i),
+                              &res);
+        if (rc != 0) {
+            c->failed = rc;
+            break;
+        }
+        benchmark::DoNotOptimize(res);
+    }
+    return nullptr;
+}
+
+void *w5_throughput(void *arg) {
+    auto *c = static_cast<W5Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    rf_task *t[kW5InFlight];
+    while (state.KeepRunningBatch(kW5Batch)) {
+        for (int k = 0; k < kW5InFlight; k++)
+            t[k] = rf_spawn(w5_client, c);
+        rf_gather(t, kW5InFlight, nullptr);
+        for (int k = 0; k < kW5InFlight; k++)
+            rf_task_release(t[k]);
+        if (c->failed) {
+            skip_rf(state, "rf_pool_call", c->failed);
+            break;
+        }
+    }
+    loop_stats(&s1);
+    report_stats(state, s0, s1, double(state.iterations()));
+    return nullptr;
+}
+
+void w5_run(benchmark::State &state, rf_fn fn) {
+    W5Ctx c{&state, nullptr, 0};
+    int rc = rf_pool_new(kW5Threads, 0, &c.pool);
+    if (rc != 0) {
+        skip_rf(state, "rf_pool_new", rc);
+        for (auto _ : state) {
+        }
+        return;
+    }
+    run_in_loop(state, fn, &c);
+    rf_pool_free(c.pool);
+    w5_counters(state);
+}
+
+void W5_offload_roundtrip(benchmark::State &state) {
+    w5_run(state, w5_sequential);
+    state.SetLabel("1 iteration = 1 call, one at a time");
+}
+
+void W5_offload_throughput64(benchmark::State &state) {
+    w5_run(state, w5_throughput);
+    state.SetLabel("1 iteration = 1 call, 64 in flight");
+}
+
+// --- W5 baselines -----------------------------------------------------------
+
+// The floor: the benchmark thread wakes one worker through an eventfd, the
+// worker runs the function and wakes it back through another.
+struct RawRoundTrip {
+    int to_worker = -1, to_main = -1;
+    std::atomic<uintptr_t> arg{0}, res{0};
+    std::atomic<bool> stop{false};
+};
+
+void *raw_rt_worker(void *p) {
+    auto *r = static_cast<RawRoundTrip *>(p);
+    for (;;) {
+        uint64_t v;
+        if (read(r->to_worker, &v, sizeof v) != sizeof v)
+            return nullptr;
+        if (r->stop.load(std::memory_order_acquire))
+            return nullptr;
+        void *out = w5_trivial(
+            reinterpret_cast<void *>(r->arg.load(std::memory_order_acquire)));
+        r->res.store(reinterpret_cast<uintptr_t>(out), std::memory_order_release);
+        uint64_t one = 1;
+        if (write(r->to_main, &one, sizeof one) != sizeof one)
+            return nullptr;
+    }
+}
+
+void W5_pthread_eventfd_baseline(benchmark::State &state) {
+    RawRoundTrip r;
+    r.to_worker = eventfd(0, EFD_CLOEXEC);
+    r.to_main = eventfd(0, EFD_CLOEXEC);
+    pthread_t th;
+    if (r.to_worker < 0 || r.to_main < 0 ||
+        pthread_create(&th, nullptr, raw_rt_worker, &r) != 0) {
+        state.SkipWithError("eventfd/pthread_create failed");
+        for (auto _ : state) {
+        }
+        return;
+    }
+    uintptr_t i = 0;
+    uint64_t one = 1, v;
+    for (auto _ : state) {
+        r.arg.store(i++, std::memory_order_release);
+        if (write(r.to_worker, &one, sizeof one) != sizeof one ||
+            read(r.to_main, &v, sizeof v) != sizeof v) {
+            state.SkipWithError("eventfd read/write failed");
+            break;
+        }
+        benchmark::DoNotOptimize(r.res.load(std::memory_order_acquire));
+    }
+    r.stop.store(true, std::memory_order_release);
+    (void)!write(r.to_worker, &one, sizeof one);
+    pthread_join(th, nullptr);
+    close(r.to_worker);
+    close(r.to_main);
+    w5_counters(state);
+    state.SetLabel("1 iteration = 1 round trip, 1 worker, 2 eventfds");
+}
+
+#ifdef RF_BENCH_HAVE_LIBUV
+// libuv's uv_queue_work: the work runs on libuv's threadpool, the
+// after-work callback on the loop thread (woken by its uv_async).
+struct UvW5 {
+    uv_loop_t loop;
+    uv_work_t req[kW5InFlight];
+    int left[kW5InFlight];
+    uintptr_t res;
+};
+
+void uv_w5_work(uv_work_t *req) {
+    req->data = w5_trivial(req->data);
+}
+
+void uv_w5_after_once(uv_work_t *req, int status) {
+    auto *u = static_cast<UvW5 *>(req->loop->data);
+    u->res = reinterpret_cast<uintptr_t>(req->data);
+    (void)status;
+}
+
+void W5_libuv_queue_work_roundtrip_baseline(benchmark::State &state) {
+    UvW5 u{};
+    uv_loop_init(&u.loop);
+    u.loop.data = &u;
+    uintptr_t i = 0;
+    for (auto _ : state) {
+        u.req[0].data = reinterpret_cast<void *>(i++);
+        if (uv_queue_work(&u.loop, &u.req[0], uv_w5_work, uv_w5_after_once) != 0) {
+            state.SkipWithError("uv_queue_work failed");
+            break;
+        }
+        uv_run(&u.loop, UV_RUN_DEFAULT); // returns once the callback ran
+        benchmark::DoNotOptimize(u.res);
+    }
+    uv_loop_close(&u.loop);
+    w5_counters(state);
+    state.SetLabel("1 iteration = 1 call, one at a time");
+}
+
+void uv_w5_after_again(uv_work_t *req, int status) {
+    auto *u = static_cast<UvW5 *>(req->loop->data);
+    int k = int(req - u->req);
+    u->res = reinterpret_cast<uintptr_t>(req->data);
+    if (status == 0 && --u->left[k] > 0)
+        uv_queue_work(&u->loop, req, uv_w5_work, uv_w5_after_again);
+}
+
+void W5_libuv_queue_work_throughput64_baseline(benchmark::State &state) {
+    UvW5 u{};
+    uv_loop_init(&u.loop);
+    u.loop.data = &u;
+    while (state.KeepRunningBatch(kW5Batch)) {
+        for (int k = 0; k < kW5InFlight; k++) {
+            u.left[k] = kW5PerTask;
+            u.req[k].data = reinterpret_cast<void *>(uintptr_t(k));
+            uv_queue_work(&u.loop, &u.req[k], uv_w5_work, uv_w5_after_again);
+        }
+        uv_run(&u.loop, UV_RUN_DEFAULT); // returns when all are done
+    }
+    uv_loop_close(&u.loop);
+    w5_counters(state);
+    state.SetLabel("1 iteration = 1 call, 64 in flight");
+}
+#endif
+
+// ===========================================================================
 // Q1: queue ping-pong. Two tasks and two queues of capacity 1: the driver
 // puts an item on `there` and gets it back from `back`; the partner echoes.
 // One iteration = one round trip (two puts, two gets, two switches), the
@@ -515,32 +755,6 @@ void Q1_queue_pingpong(benchmark::State &state) {
     rf_queue_fini(&c.back);
     state.SetLabel("1 iteration = 1 round trip A->B->A through 2 queues");
     state.counters["roundtrip"] = benchmark::Counter(
-// W5: offload of a trivial function to a thread pool. Two figures:
-//  - round trip: one task, one call at a time (1 iteration = 1 call);
-//  - throughput: 64 calls in flight (64 tasks, each making calls one after
-//    the other; 1 iteration = 1 call, so the time is the inverse rate).
-// Every contender has kW5Threads workers: ringfiber's pool, libuv's
-// threadpool (UV_THREADPOOL_SIZE, set in main). The raw baseline is the
-// floor of a cross-thread round trip: one worker thread and two eventfds.
-// ===========================================================================
-
-constexpr unsigned kW5Threads = 4;
-constexpr int kW5InFlight = 64;
-constexpr int kW5PerTask = 100;
-constexpr int kW5Batch = kW5InFlight * kW5PerTask;
-
-void *w5_trivial(void *arg) {
-    return reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(arg) + 1);
-}
-
-struct W5Ctx {
-    benchmark::State *state;
-    rf_pool *pool;
-    int failed; // an error code seen by a client task
-};
-
-void w5_counters(benchmark::State &state) {
-    state.counters["call"] = benchmark::Counter(
         1, benchmark::Counter::kIsIterationInvariantRate |
                benchmark::Counter::kInvert);
 }
@@ -597,24 +811,6 @@ void *q2_main(void *arg) {
     rf_group_fini(&g);
     if (c->got != uint64_t(state.iterations()) && !state.error_occurred())
         state.SkipWithError("items lost");
-void *w5_sequential(void *arg) {
-    auto *c = static_cast<W5Ctx *>(arg);
-    benchmark::State &state = *c->state;
-    rf_stats s0, s1;
-    loop_stats(&s0);
-    uintptr_t i = 0;
-    for (auto _ : state) {
-        void *res = nullptr;
-        int rc = rf_pool_call(c->pool, w5_trivial, reinterpret_cast<void *>(i),
-                              &res);
-        if (rc != 0) {
-            skip_rf(state, "rf_pool_call", rc);
-            break;
-        }
-        benchmark::DoNotOptimize(res);
-        i++;
-    }
-    loop_stats(&s1);
     report_stats(state, s0, s1, double(state.iterations()));
     return nullptr;
 }
@@ -1138,190 +1334,6 @@ void w4_raw(benchmark::State &state, unsigned batch) {
 
 void W4_raw_liburing_nop_baseline(benchmark::State &state) { w4_raw(state, 128); }
 void W4_raw_liburing_nop_batch1_baseline(benchmark::State &state) { w4_raw(state, 1); }
-void *w5_client(void *arg) {
-    auto *c = static_cast<W5Ctx *>(arg);
-    for (uintptr_t i = 0; i < kW5PerTask; i++) {
-        void *res = nullptr;
-        int rc = rf_pool_call(c->pool, w5_trivial, reinterpret_cast<void *>(i),
-                              &res);
-        if (rc != 0) {
-            c->failed = rc;
-            break;
-        }
-        benchmark::DoNotOptimize(res);
-    }
-    return nullptr;
-}
-
-void *w5_throughput(void *arg) {
-    auto *c = static_cast<W5Ctx *>(arg);
-    benchmark::State &state = *c->state;
-    rf_stats s0, s1;
-    loop_stats(&s0);
-    rf_task *t[kW5InFlight];
-    while (state.KeepRunningBatch(kW5Batch)) {
-        for (int k = 0; k < kW5InFlight; k++)
-            t[k] = rf_spawn(w5_client, c);
-        rf_gather(t, kW5InFlight, nullptr);
-        for (int k = 0; k < kW5InFlight; k++)
-            rf_task_release(t[k]);
-        if (c->failed) {
-            skip_rf(state, "rf_pool_call", c->failed);
-            break;
-        }
-    }
-    loop_stats(&s1);
-    report_stats(state, s0, s1, double(state.iterations()));
-    return nullptr;
-}
-
-void w5_run(benchmark::State &state, rf_fn fn) {
-    W5Ctx c{&state, nullptr, 0};
-    int rc = rf_pool_new(kW5Threads, 0, &c.pool);
-    if (rc != 0) {
-        skip_rf(state, "rf_pool_new", rc);
-        for (auto _ : state) {
-        }
-        return;
-    }
-    run_in_loop(state, fn, &c);
-    rf_pool_free(c.pool);
-    w5_counters(state);
-}
-
-void W5_offload_roundtrip(benchmark::State &state) {
-    w5_run(state, w5_sequential);
-    state.SetLabel("1 iteration = 1 call, one at a time");
-}
-
-void W5_offload_throughput64(benchmark::State &state) {
-    w5_run(state, w5_throughput);
-    state.SetLabel("1 iteration = 1 call, 64 in flight");
-}
-
-// --- W5 baselines -----------------------------------------------------------
-
-// The floor: the benchmark thread wakes one worker through an eventfd, the
-// worker runs the function and wakes it back through another.
-struct RawRoundTrip {
-    int to_worker = -1, to_main = -1;
-    std::atomic<uintptr_t> arg{0}, res{0};
-    std::atomic<bool> stop{false};
-};
-
-void *raw_rt_worker(void *p) {
-    auto *r = static_cast<RawRoundTrip *>(p);
-    for (;;) {
-        uint64_t v;
-        if (read(r->to_worker, &v, sizeof v) != sizeof v)
-            return nullptr;
-        if (r->stop.load(std::memory_order_acquire))
-            return nullptr;
-        void *out = w5_trivial(
-            reinterpret_cast<void *>(r->arg.load(std::memory_order_acquire)));
-        r->res.store(reinterpret_cast<uintptr_t>(out), std::memory_order_release);
-        uint64_t one = 1;
-        if (write(r->to_main, &one, sizeof one) != sizeof one)
-            return nullptr;
-    }
-}
-
-void W5_pthread_eventfd_baseline(benchmark::State &state) {
-    RawRoundTrip r;
-    r.to_worker = eventfd(0, EFD_CLOEXEC);
-    r.to_main = eventfd(0, EFD_CLOEXEC);
-    pthread_t th;
-    if (r.to_worker < 0 || r.to_main < 0 ||
-        pthread_create(&th, nullptr, raw_rt_worker, &r) != 0) {
-        state.SkipWithError("eventfd/pthread_create failed");
-        for (auto _ : state) {
-        }
-        return;
-    }
-    uintptr_t i = 0;
-    uint64_t one = 1, v;
-    for (auto _ : state) {
-        r.arg.store(i++, std::memory_order_release);
-        if (write(r.to_worker, &one, sizeof one) != sizeof one ||
-            read(r.to_main, &v, sizeof v) != sizeof v) {
-            state.SkipWithError("eventfd read/write failed");
-            break;
-        }
-        benchmark::DoNotOptimize(r.res.load(std::memory_order_acquire));
-    }
-    r.stop.store(true, std::memory_order_release);
-    (void)!write(r.to_worker, &one, sizeof one);
-    pthread_join(th, nullptr);
-    close(r.to_worker);
-    close(r.to_main);
-    w5_counters(state);
-    state.SetLabel("1 iteration = 1 round trip, 1 worker, 2 eventfds");
-}
-
-#ifdef RF_BENCH_HAVE_LIBUV
-// libuv's uv_queue_work: the work runs on libuv's threadpool, the
-// after-work callback on the loop thread (woken by its uv_async).
-struct UvW5 {
-    uv_loop_t loop;
-    uv_work_t req[kW5InFlight];
-    int left[kW5InFlight];
-    uintptr_t res;
-};
-
-void uv_w5_work(uv_work_t *req) {
-    req->data = w5_trivial(req->data);
-}
-
-void uv_w5_after_once(uv_work_t *req, int status) {
-    auto *u = static_cast<UvW5 *>(req->loop->data);
-    u->res = reinterpret_cast<uintptr_t>(req->data);
-    (void)status;
-}
-
-void W5_libuv_queue_work_roundtrip_baseline(benchmark::State &state) {
-    UvW5 u{};
-    uv_loop_init(&u.loop);
-    u.loop.data = &u;
-    uintptr_t i = 0;
-    for (auto _ : state) {
-        u.req[0].data = reinterpret_cast<void *>(i++);
-        if (uv_queue_work(&u.loop, &u.req[0], uv_w5_work, uv_w5_after_once) != 0) {
-            state.SkipWithError("uv_queue_work failed");
-            break;
-        }
-        uv_run(&u.loop, UV_RUN_DEFAULT); // returns once the callback ran
-        benchmark::DoNotOptimize(u.res);
-    }
-    uv_loop_close(&u.loop);
-    w5_counters(state);
-    state.SetLabel("1 iteration = 1 call, one at a time");
-}
-
-void uv_w5_after_again(uv_work_t *req, int status) {
-    auto *u = static_cast<UvW5 *>(req->loop->data);
-    int k = int(req - u->req);
-    u->res = reinterpret_cast<uintptr_t>(req->data);
-    if (status == 0 && --u->left[k] > 0)
-        uv_queue_work(&u->loop, req, uv_w5_work, uv_w5_after_again);
-}
-
-void W5_libuv_queue_work_throughput64_baseline(benchmark::State &state) {
-    UvW5 u{};
-    uv_loop_init(&u.loop);
-    u.loop.data = &u;
-    while (state.KeepRunningBatch(kW5Batch)) {
-        for (int k = 0; k < kW5InFlight; k++) {
-            u.left[k] = kW5PerTask;
-            u.req[k].data = reinterpret_cast<void *>(uintptr_t(k));
-            uv_queue_work(&u.loop, &u.req[k], uv_w5_work, uv_w5_after_again);
-        }
-        uv_run(&u.loop, UV_RUN_DEFAULT); // returns when all are done
-    }
-    uv_loop_close(&u.loop);
-    w5_counters(state);
-    state.SetLabel("1 iteration = 1 call, 64 in flight");
-}
-#endif
 
 } // namespace
 
@@ -1432,10 +1444,10 @@ void register_sweeps() {
 } // namespace
 
 int main(int argc, char **argv) {
-    register_sweeps();
     // libuv sizes its threadpool from the environment at its first use:
     // the same number of workers as ringfiber's pool in W5.
     setenv("UV_THREADPOOL_SIZE", std::to_string(kW5Threads).c_str(), 1);
+    register_sweeps();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv))
         return 1;

@@ -68,6 +68,19 @@ typedef struct ex_option {
     long *integer;       /* a valued option parsed as an integer */
 } ex_option;
 
+/* A valued option kept as text (argv's storage), such as --host ADDR.
+ * Kept apart from ex_option, whose initialisers are positional. An
+ * example that has some points ex_str_options at its table (terminated by
+ * a zeroed entry) before ex_parse_args(). */
+typedef struct ex_str_option {
+    const char *name;
+    const char *metavar;
+    const char *help;
+    const char **value;
+} ex_str_option;
+
+static const ex_str_option *ex_str_options;
+
 /* "--name METAVAR", or "--name" for a flag. */
 static inline const char *ex_option_spec(const ex_option *o, char *buf,
                                          size_t size)
@@ -83,11 +96,17 @@ static inline void ex_usage(FILE *out, const ex_option *opts)
     fprintf(out, "usage: %s [--scale N]", ex_prog);
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, " [%s]", ex_option_spec(o, spec, sizeof spec));
+    for (const ex_str_option *o = ex_str_options; o && o->name; o++)
+        fprintf(out, " [%s %s]", o->name, o->metavar);
     fprintf(out, "\n  %-12s %s\n", "--scale N",
             "divide every duration by N (default 1)");
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, "  %-12s %s\n", ex_option_spec(o, spec, sizeof spec),
                 o->help);
+    for (const ex_str_option *o = ex_str_options; o && o->name; o++) {
+        snprintf(spec, sizeof spec, "%s %s", o->name, o->metavar);
+        fprintf(out, "  %-12s %s\n", spec, o->help);
+    }
 }
 
 static inline void ex_bad_arg(const ex_option *opts, const char *msg,
@@ -161,6 +180,15 @@ static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
         const ex_option *o = strcmp(argv[i], "--scale") == 0
                                  ? &scale
                                  : ex_find(opts, argv[i]);
+        const ex_str_option *so = ex_str_options;
+        while (!o && so && so->name && strcmp(so->name, argv[i]) != 0)
+            so++;
+        if (!o && so && so->name) {
+            if (i + 1 >= argc)
+                ex_bad_arg(opts, "missing value for", argv[i]);
+            *so->value = argv[++i];
+            continue;
+        }
         if (!o)
             ex_bad_arg(opts, "unknown option", argv[i]);
         if (!o->metavar) {
@@ -333,6 +361,262 @@ static inline void *ex_run(rf_fn main_fn, void *arg)
     void *result = NULL;
     ex_check(rf_run(main_fn, arg, &result), "rf_run");
     return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Servers and clients (echo_server, echo_client, chat_server,         */
+/* http_hello)                                                         */
+/* ------------------------------------------------------------------ */
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Send all of buf (rf_send may send less on a full socket buffer). Returns
+ * 0, or the error of the send that failed. Suspends. */
+static inline int ex_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = rf_send(fd, p, len, 0);
+        if (n < 0)
+            return (int)n;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* TCP_NODELAY: request/response traffic must not wait for Nagle. Not a
+ * ring operation: setsockopt never blocks. */
+static inline void ex_nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* A TCP connection to host:port with TCP_NODELAY, or -errno. Suspends. */
+static inline int ex_connect(const char *host, long port)
+{
+    if (port < 0 || port > 65535)
+        return -EINVAL;
+    int fd;
+    int rc = rf_tcp_connect(host, (uint16_t)port, &fd);
+    if (rc < 0)
+        return rc;
+    ex_nodelay(fd);
+    return fd;
+}
+
+/*
+ * The server skeleton the example servers share: listen, print one line
+ * "listening on HOST:PORT", run serve() in a task per connection, and on
+ * SIGINT or SIGTERM stop gracefully:
+ *   1. stop accepting (the accepting task is cancelled, the listening
+ *      socket closed: new connections are refused);
+ *   2. shut down the read side of every connection: a connection waiting
+ *      for its next request sees end-of-file at once; one busy with a
+ *      request finishes what it has read (its answer is still written),
+ *      then sees end-of-file (bytes the kernel had received but the task
+ *      had not read yet are dropped by the shutdown);
+ *   3. wait up to --grace seconds for the connections to end;
+ *   4. cancel the ones still running (a peer that does not read its
+ *      answers, say: its socket is shut down both ways too, so a send
+ *      blocked on it fails at once) and wait for them to unwind.
+ * Then rf_run returns and the program exits 0.
+ *
+ * The signal arrives through the ring: SIGINT and SIGTERM are blocked and
+ * read from a signalfd with rf_read in the main task, so the loop never
+ * runs a signal handler and no wait is interrupted.
+ */
+typedef struct ex_conn {
+    struct ex_server *srv;
+    struct ex_conn *prev, *next; /* srv->conns */
+    rf_task *task;
+    int fd;
+} ex_conn;
+
+typedef struct ex_server {
+    /* set by the example */
+    const char *host;            /* --host, default 127.0.0.1 */
+    long port;                   /* --port */
+    double grace_s;              /* --grace, default 2 */
+    void (*serve)(ex_conn *c);   /* returns when c is done; the skeleton
+                                  * closes c->fd afterwards */
+    void *data;
+    /* the skeleton's */
+    int lfd, sfd;
+    bool stopping;               /* a signal came: finish up */
+    ex_conn conns;               /* list head */
+    size_t nconns;
+} ex_server;
+
+/* The options every server takes: --port and --grace go into opts (room
+ * for 2 entries), --host into the string options. */
+static inline void ex_server_options(ex_server *s, ex_option *opts)
+{
+    static ex_str_option host[2];
+    host[0] = (ex_str_option){"--host", "ADDR",
+                              "address to listen on (default 127.0.0.1)",
+                              &s->host};
+    ex_str_options = host;
+    opts[0] = (ex_option){"--port", "P", "TCP port to listen on", NULL, NULL,
+                          &s->port};
+    opts[1] = (ex_option){"--grace", "S",
+                          "seconds connections get to finish on SIGTERM "
+                          "(default 2)",
+                          NULL, &s->grace_s, NULL};
+}
+
+static inline void *ex_conn_task(void *arg)
+{
+    ex_conn *c = arg;
+    c->srv->serve(c);
+    rf_close(c->fd);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->srv->nconns--;
+    rf_task_release(c->task);
+    free(c);
+    return NULL;
+}
+
+/* Accepts until cancelled. */
+static inline void *ex_accept_task(void *arg)
+{
+    ex_server *s = arg;
+    for (;;) {
+        int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd == -ECANCELED || fd == -ESHUTDOWN)
+            return NULL; /* the server is stopping */
+        if (fd < 0) {
+            /* A connection reset before we took it, or out of fds: say so
+             * and go on serving the connections already open. */
+            fprintf(stderr, "%s: accept: %s\n", ex_prog, rf_strerror(fd));
+            if (rf_sleep(10 * RF_NSEC_PER_MSEC) == -ECANCELED)
+                return NULL;
+            continue;
+        }
+        ex_nodelay(fd);
+        ex_conn *c = calloc(1, sizeof *c);
+        rf_spawn_options o = {.name = "conn"};
+        rf_task *t = c ? rf_spawn_opts(ex_conn_task, c, &o) : NULL;
+        if (!t) {
+            fprintf(stderr, "%s: no memory for a connection\n", ex_prog);
+            free(c);
+            rf_close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        c->task = t;
+        c->next = &s->conns;
+        c->prev = s->conns.prev;
+        c->prev->next = c;
+        s->conns.prev = c;
+        s->nconns++;
+    }
+}
+
+/* Waits for every connection task; false if the deadline came first. */
+static inline bool ex_join_conns(ex_server *s)
+{
+    while (s->conns.next != &s->conns) {
+        rf_task *t = s->conns.next->task;
+        rf_task_retain(t);
+        int rc = rf_join(t, NULL);
+        rf_task_release(t);
+        if (rc == -ETIMEDOUT)
+            return false;
+    }
+    return true;
+}
+
+static inline void *ex_server_main(void *arg)
+{
+    ex_server *s = arg;
+    ex_check(rf_tcp_listen(s->host, (uint16_t)s->port, 1024, &s->lfd),
+             "listen");
+    /* --port 0 picks a free port: print the one we got. */
+    int port = rf_sock_port(s->lfd);
+    if (port < 0)
+        ex_die("getsockname", port);
+    bool v6 = strchr(s->host, ':') && s->host[0] != '[';
+    printf("listening on %s%s%s:%d\n", v6 ? "[" : "", s->host, v6 ? "]" : "",
+           port);
+    fflush(stdout);
+
+    s->conns.next = s->conns.prev = &s->conns;
+    rf_task *acceptor = ex_spawn(ex_accept_task, s, "acceptor");
+
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = rf_read(s->sfd, &si, sizeof si, -1);
+        if (n == (ssize_t)sizeof si)
+            break;
+        if (n < 0 && n != -EINTR && n != -EAGAIN)
+            ex_die("read signalfd", (int)n);
+    }
+    fprintf(stderr, "%s: %s: stopping (%zu connections open)\n", ex_prog,
+            strsignal((int)si.ssi_signo), s->nconns);
+
+    s->stopping = true;
+    rf_cancel(acceptor);
+    rf_join(acceptor, NULL);
+    rf_task_release(acceptor);
+    rf_close(s->lfd);
+
+    /* shutdown(2), not rf_shutdown: it never blocks, and a loop that does
+     * not suspend cannot see a connection free itself under its feet. */
+    for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next)
+        shutdown(c->fd, SHUT_RD);
+    rf_deadline_set(rf_now_ns() +
+                    (uint64_t)(s->grace_s * (double)RF_NSEC_PER_SEC));
+    bool all = ex_join_conns(s);
+    rf_deadline_set(0);
+    if (!all) {
+        fprintf(stderr, "%s: cancelling %zu connections after %.1f s\n",
+                ex_prog, s->nconns, s->grace_s);
+        for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next) {
+            shutdown(c->fd, SHUT_RDWR);
+            rf_cancel(c->task);
+        }
+        ex_join_conns(s);
+    }
+    return NULL;
+}
+
+/*
+ * Run the server until SIGINT or SIGTERM. Call from main() after the
+ * command line is parsed; returns the exit status (0).
+ */
+static inline int ex_server_run(ex_server *s)
+{
+    if (s->port < 0 || s->port > 65535) {
+        fprintf(stderr, "%s: --port must be 0..65535\n", ex_prog);
+        exit(2);
+    }
+    if (!(s->grace_s >= 0 && s->grace_s <= 3600)) {
+        fprintf(stderr, "%s: --grace must be 0..3600 seconds\n", ex_prog);
+        exit(2);
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    /* Blocked before the loop exists, so that no thread (the library's
+     * own included) ever takes them the ordinary way. */
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        ex_die("sigprocmask", -errno);
+    s->sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (s->sfd < 0)
+        ex_die("signalfd", -errno);
+    ex_run(ex_server_main, s);
+    close(s->sfd);
+    return 0;
 }
 
 #define EX_COUNT(a) (sizeof(a) / sizeof((a)[0]))

@@ -258,6 +258,17 @@ RF_API rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
 RF_API int rf_join(rf_task *t, void **result);
 
 /*
+ * rf_join for clean-up: waits until t has returned even if the caller is
+ * cancelled or past its deadline (a cancelled task that has cancelled its
+ * children must still wait for them before it frees what they use).
+ * Returns 0 or -ECANCELED (t's status, as rf_join), or, without waiting,
+ * -EINVAL, -EPERM, -EDEADLK, -EXDEV as rf_join. Never ends early: make
+ * sure t will return (cancel it first if need be). Suspends unless t has
+ * already returned.
+ */
+RF_API int rf_join_nocancel(rf_task *t, void **result);
+
+/*
  * asyncio.gather(): wait for every task in tasks[0..n). results (may be
  * NULL) receives each return value at the same index. Returns 0 if none
  * was cancelled, else -ECANCELED (look at each with rf_join, which returns
@@ -573,8 +584,12 @@ RF_API int rf_loop_timeout_ms(const rf_loop *loop);
  *  - it suspends only the calling task (the loop runs the others) and
  *    returns the kernel's result, or a negative errno;
  *  - outside a task it returns -EPERM; on a kernel whose io_uring lacks
- *    the operation it returns -EOPNOTSUPP (a line on stderr says so, once
- *    per loop, unless the loop is RF_LOOP_QUIET);
+ *    the operation (a line on stderr says so, once per loop, unless the
+ *    loop is RF_LOOP_QUIET) a file call runs its system call on the
+ *    loop's offload pool instead (rf_to_thread's rules then apply: it is
+ *    not interrupted once queued), and a socket call returns -EOPNOTSUPP
+ *    (rf_socket and rf_shutdown fall back to their system calls, which do
+ *    not block);
  *  - the task's deadline (rf_deadline_set) bounds it: the operation is
  *    submitted with a linked timeout and returns -ETIMEDOUT when the
  *    deadline passes first; past the deadline it returns -ETIMEDOUT

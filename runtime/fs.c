@@ -11,7 +11,9 @@
  *     return rf__fd_op_run(l, self, fd, sqe);
  *
  * rf__io_begin refuses outside a task (-EPERM) and for an opcode the kernel
- * lacks (-EOPNOTSUPP, reported once per loop on stderr), then takes the
+ * lacks (-EOPNOTSUPP, reported once per loop on stderr; the file calls
+ * first check for that case and run their system call on the offload pool
+ * instead, see "fallback" below), then takes the
  * SQE through rf__op_begin (cancellation, deadline). rf__fd_op_run lists
  * the operation in loop->fd_ops while it is in flight, so that rf_close
  * can wait until no operation on the fd it closes is left in the kernel.
@@ -29,18 +31,126 @@
  * request is a short transfer, which callers already handle. */
 #define RF_IO_MAX 0x7ffff000u
 
-bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what)
+static void report_missing(rf_loop *l, unsigned opcode, const char *what,
+                           const char *instead)
 {
-    if (rf_likely(rf__op_supported(l, opcode)))
-        return true;
     uint64_t bit = 1ULL << (opcode % 64);
     if (!(l->flags & RF_LOOP_QUIET) && !(l->op_warned[opcode / 64] & bit))
         fprintf(stderr,
                 "ringfiber: %s: this kernel's io_uring lacks operation %u; "
-                "the call returns EOPNOTSUPP (a newer kernel has it)\n",
-                what, opcode);
+                "%s (a newer kernel has it)\n",
+                what, opcode, instead);
     l->op_warned[opcode / 64] |= bit;
+}
+
+bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what)
+{
+    if (rf_likely(rf__op_supported(l, opcode)))
+        return true;
+    report_missing(l, opcode, what, "the call returns EOPNOTSUPP");
     return false;
+}
+
+/* ---- fallback: the system call on the offload pool ------------------------ */
+
+/*
+ * A file operation the kernel's io_uring lacks (older kernels: statx,
+ * fallocate, openat before 5.6, ...) runs as its ordinary system call on a
+ * worker of the loop's offload pool (rf_to_thread), so it still suspends
+ * only the calling task. It then follows rf_to_thread's rules: a task
+ * cancelled, or past its deadline, before the call is queued gets
+ * -ECANCELED / -ETIMEDOUT; once queued the call runs to its end. Socket
+ * calls have no such fallback (a blocking receive would hold a worker
+ * for as long as the peer likes): they return -EOPNOTSUPP.
+ */
+enum fs_call { FS_OPENAT, FS_READ, FS_WRITE, FS_READV, FS_WRITEV, FS_FSYNC,
+               FS_FDATASYNC, FS_FALLOCATE, FS_STATX };
+
+typedef struct fs_args {
+    enum fs_call call;
+    int fd, flags, cnt;
+    unsigned mode;
+    const char *path;
+    void *buf;
+    size_t len;
+    int64_t off, len64;
+    const struct iovec *iov;
+    struct statx *stx;
+} fs_args;
+
+static void *fs_syscall(void *arg)
+{
+    const fs_args *a = arg;
+    long r;
+    switch (a->call) {
+    case FS_OPENAT:
+        r = openat(a->fd, a->path, a->flags, a->mode);
+        break;
+    case FS_READ:
+        r = a->off < 0 ? read(a->fd, a->buf, a->len)
+                       : pread(a->fd, a->buf, a->len, a->off);
+        break;
+    case FS_WRITE:
+        r = a->off < 0 ? write(a->fd, a->buf, a->len)
+                       : pwrite(a->fd, a->buf, a->len, a->off);
+        break;
+    case FS_READV:
+        r = a->off < 0 ? readv(a->fd, a->iov, a->cnt)
+                       : preadv(a->fd, a->iov, a->cnt, a->off);
+        break;
+    case FS_WRITEV:
+        r = a->off < 0 ? writev(a->fd, a->iov, a->cnt)
+                       : pwritev(a->fd, a->iov, a->cnt, a->off);
+        break;
+    case FS_FSYNC:
+        r = fsync(a->fd);
+        break;
+    case FS_FDATASYNC:
+        r = fdatasync(a->fd);
+        break;
+    case FS_FALLOCATE:
+        r = fallocate(a->fd, a->flags, a->off, a->len64);
+        break;
+    case FS_STATX:
+        r = statx(a->fd, a->path, a->flags, a->mode, a->stx);
+        break;
+    default:
+        r = -1;
+        errno = ENOSYS;
+    }
+    return (void *)(intptr_t)(r < 0 ? -errno : r);
+}
+
+/* True if opcode is missing and the call must take the fallback (outside
+ * a task: false, and rf__io_begin says -EPERM). */
+static bool fs_use_pool(unsigned opcode, const char *what)
+{
+    rf_loop *l = rf__tls_loop;
+    if (!l || !l->current || rf_likely(rf__op_supported(l, opcode)))
+        return false;
+    report_missing(l, opcode, what,
+                   "the call runs its system call on the offload pool");
+    return true;
+}
+
+static long fs_fallback(fs_args *a)
+{
+    /* Listed in fd_ops like a ring operation on the fd (never for openat
+     * and statx, whose fd is a directory resolved at the start), so that
+     * rf_close(fd) waits until the worker is done with the fd. */
+    rf_loop *l = rf__tls_loop;
+    bool on_fd = a->call != FS_OPENAT && a->call != FS_STATX;
+    rf_fd_op fo = {.fd = a->fd};
+    if (on_fd)
+        rf_list_push_back(&l->fd_ops, &fo.node);
+    void *res = NULL;
+    int rc = rf_to_thread(fs_syscall, a, &res);
+    if (on_fd) {
+        rf_list_remove(&fo.node);
+        if (fo.closer)
+            rf__wake(l, fo.closer);
+    }
+    return rc ? rc : (long)(intptr_t)res;
 }
 
 struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
@@ -78,6 +188,10 @@ int rf_openat(int dirfd, const char *path, int flags, unsigned mode)
 {
     if (!path)
         return -EFAULT;
+    if (fs_use_pool(IORING_OP_OPENAT, "rf_openat"))
+        return (int)fs_fallback(&(fs_args){.call = FS_OPENAT, .fd = dirfd,
+                                           .path = path, .flags = flags,
+                                           .mode = mode});
     rf_loop *l;
     rf_task *self;
     int err;
@@ -108,13 +222,17 @@ static ssize_t rw(unsigned opcode, const char *what, int fd, const void *buf,
         return -EFAULT;
     if (off < -1)
         return -EINVAL;
+    unsigned n = len > RF_IO_MAX ? RF_IO_MAX : (unsigned)len;
+    if (fs_use_pool(opcode, what))
+        return fs_fallback(&(fs_args){
+            .call = opcode == IORING_OP_READ ? FS_READ : FS_WRITE, .fd = fd,
+            .buf = (void *)buf, .len = n, .off = off});
     rf_loop *l;
     rf_task *self;
     int err;
     struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
     if (!sqe)
         return err;
-    unsigned n = len > RF_IO_MAX ? RF_IO_MAX : (unsigned)len;
     io_uring_prep_rw(opcode, sqe, fd, buf, n, (uint64_t)off);
     return rf__fd_op_run(l, self, fd, sqe);
 }
@@ -141,6 +259,10 @@ static ssize_t rwv(unsigned opcode, const char *what, int fd,
     for (int i = 0; i < cnt; i++)
         if (!iov[i].iov_base && iov[i].iov_len)
             return -EFAULT;
+    if (fs_use_pool(opcode, what))
+        return fs_fallback(&(fs_args){
+            .call = opcode == IORING_OP_READV ? FS_READV : FS_WRITEV,
+            .fd = fd, .iov = iov, .cnt = cnt, .off = off});
     rf_loop *l;
     rf_task *self;
     int err;
@@ -220,6 +342,9 @@ static int do_fsync(int fd, unsigned flags, const char *what)
 {
     if (fd < 0)
         return -EBADF;
+    if (fs_use_pool(IORING_OP_FSYNC, what))
+        return (int)fs_fallback(&(fs_args){
+            .call = flags ? FS_FDATASYNC : FS_FSYNC, .fd = fd});
     rf_loop *l;
     rf_task *self;
     int err;
@@ -244,6 +369,10 @@ int rf_fallocate(int fd, int mode, int64_t off, int64_t len)
         return -EBADF;
     if (off < 0 || len <= 0)
         return -EINVAL;
+    if (fs_use_pool(IORING_OP_FALLOCATE, "rf_fallocate"))
+        return (int)fs_fallback(&(fs_args){.call = FS_FALLOCATE, .fd = fd,
+                                           .flags = mode, .off = off,
+                                           .len64 = len});
     rf_loop *l;
     rf_task *self;
     int err;
@@ -260,6 +389,10 @@ int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
 {
     if (!path || !out)
         return -EFAULT;
+    if (fs_use_pool(IORING_OP_STATX, "rf_statx"))
+        return (int)fs_fallback(&(fs_args){.call = FS_STATX, .fd = dirfd,
+                                           .path = path, .flags = flags,
+                                           .mode = mask, .stx = out});
     rf_loop *l;
     rf_task *self;
     int err;

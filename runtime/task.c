@@ -231,6 +231,19 @@ int rf_join(rf_task *t, void **result)
     return t->status;
 }
 
+int rf_join_nocancel(rf_task *t, void **result)
+{
+    rf_loop *l;
+    rf_task *self;
+    int rc = wait_check(t, &l, &self);
+    if (rc)
+        return rc;
+    rf__join_wait(l, self, t, 0); /* ends only when t is done */
+    if (result)
+        *result = t->result;
+    return t->status;
+}
+
 int rf_gather(rf_task *const *tasks, size_t n, void **results)
 {
     if (n && !tasks)

@@ -618,7 +618,64 @@ static void *gather_errors(void *arg)
 
 static void test_gather_errors(void **state) { rft_run(gather_errors, NULL); }
 
+/* ---- rf_join_nocancel: clean-up waits of a cancelled task ----------------- */
+
+static volatile int g_child_unwound;
+
+static void *slow_unwinder(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_sleep(60 * RFT_SEC), -ECANCELED);
+    /* Clean-up that takes a few turns (rf_yield still yields). */
+    for (int i = 0; i < 5; i++)
+        rf_yield();
+    g_child_unwound = 1;
+    return (void *)0x77;
+}
+
+static void *parent_cleans_up(void *arg)
+{
+    (void)arg;
+    rf_task *c = rf_spawn(slow_unwinder, NULL);
+    RFT_CHECK_INT(rf_sleep(60 * RFT_SEC), -ECANCELED); /* cancelled here */
+    rf_cancel(c);
+    /* A cancelled task's rf_join does not wait... */
+    RFT_CHECK_INT(rf_join(c, NULL), -ECANCELED);
+    RFT_CHECK(!g_child_unwound);
+    /* ...rf_join_nocancel does, and delivers the result. */
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join_nocancel(c, &res), -ECANCELED);
+    RFT_CHECK(g_child_unwound);
+    RFT_CHECK_PTR(res, (void *)0x77);
+    /* Done already: at once. */
+    RFT_CHECK_INT(rf_join_nocancel(c, NULL), -ECANCELED);
+    RFT_CHECK_INT(rf_join_nocancel(NULL, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_join_nocancel(rf_self(), NULL), -EDEADLK);
+    rf_task_release(c);
+    return NULL;
+}
+
+static void *cancel_the_parent(void *arg)
+{
+    (void)arg;
+    g_child_unwound = 0;
+    rf_task *p = rf_spawn(parent_cleans_up, NULL);
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
+    rf_cancel(p);
+    RFT_CHECK_INT(rf_join(p, NULL), -ECANCELED);
+    RFT_CHECK(g_child_unwound);
+    rf_task_release(p);
+    return NULL;
+}
+
+static void test_join_nocancel(void **state)
+{
+    assert_int_equal(rf_join_nocancel(NULL, NULL), -EINVAL);
+    rft_run(cancel_the_parent, NULL);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_join_nocancel),
     cmocka_unit_test(test_spawn_join_results),
     cmocka_unit_test(test_join_three_waiters),
     cmocka_unit_test(test_join_after_finish_is_immediate),

@@ -1,0 +1,185 @@
+/*
+ * The ringfiber W6 echo servers (see w6_servers.h).
+ *
+ * w6_ringfiber_serve is the one that counts: a task per connection written
+ * with the public calls, rf_recv and rf_send, exactly as a user would.
+ *
+ * The others answer the issue's "measure and choose" questions for the
+ * echo workload. They submit recv/send themselves through the runtime's
+ * one operation path (rf__op_begin / rf__op_run, the path every public
+ * call takes); pollfirst and fixed each differ from raw in one thing:
+ *   raw          recv / send SQEs, nothing else (the floor of the public
+ *                path: their gap is the bookkeeping rf_recv/rf_send add);
+ *   pollfirst    raw + IORING_RECVSEND_POLL_FIRST on recv: the kernel arms a
+ *                poll instead of trying the receive first, which saves a
+ *                failed attempt when, as in ping-pong, the data is never
+ *                there yet when the receive is submitted;
+ *   fixed        raw + registered files (IOSQE_FIXED_FILE): no fd table
+ *                lookup and reference per operation.
+ */
+#define _GNU_SOURCE
+#include "w6_servers.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum { W6_BUF = 4096 };
+
+typedef enum { W6_PUBLIC, W6_RAW, W6_POLLFIRST, W6_FIXED } w6_kind;
+
+typedef struct w6_server {
+    int lfd, nconns, rc;
+    w6_kind kind;
+} w6_server;
+
+typedef struct w6_conn {
+    w6_server *srv;
+    int fd;   /* the socket */
+    int slot; /* its registered-file index (W6_FIXED) */
+} w6_conn;
+
+/* One recv or send through the runtime's operation path. */
+static ssize_t raw_io(w6_conn *c, bool recv, void *buf, size_t len)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l->current;
+    int err;
+    struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+    if (!sqe)
+        return err;
+    bool fixed = c->srv->kind == W6_FIXED;
+    int fd = fixed ? c->slot : c->fd;
+    if (recv)
+        io_uring_prep_recv(sqe, fd, buf, len, 0);
+    else
+        io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+    if (fixed)
+        sqe->flags |= IOSQE_FIXED_FILE;
+    if (recv && c->srv->kind == W6_POLLFIRST)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    rf_op op = {0};
+    return rf__op_run(l, self, &op, sqe);
+}
+
+static void *w6_conn_task(void *arg)
+{
+    w6_conn *c = arg;
+    bool pub = c->srv->kind == W6_PUBLIC;
+    char buf[W6_BUF];
+    for (;;) {
+        ssize_t n = pub ? rf_recv(c->fd, buf, sizeof buf, 0)
+                        : raw_io(c, true, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = pub ? rf_send(c->fd, buf + off, (size_t)(n - off), 0)
+                            : raw_io(c, false, buf + off, (size_t)(n - off));
+            if (w < 0)
+                goto out;
+            off += w;
+        }
+    }
+out:
+    rf_close(c->fd);
+    return NULL;
+}
+
+/* The last server's loop counters (the bench runs one server at a time). */
+static rf_stats last_stats;
+
+int w6_ringfiber_last_stats(uint64_t *enters, uint64_t *sqes,
+                            uint64_t *switches)
+{
+    *enters = last_stats.enters;
+    *sqes = last_stats.sqes_submitted;
+    *switches = last_stats.switches;
+    return 0;
+}
+
+static void *w6_main(void *arg)
+{
+    w6_server *s = arg;
+    rf_loop *l = rf__tls_loop;
+    memset(&last_stats, 0, sizeof last_stats);
+    w6_conn *conns = calloc((size_t)s->nconns, sizeof *conns);
+    rf_task **tasks = calloc((size_t)s->nconns, sizeof *tasks);
+    if (!conns || !tasks) {
+        s->rc = -ENOMEM;
+        goto out;
+    }
+    if (s->kind == W6_FIXED) {
+        int rc = io_uring_register_files_sparse(&l->ring, (unsigned)s->nconns);
+        if (rc < 0) {
+            s->rc = rc;
+            goto out;
+        }
+    }
+    int n = 0;
+    for (; n < s->nconns; n++) {
+        int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            s->rc = fd;
+            break;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conns[n] = (w6_conn){s, fd, n};
+        if (s->kind == W6_FIXED) {
+            int rc = io_uring_register_files_update(&l->ring, (unsigned)n,
+                                                    &fd, 1);
+            if (rc < 0) {
+                s->rc = rc;
+                close(fd);
+                break;
+            }
+        }
+        tasks[n] = rf_spawn(w6_conn_task, &conns[n]);
+        if (!tasks[n]) {
+            s->rc = -errno;
+            close(fd);
+            break;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        rf_join(tasks[i], NULL);
+        rf_task_release(tasks[i]);
+    }
+    if (s->kind == W6_FIXED)
+        io_uring_unregister_files(&l->ring);
+    rf_loop_stats(l, &last_stats);
+out:
+    free(conns);
+    free(tasks);
+    return NULL;
+}
+
+static int serve(int lfd, int nconns, w6_kind kind)
+{
+    w6_server s = {lfd, nconns, 0, kind};
+    int rc = rf_run(w6_main, &s, NULL);
+    return rc ? rc : s.rc;
+}
+
+int w6_ringfiber_serve(int lfd, int nconns)
+{
+    return serve(lfd, nconns, W6_PUBLIC);
+}
+
+int w6_raw_serve(int lfd, int nconns) { return serve(lfd, nconns, W6_RAW); }
+
+int w6_pollfirst_serve(int lfd, int nconns)
+{
+    return serve(lfd, nconns, W6_POLLFIRST);
+}
+
+int w6_fixed_serve(int lfd, int nconns)
+{
+    return serve(lfd, nconns, W6_FIXED);
+}

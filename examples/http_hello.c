@@ -1,0 +1,234 @@
+/*
+ * http_hello: a minimal HTTP/1.1 server that answers "hello world!".
+ *
+ *   http_hello [--port 8080] [--host 127.0.0.1] [--grace 2]
+ *
+ * Enough HTTP for `curl -v` and for `wrk`:
+ *  - keep-alive: HTTP/1.1 connections stay open unless the request says
+ *    "Connection: close"; HTTP/1.0 ones close unless it says
+ *    "Connection: keep-alive". "Connection: close" is honoured: the answer
+ *    carries it and the server closes after sending it.
+ *  - pipelining: every complete request in the buffer is answered, in
+ *    order, and the answers go out in one send.
+ *  - GET and HEAD (no body) get 200; another method 405; a request body
+ *    announced by Content-Length is skipped; a chunked request body, a
+ *    malformed request or headers over 16 KiB get 501/400/431 and the
+ *    connection is closed.
+ * One task per connection; see echo_server.c for the skeleton.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <ctype.h>
+#include <strings.h>
+
+enum { IN_SIZE = 16384, OUT_SIZE = 16384 };
+
+static const char HELLO[] = "hello world!";
+
+/* "Date: Sun, 22 Nov 2026 01:02:03 GMT\r\n", remade once a second. */
+static const char *date_header(void)
+{
+    static char buf[64];
+    static time_t made = -1;
+    time_t now = time(NULL);
+    if (now != made) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        made = now;
+    }
+    return buf;
+}
+
+typedef struct request {
+    bool head;        /* HEAD: headers only */
+    bool get;         /* GET or HEAD */
+    bool keep_alive;
+    bool http10;      /* HTTP/1.0: keep-alive only when asked for */
+    bool chunked;
+    long long content_length;
+} request;
+
+/* Does the comma-separated header value v (length n) contain token? */
+static bool has_token(const char *v, size_t n, const char *token)
+{
+    size_t tl = strlen(token);
+    for (size_t i = 0; i < n;) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t j = i;
+        while (j < n && v[j] != ',')
+            j++;
+        size_t e = j;
+        while (e > i && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e - i == tl && strncasecmp(v + i, token, tl) == 0)
+            return true;
+        i = j;
+    }
+    return false;
+}
+
+/* Parse the head of one request, p[0..n) up to (not including) the blank
+ * line. Returns 0, or the status to answer with before closing. */
+static int parse(const char *p, size_t n, request *r)
+{
+    const char *end = p + n;
+    const char *eol = memmem(p, n, "\r\n", 2);
+    if (!eol)
+        eol = end;
+    /* Request line: METHOD SP TARGET SP HTTP/1.x */
+    const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (!sp1 || !sp2 || sp1 == p || sp2 == sp1 + 1 || eol - sp2 - 1 != 8 ||
+        memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)sp2[8]))
+        return 400;
+    size_t mlen = (size_t)(sp1 - p);
+    r->head = mlen == 4 && memcmp(p, "HEAD", 4) == 0;
+    r->get = r->head || (mlen == 3 && memcmp(p, "GET", 3) == 0);
+    r->http10 = sp2[8] == '0';
+    r->keep_alive = !r->http10;
+    r->chunked = false;
+    r->content_length = 0;
+    for (const char *h = eol + 2; h < end; h = eol + 2) {
+        eol = memmem(h, (size_t)(end - h), "\r\n", 2);
+        if (!eol)
+            eol = end;
+        const char *colon = memchr(h, ':', (size_t)(eol - h));
+        if (!colon || colon == h)
+            return 400;
+        size_t nlen = (size_t)(colon - h);
+        const char *v = colon + 1;
+        size_t vlen = (size_t)(eol - v);
+        if (nlen == 10 && strncasecmp(h, "Connection", 10) == 0) {
+            if (has_token(v, vlen, "close"))
+                r->keep_alive = false;
+            else if (has_token(v, vlen, "keep-alive"))
+                r->keep_alive = true;
+        } else if (nlen == 14 && strncasecmp(h, "Content-Length", 14) == 0) {
+            char num[24];
+            while (vlen > 0 && (*v == ' ' || *v == '\t'))
+                v++, vlen--;
+            while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                vlen--;
+            if (vlen == 0 || vlen >= sizeof num)
+                return 400;
+            memcpy(num, v, vlen);
+            num[vlen] = '\0';
+            char *e;
+            errno = 0;
+            long long cl = strtoll(num, &e, 10);
+            if (*e != '\0' || errno != 0 || cl < 0 || !isdigit((unsigned char)num[0]))
+                return 400;
+            r->content_length = cl;
+        } else if (nlen == 17 &&
+                   strncasecmp(h, "Transfer-Encoding", 17) == 0) {
+            r->chunked = true;
+        }
+    }
+    return r->chunked ? 501 : 0;
+}
+
+/* Append one response to out; room is at least RESP_MAX. Returns its
+ * length. */
+enum { RESP_MAX = 512 };
+
+static size_t respond(char *out, size_t room, int status, const request *r,
+                      bool keep_alive)
+{
+    const char *reason = status == 200   ? "OK"
+                         : status == 405 ? "Method Not Allowed"
+                         : status == 431 ? "Request Header Fields Too Large"
+                         : status == 501 ? "Not Implemented"
+                                         : "Bad Request";
+    const char *body = status == 200 ? HELLO : reason;
+    const char *conn = !keep_alive    ? "Connection: close\r\n"
+                       : r->http10    ? "Connection: keep-alive\r\n"
+                                      : "";
+    int n = snprintf(out, room,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Server: ringfiber\r\n"
+                     "%s"
+                     "Content-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n"
+                     "%s%s"
+                     "\r\n"
+                     "%s",
+                     status, reason, date_header(), strlen(body),
+                     status == 405 ? "Allow: GET, HEAD\r\n" : "", conn,
+                     r->head ? "" : body);
+    return n > 0 && (size_t)n < room ? (size_t)n : 0;
+}
+
+static void serve(ex_conn *c)
+{
+    char in[IN_SIZE], out[OUT_SIZE];
+    size_t inlen = 0;
+    long long skip = 0; /* bytes of a request body still to discard */
+    bool open = true;
+    while (open) {
+        /* Answer every complete request in the buffer. */
+        size_t off = 0, outlen = 0;
+        for (;;) {
+            size_t k = skip < (long long)(inlen - off) ? (size_t)skip
+                                                       : inlen - off;
+            off += k;
+            skip -= (long long)k;
+            if (skip > 0)
+                break;
+            /* Empty lines before a request are allowed (RFC 9112 2.2). */
+            while (inlen - off >= 2 && in[off] == '\r' && in[off + 1] == '\n')
+                off += 2;
+            char *hend = memmem(in + off, inlen - off, "\r\n\r\n", 4);
+            if (!hend)
+                break;
+            request r = {0};
+            int status = parse(in + off, (size_t)(hend - (in + off)), &r);
+            if (status == 0)
+                status = r.get ? 200 : 405;
+            /* Once the server is stopping, every answer says so. */
+            bool keep = (status == 200 || status == 405) && r.keep_alive &&
+                        !c->srv->stopping;
+            if (OUT_SIZE - outlen < RESP_MAX) {
+                if (ex_send_all(c->fd, out, outlen) != 0)
+                    return;
+                outlen = 0;
+            }
+            outlen += respond(out + outlen, OUT_SIZE - outlen, status, &r,
+                              keep);
+            off = (size_t)(hend + 4 - in);
+            skip = r.content_length;
+            if (!keep) {
+                open = false;
+                break;
+            }
+        }
+        if (outlen > 0 && ex_send_all(c->fd, out, outlen) != 0)
+            return;
+        if (!open)
+            return;
+        memmove(in, in + off, inlen - off);
+        inlen -= off;
+        if (inlen == IN_SIZE) {
+            request r = {0};
+            size_t n = respond(out, OUT_SIZE, 431, &r, false);
+            ex_send_all(c->fd, out, n);
+            return;
+        }
+        ssize_t n = rf_recv(c->fd, in + inlen, IN_SIZE - inlen, 0);
+        if (n <= 0)
+            return; /* the client closed, an error, or the server stops */
+        inlen += (size_t)n;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    ex_server s = {.host = "127.0.0.1", .port = 8080, .grace_s = 2,
+                   .serve = serve};
+    ex_option opts[3] = {{0}};
+    ex_server_options(&s, opts);
+    ex_parse_args(argc, argv, opts);
+    return ex_server_run(&s);
+}

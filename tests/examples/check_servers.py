@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Check the example servers end to end, over loopback, with bounded runs.
+
+    check_servers.py echo --server PATH --client PATH
+    check_servers.py http --server PATH
+    check_servers.py chat --server PATH
+
+Every server is started on --port 0 (the kernel picks a free port) and must
+print exactly one line, "listening on 127.0.0.1:PORT"; after the checks it
+gets SIGTERM and must exit 0 within a few seconds. Every socket operation
+has a timeout, so a broken server fails the check instead of hanging it.
+Exit status 0 when every check passed, 1 otherwise.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+TIMEOUT = 10.0  # per socket operation, seconds
+failures = []
+
+
+def check(cond, what):
+    print(("ok: " if cond else "FAIL: ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+class Server:
+    def __init__(self, path, *args, ignore_sigint=False):
+        # ignore_sigint: start it as a shell starts a background job, with
+        # SIGINT ignored; it must still stop on SIGINT (Linux keeps a
+        # blocked signal pending even when its disposition is "ignore", so
+        # the server's signalfd still reads it).
+        pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) \
+            if ignore_sigint else None
+        self.proc = subprocess.Popen(
+            [path, "--port", "0", *args], preexec_fn=pre,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.first = self._first_line()
+        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", self.first or "")
+        if not check(m is not None, f"ready line: {self.first!r}"):
+            self.kill()
+            raise SystemExit(report())
+        self.port = int(m.group(1))
+
+    def _first_line(self):
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()))
+        t.daemon = True
+        t.start()
+        t.join(TIMEOUT)
+        return out[0] if out else None
+
+    def connect(self, rcvbuf=None):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(TIMEOUT)
+        s.connect(("127.0.0.1", self.port))
+        return s
+
+    def stop(self, wait=TIMEOUT, sig=signal.SIGTERM):
+        """Sends sig; returns (exit status or None on a hang, stdout rest, stderr)."""
+        self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.proc.communicate()
+            return None, out, err
+        return self.proc.returncode, out, err
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def stop_and_check(srv, name, expect_err=None, wait=TIMEOUT,
+                   sig=signal.SIGTERM):
+    rc, out, err = srv.stop(wait, sig)
+    check(rc == 0, f"{name}: exit status 0 after {sig.name} (got {rc})")
+    check(out == "", f"{name}: nothing on stdout but the ready line (rest: {out!r})")
+    if expect_err:
+        check(re.search(expect_err, err) is not None,
+              f"{name}: stderr matches {expect_err!r}: {err!r}")
+    return err
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def at_eof(s):
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+# ---------------------------------------------------------------- echo
+
+
+def run_echo(args):
+    srv = Server(args.server)
+    try:
+        r = subprocess.run(
+            [args.client, "--port", str(srv.port), "--conns", "20",
+             "--count", "300", "--size", "64"],
+            capture_output=True, text=True, timeout=60)
+        print(r.stdout, end="")
+        check(r.returncode == 0, f"echo_client exit 0 (got {r.returncode}; {r.stderr!r})")
+        check("20 connections x 300 messages of 64 bytes" in r.stdout, "client header line")
+        check(re.search(r"^6000 messages in [\d.]+ s: \d+ messages/s$", r.stdout, re.M)
+              is not None, "client rate line")
+        check(re.search(r"^latency us: p50 [\d.]+ p90 [\d.]+ p99 [\d.]+ max [\d.]+$",
+                        r.stdout, re.M) is not None, "client latency line")
+
+        # A large message comes back whole, bytes in order.
+        s = srv.connect()
+        data = bytes(i * 7 % 251 for i in range(1 << 20))
+        t = threading.Thread(target=s.sendall, args=(data,))
+        t.start()
+        got = recv_exact(s, len(data))
+        t.join(TIMEOUT)
+        check(got == data, "1 MiB echoed intact")
+
+        # Graceful stop: an idle connection is closed by the server.
+        s.sendall(b"ping")
+        check(recv_exact(s, 4) == b"ping", "idle connection echoes before stop")
+        stop_and_check(srv, "echo_server", r"stopping \(1 connections open\)")
+        check(at_eof(s), "idle connection sees end-of-file on stop")
+        s.close()
+    finally:
+        srv.kill()
+
+    # A client that sends but never reads: its echoes fill the socket
+    # buffers and the server's send blocks. Stopping must not wait for it
+    # beyond the grace period. (Whether the grace period runs out depends
+    # on the kernel: the shutdown at stop frees the connection's unread
+    # input, and that memory sometimes lets the blocked send finish its
+    # chunk, after which the connection ends gracefully. The chat check
+    # below has a case where only the cancellation can end it.)
+    srv = Server(args.server, "--grace", "0.3")
+    try:
+        s = srv.connect()
+        s.setblocking(False)
+        client_port = s.getsockname()[1]
+        sent = 0
+        deadline = time.monotonic() + TIMEOUT
+        # Write until the server's socket holds unread input and unsent
+        # output, steadily: its task is then blocked in a send.
+        steady = 0
+        while time.monotonic() < deadline and steady < 5:
+            try:
+                sent += s.send(b"x" * 65536)
+                steady = 0
+                continue
+            except BlockingIOError:
+                pass
+            q = tcp_queues(srv.port, client_port)
+            steady = steady + 1 if q and q[0] > 0 and q[1] > 0 else 0
+            time.sleep(0.1)
+        check(steady >= 5, f"stuck client: the server's send is blocked "
+              f"(sent {sent} bytes; server socket queues {tcp_queues(srv.port, client_port)})")
+        t0 = time.monotonic()
+        stop_and_check(srv, "echo_server (stuck client)")
+        check(time.monotonic() - t0 < 5, "stuck client: stopped within the grace period and a margin")
+        s.close()
+    finally:
+        srv.kill()
+
+
+def tcp_queues(local_port, remote_port):
+    """(send queue, receive queue) in bytes of the 127.0.0.1 TCP socket
+    local_port -> remote_port, from /proc/net/tcp; None if not found."""
+    want_l = f"0100007F:{local_port:04X}"
+    want_r = f"0100007F:{remote_port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1] == want_l and fields[2] == want_r:
+                    tx, rx = fields[4].split(":")
+                    return int(tx, 16), int(rx, 16)
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------- http
+
+HELLO = b"hello world!"
+
+
+def read_response(s, buf=b""):
+    """One response from s: (status, headers dict, body, rest of buf)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None, {}, b"", buf
+        buf += chunk
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, buf, b""
+
+
+def response(s, buf, head_request=False):
+    status, headers, buf, _ = read_response(s, buf)
+    if status is None:
+        return None, {}, b"", b""
+    n = 0 if head_request else int(headers.get("content-length", "0"))
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return status, headers, buf[:n], buf[n:]
+
+
+def run_http(args):
+    srv = Server(args.server, ignore_sigint=True)
+    try:
+        # One keep-alive connection, several requests in a row.
+        s = srv.connect()
+        buf = b""
+        for i in range(3):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, buf = response(s, buf)
+            check(st == 200 and body == HELLO and h.get("content-length") == "12"
+                  and "connection" not in h,
+                  f"keep-alive request {i}: {st} {h} {body!r}")
+
+        # Pipelining: three requests in one write, answered in order; the
+        # last says Connection: close, so the server closes after it.
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        st1, h1, b1, buf = response(s, buf)
+        st2, h2, b2, buf = response(s, buf, head_request=True)
+        st3, h3, b3, buf = response(s, buf)
+        check(st1 == 200 and b1 == HELLO, "pipelined GET answered")
+        check(st2 == 200 and b2 == b"" and h2.get("content-length") == "12",
+              "pipelined HEAD answered without a body")
+        check(st3 == 200 and b3 == HELLO and h3.get("connection") == "close",
+              "pipelined GET with Connection: close answered with it")
+        check(buf == b"" and at_eof(s), "connection closed after Connection: close")
+        s.close()
+
+        # A request that arrives a byte at a time.
+        s = srv.connect()
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n":
+            s.send(bytes([b]))
+        st, h, body, buf = response(s, b"")
+        check(st == 200 and body == HELLO, "request split into 1-byte writes")
+
+        # A body announced by Content-Length is skipped; the next request
+        # on the connection is still understood.
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n")
+        st, h, body, buf = response(s, buf)
+        check(st == 405 and h.get("allow") == "GET, HEAD", f"POST gets 405 ({st})")
+        st, h, body, buf = response(s, buf)
+        check(st == 200 and body == HELLO, "request after a skipped body")
+        s.close()
+
+        # HTTP/1.0: closes unless asked to keep alive.
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        st, h, body, buf = response(s, b"")
+        check(st == 200 and body == HELLO and h.get("connection") == "close"
+              and at_eof(s), "HTTP/1.0 answered and closed")
+        s.close()
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
+        st, h, body, buf = response(s, b"")
+        st2, h2, body2, buf = response(s, buf)
+        check(st == 200 and st2 == 200 and h.get("connection") == "keep-alive",
+              "HTTP/1.0 keep-alive honoured")
+        s.close()
+
+        # Garbage: 400 and close.
+        s = srv.connect()
+        s.sendall(b"NONSENSE\r\n\r\n")
+        st, h, body, buf = response(s, b"")
+        check(st == 400 and at_eof(s), "malformed request: 400 and close")
+        s.close()
+
+        # curl, if present: the client most people will try first.
+        if shutil.which("curl"):
+            r = subprocess.run(["curl", "-sS", "-v", "--max-time", "10",
+                                f"http://127.0.0.1:{srv.port}/",
+                                f"http://127.0.0.1:{srv.port}/again"],
+                               capture_output=True, text=True, timeout=30)
+            check(r.returncode == 0 and r.stdout == "hello world!hello world!",
+                  f"curl -v: {r.returncode} {r.stdout!r}")
+            check("Re-using existing connection" in r.stderr
+                  or "Reusing existing connection" in r.stderr,
+                  "curl reused the keep-alive connection")
+
+        # wrk, if present: a second of keep-alive load, no errors.
+        if shutil.which("wrk"):
+            r = subprocess.run(["wrk", "-t1", "-c10", "-d1s",
+                                f"http://127.0.0.1:{srv.port}/"],
+                               capture_output=True, text=True, timeout=30)
+            m = re.search(r"(\d+) requests in", r.stdout)
+            check(r.returncode == 0 and m is not None and int(m.group(1)) > 0
+                  and "Non-2xx" not in r.stdout and "Socket errors" not in r.stdout,
+                  f"wrk -t1 -c10 -d1s without errors: {r.stdout!r}")
+
+        # Graceful stop with an idle keep-alive connection open.
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        st, h, body, buf = response(s, b"")
+        check(st == 200, "idle keep-alive connection before stop")
+        stop_and_check(srv, "http_hello", r"Interrupt: stopping \(1 connections open\)",
+                       sig=signal.SIGINT)
+        check(at_eof(s), "idle keep-alive connection closed on stop")
+        s.close()
+    finally:
+        srv.kill()
+
+
+# ---------------------------------------------------------------- chat
+
+
+class Reader(threading.Thread):
+    """Collects the chat lines a client receives (notices excluded)."""
+
+    def __init__(self, sock, want):
+        super().__init__(daemon=True)
+        self.sock, self.want = sock, want
+        self.lines = []
+        self.buf = b""
+        self.name = None
+
+    def run(self):
+        try:
+            while len(self.lines) < self.want:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    return
+                self.buf += chunk
+                *full, self.buf = self.buf.split(b"\n")
+                for line in full:
+                    if line.startswith(b"* welcome "):
+                        self.name = line[10:].decode()
+                    elif not line.startswith(b"* "):
+                        self.lines.append(line)
+        except OSError:
+            return
+
+
+def run_chat(args):
+    srv = Server(args.server, "--backlog", "65536")
+    try:
+        a, b, c = srv.connect(), srv.connect(), srv.connect()
+        # A slow client: connected, never reads, a tiny receive window.
+        slow = srv.connect(rcvbuf=4096)
+        n_flood = 20000
+        line = b"x" * 200
+        rb = Reader(b, 1 + n_flood)  # a's first line, the flood
+        rc = Reader(c, 2 + n_flood)  # a's and b's first lines, the flood
+        ra = Reader(a, 1)
+        for r in (ra, rb, rc):
+            r.start()
+        time.sleep(0.2)  # let every member join before the first line
+
+        a.sendall(b"hello from a\n")
+        b.sendall(b"hi from b\r\n")
+        ra.join(TIMEOUT)
+        check(len(ra.lines) == 1 and ra.lines[0].endswith(b": hi from b"),
+              f"a got b's line (\\r stripped): {ra.lines}")
+        # a sends 4 MB to the room in batches of 100 KB, each once b and c
+        # have read the previous one (the room moves at their pace); slow
+        # reads nothing. Its kernel buffers hold a few MB, then its outbox
+        # fills, then it must be dropped, while b and c see every line.
+        t0 = time.monotonic()
+        batch = 500
+        for i in range(0, n_flood, batch):
+            a.sendall((line + b"\n") * batch)
+            until = time.monotonic() + TIMEOUT
+            while time.monotonic() < until and (
+                    len(rb.lines) < 1 + i + batch or len(rc.lines) < 2 + i + batch):
+                if not (rb.is_alive() and rc.is_alive()):
+                    break
+                time.sleep(0.001)
+        rb.join(TIMEOUT)
+        rc.join(TIMEOUT)
+        for name, r in (("b", rb), ("c", rc)):
+            got = [l for l in r.lines if l.endswith(line)]
+            check(len(got) == n_flood,
+                  f"{name} got all {n_flood} flood lines ({len(got)}) "
+                  f"in {time.monotonic() - t0:.2f} s")
+        check(any(l.endswith(b": hello from a") for l in rc.lines),
+              "c got a's first line")
+        check(not any(l.endswith(b"hello from a") for l in ra.lines),
+              "a does not get its own line back")
+        # The slow client was disconnected: after what is buffered, EOF.
+        slow.settimeout(TIMEOUT)
+        total, eof = 0, False
+        try:
+            while True:
+                chunk = slow.recv(1 << 16)
+                if not chunk:
+                    eof = True
+                    break
+                total += len(chunk)
+        except ConnectionResetError:
+            eof = True
+        except socket.timeout:
+            pass
+        check(eof, f"slow client disconnected (read {total} bytes, then EOF)")
+
+        # The room still works after the drop.
+        r2 = Reader(c, len(rc.lines) + 1)
+        r2.lines = list(rc.lines)
+        r2.start()
+        b.sendall(b"still here\n")
+        r2.join(TIMEOUT)
+        check(r2.lines and r2.lines[-1].endswith(b": still here"),
+              "room still works after the slow client was dropped")
+
+        stop_and_check(srv, "chat_server",
+                       r"disconnected: too slow.*\n(.|\n)*stopping \(3 connections open\)")
+        for s in (a, b, c):
+            s.settimeout(TIMEOUT)
+            try:
+                while s.recv(1 << 16):
+                    pass
+            except OSError:
+                pass
+            s.close()
+        slow.close()
+    finally:
+        srv.kill()
+
+    # Stopping with output queued for a member that does not read: the
+    # room waits up to --grace for it, then cancels it. The outbox is made
+    # large enough (--backlog 64 MiB) that the member is not dropped, and
+    # 16 MB are sent to it, far more than its socket buffers take. Its
+    # socket has no unread input, so nothing at stop lets its writer on.
+    srv = Server(args.server, "--backlog", str(64 << 20), "--grace", "0.3")
+    try:
+        a = srv.connect()
+        slow = srv.connect(rcvbuf=4096)
+        time.sleep(0.2)
+        a.sendall((b"y" * 199 + b"\n") * 80000)  # 16 MB
+        # Wait until the server has read all of it (a's socket at the
+        # server holds no unread input).
+        a_port = a.getsockname()[1]
+        until = time.monotonic() + TIMEOUT
+        while time.monotonic() < until:
+            q = tcp_queues(srv.port, a_port)
+            if q and q[1] == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        stop_and_check(srv, "chat_server (output queued for a silent member)",
+                       r"cancelling 1 connections")
+        check(time.monotonic() - t0 < 5,
+              "silent member cancelled after the grace period")
+        a.close()
+        slow.close()
+    finally:
+        srv.kill()
+
+
+def report():
+    if failures:
+        print(f"{len(failures)} check(s) failed", flush=True)
+        return 1
+    print("all checks passed", flush=True)
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["echo", "http", "chat"])
+    p.add_argument("--server", required=True)
+    p.add_argument("--client")
+    args = p.parse_args()
+    {"echo": run_echo, "http": run_http, "chat": run_chat}[args.mode](args)
+    return report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
