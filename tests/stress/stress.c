@@ -41,6 +41,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -266,6 +267,9 @@ typedef struct churn {
     uint64_t srv_saw_reset;   /* ... the server saw reset */
     uint64_t cli_saw_reset;   /* ... the client saw reset */
     uint64_t srv_live, cli_live;
+    rf_acceptor *acc;
+    unsigned acc_users;
+    uint64_t accepted[2]; /* by rf_accept, by the multishot acceptor */
 } churn;
 
 typedef struct echo_arg {
@@ -313,17 +317,22 @@ static void *echo_conn(void *arg)
     return NULL;
 }
 
+/* Two acceptors share the listening socket: one with rf_accept, one with
+ * a multishot rf_acceptor. */
 static void *churn_acceptor(void *arg)
 {
     churn *C = arg;
+    bool multishot = C->acc != NULL && C->acc_users++ == 1;
     for (;;) {
-        int fd = rf_accept(C->lfd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = multishot ? rf_acceptor_next(C->acc)
+                           : rf_accept(C->lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd == -ECANCELED)
             return NULL;
         if (!CHECK(fd >= 0, "churn: accept: %s", rf_strerror(fd))) {
             rf_sleep(RF_NSEC_PER_MSEC);
             continue;
         }
+        C->accepted[multishot]++;
         echo_arg *a = malloc(sizeof(*a));
         if (!CHECK(a != NULL, "churn: malloc")) {
             close(fd);
@@ -436,8 +445,13 @@ static void *churn_main(void *arg)
     if (!CHECK(rc == 0, "churn: listen: %s", rf_strerror(rc)))
         return NULL;
     C->port = (uint16_t)rf_sock_port(C->lfd);
-    rf_task *acc = rf_spawn(churn_acceptor, C);
-    CHECK(acc != NULL, "churn: spawn acceptor");
+    rc = rf_acceptor_open(C->lfd, SOCK_CLOEXEC, &C->acc);
+    CHECK(rc == 0, "churn: acceptor_open: %s", rf_strerror(rc));
+    rf_task *acc[2];
+    for (int i = 0; i < 2; i++) {
+        acc[i] = rf_spawn(churn_acceptor, C);
+        CHECK(acc[i] != NULL, "churn: spawn acceptor");
+    }
     for (int i = 0; i < CHURN_CLIENTS; i++) {
         void **a = malloc(2 * sizeof(void *));
         a[0] = C;
@@ -455,11 +469,15 @@ static void *churn_main(void *arg)
         rf_sleep(10 * RF_NSEC_PER_MSEC);
     wait_zero(&C->cli_live, "clients");
     wait_zero(&C->srv_live, "server connections");
-    if (acc) {
-        rf_cancel(acc);
-        rf_join(acc, NULL);
-        rf_task_release(acc);
+    for (int i = 0; i < 2; i++) {
+        if (acc[i]) {
+            rf_cancel(acc[i]);
+            rf_join(acc[i], NULL);
+            rf_task_release(acc[i]);
+        }
     }
+    rc = rf_acceptor_close(C->acc);
+    CHECK(rc == 0, "churn: acceptor_close: %s", rf_strerror(rc));
     rf_close(C->lfd);
     return NULL;
 }
@@ -480,10 +498,14 @@ static int scenario_churn(void)
           "churn: client saw %" PRIu64 " resets, server made %" PRIu64,
           C.cli_saw_reset, C.srv_resets);
     CHECK(C.conns > 0, "churn: no connection made");
+    CHECK(C.accepted[0] + C.accepted[1] == C.conns,
+          "churn: %" PRIu64 " connections accepted, %" PRIu64 " made",
+          C.accepted[0] + C.accepted[1], C.conns);
     printf("churn: %" PRIu64 " connections, %" PRIu64 " client resets, %" PRIu64
            " server resets, %" PRIu64 " KiB sent, %" PRIu64
-           " port waits, %llu errors, %.1f s\n",
-           C.conns, C.resets, C.srv_resets, C.bytes / 1024, C.addrbusy,
+           " by multishot accept, %" PRIu64 " port waits, %llu errors, %.1f s\n",
+           C.conns, C.resets, C.srv_resets, C.bytes / 1024, C.accepted[1],
+           C.addrbusy,
            (unsigned long long)errors, elapsed_s(t0));
     return 0;
 }
@@ -492,9 +514,28 @@ static int scenario_churn(void)
 /* cancel: a cancellation storm                                             */
 /* ------------------------------------------------------------------------ */
 
-enum { V_SLEEP, V_RECV, V_ACCEPT, V_JOIN, V_QGET, V_OFFLOAD, V_NOP, V_KINDS };
-static const char *const vname[V_KINDS] = {"sleep", "recv",    "accept", "join",
-                                           "qget",  "offload", "nop"};
+enum {
+    V_SLEEP,
+    V_RECV,
+    V_ACCEPT,
+    V_JOIN,
+    V_QGET,
+    V_OFFLOAD,
+    V_NOP,
+    V_WAITFOR,
+    V_GATHER,
+    V_MUTEX,
+    V_SEM,
+    V_COND,
+    V_EVENT,
+    V_POLL,
+    V_ACCEPTOR,
+    V_KINDS
+};
+static const char *const vname[V_KINDS] = {
+    "sleep",   "recv",   "accept", "join",  "qget", "offload", "nop",
+    "waitfor", "gather", "mutex",  "sem",   "cond", "event",   "poll",
+    "acceptor"};
 enum { RES_OK, RES_CANCELED, RES_TIMEDOUT, RES_CLOSED, RES_N };
 
 #define STORM_SLOTS 256
@@ -505,6 +546,13 @@ typedef struct storm {
     int lfd;
     uint16_t port;
     rf_queue q;
+    rf_mutex m;
+    rf_cond c;
+    rf_sem sem;
+    rf_event ev;
+    rf_acceptor *acc;
+    rf_task *mholder; /* the task holding m, checked by its holders */
+    unsigned sem_in;  /* tasks holding a permit of sem (max 3) */
     uint64_t res[V_KINDS][RES_N];
     uint64_t cancels, spawned, children_live, victims_live;
 } storm;
@@ -628,6 +676,105 @@ static void *victim(void *arg)
     case V_NOP:
         rc = rf_nop();
         break;
+    case V_WAITFOR:
+    case V_GATHER: {
+        /* Both own their children: whatever they return, the children have
+         * returned (cancelled and awaited on a timeout or cancellation). */
+        rf_task *ch[3] = {0};
+        int nch = v->kind == V_GATHER ? 3 : 1;
+        for (int i = 0; i < nch; i++) {
+            vic *cv = malloc(sizeof(*cv));
+            if (!CHECK(cv != NULL, "malloc"))
+                break;
+            *cv = *v;
+            cv->dur = v->dur >> i;
+            S->children_live++;
+            ch[i] = rf_spawn(child_sleep, cv);
+            if (!CHECK(ch[i] != NULL, "cancel: spawn child: %s",
+                       strerror(errno))) {
+                S->children_live--;
+                free(cv);
+                nch = i;
+            }
+        }
+        if (nch == 0)
+            break;
+        if (v->kind == V_WAITFOR) {
+            uint64_t tmo = v->dur >> (v->dur & 3);
+            uint64_t t = rf_now_ns();
+            rc = rf_wait_for(ch[0], tmo, NULL);
+            if (rc == -ETIMEDOUT && rf_now_ns() - t >= tmo)
+                rc = 2; /* its own timeout, not the task's deadline */
+        } else {
+            rc = rf_gather(ch, (size_t)nch, NULL);
+        }
+        for (int i = 0; i < nch; i++) {
+            CHECK(rf_done(ch[i]), "cancel: %s returned %s, child %d running",
+                  vname[v->kind], rf_strerror(rc < 2 ? rc : -ETIMEDOUT), i);
+            rf_task_release(ch[i]);
+        }
+        if (rc == 2)
+            rc = 0;
+        break;
+    }
+    case V_MUTEX:
+        rc = rf_mutex_lock(&S->m);
+        if (rc == 0) {
+            CHECK(S->mholder == NULL, "cancel: mutex: two holders");
+            S->mholder = rf_self();
+            rf_sleep(v->dur >> 6); /* may be cancelled: still unlock */
+            CHECK(S->mholder == rf_self(), "cancel: mutex: holder changed");
+            S->mholder = NULL;
+            int u = rf_mutex_unlock(&S->m);
+            CHECK(u == 0, "cancel: unlock: %s", rf_strerror(u));
+        }
+        break;
+    case V_SEM:
+        rc = rf_sem_acquire(&S->sem);
+        if (rc == 0) {
+            S->sem_in++;
+            CHECK(S->sem_in <= 3, "cancel: sem: %u holders of 3", S->sem_in);
+            rf_sleep(v->dur >> 6);
+            S->sem_in--;
+            int u = rf_sem_release(&S->sem);
+            CHECK(u == 0, "cancel: sem release: %s", rf_strerror(u));
+        }
+        break;
+    case V_COND:
+        rc = rf_mutex_lock(&S->m);
+        if (rc == 0) {
+            CHECK(S->mholder == NULL, "cancel: mutex: two holders");
+            /* cond_wait gives m up while it waits, takes it back always */
+            rc = rf_cond_wait(&S->c, &S->m);
+            CHECK(S->mholder == NULL, "cancel: cond: m held by another");
+            S->mholder = rf_self();
+            rf_yield();
+            S->mholder = NULL;
+            int u = rf_mutex_unlock(&S->m);
+            CHECK(u == 0, "cancel: cond: unlock after wait (%s): %s",
+                  rf_strerror(rc), rf_strerror(u));
+        }
+        break;
+    case V_EVENT:
+        rc = rf_event_wait(&S->ev);
+        break;
+    case V_POLL: {
+        int ev = rf_poll(S->sv[0], POLLIN);
+        CHECK(ev != 0, "cancel: poll returned 0");
+        rc = ev > 0 ? 0 : ev;
+        break;
+    }
+    case V_ACCEPTOR: {
+        int fd = rf_acceptor_next(S->acc);
+        if (fd >= 0) {
+            int c = rf_close(fd);
+            CHECK(c == 0, "cancel: close accepted: %s", rf_strerror(c));
+            rc = 0;
+        } else {
+            rc = fd == -EBUSY ? 1 : fd; /* another task waits in it */
+        }
+        break;
+    }
     }
     int r;
     if (rc == 0)
@@ -663,7 +810,7 @@ static void *storm_feeder(void *arg)
     while (!rf_cancelled(rf_self())) {
         if (rf_sleep(rnd_below(&rs, 500) * RF_NSEC_PER_USEC) == -ECANCELED)
             break;
-        switch (rnd_below(&rs, 3)) {
+        switch (rnd_below(&rs, 6)) {
         case 0: {
             char b = 'x';
             ssize_t n = rf_send(S->sv[1], &b, 1, 0);
@@ -689,6 +836,26 @@ static void *storm_feeder(void *arg)
             rf_deadline_set(0);
             break;
         }
+        case 3:
+            if (rnd_below(&rs, 2))
+                rf_cond_signal(&S->c);
+            else
+                rf_cond_broadcast(&S->c);
+            break;
+        case 4:
+            if (rnd_below(&rs, 2))
+                rf_event_set(&S->ev);
+            else
+                rf_event_clear(&S->ev);
+            break;
+        case 5: {
+            /* drain what the recv victims left, so poll waits again */
+            char b[256];
+            rf_deadline_set(rf_now_ns() + RF_NSEC_PER_MSEC);
+            rf_recv(S->sv[0], b, sizeof(b), MSG_DONTWAIT);
+            rf_deadline_set(0);
+            break;
+        }
         }
     }
     return NULL;
@@ -702,6 +869,9 @@ static void *storm_main(void *arg)
     if (!CHECK(rc == 0, "cancel: listen: %s", rf_strerror(rc)))
         return NULL;
     S->port = (uint16_t)rf_sock_port(S->lfd);
+    rc = rf_acceptor_open(S->lfd, SOCK_CLOEXEC, &S->acc);
+    if (!CHECK(rc == 0, "cancel: acceptor_open: %s", rf_strerror(rc)))
+        return NULL;
     rf_task *feeder = rf_spawn(storm_feeder, S);
     rf_task *slot[STORM_SLOTS] = {0};
     while (rf_now_ns() < S->end) {
@@ -755,6 +925,10 @@ static void *storm_main(void *arg)
     }
     wait_zero(&S->victims_live, "victims");
     wait_zero(&S->children_live, "join children");
+    rc = rf_acceptor_close(S->acc);
+    CHECK(rc == 0, "cancel: acceptor_close: %s", rf_strerror(rc));
+    CHECK(S->mholder == NULL && S->sem_in == 0 && rf_sem_value(&S->sem) == 3,
+          "cancel: mutex or semaphore still held");
     rf_close(S->lfd);
     rf_close(S->sv[0]);
     rf_close(S->sv[1]);
@@ -774,10 +948,17 @@ static int scenario_cancel(void)
     rf_loop *l = loop_new("cancel");
     rf_loop_pool_threads(l, 2);
     rf_queue_init(&S.q, 16, NULL);
+    rf_mutex_init(&S.m);
+    rf_cond_init(&S.c);
+    rf_sem_init(&S.sem, 3, 3);
+    rf_event_init(&S.ev);
     unsigned long long calls0 = atomic_load(&off_calls);
     run_main(l, storm_main, &S, "cancel");
     loop_finish(l, "cancel");
-    rf_queue_fini(&S.q);
+    CHECK(rf_queue_fini(&S.q) == 0 && rf_mutex_fini(&S.m) == 0 &&
+              rf_cond_fini(&S.c) == 0 && rf_sem_fini(&S.sem) == 0 &&
+              rf_event_fini(&S.ev) == 0,
+          "cancel: a sync object still busy at the end");
     CHECK(count_fds() == fds0, "cancel: %d fds at the end, %d at the start",
           count_fds(), fds0);
     uint64_t ops = 0, canc = 0, to = 0;
@@ -1375,6 +1556,8 @@ static int scenario_alloc(void)
         fi_every = 1 + rnd_below(&F.rs, 60);
         fi_count = rnd_below(&F.rs, fi_every);
         rf_loop_opts o = {0};
+        o.sq_entries = opt.sq;
+        o.cq_entries = opt.cq;
         o.flags = RF_LOOP_QUIET;
         rf_loop *l = NULL;
         fi_on = true;
