@@ -530,12 +530,13 @@ enum {
     V_EVENT,
     V_POLL,
     V_ACCEPTOR,
+    V_CLOSE,
     V_KINDS
 };
 static const char *const vname[V_KINDS] = {
     "sleep",   "recv",   "accept", "join",  "qget", "offload", "nop",
     "waitfor", "gather", "mutex",  "sem",   "cond", "event",   "poll",
-    "acceptor"};
+    "acceptor", "close"};
 enum { RES_OK, RES_CANCELED, RES_TIMEDOUT, RES_CLOSED, RES_N };
 
 #define STORM_SLOTS 256
@@ -591,6 +592,22 @@ static void *child_sleep(void *arg)
     rf_sleep(v->dur);
     v->S->children_live--;
     free(v);
+    return NULL;
+}
+
+/* A reader whose fd another task closes: rf_close cancels its recv. */
+typedef struct closed_reader {
+    int fd;
+    bool started;
+    ssize_t rc;
+} closed_reader;
+
+static void *closed_recv(void *arg)
+{
+    closed_reader *c = arg;
+    char b[16];
+    c->started = true;
+    c->rc = rf_recv(c->fd, b, sizeof(b), 0);
     return NULL;
 }
 
@@ -762,6 +779,35 @@ static void *victim(void *arg)
         int ev = rf_poll(S->sv[0], POLLIN);
         CHECK(ev != 0, "cancel: poll returned 0");
         rc = ev > 0 ? 0 : ev;
+        break;
+    }
+    case V_CLOSE: {
+        /* rf_close is not a cancellation point: it closes the fd even in
+         * a cancelled task (the fd count at the end says so), and the
+         * reader blocked on it returns -ECANCELED. */
+        int sp[2];
+        if (!CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0,
+                   "socketpair: %s", strerror(errno)))
+            break;
+        closed_reader c = {.fd = sp[0]};
+        rf_task *r = rf_spawn(closed_recv, &c);
+        if (!CHECK(r != NULL, "cancel: spawn reader")) {
+            close(sp[0]);
+            close(sp[1]);
+            break;
+        }
+        for (int i = 0; i < 1000 && !c.started; i++)
+            rf_yield();
+        rf_yield();
+        rc = rf_close(sp[0]);
+        CHECK(rc == 0, "cancel: close: %s", rf_strerror(rc));
+        while (!rf_done(r)) /* rf_join would end on our cancellation */
+            rf_yield();
+        CHECK(c.rc == -ECANCELED, "cancel: recv on a closed fd: %s",
+              rf_strerror((int)c.rc));
+        rf_task_release(r);
+        int rc2 = rf_close(sp[1]);
+        CHECK(rc2 == 0, "cancel: close: %s", rf_strerror(rc2));
         break;
     }
     case V_ACCEPTOR: {
@@ -1121,8 +1167,10 @@ static void *submitter(void *arg)
                   "offload: returned 0, ran %d times", atomic_load(&o->called));
         } else {
             atomic_fetch_add(&off_refused, 1);
-            CHECK(rc == -ECANCELED || (rc == -ETIMEDOUT && dl),
-                  "offload: %s", rf_strerror(rc));
+            CHECK((rc == -ECANCELED && rf_cancelled(rf_self())) ||
+                      (rc == -ETIMEDOUT && dl && rf_now_ns() >= dl),
+                  "offload: %s (cancelled: %d, deadline: %s)", rf_strerror(rc),
+                  rf_cancelled(rf_self()), dl ? "set" : "none");
             CHECK(atomic_load(&o->called) == 0, "offload: refused (%s) but ran",
                   rf_strerror(rc));
         }
@@ -1525,6 +1573,13 @@ static void *fault_main(void *arg)
             rf_sleep(RF_NSEC_PER_MSEC / 10);
         CHECK(called == 1, "alloc: call_threadsafe ran %d times", called);
     }
+    /* the stall detector: its record and its watchdog thread */
+    rc = rf_loop_stall_detector(rf_loop_current(), 10000, NULL, NULL);
+    if (rc == -EAGAIN)
+        rc = 0; /* no thread: not an allocation */
+    fi_rc(F, rc, "stall_detector");
+    rc = rf_loop_stall_detector(rf_loop_current(), 0, NULL, NULL);
+    CHECK(rc == 0, "alloc: stall detector off: %s", rf_strerror(rc));
     /* an acceptor */
     int lfd;
     rc = rf_tcp_listen("127.0.0.1", 0, 4, &lfd);
@@ -1582,6 +1637,8 @@ static int scenario_alloc(void)
         if (rc == 0)
             CHECK(F.live == 0, "alloc: %" PRIu64 " children alive", F.live);
         F.live = 0;
+        CHECK(st.tasks_alive == 0, "alloc: %" PRIu64 " tasks alive",
+              st.tasks_alive);
         CHECK(st.ops_in_flight == 0, "alloc: %" PRIu64 " ops in flight",
               st.ops_in_flight);
         rc = rf_loop_free(l);
@@ -1611,6 +1668,18 @@ static const struct {
     {"sleepers", scenario_sleepers}, {"offload", scenario_offload},
     {"tinyring", scenario_tinyring}, {"alloc", scenario_alloc},
 };
+
+/* A scenario that does not end within --seconds + 60 s hangs: say so and
+ * how to reproduce it, rather than leave it to CTest's timeout. */
+static char hang_msg[256];
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    ssize_t n = write(2, hang_msg, strlen(hang_msg));
+    (void)n;
+    _exit(1);
+}
 
 static int usage(void)
 {
@@ -1654,6 +1723,12 @@ int main(int argc, char **argv)
             continue;
         fprintf(stderr, "%s: --seconds %g --seed %" PRIu64 "\n", argv[1],
                 opt.seconds, opt.seed);
+        snprintf(hang_msg, sizeof(hang_msg),
+                 "%s: HUNG (not done %g s after its end); reproduce with: "
+                 "rf_stress %s --seconds %g --seed %" PRIu64 "\n",
+                 argv[1], 60.0, argv[1], opt.seconds, opt.seed);
+        signal(SIGALRM, on_alarm);
+        alarm((unsigned)opt.seconds + 60);
         int rc = scenarios[i].fn();
         if (rc == 0 && errors)
             rc = 1;
