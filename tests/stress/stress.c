@@ -1659,6 +1659,155 @@ static int scenario_alloc(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* remote: calls and spawns from other threads, then a graceful shutdown    */
+/* ------------------------------------------------------------------------ */
+
+#define REMOTE_POSTERS 4
+
+typedef struct remote {
+    rf_loop *loop;
+    atomic_bool ready, stop, returned, posters_joined;
+    atomic_ullong calls_ok, spawns_ok, calls_ran, spawns_ran, refused;
+    atomic_ullong after_shutdown; /* calls accepted after the request */
+    atomic_bool shutdown_requested;
+    uint64_t end;
+} remote;
+
+static void remote_call(void *arg)
+{
+    remote *R = arg;
+    atomic_fetch_add(&R->calls_ran, 1);
+}
+
+static void *remote_task(void *arg)
+{
+    remote *R = arg;
+    atomic_fetch_add(&R->spawns_ran, 1);
+    rf_sleep((rf_now_ns() & 0xff) * RF_NSEC_PER_USEC); /* cancelled late */
+    return NULL;
+}
+
+static void *remote_poster(void *arg)
+{
+    remote *R = arg;
+    static atomic_uint ids;
+    uint64_t rs = seed_for(700 + atomic_fetch_add(&ids, 1));
+    while (!atomic_load(&R->stop)) {
+        /* The mailbox is unbounded: four threads can post faster than one
+         * loop runs what they post. Keep 10,000 in the air at most. */
+        if (atomic_load(&R->calls_ok) + atomic_load(&R->spawns_ok) -
+                atomic_load(&R->calls_ran) - atomic_load(&R->spawns_ran) >
+            10000) {
+            sched_yield();
+            continue;
+        }
+        bool shut = atomic_load(&R->shutdown_requested);
+        int rc;
+        if (rnd_below(&rs, 2)) {
+            rc = rf_loop_call_threadsafe(R->loop, remote_call, R);
+            if (rc == 0) {
+                atomic_fetch_add(&R->calls_ok, 1);
+                if (shut)
+                    atomic_fetch_add(&R->after_shutdown, 1);
+            }
+        } else {
+            rc = rf_loop_spawn_threadsafe(R->loop, remote_task, R, NULL);
+            if (rc == 0)
+                atomic_fetch_add(&R->spawns_ok, 1);
+            CHECK(!(shut && rc == 0),
+                  "remote: spawn accepted after the shutdown request");
+        }
+        if (rc == -ESHUTDOWN)
+            atomic_fetch_add(&R->refused, 1);
+        else
+            CHECK(rc == 0, "remote: %s", rf_strerror(rc));
+        if (rnd_below(&rs, 64) == 0)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void *remote_loop_thread(void *arg)
+{
+    remote *R = arg;
+    rf_loop_opts o = {0};
+    o.flags = RF_LOOP_SERVE;
+    o.sq_entries = opt.sq;
+    o.cq_entries = opt.cq;
+    int rc = rf_loop_new(&R->loop, &o);
+    if (!CHECK(rc == 0, "remote: rf_loop_new: %s", rf_strerror(rc))) {
+        atomic_store(&R->ready, true);
+        return NULL;
+    }
+    atomic_store(&R->ready, true);
+    rc = rf_loop_run_forever(R->loop);
+    CHECK(rc == 0, "remote: run_forever: %s", rf_strerror(rc));
+    atomic_store(&R->returned, true);
+    while (!atomic_load(&R->posters_joined))
+        sched_yield();
+    rf_stats st;
+    rf_loop_stats(R->loop, &st);
+    CHECK(st.tasks_alive == 0, "remote: %" PRIu64 " tasks alive after the "
+                               "shutdown", st.tasks_alive);
+    /* The calls accepted since the loop returned run in rf_loop_free. */
+    rc = rf_loop_free(R->loop);
+    CHECK(rc == 0, "remote: rf_loop_free: %s", rf_strerror(rc));
+    return NULL;
+}
+
+static int scenario_remote(void)
+{
+    static remote R;
+    int fds0 = count_fds();
+    uint64_t t0 = rf_now_ns();
+    R.end = end_time();
+    pthread_t lt, pt[REMOTE_POSTERS];
+    pthread_create(&lt, NULL, remote_loop_thread, &R);
+    while (!atomic_load(&R.ready))
+        sched_yield();
+    if (!R.loop)
+        return 1;
+    for (int i = 0; i < REMOTE_POSTERS; i++)
+        pthread_create(&pt[i], NULL, remote_poster, &R);
+    while (rf_now_ns() < R.end) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* A graceful shutdown while the posters go on: spawns are refused
+     * from the request on, calls still accepted; the loop returns once
+     * every task has returned (the grace cancels the sleepers). */
+    atomic_store(&R.shutdown_requested, true);
+    int rc = rf_loop_shutdown_threadsafe(R.loop, 20 * RF_NSEC_PER_MSEC);
+    CHECK(rc == 0, "remote: shutdown: %s", rf_strerror(rc));
+    while (!atomic_load(&R.returned))
+        sched_yield();
+    /* The loop has returned; the posters still post (calls are queued for
+     * rf_loop_free, spawns refused) until they are stopped. */
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(&R.stop, true);
+    for (int i = 0; i < REMOTE_POSTERS; i++)
+        pthread_join(pt[i], NULL);
+    atomic_store(&R.posters_joined, true);
+    pthread_join(lt, NULL);
+    CHECK(atomic_load(&R.calls_ran) == atomic_load(&R.calls_ok),
+          "remote: %llu calls accepted, %llu ran", atomic_load(&R.calls_ok),
+          atomic_load(&R.calls_ran));
+    CHECK(atomic_load(&R.spawns_ran) == atomic_load(&R.spawns_ok),
+          "remote: %llu spawns accepted, %llu ran", atomic_load(&R.spawns_ok),
+          atomic_load(&R.spawns_ran));
+    CHECK(count_fds() == fds0, "remote: %d fds at the end, %d at the start",
+          count_fds(), fds0);
+    printf("remote: %llu calls, %llu spawns from %d threads, %llu calls "
+           "accepted after the shutdown request, %llu refused, %llu errors, "
+           "%.1f s\n",
+           atomic_load(&R.calls_ok), atomic_load(&R.spawns_ok), REMOTE_POSTERS,
+           atomic_load(&R.after_shutdown), atomic_load(&R.refused),
+           (unsigned long long)errors, elapsed_s(t0));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 
 static const struct {
     const char *name;
@@ -1667,6 +1816,7 @@ static const struct {
     {"churn", scenario_churn},       {"cancel", scenario_cancel},
     {"sleepers", scenario_sleepers}, {"offload", scenario_offload},
     {"tinyring", scenario_tinyring}, {"alloc", scenario_alloc},
+    {"remote", scenario_remote},
 };
 
 /* A scenario that does not end within --seconds + 60 s hangs: say so and
