@@ -24,6 +24,9 @@
  *             of the runtime fails (the stress executable is linked with
  *             -Wl,--wrap, so this works under ASan too); every failure
  *             must surface as -ENOMEM / NULL+ENOMEM.
+ *   remote    four threads post calls and spawns to a loop serving on its
+ *             own thread, then a graceful shutdown while they go on; every
+ *             accepted request runs exactly once.
  *
  * Each scenario runs for --seconds (default 2), then stops what it
  * started and checks that nothing was lost: every task finished
