@@ -24,6 +24,8 @@
  *             of the runtime fails (the stress executable is linked with
  *             -Wl,--wrap, so this works under ASan too); every failure
  *             must surface as -ENOMEM / NULL+ENOMEM.
+ *             With --fail-every N, the cancellation storm also runs with
+ *             every Nth allocation of its loop's thread failing.
  *   remote    four threads post calls and spawns to a loop serving on its
  *             own thread, then a graceful shutdown while they go on; every
  *             accepted request runs exactly once.
@@ -79,7 +81,8 @@ static struct {
     uint64_t seed;
     unsigned tasks; /* 0: the scenario's default */
     unsigned sq, cq;
-} opt = {2.0, 1, 0, 0, 0};
+    unsigned fail_every; /* cancel: fail every Nth allocation (0: none) */
+} opt = {2.0, 1, 0, 0, 0, 0};
 
 static atomic_ullong errors;
 
@@ -166,6 +169,17 @@ static void linger0(int fd)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+/* The allocator wrappers (see "alloc" below). The test's own allocations
+ * use the real allocator, so that injected failures hit the runtime only. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+static __thread bool fi_on;
+static __thread uint64_t fi_every, fi_count;
+static atomic_ullong fi_calls, fi_failed;
+#define tmalloc(n) __real_malloc(n)
+#define tcalloc(n, size) __real_calloc(n, size)
+
 /* ------------------------------------------------------------------------ */
 /* Nothing lost                                                             */
 /* ------------------------------------------------------------------------ */
@@ -188,8 +202,10 @@ static void *drain_task(void *arg)
 /* Wait until a counter of live tasks comes to 0 (bounded: 20 s). */
 static bool wait_zero(const uint64_t *live, const char *what)
 {
-    for (int i = 0; i < 20000 && *live; i++)
-        rf_sleep(RF_NSEC_PER_MSEC);
+    uint64_t until = rf_now_ns() + 20 * RF_NSEC_PER_SEC;
+    while (*live && rf_now_ns() < until)
+        if (rf_sleep(RF_NSEC_PER_MSEC) < 0)
+            rf_yield(); /* -ENOMEM under fault injection */
     return CHECK(*live == 0, "%" PRIu64 " %s still alive after 20 s", *live,
                  what);
 }
@@ -336,7 +352,7 @@ static void *churn_acceptor(void *arg)
             continue;
         }
         C->accepted[multishot]++;
-        echo_arg *a = malloc(sizeof(*a));
+        echo_arg *a = tmalloc(sizeof(*a));
         if (!CHECK(a != NULL, "churn: malloc")) {
             close(fd);
             continue;
@@ -369,7 +385,7 @@ static void *churn_client(void *arg)
     churn *C = ((void **)arg)[0];
     uint64_t rs = (uint64_t)(uintptr_t)((void **)arg)[1];
     free(arg);
-    uint8_t *sbuf = malloc(CHURN_MAX), *rbuf = malloc(CHURN_MAX + 1);
+    uint8_t *sbuf = tmalloc(CHURN_MAX), *rbuf = tmalloc(CHURN_MAX + 1);
     if (!CHECK(sbuf && rbuf, "churn: malloc"))
         goto out;
     while (rf_now_ns() < C->end) {
@@ -456,7 +472,7 @@ static void *churn_main(void *arg)
         CHECK(acc[i] != NULL, "churn: spawn acceptor");
     }
     for (int i = 0; i < CHURN_CLIENTS; i++) {
-        void **a = malloc(2 * sizeof(void *));
+        void **a = tmalloc(2 * sizeof(void *));
         a[0] = C;
         a[1] = (void *)(uintptr_t)seed_for(100 + (uint64_t)i);
         C->cli_live++;
@@ -540,7 +556,13 @@ static const char *const vname[V_KINDS] = {
     "sleep",   "recv",   "accept", "join",  "qget", "offload", "nop",
     "waitfor", "gather", "mutex",  "sem",   "cond", "event",   "poll",
     "acceptor", "close"};
-enum { RES_OK, RES_CANCELED, RES_TIMEDOUT, RES_CLOSED, RES_N };
+enum { RES_OK, RES_CANCELED, RES_TIMEDOUT, RES_CLOSED, RES_NOMEM, RES_N };
+
+/* Under --fail-every, a spawn may fail for want of memory. */
+static bool enomem_ok(int err)
+{
+    return opt.fail_every && err == ENOMEM;
+}
 
 #define STORM_SLOTS 256
 
@@ -647,13 +669,15 @@ static void *victim(void *arg)
         break;
     }
     case V_JOIN: {
-        vic *cv = malloc(sizeof(*cv));
+        vic *cv = tmalloc(sizeof(*cv));
         if (!CHECK(cv != NULL, "malloc"))
             break;
         *cv = *v;
         S->children_live++;
         rf_task *child = rf_spawn(child_sleep, cv);
-        if (!CHECK(child != NULL, "cancel: spawn child: %s", strerror(errno))) {
+        if (!CHECK(child != NULL || enomem_ok(errno), "cancel: spawn child: %s",
+                   strerror(errno)) ||
+            !child) {
             S->children_live--;
             free(cv);
             break;
@@ -675,7 +699,7 @@ static void *victim(void *arg)
         break;
     }
     case V_OFFLOAD: {
-        offrec *o = calloc(1, sizeof(*o));
+        offrec *o = tcalloc(1, sizeof(*o));
         if (!CHECK(o != NULL, "malloc"))
             break;
         o->x = v->dur;
@@ -703,15 +727,16 @@ static void *victim(void *arg)
         rf_task *ch[3] = {0};
         int nch = v->kind == V_GATHER ? 3 : 1;
         for (int i = 0; i < nch; i++) {
-            vic *cv = malloc(sizeof(*cv));
+            vic *cv = tmalloc(sizeof(*cv));
             if (!CHECK(cv != NULL, "malloc"))
                 break;
             *cv = *v;
             cv->dur = v->dur >> i;
             S->children_live++;
             ch[i] = rf_spawn(child_sleep, cv);
-            if (!CHECK(ch[i] != NULL, "cancel: spawn child: %s",
-                       strerror(errno))) {
+            if (!CHECK(ch[i] != NULL || enomem_ok(errno),
+                       "cancel: spawn child: %s", strerror(errno)) ||
+                !ch[i]) {
                 S->children_live--;
                 free(cv);
                 nch = i;
@@ -794,7 +819,8 @@ static void *victim(void *arg)
             break;
         closed_reader c = {.fd = sp[0]};
         rf_task *r = rf_spawn(closed_recv, &c);
-        if (!CHECK(r != NULL, "cancel: spawn reader")) {
+        if (!CHECK(r != NULL || enomem_ok(errno), "cancel: spawn reader") ||
+            !r) {
             close(sp[0]);
             close(sp[1]);
             break;
@@ -826,7 +852,9 @@ static void *victim(void *arg)
     }
     }
     int r;
-    if (rc == 0)
+    if (rc == -ENOMEM && opt.fail_every)
+        r = RES_NOMEM;
+    else if (rc == 0)
         r = RES_OK;
     else if (rc == 1)
         r = RES_CLOSED;
@@ -918,11 +946,18 @@ static void *storm_main(void *arg)
     if (!CHECK(rc == 0, "cancel: listen: %s", rf_strerror(rc)))
         return NULL;
     S->port = (uint16_t)rf_sock_port(S->lfd);
-    rc = rf_acceptor_open(S->lfd, SOCK_CLOEXEC, &S->acc);
+    do
+        rc = rf_acceptor_open(S->lfd, SOCK_CLOEXEC, &S->acc);
+    while (rc == -ENOMEM && opt.fail_every);
     if (!CHECK(rc == 0, "cancel: acceptor_open: %s", rf_strerror(rc)))
         return NULL;
     rf_task *feeder = rf_spawn(storm_feeder, S);
     rf_task *slot[STORM_SLOTS] = {0};
+    /* --fail-every: allocations fail from here to the end of the storm's
+     * teardown (this loop's thread only). */
+    fi_every = opt.fail_every;
+    fi_count = 0;
+    fi_on = opt.fail_every != 0;
     while (rf_now_ns() < S->end) {
         for (int i = 0; i < STORM_SLOTS; i++) {
             if (slot[i] && rf_done(slot[i])) {
@@ -930,7 +965,7 @@ static void *storm_main(void *arg)
                 slot[i] = NULL;
             }
             if (!slot[i] && rnd_below(&rs, 4) == 0) {
-                vic *v = malloc(sizeof(*v));
+                vic *v = tmalloc(sizeof(*v));
                 v->S = S;
                 v->kind = (int)rnd_below(&rs, V_KINDS);
                 v->dur = rnd_below(&rs, 20 * RF_NSEC_PER_MSEC);
@@ -939,8 +974,9 @@ static void *storm_main(void *arg)
                                   : 0;
                 S->victims_live++;
                 slot[i] = rf_spawn(victim, v);
-                if (!CHECK(slot[i] != NULL, "cancel: spawn: %s",
-                           strerror(errno))) {
+                if (!CHECK(slot[i] != NULL || enomem_ok(errno),
+                           "cancel: spawn: %s", strerror(errno)) ||
+                    !slot[i]) {
                     S->victims_live--;
                     free(v);
                 }
@@ -974,6 +1010,7 @@ static void *storm_main(void *arg)
     }
     wait_zero(&S->victims_live, "victims");
     wait_zero(&S->children_live, "join children");
+    fi_on = false;
     rc = rf_acceptor_close(S->acc);
     CHECK(rc == 0, "cancel: acceptor_close: %s", rf_strerror(rc));
     CHECK(S->mholder == NULL && S->sem_in == 0 && rf_sem_value(&S->sem) == 3,
@@ -1002,6 +1039,7 @@ static int scenario_cancel(void)
     rf_sem_init(&S.sem, 3, 3);
     rf_event_init(&S.ev);
     unsigned long long calls0 = atomic_load(&off_calls);
+    unsigned long long failed0 = atomic_load(&fi_failed);
     run_main(l, storm_main, &S, "cancel");
     loop_finish(l, "cancel");
     CHECK(rf_queue_fini(&S.q) == 0 && rf_mutex_fini(&S.m) == 0 &&
@@ -1010,13 +1048,15 @@ static int scenario_cancel(void)
           "cancel: a sync object still busy at the end");
     CHECK(count_fds() == fds0, "cancel: %d fds at the end, %d at the start",
           count_fds(), fds0);
-    uint64_t ops = 0, canc = 0, to = 0;
+    uint64_t ops = 0, canc = 0, to = 0, nomem = 0;
     for (int k = 0; k < V_KINDS; k++) {
         for (int r = 0; r < RES_N; r++)
             ops += S.res[k][r];
         canc += S.res[k][RES_CANCELED];
         to += S.res[k][RES_TIMEDOUT];
-        CHECK(S.res[k][RES_OK] + S.res[k][RES_CANCELED] + S.res[k][RES_TIMEDOUT] > 0,
+        nomem += S.res[k][RES_NOMEM];
+        CHECK(S.res[k][RES_OK] + S.res[k][RES_CANCELED] +
+                      S.res[k][RES_TIMEDOUT] + S.res[k][RES_NOMEM] > 0,
               "cancel: no %s ran", vname[k]);
     }
     CHECK(atomic_load(&off_calls) - calls0 == S.res[V_OFFLOAD][RES_OK],
@@ -1027,10 +1067,17 @@ static int scenario_cancel(void)
                         ", timed out %" PRIu64 "\n",
                 vname[k], S.res[k][RES_OK], S.res[k][RES_CANCELED],
                 S.res[k][RES_TIMEDOUT]);
-    printf("cancel: %" PRIu64 " waits, %" PRIu64 " rf_cancel, %" PRIu64
-           " ended cancelled, %" PRIu64 " timed out, %llu errors, %.1f s\n",
-           ops, S.cancels, canc, to, (unsigned long long)errors,
-           elapsed_s(t0));
+    if (opt.fail_every)
+        printf("cancel: %" PRIu64 " waits, %" PRIu64 " rf_cancel, %" PRIu64
+               " ended cancelled, %" PRIu64 " timed out, %llu allocations "
+               "failed, %" PRIu64 " waits ended -ENOMEM, %llu errors, %.1f s\n",
+               ops, S.cancels, canc, to, atomic_load(&fi_failed) - failed0,
+               nomem, (unsigned long long)errors, elapsed_s(t0));
+    else
+        printf("cancel: %" PRIu64 " waits, %" PRIu64 " rf_cancel, %" PRIu64
+               " ended cancelled, %" PRIu64 " timed out, %llu errors, %.1f s\n",
+               ops, S.cancels, canc, to, (unsigned long long)errors,
+               elapsed_s(t0));
     return 0;
 }
 
@@ -1147,7 +1194,7 @@ static void *submitter(void *arg)
     uint64_t rs = rnd(&O->rs);
     unsigned n = 1 + (unsigned)rnd_below(&rs, 20);
     for (unsigned i = 0; i < n && rf_now_ns() < O->end; i++) {
-        offrec *o = calloc(1, sizeof(*o));
+        offrec *o = tcalloc(1, sizeof(*o));
         if (!CHECK(o != NULL, "malloc"))
             break;
         o->x = rnd(&rs) >> 2;
@@ -1355,7 +1402,7 @@ static void *tiny_main(void *arg)
 {
     tiny *T = arg;
     for (unsigned i = 0; i < T->n; i++) {
-        tiny_arg *a = malloc(sizeof(*a));
+        tiny_arg *a = tmalloc(sizeof(*a));
         a->T = T;
         a->id = i;
         T->live++;
@@ -1423,13 +1470,7 @@ static int scenario_tinyring(void)
  * happens at link time, before ASan's interceptors). Failures are injected
  * only on a thread that switched them on, in a window, every Nth call.
  */
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
 
-static __thread bool fi_on;
-static __thread uint64_t fi_every, fi_count;
-static atomic_ullong fi_calls, fi_failed;
 
 static bool fi_fail(void)
 {
@@ -1837,7 +1878,7 @@ static void on_alarm(int sig)
 static int usage(void)
 {
     fprintf(stderr, "usage: rf_stress <scenario> [--seconds S] [--seed N] "
-                    "[--tasks N] [--sq N] [--cq N]\nscenarios:");
+                    "[--tasks N] [--sq N] [--cq N] [--fail-every N]\nscenarios:");
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)
         fprintf(stderr, " %s", scenarios[i].name);
     fputc('\n', stderr);
@@ -1864,6 +1905,8 @@ int main(int argc, char **argv)
             opt.sq = (unsigned)strtoul(v, &e, 0);
         else if (!strcmp(a, "--cq"))
             opt.cq = (unsigned)strtoul(v, &e, 0);
+        else if (!strcmp(a, "--fail-every"))
+            opt.fail_every = (unsigned)strtoul(v, &e, 0);
         else
             return usage();
         if (*e || e == v)
