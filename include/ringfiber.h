@@ -273,8 +273,9 @@ RF_API int rf_join_nocancel(rf_task *t, void **result);
  * NULL) receives each return value at the same index. Returns 0 if none
  * was cancelled, else -ECANCELED (look at each with rf_join, which returns
  * at once for a finished task). If the caller is cancelled while waiting,
- * the tasks not yet finished are cancelled, rf_gather waits until all of
- * them have returned and then returns -ECANCELED. -EINVAL for a NULL
+ * or already was when it called, the tasks not yet finished are
+ * cancelled, rf_gather waits until all of them have returned and then
+ * returns -ECANCELED. -EINVAL for a NULL
  * array with n > 0 or a NULL element; the errors of rf_join otherwise.
  * Suspends.
  */
@@ -286,7 +287,8 @@ RF_API int rf_gather(rf_task *const *tasks, size_t n, void **results);
  * the result is -ETIMEDOUT. result receives t's return value in every case
  * where t has returned, so nothing is lost; if t finished in the same
  * instant as the timeout, its result is delivered with 0. If the caller is
- * cancelled, t is cancelled and awaited and -ECANCELED is returned. Other
+ * cancelled (during the wait, or before the call), t is cancelled and
+ * awaited and -ECANCELED is returned. Other
  * errors as rf_join. Suspends.
  */
 RF_API int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result);

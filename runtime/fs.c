@@ -418,19 +418,27 @@ static void cancel_listed(rf_loop *l, int fd)
     }
 }
 
-/* Wait until no operation on fd is listed: each one's task unlists it
- * when the operation's final CQE has been seen, and wakes us. */
-static void wait_unlisted(rf_loop *l, rf_task *self, int fd)
+/* Claim the operations listed on fd now, before the close: those are the
+ * ones on the file being closed. Once the close has run, the number can
+ * be reused at once (another task's open, socket or accept) and the
+ * operations on that new file are none of this close's business. */
+static void claim_listed(rf_loop *l, rf_task *self, int fd)
+{
+    for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
+        rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
+        if (fo->fd == fd)
+            fo->closer = self;
+    }
+}
+
+/* Wait until no operation claimed by self is listed: each one's task
+ * unlists it when the operation's final CQE has been seen, and wakes us. */
+static void wait_unlisted(rf_loop *l, rf_task *self)
 {
     for (;;) {
         bool any = false;
-        for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
-            rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
-            if (fo->fd == fd) {
-                fo->closer = self;
-                any = true;
-            }
-        }
+        for (rf_list *n = l->fd_ops.next; n != &l->fd_ops && !any; n = n->next)
+            any = rf_container_of(n, rf_fd_op, node)->closer == self;
         if (!any)
             return;
         rf__wait(l, self, 0);
@@ -458,6 +466,7 @@ int rf_close(int fd)
     rf_task *self = l ? l->current : NULL;
     if (!self)
         return -EPERM;
+    claim_listed(l, self, fd);
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);
@@ -492,6 +501,6 @@ int rf_close(int fd)
         l->no_cancel_fd = true;
         cancel_listed(l, fd);
     }
-    wait_unlisted(l, self, fd);
+    wait_unlisted(l, self);
     return res;
 }

@@ -258,11 +258,10 @@ int rf_gather(rf_task *const *tasks, size_t n, void **results)
     if (n == 0)
         return rf__self() ? 0 : -EPERM;
     int rc = 0;
-    /* Sticky cancellation: a task already cancelled does not start the
-     * wait (and so does not cancel what it would have gathered). */
-    for (size_t i = 0; self->cancelled && i < n; i++)
-        if (tasks[i]->state != RF_DONE)
-            return -ECANCELED;
+    /* A caller already cancelled (or past its deadline) gets -ECANCELED
+     * (-ETIMEDOUT) from the first join that would wait, and goes through
+     * the same path as a cancellation during the wait: what it gathers is
+     * cancelled and awaited, never left running behind its back. */
     for (size_t i = 0; i < n; i++) {
         int wrc = rf__join_wait(l, self, tasks[i], RF_WAIT_ANY);
         if (wrc == 0)
@@ -294,9 +293,14 @@ int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
     int rc = wait_check(t, &l, &self);
     if (rc)
         return rc;
-    if (t->state != RF_DONE) {
-        if (self->cancelled)
-            return -ECANCELED;
+    if (t->state != RF_DONE && self->cancelled) {
+        /* Sticky cancellation: the caller does not wait for t, but t is
+         * cancelled and awaited as when the cancellation comes during the
+         * wait (or the deadline, already past, at any time). */
+        rf__cancel(t);
+        rf__join_wait(l, self, t, 0);
+        rc = -ECANCELED;
+    } else if (t->state != RF_DONE) {
         rf_op timer = {0};
         struct __kernel_timespec ts;
         rc = rf__timer_arm(l, &timer, &ts, timeout_ns);

@@ -245,11 +245,8 @@ static void *sticky_body(void *arg)
     RFT_CHECK_INT(rf_join(other, &res), -ECANCELED);
     RFT_CHECK_PTR(res, (void *)0x77); /* untouched */
     RFT_CHECK(!rf_cancelled(other));  /* a waiter's cancel leaves t alone */
-    /* gather and wait_for own their tasks: whether they cancel them when
-     * entered by an already-cancelled caller is left open by the header;
-     * only their own result is checked here. */
-    RFT_CHECK_INT(rf_gather(&other, 1, NULL), -ECANCELED);
-    RFT_CHECK_INT(rf_wait_for(other, LONG, NULL), -ECANCELED);
+    /* gather and wait_for own their tasks: entered by a cancelled
+     * caller they cancel and await them (owned_entered_cancelled below). */
     RFT_CHECK_INT(rf_yield(), -ECANCELED);
     RFT_CHECK_INT(rf_sleep(0), -ECANCELED);
     RFT_CHECK(rft_now() - t0 < PROMPT);
@@ -280,6 +277,52 @@ static void *sticky(void *arg)
 }
 
 static void test_cancel_is_sticky(void **state) { rft_run(sticky, NULL); }
+
+/* ---- gather and wait_for entered by a cancelled caller ------------------ */
+
+/* They own what they wait for: as when the cancellation comes during the
+ * wait, the tasks are cancelled and awaited before -ECANCELED is returned,
+ * never left running (the stress suite's cancellation storm found them
+ * returning at once and leaving the tasks alive). */
+static void *owned_entered_cancelled(void *arg)
+{
+    rf_task *a[2] = {rf_spawn(long_sleep, (void *)0x0A),
+                     rf_spawn(long_sleep, (void *)0x0B)};
+    rf_task *b = rf_spawn(long_sleep, (void *)0x0C);
+    RFT_CHECK_INT(rf_cancel(rf_self()), 0);
+    uint64_t t0 = rft_now();
+    void *res[2] = {NULL, NULL};
+    RFT_CHECK_INT(rf_gather(a, 2, res), -ECANCELED);
+    RFT_CHECK(rf_done(a[0]) && rf_done(a[1]));
+    RFT_CHECK(rf_cancelled(a[0]) && rf_cancelled(a[1]));
+    RFT_CHECK_PTR(res[0], (void *)0x0A);
+    RFT_CHECK_PTR(res[1], (void *)0x0B);
+    void *r = NULL;
+    RFT_CHECK_INT(rf_wait_for(b, LONG, &r), -ECANCELED);
+    RFT_CHECK(rf_done(b) && rf_cancelled(b));
+    RFT_CHECK_PTR(r, (void *)0x0C);
+    RFT_CHECK(rft_now() - t0 < PROMPT);
+    /* A finished task is still delivered at once. */
+    RFT_CHECK_INT(rf_wait_for(b, LONG, &r), -ECANCELED);
+    RFT_CHECK_INT(rf_gather(a, 2, NULL), -ECANCELED);
+    rf_task_release(a[0]);
+    rf_task_release(a[1]);
+    rf_task_release(b);
+    return NULL;
+}
+
+static void *entered_cancelled(void *arg)
+{
+    rf_task *t = rf_spawn(owned_entered_cancelled, NULL);
+    RFT_CHECK_INT(rf_join(t, NULL), -ECANCELED);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_gather_wait_for_entered_cancelled(void **state)
+{
+    rft_run(entered_cancelled, NULL);
+}
 
 /* ---- before the first run ------------------------------------------------ */
 
@@ -505,6 +548,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_at_gather),
     cmocka_unit_test(test_cancel_at_wait_for),
     cmocka_unit_test(test_cancel_is_sticky),
+    cmocka_unit_test(test_gather_wait_for_entered_cancelled),
     cmocka_unit_test(test_cancel_before_first_run),
     cmocka_unit_test(test_cancel_from_outside_task),
     cmocka_unit_test(test_cancel_errors),

@@ -460,6 +460,88 @@ static void test_close_inflight_reuse(void **state)
     rft_run(close_inflight, NULL);
 }
 
+/* ---- close: the number reused before the closing task runs again ----------- */
+
+typedef struct reuser {
+    int fd; /* a pipe's read end, closed by the main task */
+    volatile int started;
+    int peer;          /* the other end of the new socket given fd's number */
+    ssize_t res, res2; /* the read cancelled by the close; the new recv */
+    bool closed;       /* rf_close returned */
+    bool fired;        /* the watchdog had to unblock the new recv */
+} reuser;
+
+/* Its read on fd is cancelled by rf_close(fd); in the same pass, before
+ * the closing task runs again, it puts a new socket at the freed number
+ * and waits in a recv on it: an operation on another file, which the
+ * close must not wait for (it waited, and with two closers on one number
+ * one of them was never woken: found by the stress suite's cancel storm). */
+static void *reuser_task(void *arg)
+{
+    reuser *u = arg;
+    char b[8];
+    u->started = 1;
+    u->res = rf_read(u->fd, b, sizeof b, -1);
+    if (!RFT_CHECK_INT(fcntl(u->fd, F_GETFD), -1))
+        return NULL; /* not closed yet: the number is not free */
+    int sp[2];
+    if (!RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0))
+        return NULL;
+    if (sp[0] != u->fd) { /* it is the lowest free number, unless... */
+        RFT_CHECK_INT(dup3(sp[0], u->fd, O_CLOEXEC), u->fd);
+        close(sp[0]);
+    }
+    u->peer = sp[1];
+    u->res2 = rf_recv(u->fd, b, sizeof b, 0);
+    return NULL;
+}
+
+/* Unblocks the new recv if rf_close has not returned within 5 s. */
+static void *reuse_watchdog(void *arg)
+{
+    reuser *u = arg;
+    for (int i = 0; i < 500 && !u->closed; i++)
+        rf_sleep(10 * RFT_MS);
+    if (!u->closed && u->peer > 0) {
+        u->fired = true;
+        RFT_CHECK_INT(write(u->peer, "w", 1), 1);
+    }
+    return NULL;
+}
+
+static void *close_reused(void *arg)
+{
+    int p[2];
+    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
+    reuser u = {.fd = p[0], .res = 12345, .res2 = 12345, .peer = -1};
+    rf_task *t = rf_spawn(reuser_task, &u);
+    RFT_CHECK(rft_yield_until(&u.started, 10));
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0); /* the read is in flight */
+    rf_task *w = rf_spawn(reuse_watchdog, &u);
+    RFT_CHECK_INT(rf_close(p[0]), 0);
+    u.closed = true;
+    RFT_CHECK(!u.fired); /* returned without waiting for the new file */
+    RFT_CHECK_INT(u.res, -ECANCELED);
+    if (u.peer > 0 && !u.fired)
+        RFT_CHECK_INT(write(u.peer, "m", 1), 1);
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    RFT_CHECK_INT(u.res2, 1);
+    RFT_CHECK_INT(rf_join(w, NULL), 0);
+    rf_task_release(t);
+    rf_task_release(w);
+    if (u.peer > 0) {
+        rf_close(u.fd);
+        rf_close(u.peer);
+    }
+    rf_close(p[1]);
+    return NULL;
+}
+
+static void test_close_number_reused_at_once(void **state)
+{
+    rft_run(close_reused, NULL);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_outside_task),
     cmocka_unit_test(test_bad_input),
@@ -471,6 +553,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_read_deadline_cancel),
     cmocka_unit_test(test_cancel_race_read),
     cmocka_unit_test(test_close_inflight_reuse),
+    cmocka_unit_test(test_close_number_reused_at_once),
 };
 
 RFT_MAIN(tests)
