@@ -499,8 +499,9 @@ RF_API int rf_loop_stop_threadsafe(rf_loop *loop);
  * Graceful shutdown, in three phases on the loop's thread:
  *  1. stop accepting: rf_loop_spawn_threadsafe() refuses with -ESHUTDOWN
  *     from the moment of the request; when the loop takes the request in,
- *     every task waiting in an accept is cancelled, and later accepts fail
- *     with -ECANCELED, so a server stops taking connections;
+ *     every task waiting in an accept is cancelled (the accept returns
+ *     -ESHUTDOWN), and later accepts fail with -ESHUTDOWN at once, so a
+ *     server stops taking connections;
  *  2. grace: the other tasks (connections being served, tasks spawned
  *     earlier) have grace_ns, counted from phase 1, to return on their
  *     own; tasks may still spawn tasks, which count too;
