@@ -7,8 +7,8 @@
  *   echo_epoll server [--conns 50]
  *       The hand-written epoll server (epoll_echo_serve) on 127.0.0.1 at an
  *       ephemeral port. Prints "listening on 127.0.0.1:PORT" like the other
- *       servers, serves exactly --conns connections and exits 0 once the
- *       client has closed them all.
+ *       servers and serves --conns connections at a time (a load run),
+ *       one run after the other, until it is killed.
  *
  *   echo_epoll load PORT [--conns 50] [--size 64] [--seconds 2]
  *                        [--warmup 2000]
@@ -64,13 +64,14 @@ static int run_server(int conns)
     }
     printf("listening on 127.0.0.1:%u\n", (unsigned)port);
     fflush(stdout);
-    int rc = epoll_echo_serve(lfd, conns);
-    close(lfd);
-    if (rc < 0) {
-        fprintf(stderr, "echo_epoll: serve: %s\n", strerror(-rc));
-        return 1;
+    for (;;) {
+        int rc = epoll_echo_serve(lfd, conns);
+        if (rc < 0) {
+            fprintf(stderr, "echo_epoll: serve: %s\n", strerror(-rc));
+            close(lfd);
+            return 1;
+        }
     }
-    return 0;
 }
 
 static int run_load(long port, int conns, size_t size, double seconds,
