@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # W7 of DESIGN.md §5: HTTP/1.1 keep-alive "hello" loaded by `wrk -t1 -c50`,
-# examples/http_hello against nginx (one worker) when nginx is installed.
+# examples/http_hello against nginx (one worker, bench/peers/nginx.conf)
+# and Go's net/http (bench/peers/go, GOMAXPROCS=1) when they are installed.
 #
-# usage: bench/w7_http.sh [--bin PATH/TO/http_hello] [--cpu N] [--duration S]
-#                         [--rounds R] [--no-nginx]
+# usage: bench/w7_http.sh [--bin PATH/TO/http_hello] [--go-bin PATH/TO/peers-go]
+#                         [--cpu N] [--duration S] [--rounds R] [--no-nginx]
+#                         [--only ringfiber,nginx,go] [--json]
 #
 # Server and wrk run on the same CPU (taskset -c N, default 0), as
 # DESIGN.md §5 advises for these hypervisor-scheduled vCPUs, and the
@@ -12,14 +14,18 @@
 # the ratio. Only the ratio of one run of this script means anything.
 # "server CPU" is the server process's user + system time per request
 # (from /proc), which other load on the machine disturbs far less than
-# the request rate.
+# the request rate. --json (for bench/compare) prints the medians as one
+# JSON line on stdout, the rest on stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin="" cpu=0 duration=5 rounds=3 nginx=1
+bin="" go_bin="" cpu=0 duration=5 rounds=3 nginx=1 only="" json=0
 while [[ $# -gt 0 ]]; do
     case $1 in
     --bin) bin=$2; shift 2 ;;
+    --go-bin) go_bin=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --json) json=1; shift ;;
     --cpu) cpu=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
@@ -33,7 +39,17 @@ if [[ -z $bin ]]; then
         if [[ -x $c ]]; then bin=$c; break; fi
     done
 fi
-[[ -x $bin ]] || { echo "w7_http.sh: http_hello not found; pass --bin" >&2; exit 2; }
+want() { [[ -z $only || ,$only, == *,$1,* ]]; }
+if want ringfiber; then
+    [[ -x $bin ]] || { echo "w7_http.sh: http_hello not found; pass --bin" >&2; exit 2; }
+fi
+[[ -n $go_bin ]] || go_bin="$here/../build-bench/peers/peers-go"
+go=0
+if want go && [[ -x $go_bin ]]; then go=1; fi
+if [[ -n $only && ,$only, == *,go,* && $go == 0 ]]; then
+    echo "w7_http.sh: $go_bin not found (bench/compare builds it)" >&2; exit 2
+fi
+want nginx || nginx=0
 command -v wrk >/dev/null || { echo "w7_http.sh: wrk not found (apt-get install wrk)" >&2; exit 2; }
 if [[ $nginx == 1 ]] && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     echo "w7_http.sh: nginx not found (apt-get install nginx-light): ringfiber only" >&2
@@ -95,16 +111,23 @@ measure() {
         'BEGIN { printf "%s %s %s %.2f\n", rps, p50, p99, n ? d / hz * 1e6 / n : 0 }'
 }
 
-run_ringfiber() {
-    taskset -c "$cpu" "$bin" --port 0 >"$tmp/rf.out" 2>"$tmp/rf.err" &
+# Starts "$@" on $cpu as $server_pid and sets $port from the line
+# "listening on HOST:PORT" it prints.
+start_listening() {
+    taskset -c "$cpu" "$@" >"$tmp/srv.out" 2>"$tmp/srv.err" &
     server_pid=$!
-    local port=""
+    port=""
     for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/rf.out")
+        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/srv.out")
         [[ -n $port ]] && break
         sleep 0.05
     done
-    [[ -n $port ]] || { echo "w7_http.sh: http_hello did not start" >&2; cat "$tmp/rf.err" >&2; exit 1; }
+    [[ -n $port ]] || { echo "w7_http.sh: $1 did not start" >&2; cat "$tmp/srv.err" >&2; exit 1; }
+}
+
+run_ringfiber() {
+    local port
+    start_listening "$bin" --port 0
     measure "$port"
     kill -TERM "$server_pid"
     local rc=0
@@ -113,32 +136,21 @@ run_ringfiber() {
     [[ $rc == 0 ]] || { echo "w7_http.sh: http_hello exited $rc" >&2; exit 1; }
 }
 
+run_go() {
+    local port
+    GOMAXPROCS=1 start_listening "$go_bin" http-server
+    measure "$port"
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+    server_pid=""
+}
+
 run_nginx() {
     local port
     port=$(free_port)
     mkdir -p "$tmp/nginx"
-    cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $tmp/nginx;
-    proxy_temp_path $tmp/nginx;
-    fastcgi_temp_path $tmp/nginx;
-    uwsgi_temp_path $tmp/nginx;
-    scgi_temp_path $tmp/nginx;
-    server {
-        listen 127.0.0.1:$port;
-        location / { default_type text/plain; return 200 "hello world!"; }
-    }
-}
-EOF
+    sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" \
+        "$here/peers/nginx.conf" >"$tmp/nginx/nginx.conf"
     taskset -c "$cpu" "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
         >"$tmp/nginx/out" 2>&1 &
     server_pid=$!
@@ -158,8 +170,13 @@ EOF
     server_pid=""
 }
 
-contenders=(ringfiber)
+contenders=()
+want ringfiber && contenders+=(ringfiber)
 [[ $nginx == 1 ]] && contenders+=(nginx)
+[[ $go == 1 ]] && contenders+=(go)
+[[ ${#contenders[@]} -gt 0 ]] || { echo "w7_http.sh: no contender to run" >&2; exit 2; }
+# With --json, stdout carries only the JSON line.
+if [[ $json == 1 ]]; then exec 3>&1 1>&2; fi
 declare -A results
 echo "W7: wrk -t1 -c50 -d${duration}s, server and wrk on CPU $cpu, $rounds rounds"
 for r in $(seq "$rounds"); do
@@ -181,9 +198,29 @@ for c in "${contenders[@]}"; do
     cpus[$c]=$(cut -d' ' -f4 <<<"${results[$c]}" | grep . | median)
     printf "  %-10s %9.0f req/s   p99 %s us   server CPU %s us/req\n" "$c" "${med[$c]}" "$p99" "${cpus[$c]}"
 done
-if [[ $nginx == 1 ]]; then
+declare -A p50s
+for c in "${contenders[@]}"; do
+    p50s[$c]=$(cut -d' ' -f2 <<<"${results[$c]}" | grep . | median)
+done
+if [[ $json == 1 ]]; then
+    sep=""
+    {
+        printf "{"
+        for c in "${contenders[@]}"; do
+            printf '%s"%s": {"req_per_s": %s, "p50_us": %s, "server_cpu_us": %s}' \
+                "$sep" "$c" "${med[$c]}" "${p50s[$c]}" "${cpus[$c]}"
+            sep=", "
+        done
+        printf "}\n"
+    } >&3
+fi
+if [[ $nginx == 1 ]] && want ringfiber; then
     awk -v a="${med[ringfiber]}" -v b="${med[nginx]}" \
         'BEGIN { printf "  ratio ringfiber / nginx = %.2fx req/s (target >= 1)\n", a / b }'
     awk -v a="${cpus[ringfiber]}" -v b="${cpus[nginx]}" \
         'BEGIN { if (a > 0) printf "  server CPU per request nginx / ringfiber = %.2fx\n", b / a }'
+fi
+if [[ $go == 1 ]] && want ringfiber; then
+    awk -v a="${med[ringfiber]}" -v b="${med[go]}" \
+        'BEGIN { printf "  ratio ringfiber / Go net/http = %.2fx req/s\n", a / b }'
 fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The DESIGN.md section 5 workloads W1-W3 in Python asyncio, for bench/compare.
+"""The DESIGN.md section 5 workloads W1-W3 and W6 in Python asyncio, for bench/compare.
 
 usage: asyncio_peer.py W1 COUNT            two tasks ping-pong with sleep(0)
        asyncio_peer.py W2 N ROUNDS         create_task N no-op tasks, gather
        asyncio_peer.py W3 N ROUNDS         N tasks each sleep(0.010), gather
        asyncio_peer.py W3mem N             N tasks parked on one Event: memory
+       asyncio_peer.py echo-server         the W6 echo server (see EchoProtocol)
 
 Prints one JSON object on stdout. Times are wall time (time.perf_counter_ns)
 measured inside one asyncio.run() on the default event loop, the way an
@@ -96,7 +97,32 @@ async def parked(n):
     return {"rss_per_task": rss / n, "alive": state["started"]}
 
 
+class EchoProtocol(asyncio.Protocol):
+    """W6: whatever arrives is written back. A Protocol rather than streams
+    (a task, a StreamReader and a StreamWriter per connection): the lighter
+    of asyncio's two ordinary ways; on this workload the two measured
+    within the machine's noise of each other. asyncio sets TCP_NODELAY on
+    its TCP transports itself."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def echo_server():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    await server.serve_forever()
+
+
 def main(argv):
+    if len(argv) == 2 and argv[1] == "echo-server":
+        asyncio.run(echo_server())  # until killed
+        return 0
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@
 //	peers-go W2 N ROUNDS    N goroutines doing nothing, joined with a WaitGroup
 //	peers-go W3 N ROUNDS    N goroutines each time.Sleep(10ms), WaitGroup
 //	peers-go W3mem N        N goroutines parked on one channel: memory
+//	peers-go echo-server    the W6 and W7 servers: see servers.go
+//	peers-go http-server
 //
 // Prints one JSON object on stdout. W1 uses Gosched, Go's yield, which is
 // what W1 measures in ringfiber (rf_yield) and asyncio (sleep(0)); an
@@ -132,7 +134,13 @@ func parked(n int) map[string]any {
 }
 
 func main() {
-	usage := "usage: peers-go W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N"
+	usage := "usage: peers-go W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N" +
+		" | echo-server | http-server"
+	if len(os.Args) == 2 && os.Args[1] == "echo-server" {
+		echoServer() // servers.go
+	} else if len(os.Args) == 2 && os.Args[1] == "http-server" {
+		httpServer()
+	}
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
