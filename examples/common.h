@@ -171,6 +171,9 @@ static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     if (argc > 0)
         ex_prog = slash ? slash + 1 : argv[0];
+    /* Line by line even into a pipe, so that what goes to stderr (the
+     * stall detector's report) stays in order with the output. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

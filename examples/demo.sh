@@ -27,6 +27,7 @@ scenarios=(
     "002 gather|gather_tasks"
     "002 create_task|create_tasks"
     "000 a blocking sleep in a task (3.00 s)|async_tasks_blocked"
+    "000 ... and the stall detector naming the task that holds the loop|RINGFIBER_STALL_MS=100 async_tasks_blocked"
     "000 ... in the other order (2.00 s)|async_tasks_blocked --reverse"
     "000 ... the blocking call handed to a thread (2.00 s)|async_tasks_blocked --offload"
     "001 sequential (17 s) vs concurrent (10 s)|long_running_tasks"
@@ -47,5 +48,12 @@ for scenario in "${scenarios[@]}"; do
     title=${scenario%%|*}
     read -r -a cmd <<<"${scenario#*|}"
     printf '\n=== %s  (seed %s)\n' "${cmd[*]}" "$title"
-    "$bin_dir/${cmd[0]}" "${cmd[@]:1}" --scale "$scale"
+    # A leading VAR=value sets the environment of that one program.
+    envs=()
+    while [ "${#cmd[@]}" -gt 0 ] && [[ ${cmd[0]} == *=* ]]; do
+        envs+=("${cmd[0]}")
+        cmd=("${cmd[@]:1}")
+    done
+    # The report goes to stderr; keep it in order with the program's output.
+    env "${envs[@]}" "$bin_dir/${cmd[0]}" "${cmd[@]:1}" --scale "$scale" 2>&1
 done
