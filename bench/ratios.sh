@@ -72,6 +72,11 @@ NO_TARGET = {"W1_yield_pingpong_call"}
 # without it: (suffix, largest ratio allowed).
 FEATURE_COST = {"_stall_detector": 1.05}
 
+def sz(name):
+    """The connection count of a sweep point ("W6_echo_sweep_100c"), or None."""
+    m = re.search(r"_(\d+)c(?:_|$)", name)
+    return m.group(1) if m else None
+
 def w5_kind(name):
     """W5 has two figures: compare each only with contenders of its kind."""
     return "throughput64" if "throughput64" in name else "roundtrip"
@@ -176,14 +181,19 @@ for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]) if s[1:].isdigit(
                 missed |= not ok
         for bname in bases:
             same = ("_warm" in bname) == ("_warm" in s) or bname in refs
+            # A sweep point ("_<N>c") is paired with the baseline at N only.
+            if sz(s) or sz(bname):
+                if sz(s) != sz(bname):
+                    continue
+                same = True
             if w == "W5" and w5_kind(bname) != w5_kind(s):
                 continue
-            if value.get(bname) and (bname == primary or same):
+            if value.get(bname) and (bname == primary and not sz(s) or same):
                 mark = "  (primary baseline)" if bname == primary else ""
                 print(f"  ratio {s} / {bname} = {value[s] / value[bname]:.2f}x{mark}")
         kind, limit = TARGETS.get(w, (None, None)) if s not in NO_TARGET else (None, None)
-        if "_variant_" in s:
-            kind = None  # a measurement for a design choice, not the subject
+        if "_variant_" in s or sz(s):
+            kind = None  # a design choice or a sweep point: ratios only
         if kind == "ratio_max" and primary and value.get(primary):
             r = value[s] / value[primary]
             ok = r <= limit

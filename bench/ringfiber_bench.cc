@@ -1447,6 +1447,12 @@ int main(int argc, char **argv) {
     // libuv sizes its threadpool from the environment at its first use:
     // the same number of workers as ringfiber's pool in W5.
     setenv("UV_THREADPOOL_SIZE", std::to_string(kW5Threads).c_str(), 1);
+    // W6's sweep keeps 2,000 sockets open at its largest.
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     register_sweeps();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv))

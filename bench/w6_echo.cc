@@ -78,10 +78,11 @@ double percentile_us(std::vector<uint32_t> &v, double p) {
     return v[k] / 1000.0;
 }
 
-// Runs server(lfd, kConns) in a thread and the load client here.
-void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
+// Runs server(lfd, conns) in a thread and the load client here.
+void w6_run(benchmark::State &state, w6_server_fn server, const char *label,
+            int conns = kConns) {
     uint16_t port = 0;
-    int lfd = echo_listen_loopback(128, &port);
+    int lfd = echo_listen_loopback(std::max(128, conns), &port);
     if (lfd < 0) {
         state.SkipWithError(("listen: " + std::string(strerror(-lfd))).c_str());
         return;
@@ -95,11 +96,11 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
     int server_rc = 0;
     std::thread srv([&] {
         pin_self(cpu);
-        server_rc = server(lfd, kConns);
+        server_rc = server(lfd, conns);
     });
 
     echo_load c;
-    int rc = echo_load_open(&c, port, kConns, kMsgSize);
+    int rc = echo_load_open(&c, port, conns, kMsgSize);
     if (rc == 0)
         rc = echo_load_start(&c);
     for (int i = 0; rc == 0 && i < kWarmup; i++) {
@@ -154,7 +155,7 @@ void w6_run(benchmark::State &state, w6_server_fn server, const char *label) {
     if (server != epoll_echo_serve) {
         uint64_t enters, sqes, switches;
         w6_ringfiber_last_stats(&enters, &sqes, &switches);
-        double msgs = double(state.iterations()) + kWarmup + kConns;
+        double msgs = double(state.iterations()) + kWarmup + conns;
         state.counters["enters_per_msg"] = double(enters) / msgs;
         state.counters["sqes_per_msg"] = double(sqes) / msgs;
         state.counters["switches_per_msg"] = double(switches) / msgs;
@@ -194,6 +195,30 @@ void W6_echo_variant_pollfirst(benchmark::State &state) {
 void W6_echo_variant_fixed_files(benchmark::State &state) {
     w6_run(state, w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)");
 }
+
+// The connection sweep: the same ping-pong with 1, 10, 100 and 1,000
+// connections, ringfiber's server against the epoll server at each count
+// (bench/ratios.sh pairs them by the "_<N>c" in their names). 1,000
+// connections need 2,000 descriptors in this process: the soft limit is
+// raised to the hard one in main.
+const int w6_sweep_registered = [] {
+    for (int n : {1, 10, 100, 1000}) {
+        std::string c = std::to_string(n) + "c";
+        std::string label = "1 iteration = 1 message; " + std::to_string(n) +
+                            " conns x 64 B, same CPU";
+        benchmark::RegisterBenchmark(
+            ("W6_echo_sweep_" + c).c_str(),
+            [n, label](benchmark::State &st) {
+                w6_run(st, w6_ringfiber_serve, label.c_str(), n);
+            })->UseRealTime()->MinTime(0.5);
+        benchmark::RegisterBenchmark(
+            ("W6_echo_epoll_sweep_" + c + "_baseline").c_str(),
+            [n, label](benchmark::State &st) {
+                w6_run(st, epoll_echo_serve, label.c_str(), n);
+            })->UseRealTime()->MinTime(0.5);
+    }
+    return 0;
+}();
 
 } // namespace
 

@@ -27,9 +27,6 @@
 
 #include "internal.h"
 
-/* The most one read or write transfers, as Linux's MAX_RW_COUNT: a larger
- * request is a short transfer, which callers already handle. */
-#define RF_IO_MAX 0x7ffff000u
 
 static void report_missing(rf_loop *l, unsigned opcode, const char *what,
                            const char *instead)

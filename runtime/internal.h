@@ -378,6 +378,11 @@ static inline bool rf__remote_pending(rf_loop *l)
 
 /* ---- fs.c: the path shared by every operation on a descriptor ---- */
 
+/* The most one read, write, send or receive transfers, as Linux's
+ * MAX_RW_COUNT: a larger request is a short transfer, which callers
+ * already handle. */
+#define RF_IO_MAX 0x7ffff000u
+
 /* An operation on a descriptor; lives on the waiting task's stack and is
  * listed in loop->fd_ops while it is in flight. */
 typedef struct rf_fd_op {

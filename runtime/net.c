@@ -476,7 +476,7 @@ ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
         rf__io_begin(&l, &self, IORING_OP_RECV, "rf_recv", &err);
     if (!sqe)
         return err;
-    io_uring_prep_recv(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len,
+    io_uring_prep_recv(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags);
     return rf__fd_op_run(l, self, fd, sqe);
 }
@@ -494,7 +494,7 @@ ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
         rf__io_begin(&l, &self, IORING_OP_SEND, "rf_send", &err);
     if (!sqe)
         return err;
-    io_uring_prep_send(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len,
+    io_uring_prep_send(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags | MSG_NOSIGNAL);
     return rf__fd_op_run(l, self, fd, sqe);
 }
