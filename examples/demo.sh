@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main demonstration: every scenario of the seed tutorials, in the
-# tutorials' order, at real speed (about a minute). Options:
+# tutorials' order, at real speed (about two minutes). Options:
 #
 #   --scale N      divide every duration by N (passed to each example)
 #   --bin-dir DIR  where the example programs are
