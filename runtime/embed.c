@@ -339,11 +339,7 @@ int rf_loop_fd(rf_loop *loop)
 /* Work run_once would do now, without waiting for anything. */
 static bool work_ready(rf_loop *l)
 {
-    if (rf__nready(l) || rf__remote_pending(l) ||
-        io_uring_cq_ready(&l->ring) || io_uring_sq_ready(&l->ring))
-        return true;
-    unsigned kf = IO_URING_READ_ONCE(*l->ring.sq.kflags);
-    return kf & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+    return rf__nready(l) || rf__remote_pending(l) || rf__ring_has_work(l);
 }
 
 int rf_loop_run_once(rf_loop *loop, unsigned flags)

@@ -325,6 +325,7 @@ static inline rf_task *rf__self(void)
 /* ---- ring.c ---- */
 int rf__ring_setup(rf_loop *l, const rf_loop_opts *o);
 void rf__ring_pass_end(rf_loop *l);
+bool rf__ring_has_work(const rf_loop *l);
 struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);

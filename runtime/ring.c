@@ -192,16 +192,24 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * with one load when nothing is in flight, three loads from the ring
  * otherwise, without calling into liburing.
  */
+/* SQEs to submit, CQEs to reap, or completions the kernel holds for us
+ * (task work to run, an overflow to flush): three loads from the ring, no
+ * call into liburing. */
+bool rf__ring_has_work(const rf_loop *l)
+{
+    const struct io_uring *r = &l->ring;
+    return io_uring_sq_ready(r) != 0 || io_uring_cq_ready(r) != 0 ||
+           (IO_URING_READ_ONCE(*r->sq.kflags) &
+            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
 void rf__ring_pass_end(rf_loop *l)
 {
-    struct io_uring *r = &l->ring;
     if (rf_unlikely(rf__remote_pending(l)))
         rf__remote_drain(l);
     if (l->inflight == 0)
         return; /* nothing queued, nothing that could complete */
-    if (io_uring_sq_ready(r) == 0 && io_uring_cq_ready(r) == 0 &&
-        !(IO_URING_READ_ONCE(*r->sq.kflags) &
-          (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
+    if (!rf__ring_has_work(l))
         return;
     rf__ring_enter(l, 0);
     rf__ring_reap(l);
