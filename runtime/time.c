@@ -23,19 +23,24 @@ void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns)
 }
 
 /*
- * Deadlines are rounded up to the thread's timer slack (PR_GET_TIMERSLACK,
- * 50 us unless changed), the latitude the kernel itself takes with
- * nanosleep(). Sleeps begun by many tasks within one pass then end on a
- * few common deadlines and wake the loop a few times, not once per task.
- * A thread with a slack of 0 (real-time ones) gets exact deadlines.
+ * Timers of their own (rf_wait_for, rf_wait's timeout, the shutdown's
+ * grace) end on the deadline rounded up to the thread's timer slack
+ * (PR_GET_TIMERSLACK, 50 us unless changed), the latitude the kernel
+ * itself takes with nanosleep(), so that timers begun together expire
+ * together. A thread with a slack of 0 (real-time ones) gets exact
+ * deadlines. Sleeps share timeouts by another rule (bucket_get below).
  */
+/* now + ns, saturated: "forever" must not wrap into the past. */
+static uint64_t time_after(uint64_t now, uint64_t ns)
+{
+    return ns > UINT64_MAX / 4 - now ? UINT64_MAX / 4 : now + ns;
+}
+
 uint64_t rf__deadline_after(const rf_loop *l, uint64_t ns)
 {
-    uint64_t now = rf_now_ns();
-    /* Saturate: "forever" must not wrap into the past. */
-    if (ns > UINT64_MAX / 4 - now)
-        return UINT64_MAX / 4;
-    uint64_t d = now + ns;
+    uint64_t d = time_after(rf_now_ns(), ns);
+    if (d == UINT64_MAX / 4)
+        return d;
     uint64_t slack = l->timer_slack_ns;
     return slack > 1 ? (d + slack - 1) / slack * slack : d;
 }
@@ -183,8 +188,7 @@ int rf_sleep(uint64_t ns)
     if (self->cancelled)
         return -ECANCELED;
     uint64_t now = rf_now_ns();
-    /* Saturate: "forever" must not wrap into the past. */
-    uint64_t end = ns > UINT64_MAX / 4 - now ? UINT64_MAX / 4 : now + ns;
+    uint64_t end = time_after(now, ns);
     bool cut = self->deadline != 0 && self->deadline < end;
     if (cut) {
         /* The task's deadline comes first: sleep until it, then report
