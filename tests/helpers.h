@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -143,6 +144,10 @@ static RFT_UNUSED uint64_t rft_now(void)
     return (uint64_t)ts.tv_sec * RF_NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
+/* An fd number no process can have open (fs.nr_open's ceiling is below
+ * INT_MAX): a "bad fd" that stays bad whatever the test inherited. */
+#define RFT_BAD_FD INT_MAX
+
 /* Entries of a /proc directory (open fds, threads), "." and ".." excluded. */
 static RFT_UNUSED int rft_count_dir(const char *path)
 {
@@ -162,6 +167,25 @@ static RFT_UNUSED int rft_count_dir(const char *path)
  * two counts compare). */
 static RFT_UNUSED int rft_count_fds(void) { return rft_count_dir("/proc/self/fd"); }
 static RFT_UNUSED int rft_count_threads(void) { return rft_count_dir("/proc/self/task"); }
+/* The highest open fd of this process (the directory's own fd excluded),
+ * or -1. */
+static RFT_UNUSED int rft_highest_fd(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int self = dirfd(d), hi = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd != self && fd > hi)
+            hi = fd;
+    }
+    closedir(d);
+    return hi;
+}
 
 /* Lines of /proc/self/maps: the memory mappings (VMAs) of this process. */
 static RFT_UNUSED long rft_count_maps(void)

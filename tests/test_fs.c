@@ -60,7 +60,7 @@ static void *bad_input(void *arg)
     RFT_CHECK_INT(rf_open("/tmp/ringfiber-no/such/file", O_RDONLY, 0), -ENOENT);
     RFT_CHECK_INT(rf_read(-1, b, 8, 0), -EBADF);
     RFT_CHECK_INT(rf_write(-1, b, 8, 0), -EBADF);
-    RFT_CHECK_INT(rf_read(999, b, 8, 0), -EBADF); /* no such fd: the kernel's */
+    RFT_CHECK_INT(rf_read(RFT_BAD_FD, b, 8, 0), -EBADF); /* no such fd: the kernel's */
     RFT_CHECK_INT(rf_read(tfd, NULL, 8, 0), -EFAULT);
     RFT_CHECK_INT(rf_write(tfd, NULL, 8, 0), -EFAULT);
     RFT_CHECK_INT(rf_read(tfd, NULL, 0, 0), 0); /* nothing asked: fine */
@@ -71,7 +71,7 @@ static void *bad_input(void *arg)
     RFT_CHECK_INT(rf_readv(tfd, NULL, 1, 0), -EFAULT);
     RFT_CHECK_INT(rf_writev(tfd, iov, 2, 0), -EFAULT);
     RFT_CHECK_INT(rf_fsync(-1), -EBADF);
-    RFT_CHECK_INT(rf_fdatasync(999), -EBADF);
+    RFT_CHECK_INT(rf_fdatasync(RFT_BAD_FD), -EBADF);
     RFT_CHECK_INT(rf_fallocate(-1, 0, 0, 10), -EBADF);
     RFT_CHECK_INT(rf_fallocate(tfd, 0, 0, 0), -EINVAL);
     RFT_CHECK_INT(rf_fallocate(tfd, 0, -1, 10), -EINVAL);
