@@ -23,7 +23,11 @@
  *    loop wakes both in the same scheduler pass, and that pass still runs
  *    f2 after main has returned (as asyncio runs every callback already
  *    ready). So f2 prints iteration 3, starts its fourth sleep, and that
- *    sleep is what the cancellation interrupts.
+ *    sleep is what the cancellation interrupts. On a loaded machine the
+ *    thread can be preempted between the two sleeps for longer than the
+ *    timer slack; then f2's sleep ends in a later pass, after main has
+ *    returned, and the cancellation interrupts its third sleep instead.
+ *    asyncio has the same race; either way f2 never finishes.
  * 3. sleep(0), i.e. rf_yield(): only a turn of the loop, no waiting, yet
  *    the interleaving is the same as in 1.
  * 4. No sleep at all: f1 never gives the loop a turn, so it runs to the
