@@ -100,7 +100,16 @@ typedef struct rf_loop_opts {
     unsigned cq_entries;       /* CQ ring size; 0 = 4 x sq_entries */
     size_t default_stack_size; /* 0 = RF_DEFAULT_STACK_SIZE */
     unsigned flags;            /* RF_LOOP_* below */
+    unsigned mailbox_capacity; /* spawns and calls from other threads that
+                                * the loop has not taken in yet; beyond
+                                * it they are refused with -EAGAIN.
+                                * 0 = RF_MAILBOX_DEFAULT */
 } rf_loop_opts;
+
+/* Default bound of a loop's mailbox: 65,536 requests (about 6 MiB of
+ * pending spawns), far above what a loop that runs drains between two
+ * passes, and a ceiling for a loop that has stopped taking mail in. */
+#define RF_MAILBOX_DEFAULT 65536u
 
 /* Default usable stack per task (guard page not included). */
 #define RF_DEFAULT_STACK_SIZE (128u * 1024u)
@@ -186,6 +195,12 @@ typedef struct rf_stats {
                                * off (rf_accept, rf_acceptor_next) */
     uint64_t stalls;          /* loop stalls reported by the stall
                                * detector (rf_loop_stall_detector) */
+    uint64_t mail_refused;    /* rf_loop_spawn/call_threadsafe requests
+                               * refused with -EAGAIN: the mailbox was
+                               * full */
+    uint64_t spawn_failed;    /* accepted rf_loop_spawn_threadsafe
+                               * requests whose task could not be created
+                               * on the loop's thread */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */
@@ -458,9 +473,15 @@ RF_API uint64_t rf_deadline_get(void);
  * from the start (fn runs; its waits fail with -ECANCELED). The one case
  * where an accepted fn does not run is a failure to create the task on the
  * loop's thread (out of memory or of stack mappings): a line on stderr
- * says so. Errors, with arg still the caller's:
+ * says so, and the loop counts it in rf_stats.spawn_failed. Errors, with
+ * arg still the caller's:
  *   -EINVAL     loop or fn is NULL, or a bad stack size;
  *   -ENOMEM     no memory for the request;
+ *   -EAGAIN     the loop's mailbox is full (rf_loop_opts.mailbox_capacity
+ *               requests posted and not yet taken in): the loop is not
+ *               keeping up, or not running; back off and retry. The
+ *               mailbox is bounded so that posters faster than the loop
+ *               cannot grow the process without limit.
  *   -ESHUTDOWN  a graceful shutdown was requested, or the loop is being
  *               freed.
  * Does not suspend, does not block.
@@ -479,8 +500,10 @@ typedef void (*rf_call_fn)(void *arg);
  * read or change the state of the loop's tasks without locks. Calls made
  * by one thread run in the order they were made.
  * Returns 0 (fn will run exactly once), -EINVAL (NULL loop or fn),
- * -ENOMEM, -ESHUTDOWN (the loop is being freed). Unlike spawns, calls are
- * still accepted during a graceful shutdown. Does not suspend.
+ * -ENOMEM, -EAGAIN (the mailbox is full, as for spawns: calls and spawns
+ * share its capacity), -ESHUTDOWN (the loop is being freed). Unlike
+ * spawns, calls are still accepted during a graceful shutdown. Does not
+ * suspend.
  */
 RF_API int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg);
 
@@ -490,8 +513,8 @@ RF_API int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg);
  * pass in which the request is taken in; if the loop is not running then,
  * its next run returns after its first pass. Requests made before the
  * first is taken in are one request. Tasks stay alive. Returns 0, -EINVAL,
- * -ESHUTDOWN (the loop is being freed). Does not suspend, does not
- * allocate.
+ * -ESHUTDOWN (the loop is being freed). Never refused for a full mailbox.
+ * Does not suspend, does not allocate.
  */
 RF_API int rf_loop_stop_threadsafe(rf_loop *loop);
 

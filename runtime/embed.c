@@ -90,12 +90,14 @@ static void spawn_run(rf_loop *l, rf_remote_msg *m)
     rf_spawn_options o = {.name = s->named ? s->name : NULL,
                           .stack_size = s->stack_size};
     rf_task *t = rf__spawn(l, s->fn, s->arg, &o);
-    if (t)
+    if (t) {
         rf__task_unref(l, t); /* detached: nobody holds a handle */
-    else
+    } else {
+        l->stats.spawn_failed++;
         fprintf(stderr, "ringfiber: rf_loop_spawn_threadsafe: the task "
                         "could not be created on the loop's thread (%s); "
                         "it does not run\n", rf_strerror(-errno));
+    }
     free(s);
 }
 
@@ -125,9 +127,11 @@ int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
         free(s);
         return rc;
     }
-    rf__remote_post(loop, &s->m);
+    rc = rf__remote_post_counted(loop, &s->m);
     gate_leave(loop);
-    return 0;
+    if (rc)
+        free(s);
+    return rc;
 }
 
 typedef struct call_msg {
@@ -163,9 +167,11 @@ int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg)
         free(c);
         return rc;
     }
-    rf__remote_post(loop, &c->m);
+    rc = rf__remote_post_counted(loop, &c->m);
     gate_leave(loop);
-    return 0;
+    if (rc)
+        free(c);
+    return rc;
 }
 
 /* ---- stop ---- */

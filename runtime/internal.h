@@ -155,6 +155,9 @@ static inline uint64_t rf__handler_data(rf_handler *h)
 typedef struct rf_remote_msg {
     struct rf_remote_msg *next;
     void (*run)(rf_loop *l, struct rf_remote_msg *m);
+    bool counted; /* holds a mailbox slot (a user's spawn or call);
+                   * the runtime's own messages (pool completions, stop,
+                   * shutdown) are bounded elsewhere and never refused */
 } rf_remote_msg;
 typedef struct rf_task_chunk {
     struct rf_task_chunk *next;
@@ -197,10 +200,15 @@ struct rf_loop {
     /* Cross-thread mailbox (remote.c): a LIFO pushed by other threads;
      * the pusher that finds it empty writes remote_efd. */
     rf_remote_msg *remote_head; /* __atomic_* only */
+    uint64_t mail_cap;          /* rf_loop_opts.mailbox_capacity */
+    uint64_t mail_refused;      /* __atomic_*: posters count it */
     int remote_efd;
-    uint32_t remote_posting; /* posters still inside rf__remote_post
-                              * (__atomic_*): the loop is not freed
-                              * before they are out */
+    /* __atomic_*, two counts in one word so that a post costs no more
+     * atomic operations for the bound (remote.c):
+     *  low 32 bits: posters still inside rf__remote_post (the loop is not
+     *               freed before they are out);
+     *  high 32 bits: counted messages pushed and not yet drained. */
+    uint64_t remote_posting;
     uint32_t remote_wake;  /* the loop sleeps or is not running: the
                             * next poster writes remote_efd (and the
                             * host's rf_loop_fd), clearing it (__atomic_*,
@@ -366,6 +374,7 @@ void rf__embed_fini(rf_loop *l);
 int rf__remote_init(rf_loop *l);
 void rf__remote_fini(rf_loop *l);
 void rf__remote_post(rf_loop *l, rf_remote_msg *m);
+int rf__remote_post_counted(rf_loop *l, rf_remote_msg *m);
 void rf__remote_arm(rf_loop *l);
 void rf__remote_awake(rf_loop *l, bool awake);
 bool rf__remote_sleep_begin(rf_loop *l);

@@ -302,6 +302,8 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     l->poll_efd = -1;
     l->idle = 1;
     l->flags = opts ? opts->flags : 0;
+    l->mail_cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
+                                                 : RF_MAILBOX_DEFAULT;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
@@ -443,6 +445,7 @@ int rf_loop_stats(const rf_loop *loop, rf_stats *out)
     out->stacks_mapped = loop->stacks.mapped;
     out->guard_mode = (uint32_t)loop->stacks.guard_mode;
     out->stalls = rf__stall_count(loop);
+    out->mail_refused = __atomic_load_n(&loop->mail_refused, __ATOMIC_RELAXED);
     return 0;
 }
 

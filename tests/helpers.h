@@ -54,6 +54,17 @@
 #ifndef RFT_ASAN
 #define RFT_ASAN 0
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define RFT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RFT_TSAN 1
+#endif
+#endif
+#ifndef RFT_TSAN
+#define RFT_TSAN 0
+#endif
+#define RFT_SANITIZED (RFT_ASAN || RFT_TSAN)
 
 #define RFT_UNUSED __attribute__((unused))
 

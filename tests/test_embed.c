@@ -9,6 +9,7 @@
  */
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 
 #include "helpers.h"
@@ -515,6 +516,186 @@ static void test_free_with_pending_mail(void **state)
     assert_int_equal(rft_count_fds(), fds);
 }
 
+/* ---- the mailbox is bounded ------------------------------------------------ */
+
+static void *drain_main(void *p)
+{
+    (void)p;
+    for (int i = 0; i < 3; i++)
+        RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    return NULL;
+}
+
+/* Spawns and calls share the capacity; a full mailbox refuses both with
+ * -EAGAIN and never a stop; a drain gives every slot back. */
+static void test_mailbox_full(void **state)
+{
+    mail_test mt = {0};
+    rf_loop_opts o = {.mailbox_capacity = 8};
+    assert_int_equal(rf_loop_new(&mt.loop, &o), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(rf_loop_spawn_threadsafe(mt.loop, mail_task, &mt, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rf_loop_call_threadsafe(mt.loop, mail_call, &mt), 0);
+    assert_int_equal(rf_loop_spawn_threadsafe(mt.loop, mail_task, &mt, NULL), -EAGAIN);
+    assert_int_equal(rf_loop_call_threadsafe(mt.loop, mail_call, &mt), -EAGAIN);
+    rf_stats st;
+    rf_loop_stats(mt.loop, &st);
+    assert_int_equal(st.mail_refused, 2);
+
+    /* The loop takes its mail in: the accepted requests run, exactly once. */
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(mt.loop, drain_main, NULL, NULL), 0);
+    rft_end();
+    assert_int_equal(mt.ran, 5);
+    assert_int_equal(mt.called, 3);
+
+    /* All eight slots are free again, and not one more. */
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(rf_loop_spawn_threadsafe(mt.loop, mail_task, &mt, NULL), 0);
+    assert_int_equal(rf_loop_spawn_threadsafe(mt.loop, mail_task, &mt, NULL), -EAGAIN);
+    /* A full mailbox never keeps a loop from being stopped. */
+    assert_int_equal(rf_loop_stop_threadsafe(mt.loop), 0);
+    rf_loop_stats(mt.loop, &st);
+    assert_int_equal(st.mail_refused, 3);
+    assert_int_equal(rf_loop_free(mt.loop), 0);
+    assert_int_equal(mt.ran, 13);
+}
+
+/* 0 means RF_MAILBOX_DEFAULT, the bound a loop that has stopped taking
+ * mail in grows to and no further. */
+static void test_mailbox_default(void **state)
+{
+    mail_test mt = {0};
+    assert_int_equal(rf_loop_new(&mt.loop, NULL), 0);
+    for (unsigned i = 0; i < RF_MAILBOX_DEFAULT; i++)
+        if (rf_loop_call_threadsafe(mt.loop, mail_call, &mt) != 0)
+            fail_msg("call %u refused", i);
+    assert_int_equal(rf_loop_call_threadsafe(mt.loop, mail_call, &mt), -EAGAIN);
+    assert_int_equal(rf_loop_free(mt.loop), 0);
+    assert_int_equal(mt.called, RF_MAILBOX_DEFAULT);
+}
+
+/* Four threads post as fast as they can to a loop that runs, through a
+ * small mailbox, retrying what is refused: every accepted request runs
+ * exactly once, every refusal is counted, and the posters' view and the
+ * loop's stats agree. */
+typedef struct flood {
+    rf_loop *loop;
+    uint64_t accepted, refused; /* atomics: posters */
+    uint64_t ran;               /* loop thread */
+    uint64_t stop;              /* atomic */
+} flood;
+
+#define FLOOD_EACH 2000
+
+static void flood_call(void *p) { ((flood *)p)->ran++; }
+static void *flood_task(void *p)
+{
+    ((flood *)p)->ran++;
+    return NULL;
+}
+
+static void *flood_poster(void *p)
+{
+    flood *f = p;
+    for (int i = 0; i < FLOOD_EACH;) {
+        int rc = (i & 1) ? rf_loop_call_threadsafe(f->loop, flood_call, f)
+                         : rf_loop_spawn_threadsafe(f->loop, flood_task, f, NULL);
+        if (rc == 0) {
+            add64(&f->accepted, 1);
+            i++;
+        } else if (rc == -EAGAIN) {
+            add64(&f->refused, 1);
+            usleep(50); /* back off: let the loop catch up */
+        } else {
+            abort();
+        }
+    }
+    return NULL;
+}
+
+static void *flood_stopper(void *p)
+{
+    flood *f = p;
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        if (pthread_create(&th[i], NULL, flood_poster, f) != 0)
+            abort();
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    /* Everything posted; the loop finishes what it accepted. */
+    if (rf_loop_shutdown_threadsafe(f->loop, UINT64_MAX) != 0)
+        abort();
+    return NULL;
+}
+
+static void test_mailbox_flood(void **state)
+{
+    flood f = {0};
+    rf_loop_opts o = {.flags = RF_LOOP_SERVE, .mailbox_capacity = 64};
+    assert_int_equal(rf_loop_new(&f.loop, &o), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flood_stopper, &f), 0);
+    assert_int_equal(rf_loop_run_forever(f.loop), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rf_stats st;
+    rf_loop_stats(f.loop, &st);
+    assert_int_equal(rf_loop_free(f.loop), 0);
+    assert_int_equal(f.accepted, 4 * FLOOD_EACH);
+    assert_int_equal(f.ran, f.accepted);
+    assert_int_equal(st.mail_refused, f.refused);
+    print_message("flood: %llu accepted, %llu refused (mailbox of 64)\n",
+                  (unsigned long long)f.accepted, (unsigned long long)f.refused);
+}
+
+/* A spawn accepted from another thread whose task cannot be created on
+ * the loop's thread (here: no address space left for its stack) does not
+ * run; the loop says so on stderr and counts it. */
+static int spawn_fails_child(void *arg)
+{
+    (void)arg;
+    mail_test mt = {0};
+    if (rf_loop_new(&mt.loop, NULL) != 0)
+        return 2;
+    /* Room for what the loop has mapped, not for a 1 GiB stack. */
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1)
+        return 3;
+    fclose(f);
+    struct rlimit rl = {(rlim_t)pages * 4096 + (64u << 20), RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        return 4;
+    rf_spawn_options big = {.stack_size = 1024ul * 1024 * 1024};
+    if (rf_loop_spawn_threadsafe(mt.loop, mail_task, &mt, &big) != 0)
+        return 5;
+    rft_begin();
+    if (rf_loop_run_until_complete(mt.loop, drain_main, NULL, NULL) != 0 ||
+        rft_failures_ != 0)
+        return 6;
+    rf_stats st;
+    rf_loop_stats(mt.loop, &st);
+    rf_loop_free(mt.loop);
+    return mt.ran == 0 && st.spawn_failed == 1 ? 0 : 7;
+}
+
+static void test_spawn_failure_counted(void **state)
+{
+    /* The sanitizers reserve terabytes of shadow address space: a limit
+     * on it would stop them, not the spawn. */
+    if (RFT_SANITIZED)
+        skip();
+    rft_child ch;
+    rft_fork(spawn_fails_child, NULL, &ch);
+    if (!ch.exited || ch.code != 0)
+        rft_child_dump("spawn failure", &ch);
+    assert_true(ch.exited);
+    assert_int_equal(ch.code, 0);
+    assert_true(rft_contains_ci(ch.err, "rf_loop_spawn_threadsafe: the task "
+                                        "could not be created"));
+}
+
 /* ---- driven by an outside poll loop ---------------------------------------- */
 
 #define SLEEPERS 200
@@ -809,6 +990,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_all_finish),
     cmocka_unit_test(test_shutdown_from_task),
     cmocka_unit_test(test_free_with_pending_mail),
+    cmocka_unit_test(test_mailbox_full),
+    cmocka_unit_test(test_mailbox_default),
+    cmocka_unit_test(test_mailbox_flood),
+    cmocka_unit_test(test_spawn_failure_counted),
     cmocka_unit_test(test_poll_driven_fd_alone),
     cmocka_unit_test(test_poll_driven_with_hint),
     cmocka_unit_test(test_poll_fd_quiet_until_due),

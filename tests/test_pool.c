@@ -10,18 +10,7 @@
 #include <pthread.h>
 #include <sys/syscall.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define RFT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RFT_TSAN 1
-#endif
-#endif
-#ifndef RFT_TSAN
-#define RFT_TSAN 0
-#endif
 /* Sanitized builds are 5-20x slower: the counts shrink, not the checks. */
-#define RFT_SANITIZED (RFT_ASAN || RFT_TSAN)
 
 static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
 

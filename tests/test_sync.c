@@ -1055,12 +1055,11 @@ static void *xdev_main(void *arg)
 
 static void test_other_loop(void **state)
 {
-#if defined(__SANITIZE_THREAD__)
     /* The misuse tested here is itself a data race (the objects are not
      * thread-safe; -EXDEV is a best-effort diagnosis of that mistake), and
      * ThreadSanitizer rightly reports it. */
-    skip();
-#endif
+    if (RFT_TSAN)
+        skip();
     xdev *x = calloc(1, sizeof(*x));
     assert_non_null(x);
     assert_int_equal(rf_queue_init(&x->q, 1, NULL), 0);

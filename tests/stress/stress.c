@@ -1507,6 +1507,8 @@ typedef struct fault {
     uint64_t enomem; /* failures that surfaced as ENOMEM */
     uint64_t ok;     /* calls that succeeded */
     uint64_t live;
+    int spawned;          /* runs of the threadsafe spawn's task */
+    uint64_t spawn_failed; /* threadsafe spawns the loop could not create */
 } fault;
 
 /* Every result of an allocating call is 0 (or a value) or -ENOMEM. */
@@ -1544,6 +1546,12 @@ static void *fi_off(void *arg)
 static void fi_call(void *arg)
 {
     (*(int *)arg)++;
+}
+
+static void *fi_spawned(void *arg)
+{
+    ((fault *)arg)->spawned++;
+    return NULL;
 }
 
 static void *fault_main(void *arg)
@@ -1616,6 +1624,27 @@ static void *fault_main(void *arg)
         for (int i = 0; i < 1000 && !called; i++)
             rf_sleep(RF_NSEC_PER_MSEC / 10);
         CHECK(called == 1, "alloc: call_threadsafe ran %d times", called);
+    }
+    /* a spawn from "another thread": it runs, or the loop's thread could
+     * not create the task and counts that in spawn_failed; never both,
+     * never neither */
+    int spawned0 = F->spawned;
+    rf_stats s0;
+    rf_loop_stats(rf_loop_current(), &s0);
+    rc = rf_loop_spawn_threadsafe(rf_loop_current(), fi_spawned, F, NULL);
+    fi_rc(F, rc, "spawn_threadsafe");
+    if (rc == 0) {
+        rf_stats s1 = s0;
+        for (int i = 0; i < 100000 && F->spawned == spawned0 &&
+                        s1.spawn_failed == s0.spawn_failed; i++) {
+            rf_sleep(RF_NSEC_PER_MSEC / 10);
+            rf_loop_stats(rf_loop_current(), &s1);
+        }
+        uint64_t failed = s1.spawn_failed - s0.spawn_failed;
+        CHECK((uint64_t)(F->spawned - spawned0) + failed == 1,
+              "alloc: spawn_threadsafe ran %d times, %" PRIu64
+              " failures counted", F->spawned - spawned0, failed);
+        F->spawn_failed += failed;
     }
     /* the stall detector: its record and its watchdog thread */
     rc = rf_loop_stall_detector(rf_loop_current(), 10000, NULL, NULL);
@@ -1696,9 +1725,11 @@ static int scenario_alloc(void)
     CHECK(atomic_load(&fi_failed) > 0, "alloc: no failure injected");
     printf("alloc: %" PRIu64 " rounds, %" PRIu64 " loops, %llu allocations, "
            "%llu failed, %" PRIu64 " ENOMEM surfaced, %" PRIu64
-           " calls ok, %llu errors, %.1f s\n",
+           " calls ok, %" PRIu64 " threadsafe spawns that failed on the "
+           "loop's thread, %llu errors, %.1f s\n",
            rounds, loops, atomic_load(&fi_calls), atomic_load(&fi_failed),
-           F.enomem, F.ok, (unsigned long long)errors, elapsed_s(t0));
+           F.enomem, F.ok, F.spawn_failed, (unsigned long long)errors,
+           elapsed_s(t0));
     return 0;
 }
 
@@ -1707,11 +1738,14 @@ static int scenario_alloc(void)
 /* ------------------------------------------------------------------------ */
 
 #define REMOTE_POSTERS 4
+#define REMOTE_MAILBOX 4096
 
 typedef struct remote {
     rf_loop *loop;
     atomic_bool ready, stop, returned, posters_joined;
     atomic_ullong calls_ok, spawns_ok, calls_ran, spawns_ran, refused;
+    atomic_ullong full; /* -EAGAIN: the mailbox was full */
+    uint64_t mail_refused; /* the loop's count of the same */
     atomic_ullong after_shutdown; /* calls accepted after the request */
     atomic_bool shutdown_requested;
     uint64_t end;
@@ -1737,14 +1771,8 @@ static void *remote_poster(void *arg)
     static atomic_uint ids;
     uint64_t rs = seed_for(700 + atomic_fetch_add(&ids, 1));
     while (!atomic_load(&R->stop)) {
-        /* The mailbox is unbounded: four threads can post faster than one
-         * loop runs what they post. Keep 10,000 in the air at most. */
-        if (atomic_load(&R->calls_ok) + atomic_load(&R->spawns_ok) -
-                atomic_load(&R->calls_ran) - atomic_load(&R->spawns_ran) >
-            10000) {
-            sched_yield();
-            continue;
-        }
+        /* Four threads post faster than one loop runs what they post: the
+         * mailbox's bound (REMOTE_MAILBOX) is what holds them back. */
         bool shut = atomic_load(&R->shutdown_requested);
         int rc;
         if (rnd_below(&rs, 2)) {
@@ -1761,10 +1789,14 @@ static void *remote_poster(void *arg)
             CHECK(!(shut && rc == 0),
                   "remote: spawn accepted after the shutdown request");
         }
-        if (rc == -ESHUTDOWN)
+        if (rc == -ESHUTDOWN) {
             atomic_fetch_add(&R->refused, 1);
-        else
+        } else if (rc == -EAGAIN) {
+            atomic_fetch_add(&R->full, 1);
+            sched_yield();
+        } else {
             CHECK(rc == 0, "remote: %s", rf_strerror(rc));
+        }
         if (rnd_below(&rs, 64) == 0)
             sched_yield();
     }
@@ -1778,6 +1810,7 @@ static void *remote_loop_thread(void *arg)
     o.flags = RF_LOOP_SERVE;
     o.sq_entries = opt.sq;
     o.cq_entries = opt.cq;
+    o.mailbox_capacity = REMOTE_MAILBOX;
     int rc = rf_loop_new(&R->loop, &o);
     if (!CHECK(rc == 0, "remote: rf_loop_new: %s", rf_strerror(rc))) {
         atomic_store(&R->ready, true);
@@ -1793,6 +1826,7 @@ static void *remote_loop_thread(void *arg)
     rf_loop_stats(R->loop, &st);
     CHECK(st.tasks_alive == 0, "remote: %" PRIu64 " tasks alive after the "
                                "shutdown", st.tasks_alive);
+    R->mail_refused = st.mail_refused;
     /* The calls accepted since the loop returned run in rf_loop_free. */
     rc = rf_loop_free(R->loop);
     CHECK(rc == 0, "remote: rf_loop_free: %s", rf_strerror(rc));
@@ -1842,12 +1876,19 @@ static int scenario_remote(void)
           atomic_load(&R.spawns_ran));
     CHECK(count_fds() == fds0, "remote: %d fds at the end, %d at the start",
           count_fds(), fds0);
+    CHECK(R.mail_refused == atomic_load(&R.full),
+          "remote: the loop counted %" PRIu64 " refusals, the posters %llu",
+          R.mail_refused, atomic_load(&R.full));
+    /* After the loop returned, nothing drains: the posters filled the
+     * mailbox and were held back there, not grown without bound. */
+    CHECK(atomic_load(&R.full) > 0, "remote: the mailbox was never full");
     printf("remote: %llu calls, %llu spawns from %d threads, %llu calls "
-           "accepted after the shutdown request, %llu refused, %llu errors, "
-           "%.1f s\n",
+           "accepted after the shutdown request, %llu refused, %llu held back "
+           "by the mailbox (%d), %llu errors, %.1f s\n",
            atomic_load(&R.calls_ok), atomic_load(&R.spawns_ok), REMOTE_POSTERS,
            atomic_load(&R.after_shutdown), atomic_load(&R.refused),
-           (unsigned long long)errors, elapsed_s(t0));
+           atomic_load(&R.full), REMOTE_MAILBOX, (unsigned long long)errors,
+           elapsed_s(t0));
     return 0;
 }
 
