@@ -195,6 +195,9 @@ typedef struct rf_stats {
                                * off (rf_accept, rf_acceptor_next) */
     uint64_t stalls;          /* loop stalls reported by the stall
                                * detector (rf_loop_stall_detector) */
+    uint64_t acceptor_pauses; /* multishot accepts paused because
+                               * RF_ACCEPTOR_QUEUE connections waited in
+                               * an acceptor (rf_acceptor_next) */
     uint64_t mail_refused;    /* rf_loop_spawn/call_threadsafe requests
                                * refused with -EAGAIN: the mailbox was
                                * full */
@@ -764,6 +767,12 @@ RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
  * open when its loop is freed is cancelled and freed then (the fds it
  * queued are closed).
  *
+ * The queue holds RF_ACCEPTOR_QUEUE connections (a few more in a burst):
+ * when it is full the acceptor stops accepting, and new clients wait in
+ * the listening socket's backlog (listen(2)), costing no fd, until the
+ * tasks have taken half of the queue; rf_stats.acceptor_pauses counts the
+ * pauses. A server that falls behind thus holds a bounded number of fds.
+ *
  * rf_acceptor_open: *out receives the acceptor (the caller owns it);
  *   flags as rf_accept. Nothing is submitted before the first next.
  *   Returns 0, -EFAULT, -EBADF, -EPERM (outside a task), -ENOMEM,
@@ -780,6 +789,7 @@ RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
  *   cancel it first). NULL is accepted. Suspends.
  */
 typedef struct rf_acceptor rf_acceptor;
+#define RF_ACCEPTOR_QUEUE 128u
 RF_API int rf_acceptor_open(int listen_fd, int flags, rf_acceptor **out);
 RF_API int rf_acceptor_next(rf_acceptor *a);
 RF_API int rf_acceptor_close(rf_acceptor *a);

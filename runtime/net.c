@@ -222,6 +222,15 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
  * the new fd; rf_acceptor_next takes them one by one. The kernel ends the
  * multishot on an error (a CQE without IORING_CQE_F_MORE); the next call
  * re-arms it, after the backoff if the error was EMFILE/ENFILE.
+ *
+ * The queue is bounded: once RF_ACCEPTOR_QUEUE connections wait in it,
+ * the multishot is cancelled (a pause, counted in acceptor_pauses), and
+ * further clients wait in the kernel's listen backlog, where they cost
+ * no fd and where the backlog's own limit holds them back, until the
+ * tasks have taken the queue down to half; then it is re-armed. A few
+ * more may arrive between the cancellation's submission and its effect;
+ * they are queued too. Without the pause, a server that falls behind
+ * would hold every waiting client as an fd of its own, without limit.
  */
 struct rf_acceptor {
     rf_handler h;
@@ -230,6 +239,8 @@ struct rf_acceptor {
     int lfd;
     int flags;
     bool armed;      /* the multishot accept is in the ring */
+    bool paused;     /* cancelled for a full queue; its final CQE is no
+                      * error */
     bool closing;
     bool orphan;     /* the loop is being freed: free at the last CQE */
     int err;         /* error of the last final CQE, 0 none */
@@ -250,13 +261,14 @@ static void acceptor_free(rf_acceptor *a)
     free(a);
 }
 
-static void acceptor_cancel(rf_acceptor *a)
+static bool acceptor_cancel(rf_acceptor *a)
 {
     struct io_uring_sqe *sqe = rf__sqe_get(a->loop);
-    if (sqe) {
-        io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
-        io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    }
+    if (!sqe)
+        return false;
+    io_uring_prep_cancel64(sqe, rf__handler_data(&a->h), 0);
+    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    return true;
 }
 
 static void acceptor_cqe(rf_loop *l, rf_handler *h,
@@ -290,9 +302,16 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
             a->qhead = 0;
         }
         a->q[(a->qhead + a->qlen++) % a->qcap] = cqe->res;
-    } else if (!a->armed) {
+        if (a->armed && !a->paused && !a->closing &&
+            a->qlen >= RF_ACCEPTOR_QUEUE && acceptor_cancel(a)) {
+            a->paused = true;
+            l->stats.acceptor_pauses++;
+        }
+    } else if (!a->armed && !(a->paused && cqe->res == -ECANCELED)) {
         a->err = cqe->res;
     }
+    if (!a->armed)
+        a->paused = false;
 wake:
     if (a->waiter)
         rf__wake(l, a->waiter);
@@ -367,6 +386,11 @@ int rf_acceptor_next(rf_acceptor *a)
             rc = a->q[a->qhead];
             a->qhead = (a->qhead + 1) % a->qcap;
             a->qlen--;
+            /* Paused for a full queue and now half empty: accept again
+             * while the tasks take the rest (or at the next call, if no
+             * SQE is free now). */
+            if (!a->armed && !a->err && a->qlen <= RF_ACCEPTOR_QUEUE / 2)
+                (void)acceptor_arm(a);
             break;
         }
         if (a->err) {

@@ -653,6 +653,83 @@ static void *acceptor_cancel(void *arg)
 
 static void test_acceptor_cancel(void **state) { rft_run(acceptor_cancel, NULL); }
 
+/* The acceptor's queue is bounded: 400 clients connect while no task
+ * takes connections; the acceptor pauses at RF_ACCEPTOR_QUEUE (the rest
+ * wait in the listen backlog, holding no fd of ours), and resumes as the
+ * queue is taken, until every client has been accepted exactly once. */
+#define BOUNDED_CLIENTS 400
+
+static int local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    return getsockname(fd, (struct sockaddr *)&a, &len) == 0 ? ntohs(a.sin_port) : -1;
+}
+
+static int peer_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    return getpeername(fd, (struct sockaddr *)&a, &len) == 0 ? ntohs(a.sin_port) : -1;
+}
+
+static void *acceptor_bounded(void *arg)
+{
+    (void)arg;
+    int port;
+    int lfd = listener(BOUNDED_CLIENTS + 16, &port);
+    rf_acceptor *a = NULL;
+    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &a), 0);
+    int *cl = calloc(BOUNDED_CLIENTS, sizeof *cl);
+    bool *seen = calloc(65536, sizeof *seen);
+    if (!RFT_CHECK(cl && seen))
+        return NULL;
+    /* The first client arms the multishot. */
+    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[0]), 0);
+    int first = rf_acceptor_next(a);
+    RFT_CHECK(first >= 0);
+    RFT_CHECK_INT(peer_port(first), local_port(cl[0]));
+    rf_close(first);
+    rf_stats s0 = rft_stats();
+    int fds0 = rft_count_fds();
+    for (int i = 1; i < BOUNDED_CLIENTS; i++)
+        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[i]), 0);
+    rf_sleep(20 * RFT_MS); /* every handshake done, every CQE reaped */
+    rf_stats s1 = rft_stats();
+    int queued = rft_count_fds() - fds0 - (BOUNDED_CLIENTS - 1);
+    print_message("acceptor: %d of %d connections queued, %llu pauses\n", queued,
+                  BOUNDED_CLIENTS - 1,
+                  (unsigned long long)(s1.acceptor_pauses - s0.acceptor_pauses));
+    RFT_CHECK(s1.acceptor_pauses - s0.acceptor_pauses >= 1);
+    RFT_CHECK(queued >= (int)RF_ACCEPTOR_QUEUE);
+    RFT_CHECK(queued <= (int)RF_ACCEPTOR_QUEUE + 64);
+    /* Now take them all: each client exactly once. */
+    for (int i = 1; i < BOUNDED_CLIENTS; i++)
+        seen[local_port(cl[i])] = true;
+    int got = 0;
+    rf_deadline_set(rf_now_ns() + 10 * RFT_SEC); /* against a hang */
+    for (int i = 1; i < BOUNDED_CLIENTS; i++) {
+        int fd = rf_acceptor_next(a);
+        if (!RFT_CHECK(fd >= 0))
+            break;
+        int pp = peer_port(fd);
+        if (RFT_CHECK(pp > 0 && seen[pp]))
+            seen[pp] = false, got++;
+        rf_close(fd);
+    }
+    rf_deadline_set(0);
+    RFT_CHECK_INT(got, BOUNDED_CLIENTS - 1);
+    RFT_CHECK_INT(rf_acceptor_close(a), 0);
+    for (int i = 0; i < BOUNDED_CLIENTS; i++)
+        rf_close(cl[i]);
+    rf_close(lfd);
+    free(cl);
+    free(seen);
+    return NULL;
+}
+
+static void test_acceptor_bounded(void **state) { rft_run(acceptor_bounded, NULL); }
+
 /* An acceptor still open (armed, with queued connections, a task waiting
  * in it) when the loop ends: rf_loop_free cancels and frees it. */
 static void *acceptor_left(void *arg)
@@ -835,6 +912,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_wakes_all),
     cmocka_unit_test(test_acceptor),
     cmocka_unit_test(test_acceptor_cancel),
+    cmocka_unit_test(test_acceptor_bounded),
     cmocka_unit_test(test_acceptor_left_open),
     cmocka_unit_test(test_emfile_accept),
     cmocka_unit_test(test_emfile_acceptor),
