@@ -9,6 +9,8 @@
 #   2. CMake, find_package(ringfiber) -> ringfiber::ringfiber_static
 #   3. pkg-config --cflags --libs ringfiber (shared)
 #   4. pkg-config --static --libs ringfiber, libringfiber.a forced
+# The pkg-config file must find the temporary prefix by itself, and the
+# static consumers must not depend on libstdc++ or Boost's shared library.
 # Each must print "ok". Exit 0 on success, 77 (ctest SKIP_RETURN_CODE) when
 # everything built but io_uring is unavailable so nothing could run, 1
 # otherwise. The temporary prefix and builds are removed on exit.
@@ -72,10 +74,9 @@ if [[ -z $pc ]]; then
     exit 1
 fi
 export PKG_CONFIG_PATH="$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-# ringfiber.pc names the configure-time prefix; this tree was installed
-# with --prefix, so relocate it the standard way. (The override applies to
-# every package pkg-config reads; liburing's Libs only appear with --static.)
-pkgconf=(pkg-config --define-variable=prefix="$prefix")
+# This tree was installed with --prefix, not at the configure-time prefix:
+# ringfiber.pc must find it from its own place (pcfiledir), unaided.
+pkgconf=(pkg-config)
 step "build consumer with pkg-config ($pc)"
 quiet "${pkgconf[@]}" --exists --print-errors ringfiber
 read -ra cflags <<<"$("${pkgconf[@]}" --cflags ringfiber)"
@@ -97,6 +98,15 @@ for i in "${!slibs[@]}"; do
 done
 quiet "$cc" $san_flags -o "$tmp/pc_static" "$here/consumer.c" \
     "${cflags[@]}" "${slibs[@]}"
+
+# Static consumers get no C++ runtime: libringfiber.a carries the two
+# fcontext entry points instead of sending them to libboost_context.so.
+for exe in "$tmp/cmake-build/consumer_static" "$tmp/pc_static"; do
+    if ldd "$exe" | grep -E 'libstdc\+\+|libboost' >&2; then
+        echo "FAILED: ${exe#"$tmp"/} depends on the libraries above" >&2
+        exit 1
+    fi
+done
 
 # ---- run ------------------------------------------------------------------
 ran=0
