@@ -306,8 +306,10 @@ RF_API int rf_gather(rf_task *const *tasks, size_t n, void **results);
  * where t has returned, so nothing is lost; if t finished in the same
  * instant as the timeout, its result is delivered with 0. If the caller is
  * cancelled (during the wait, or before the call), t is cancelled and
- * awaited and -ECANCELED is returned. Other
- * errors as rf_join. Suspends.
+ * awaited and -ECANCELED is returned. -ENOMEM or -EBUSY: no timer could
+ * be set up (no memory, no SQE); t is cancelled and awaited then too, so
+ * t has returned whatever this returns. Other errors as rf_join.
+ * Suspends.
  */
 RF_API int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result);
 

@@ -225,26 +225,19 @@ static void *shutdown_main(void *arg)
      * each end, the timer at the grace's end. A cancellation
      * (rf_loop_free) cuts the grace short; so does a timer that cannot be
      * armed (no SQE, no memory). */
-    rf_op timer = {0};
-    struct __kernel_timespec ts;
-    uint64_t now = rf_now_ns();
-    bool timed = now < l->shutdown_end &&
-                 rf__timer_arm(l, &timer, &ts, l->shutdown_end - now) == 0;
+    rf_timer timer;
+    bool timed = rf_now_ns() < l->shutdown_end &&
+                 rf__timer_start(l, &timer, self, l->shutdown_end) == 0;
     if (timed) {
-        timer.task = self;
         while (l->stats.tasks_alive > 1 && !timer.done)
             if (rf__wait(l, self, RF_WAIT_CANCEL) < 0)
                 break;
-        timer.task = NULL;
+        rf__timer_stop(l, &timer);
     }
     /* 3: cancel what is left, and wait until it has all unwound. */
     cancel_others(l, self);
     while (l->stats.tasks_alive > 1)
         rf__wait(l, self, 0);
-    if (timed && !timer.done) {
-        rf__op_cancel(l, &timer);
-        rf__op_settle(l, self, &timer);
-    }
     /* Nothing of this task is left in the ring: the loop may return. */
     l->shutdown_task = NULL;
     if (!l->draining)
@@ -272,7 +265,7 @@ static void shutdown_begin(rf_loop *l, uint64_t grace_ns)
             l->stop = true;
         return;
     }
-    l->shutdown_end = rf__deadline_after(l, grace_ns); /* saturates */
+    l->shutdown_end = rf__time_after(grace_ns); /* saturates */
     l->shutdown_task = t;
     rf__task_unref(l, t);
 }

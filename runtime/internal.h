@@ -356,9 +356,21 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
-uint64_t rf__deadline_after(const rf_loop *l, uint64_t ns);
-int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
-                  uint64_t ns);
+uint64_t rf__time_after(uint64_t ns);
+/* A timer a task waits on: it joins a shared kernel timeout that fires
+ * within [end, end + timer slack] (time.c), sets done and res (-ETIME)
+ * and wakes task. rf__timer_start returns 0, -ENOMEM or -EBUSY (no SQE);
+ * rf__timer_stop takes a timer that has not fired out of its timeout,
+ * without a system call or a wait (a no-op once done). */
+typedef struct rf_timer {
+    rf_list node;
+    rf_task *task;
+    struct rf_timer_bucket *bucket;
+    int32_t res;
+    bool done;
+} rf_timer;
+int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end);
+void rf__timer_stop(rf_loop *l, rf_timer *t);
 
 int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);

@@ -887,13 +887,11 @@ static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
                       wait_entry *e, uint64_t timeout_ns)
 {
     rf_task *self = ws->self;
-    rf_op timer = {0};
-    struct __kernel_timespec ts;
+    rf_timer timer = {0};
     if (timeout_ns != RF_FOREVER) {
-        int rc = rf__timer_arm(l, &timer, &ts, timeout_ns);
+        int rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
         if (rc)
             return rc;
-        timer.task = self;
     }
     for (size_t i = 0; i < ws->n; i++) {
         e[i].ws = ws;
@@ -912,13 +910,7 @@ static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
     }
     for (size_t i = 0; i < ws->n; i++)
         rf_list_remove(&e[i].w.node);
-    if (timeout_ns != RF_FOREVER) {
-        timer.task = NULL;
-        if (!timer.done) {
-            rf__op_cancel(l, &timer);
-            rf__op_settle(l, self, &timer);
-        }
-    }
+    rf__timer_stop(l, &timer); /* a no-op without a timeout */
     return wait_met(ws) ? 0 : rc;
 }
 

@@ -301,19 +301,25 @@ int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
         rf__join_wait(l, self, t, 0);
         rc = -ECANCELED;
     } else if (t->state != RF_DONE) {
-        rf_op timer = {0};
-        struct __kernel_timespec ts;
-        rc = rf__timer_arm(l, &timer, &ts, timeout_ns);
-        if (rc)
+        rf_timer timer;
+        rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
+        if (rc) {
+            /* No timer (no memory, no SQE): t cannot be bounded, so it is
+             * cancelled and awaited, as for a timeout; t has returned
+             * whatever this call returns. */
+            rf__cancel(t);
+            rf__join_wait(l, self, t, 0);
+            if (result)
+                *result = t->result;
             return rc;
-        timer.task = self;
+        }
         rf_waiter w = {.fire = waiter_wake, .task = self};
         rf_list_push_back(&t->joiners, &w.node);
         int wrc = 0;
         while (t->state != RF_DONE && !timer.done && wrc == 0)
             wrc = rf__wait(l, self, RF_WAIT_ANY);
         rf_list_remove(&w.node);
-        timer.task = NULL;
+        rf__timer_stop(l, &timer);
         if (t->state != RF_DONE) {
             /* Time is up (or we were cancelled, or reached our own
              * deadline): cancel t and let it unwind before returning, as
@@ -321,10 +327,6 @@ int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
             rc = wrc ? wrc : -ETIMEDOUT;
             rf__cancel(t);
             rf__join_wait(l, self, t, 0);
-        }
-        if (!timer.done) {
-            rf__op_cancel(l, &timer);
-            rf__op_settle(l, self, &timer);
         }
     }
     if (result)

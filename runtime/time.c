@@ -22,72 +22,37 @@ void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns)
     ts->tv_nsec = (long long)(deadline_ns % RF_NSEC_PER_SEC);
 }
 
-/*
- * Timers of their own (rf_wait_for, rf_wait's timeout, the shutdown's
- * grace) end on the deadline rounded up to the thread's timer slack
- * (PR_GET_TIMERSLACK, 50 us unless changed), the latitude the kernel
- * itself takes with nanosleep(), so that timers begun together expire
- * together. A thread with a slack of 0 (real-time ones) gets exact
- * deadlines. Sleeps share timeouts by another rule (bucket_get below).
- */
 /* now + ns, saturated: "forever" must not wrap into the past. */
-static uint64_t time_after(uint64_t now, uint64_t ns)
+uint64_t rf__time_after(uint64_t ns)
 {
+    uint64_t now = rf_now_ns();
     return ns > UINT64_MAX / 4 - now ? UINT64_MAX / 4 : now + ns;
 }
 
-uint64_t rf__deadline_after(const rf_loop *l, uint64_t ns)
-{
-    uint64_t d = time_after(rf_now_ns(), ns);
-    if (d == UINT64_MAX / 4)
-        return d;
-    uint64_t slack = l->timer_slack_ns;
-    return slack > 1 ? (d + slack - 1) / slack * slack : d;
-}
-
-static int timer_arm_abs(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
-                         uint64_t deadline_ns)
-{
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    if (!sqe)
-        return -EBUSY;
-    rf__abs_timespec(ts, deadline_ns);
-    io_uring_prep_timeout(sqe, ts, 0, IORING_TIMEOUT_ABS);
-    io_uring_sqe_set_data(sqe, op);
-    return 0;
-}
-
-int rf__timer_arm(rf_loop *l, rf_op *op, struct __kernel_timespec *ts,
-                  uint64_t ns)
-{
-    return timer_arm_abs(l, op, ts, rf__deadline_after(l, ns));
-}
-
 /*
- * Sleeps share kernel timeouts. Every sleep that ends within one timer
+ * Timers share kernel timeouts. Every timer (a sleep, the timeout of
+ * rf_wait_for or rf_wait, a shutdown's grace) that ends within one timer
  * slack of another waits on the same IORING_OP_TIMEOUT, a bucket: 100,000
  * tasks that each sleep 10 ms, started within a few milliseconds, arm a few
  * dozen kernel timers instead of 100,000 (the kernel keeps its timeouts in
  * a list, and arming that many costs it more than the tasks themselves:
  * see W3_raw_timeout_*_baseline). Buckets are found through a small
  * direct-mapped cache keyed by deadline; a bucket pushed out of it still
- * serves its sleepers. It is freed at its CQE, which wakes all its
- * sleepers in FIFO order. A cancelled sleeper leaves its bucket at once,
- * without a system call; the last one to leave removes the kernel timeout
- * (so that a loop being freed does not wait for it).
+ * serves its timers. It is freed at its CQE, which wakes all its timers'
+ * tasks in FIFO order. A timer stopped before it fires (a cancelled
+ * sleep, a wait_for whose task finished first) leaves its bucket at once,
+ * without a system call and without waiting for a CQE; the last one to
+ * leave removes the kernel timeout (so that a loop being freed does not
+ * wait for it). One mechanism for every timer a task waits on: before,
+ * rf_wait_for armed a timeout of its own per call and, when the task won,
+ * cancelled it and waited for its CQE, one more trip through the ring.
  */
-typedef struct rf_sleeper {
-    rf_list node;
-    rf_task *task;
-    int32_t res;
-    bool done;
-} rf_sleeper;
 
 typedef struct rf_timer_bucket {
     rf_handler h;
     struct __kernel_timespec ts;
     uint64_t deadline;
-    rf_list sleepers;
+    rf_list timers;
     bool removing; /* a TIMEOUT_REMOVE is on its way */
 } rf_timer_bucket;
 
@@ -105,11 +70,11 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
     rf_list *n;
-    while ((n = rf_list_pop_front(&b->sleepers)) != NULL) {
-        rf_sleeper *s = rf_container_of(n, rf_sleeper, node);
-        s->res = cqe->res;
-        s->done = true;
-        rf__wake(l, s->task);
+    while ((n = rf_list_pop_front(&b->timers)) != NULL) {
+        rf_timer *t = rf_container_of(n, rf_timer, node);
+        t->res = cqe->res;
+        t->done = true;
+        rf__wake(l, t->task);
     }
     free(b);
 }
@@ -153,7 +118,7 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
     b->h.uncounted = false;
     b->deadline = deadline;
     b->removing = false;
-    rf_list_init(&b->sleepers);
+    rf_list_init(&b->timers);
     rf__abs_timespec(&b->ts, deadline);
     io_uring_prep_timeout(sqe, &b->ts, 0, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&b->h));
@@ -161,10 +126,28 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
     return b;
 }
 
-static void bucket_leave(rf_loop *l, rf_timer_bucket *b, rf_sleeper *s)
+int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
 {
-    rf_list_remove(&s->node);
-    if (!rf_list_empty(&b->sleepers) || b->removing)
+    int err = 0;
+    rf_timer_bucket *b = bucket_get(l, end, &err);
+    t->task = task;
+    t->bucket = b;
+    t->res = 0;
+    t->done = false;
+    if (!b)
+        return err;
+    rf_list_push_back(&b->timers, &t->node);
+    return 0;
+}
+
+void rf__timer_stop(rf_loop *l, rf_timer *t)
+{
+    rf_timer_bucket *b = t->bucket;
+    if (t->done || !b)
+        return;
+    t->bucket = NULL;
+    rf_list_remove(&t->node);
+    if (!rf_list_empty(&b->timers) || b->removing)
         return;
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
@@ -187,32 +170,29 @@ int rf_sleep(uint64_t ns)
         return rf_yield();
     if (self->cancelled)
         return -ECANCELED;
-    uint64_t now = rf_now_ns();
-    uint64_t end = time_after(now, ns);
+    uint64_t end = rf__time_after(ns);
     bool cut = self->deadline != 0 && self->deadline < end;
     if (cut) {
         /* The task's deadline comes first: sleep until it, then report
          * that it passed. */
-        if (now >= self->deadline)
+        if (rf_now_ns() >= self->deadline)
             return -ETIMEDOUT;
         end = self->deadline;
     }
-    int rc = 0;
-    rf_timer_bucket *b = bucket_get(l, end, &rc);
-    if (!b)
+    rf_timer t;
+    int rc = rf__timer_start(l, &t, self, end);
+    if (rc)
         return rc;
-    rf_sleeper s = {.task = self};
-    rf_list_push_back(&b->sleepers, &s.node);
-    while (!s.done) {
+    while (!t.done) {
         rc = rf__wait(l, self, RF_WAIT_CANCEL);
-        if (rc < 0 && !s.done) {
-            bucket_leave(l, b, &s);
+        if (rc < 0 && !t.done) {
+            rf__timer_stop(l, &t);
             return rc;
         }
     }
-    if (s.res == -ETIME)
+    if (t.res == -ETIME)
         return cut ? -ETIMEDOUT : 0;
-    return s.res; /* -ECANCELED: removed under us (cannot happen), errors */
+    return t.res; /* -ECANCELED: removed under us (cannot happen), errors */
 }
 
 /* ---- the task's deadline ---- */

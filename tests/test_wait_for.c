@@ -67,7 +67,9 @@ static void *finishes_first(void *arg)
         RFT_CHECK_INT(*(int *)res, 0);
         free(res);
     }
-    /* The timeout left nothing in flight behind it. */
+    /* The timeout left nothing in flight behind it once the loop has been
+     * through the kernel (its removal is not waited for). */
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
     rf_stats s = rft_stats();
     RFT_CHECK_INT(s.ops_in_flight, 0);
 
