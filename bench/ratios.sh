@@ -57,7 +57,8 @@ TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
 # The baseline each workload's target is measured against.
 PRIMARY = {"W1": "W1_raw_fcontext_baseline", "W2": "W2_raw_fcontext_baseline",
            "W4": "W4_raw_liburing_nop_baseline",
-           "W5": "W5_pthread_eventfd_baseline", "W6": "W6_echo_epoll_baseline"}
+           "W5": "W5_pthread_eventfd_baseline", "W6": "W6_echo_epoll_baseline",
+           "T1": "T1_join_baseline"}
 # W3 (DESIGN.md section 5): 100,000 tasks sleeping 10 ms are gathered
 # within 10 ms + 50 ms, with at most 16 KiB resident per task.
 W3_WALL_MS, W3_N, W3_RSS_KIB = 60.0, 100000, 16.0

@@ -1337,6 +1337,55 @@ void W4_raw_liburing_nop_batch1_baseline(benchmark::State &state) { w4_raw(state
 
 } // namespace
 
+// ===========================================================================
+// T1: rf_wait_for of a task that finishes first, against rf_join of the
+// same task. One iteration = spawn a task that returns at once, wait for it,
+// release it; the ratio is what the timeout's timer adds to a join.
+// ===========================================================================
+
+void *t1_child(void *arg) { return arg; }
+
+struct T1Ctx {
+    benchmark::State *state;
+    bool timed;
+};
+
+void *t1_main(void *arg) {
+    auto *c = static_cast<T1Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_stats s0, s1;
+    loop_stats(&s0);
+    for (auto _ : state) {
+        rf_task *t = rf_spawn(t1_child, c);
+        if (!t) {
+            skip_rf(state, "rf_spawn", -errno);
+            break;
+        }
+        int rc = c->timed ? rf_wait_for(t, 10 * RF_NSEC_PER_SEC, nullptr)
+                          : rf_join(t, nullptr);
+        rf_task_release(t);
+        if (rc != 0) {
+            skip_rf(state, c->timed ? "rf_wait_for" : "rf_join", rc);
+            break;
+        }
+    }
+    loop_stats(&s1);
+    report_stats(state, s0, s1, double(state.iterations()));
+    return nullptr;
+}
+
+void T1_wait_for_task_first(benchmark::State &state) {
+    T1Ctx c{&state, true};
+    run_in_loop(state, t1_main, &c);
+    state.SetLabel("1 iteration = spawn + rf_wait_for(10 s) + release");
+}
+
+void T1_join_baseline(benchmark::State &state) {
+    T1Ctx c{&state, false};
+    run_in_loop(state, t1_main, &c);
+    state.SetLabel("1 iteration = spawn + rf_join + release");
+}
+
 BENCHMARK(W1_yield_pingpong)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_call)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_stall_detector)->UseRealTime();
@@ -1348,6 +1397,8 @@ BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
+BENCHMARK(T1_wait_for_task_first)->UseRealTime();
+BENCHMARK(T1_join_baseline)->UseRealTime();
 
 // Q2, one name per consumer count (ratios.sh groups by the name before
 // the first '/', so the count is part of the name).

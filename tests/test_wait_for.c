@@ -212,12 +212,83 @@ static void *errors(void *arg)
 
 static void test_errors(void **state) { rft_run(errors, NULL); }
 
+/* The timers of many wait_for calls share kernel timeouts, as sleeps do:
+ * 1,000 tasks that each bound a 10 s sleep by 20 ms submit a few dozen
+ * SQEs, not a timeout and a cancellation each. */
+#define SHARED_N 1000
+
+static void *shared_timer_child(void *arg)
+{
+    (void)arg;
+    rf_task *t = rf_spawn(sleep_arg_ns_return_malloc, (void *)(uintptr_t)(10 * RFT_SEC));
+    void *res = NULL;
+    RFT_CHECK_INT(rf_wait_for(t, 20 * RFT_MS, &res), -ETIMEDOUT);
+    if (RFT_CHECK(res != NULL)) {
+        RFT_CHECK_INT(*(int *)res, -ECANCELED);
+        free(res);
+    }
+    rf_task_release(t);
+    return NULL;
+}
+
+static void *shared_timers(void *arg)
+{
+    (void)arg;
+    rf_task **t = calloc(SHARED_N, sizeof *t);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    rf_stats s0 = rft_stats();
+    for (int i = 0; i < SHARED_N; i++)
+        t[i] = rf_spawn(shared_timer_child, NULL);
+    RFT_CHECK_INT(rf_gather(t, SHARED_N, NULL), 0);
+    rf_stats s1 = rft_stats();
+    uint64_t sqes = s1.sqes_submitted - s0.sqes_submitted;
+    printf("%d wait_for timeouts: %llu SQEs\n", SHARED_N, (unsigned long long)sqes);
+    RFT_CHECK(sqes <= SHARED_N / 10);
+    for (int i = 0; i < SHARED_N; i++)
+        rf_task_release(t[i]);
+    free(t);
+    return NULL;
+}
+
+static void test_shared_timers(void **state) { rft_run(shared_timers, NULL); }
+
+/* A task that finishes first costs wait_for no more than a join: the timer
+ * leaves without a trip through the ring. */
+static void *yield_once(void *arg)
+{
+    rf_yield();
+    return arg;
+}
+
+static void *no_extra_switch(void *arg)
+{
+    (void)arg;
+    rf_task *a = rf_spawn(yield_once, NULL);
+    rf_stats j0 = rft_stats();
+    RFT_CHECK_INT(rf_join(a, NULL), 0);
+    rf_stats j1 = rft_stats();
+    rf_task *b = rf_spawn(yield_once, NULL);
+    rf_stats w0 = rft_stats();
+    RFT_CHECK_INT(rf_wait_for(b, 10 * RFT_SEC, NULL), 0);
+    rf_stats w1 = rft_stats();
+    /* (Its timer's SQE goes to the kernel with the pass's others.) */
+    RFT_CHECK_INT(w1.switches - w0.switches, j1.switches - j0.switches);
+    rf_task_release(a);
+    rf_task_release(b);
+    return NULL;
+}
+
+static void test_no_extra_switch(void **state) { rft_run(no_extra_switch, NULL); }
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_timeout_fires),
     cmocka_unit_test(test_finishes_before_timeout),
     cmocka_unit_test(test_zero_timeout),
     cmocka_unit_test(test_exact_deadline),
     cmocka_unit_test(test_many_wait_for),
+    cmocka_unit_test(test_shared_timers),
+    cmocka_unit_test(test_no_extra_switch),
     cmocka_unit_test(test_target_cancelled_elsewhere),
     cmocka_unit_test(test_errors),
 };
