@@ -366,6 +366,8 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
     rf__ring_reap(l);
     if (rc == 0 && !(flags & RF_RUN_NOWAIT) && !rf__nready(l) &&
         !rf__remote_pending(l)) {
+        if (l->nidle) /* as run_forever before it sleeps */
+            rf__timers_flush_idle(l);
         if (l->inflight || l->remote_expected || (l->flags & RF_LOOP_SERVE)) {
             /* Sleep until a completion or a message, as run_forever. */
             if (rf__remote_sleep_begin(l)) {
@@ -384,6 +386,8 @@ int rf_loop_run_once(rf_loop *loop, unsigned flags)
      * and keep the mailbox's read in the ring so that a message makes the
      * eventfd readable. */
     rf__remote_arm(l);
+    if (l->nidle && !rf__nready(l))
+        rf__timers_flush_idle(l); /* the host may sleep now */
     int erc = rf__ring_enter(l, 0);
     if (rc == 0)
         rc = erc;

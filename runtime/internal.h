@@ -238,6 +238,8 @@ struct rf_loop {
     uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
     /* Sleeps' shared kernel timeouts, by deadline (time.c). */
     struct rf_timer_bucket *timer_cache[RF_TIMER_BUCKETS];
+    rf_list idle_buckets;  /* armed timeouts no timer waits on (time.c) */
+    unsigned nidle;
     unsigned flags;        /* RF_LOOP_* */
     rf_stacks stacks;
     /* The pool rf_to_thread uses (pool.c): created at the first call
@@ -371,6 +373,9 @@ typedef struct rf_timer {
 } rf_timer;
 int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end);
 void rf__timer_stop(rf_loop *l, rf_timer *t);
+/* Remove the idle timeouts (time.c); the loop calls it before it sleeps
+ * or decides that nothing is left. */
+void rf__timers_flush_idle(rf_loop *l);
 
 int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);

@@ -219,7 +219,7 @@ static int loop_run(rf_loop *l)
         if (l->target_done)
             break;
         if (l->draining && rf_list_empty(&l->alive) && l->inflight == 0 &&
-            l->remote_expected == 0)
+            l->remote_expected == 0 && l->nidle == 0)
             break;
         if (rf__nready(l)) {
             l->budget = rf__nready(l);
@@ -235,6 +235,10 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__remote_drain(l))
             continue;
+        /* Idle timeouts are not waited for: removed before a sleep (or
+         * the verdict that nothing is left), they cannot wake it late. */
+        if (l->nidle)
+            rf__timers_flush_idle(l);
         if (l->inflight == 0 && l->remote_expected == 0 &&
             (l->draining || !(l->flags & RF_LOOP_SERVE))) {
             rc = -EDEADLK; /* every task waits and nothing can wake one */
@@ -311,6 +315,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf_list_init(&l->free_tasks);
     rf_list_init(&l->fd_ops);
     rf_list_init(&l->acceptors);
+    rf_list_init(&l->idle_buckets);
     rf__ctx_init_sched(&l->sched);
     rf__stacks_init(&l->stacks, stack, l->flags);
     int rc = rf__rq_reserve(l, 64);
@@ -402,6 +407,7 @@ int rf_loop_free(rf_loop *loop)
      * the tasks it spawns are cancelled with the others. */
     rf__embed_close(loop);
     loop->draining = true;
+    rf__timers_flush_idle(loop); /* counted again: drained below */
     rf__tls_loop = loop;
     rf__remote_drain(loop);
     rf__tls_loop = NULL;

@@ -41,25 +41,47 @@ uint64_t rf__time_after(uint64_t ns)
  * serves its timers. It is freed at its CQE, which wakes all its timers'
  * tasks in FIFO order. A timer stopped before it fires (a cancelled
  * sleep, a wait_for whose task finished first) leaves its bucket at once,
- * without a system call and without waiting for a CQE; the last one to
- * leave removes the kernel timeout (so that a loop being freed does not
- * wait for it). One mechanism for every timer a task waits on: before,
- * rf_wait_for armed a timeout of its own per call and, when the task won,
- * cancelled it and waited for its CQE, one more trip through the ring.
+ * without a system call and without waiting for a CQE. One mechanism for
+ * every timer a task waits on: before, rf_wait_for armed a timeout of its
+ * own per call and, when the task won, cancelled it and waited for its
+ * CQE, one more trip through the ring.
+ *
+ * A bucket its last timer left stays armed and in the cache for a while,
+ * idle: the next timers that end within its slack join it again, so a
+ * task that bounds each short wait by the same timeout (a wait_for per
+ * request) arms and removes a kernel timeout per slack's worth of calls,
+ * not per call. Idle buckets are not counted in flight (nobody waits on
+ * them); at most RF_IDLE_BUCKETS are kept (the oldest is removed), and
+ * all are removed before the loop sleeps or decides that nothing is left
+ * (rf__timers_flush_idle), so an idle one never wakes a sleeping loop
+ * late nor holds up a loop being freed.
  */
+#define RF_IDLE_BUCKETS 16
 
 typedef struct rf_timer_bucket {
     rf_handler h;
     struct __kernel_timespec ts;
     uint64_t deadline;
     rf_list timers;
-    bool removing; /* a TIMEOUT_REMOVE is on its way */
+    rf_list idle_node; /* l->idle_buckets, while idle */
+    bool idle;         /* no timer in it; not counted in l->inflight */
+    bool removing;     /* a TIMEOUT_REMOVE is on its way */
 } rf_timer_bucket;
 
 static unsigned bucket_slot(uint64_t deadline, uint64_t slack)
 {
     uint64_t k = deadline / (slack > 0 ? slack : 1);
     return (unsigned)(k ^ (k >> 7)) % RF_TIMER_BUCKETS;
+}
+
+/* An idle bucket back in use (or about to be removed): counted again. */
+static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
+{
+    rf_list_remove(&b->idle_node);
+    l->nidle--;
+    b->idle = false;
+    b->h.uncounted = false;
+    l->inflight++;
 }
 
 static void bucket_fired(rf_loop *l, rf_handler *h,
@@ -69,6 +91,10 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
+    if (b->idle) { /* uncounted: the dispatch did not count this CQE */
+        rf_list_remove(&b->idle_node);
+        l->nidle--;
+    }
     rf_list *n;
     while ((n = rf_list_pop_front(&b->timers)) != NULL) {
         rf_timer *t = rf_container_of(n, rf_timer, node);
@@ -98,8 +124,11 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
         rf_timer_bucket *b =
             l->timer_cache[bucket_slot(end + (uint64_t)k * slack, slack)];
         if (b && !b->removing && b->deadline >= end &&
-            b->deadline - end <= slack)
+            b->deadline - end <= slack) {
+            if (b->idle)
+                bucket_unidle(l, b);
             return b;
+        }
     }
     uint64_t deadline = end + slack;
     unsigned i = bucket_slot(deadline, slack);
@@ -117,6 +146,7 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
     b->h.fn = bucket_fired;
     b->h.uncounted = false;
     b->deadline = deadline;
+    b->idle = false;
     b->removing = false;
     rf_list_init(&b->timers);
     rf__abs_timespec(&b->ts, deadline);
@@ -140,6 +170,23 @@ int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
     return 0;
 }
 
+/* Take b's kernel timeout out (its CQE, -ECANCELED, frees it). Without an
+ * SQE it is left to fire on its own, counted, and freed then. */
+static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
+{
+    if (b->idle)
+        bucket_unidle(l, b);
+    unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
+    if (l->timer_cache[i] == b)
+        l->timer_cache[i] = NULL;
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        return;
+    io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
+    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    b->removing = true;
+}
+
 void rf__timer_stop(rf_loop *l, rf_timer *t)
 {
     rf_timer_bucket *b = t->bucket;
@@ -149,15 +196,21 @@ void rf__timer_stop(rf_loop *l, rf_timer *t)
     rf_list_remove(&t->node);
     if (!rf_list_empty(&b->timers) || b->removing)
         return;
-    unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
-    if (l->timer_cache[i] == b)
-        l->timer_cache[i] = NULL;
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    if (!sqe)
-        return; /* it fires on its own, and is freed then */
-    io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
-    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    b->removing = true;
+    /* Idle: kept armed for the next timers that end near it. */
+    b->idle = true;
+    b->h.uncounted = true;
+    l->inflight--;
+    rf_list_push_back(&l->idle_buckets, &b->idle_node);
+    if (++l->nidle > RF_IDLE_BUCKETS)
+        bucket_remove(l, rf_container_of(l->idle_buckets.next,
+                                         rf_timer_bucket, idle_node));
+}
+
+void rf__timers_flush_idle(rf_loop *l)
+{
+    while (l->nidle)
+        bucket_remove(l, rf_container_of(l->idle_buckets.next,
+                                         rf_timer_bucket, idle_node));
 }
 
 int rf_sleep(uint64_t ns)
