@@ -110,6 +110,8 @@ typedef struct rf_loop_opts {
  * pending spawns), far above what a loop that runs drains between two
  * passes, and a ceiling for a loop that has stopped taking mail in. */
 #define RF_MAILBOX_DEFAULT 65536u
+/* Larger capacities are taken as this one. */
+#define RF_MAILBOX_MAX (1u << 31)
 
 /* Default usable stack per task (guard page not included). */
 #define RF_DEFAULT_STACK_SIZE (128u * 1024u)
@@ -186,7 +188,10 @@ typedef struct rf_stats {
     uint64_t sqes_submitted;  /* SQEs handed to the kernel */
     uint64_t enters;          /* io_uring_enter system calls */
     uint64_t cqes_reaped;
-    uint64_t ops_in_flight;   /* submitted or queued, CQE not yet seen */
+    uint64_t ops_in_flight;   /* submitted or queued, CQE not yet seen;
+                               * not counted: idle shared timeouts kept
+                               * for reuse, which nobody waits on and
+                               * the loop removes before it sleeps */
     uint64_t passes;          /* scheduler passes */
     uint64_t stacks_mapped;   /* task stacks currently mapped */
     uint32_t ring_flags;      /* IORING_SETUP_* flags the ring runs with */
@@ -764,8 +769,9 @@ RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
  * armed on the listening socket and every connection the kernel accepts is
  * queued in the acceptor; tasks take them one at a time. The acceptor
  * belongs to the loop it was opened on; close it with rf_acceptor_close
- * (before the listening socket is closed is best; an rf_close of the
- * listening socket makes rf_acceptor_next return -ECANCELED). One still
+ * (before the listening socket is closed is best; after an rf_close of
+ * the listening socket, rf_acceptor_next hands out the connections still
+ * queued and then returns -ECANCELED, and never accepts again). One still
  * open when its loop is freed is cancelled and freed then (the fds it
  * queued are closed).
  *

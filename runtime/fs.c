@@ -459,6 +459,7 @@ int rf_close(int fd)
     if (!self)
         return -EPERM;
     claim_listed(l, self, fd);
+    rf__acceptors_fd_closed(l, fd);
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);

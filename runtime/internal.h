@@ -428,6 +428,7 @@ int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
 
 /* ---- net.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
+void rf__acceptors_fd_closed(rf_loop *l, int fd);
 
 /* ---- pool.c ---- */
 void rf__pool_loop_fini(rf_loop *l);

@@ -308,6 +308,9 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     l->flags = opts ? opts->flags : 0;
     l->mail_cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
                                                  : RF_MAILBOX_DEFAULT;
+    /* The slot count has 32 bits (remote.c), posters in flight included. */
+    if (l->mail_cap > RF_MAILBOX_MAX)
+        l->mail_cap = RF_MAILBOX_MAX;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;

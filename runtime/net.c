@@ -319,6 +319,8 @@ wake:
 
 static int acceptor_arm(rf_acceptor *a)
 {
+    if (a->lfd < 0)
+        return -ECANCELED; /* its listening socket was closed */
     rf_loop *l = a->loop;
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
@@ -326,6 +328,7 @@ static int acceptor_arm(rf_acceptor *a)
     io_uring_prep_multishot_accept(sqe, a->lfd, NULL, NULL, a->flags);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&a->h));
     a->armed = true;
+    a->paused = false;
     return 0;
 }
 
@@ -442,6 +445,28 @@ int rf_acceptor_close(rf_acceptor *a)
     }
     acceptor_free(a);
     return 0;
+}
+
+/*
+ * rf_close of a listening socket: its acceptors are closed too. One that
+ * is armed is cancelled with the fd's other operations (IORING_ASYNC_
+ * CANCEL_FD), but one paused for a full queue, or ended by an error, is
+ * not in the ring: without this it would re-arm later on the fd number,
+ * which may by then belong to another socket. Its queued connections are
+ * still handed out; then rf_acceptor_next returns -ECANCELED.
+ */
+void rf__acceptors_fd_closed(rf_loop *l, int fd)
+{
+    for (rf_list *n = l->acceptors.next; n != &l->acceptors; n = n->next) {
+        rf_acceptor *a = rf_container_of(n, rf_acceptor, node);
+        if (a->lfd != fd)
+            continue;
+        a->lfd = -1;
+        a->err = -ECANCELED;
+        a->paused = false;
+        if (a->waiter)
+            rf__wake(l, a->waiter);
+    }
 }
 
 /*

@@ -167,8 +167,9 @@ int rf__remote_post_counted(rf_loop *l, rf_remote_msg *m)
     uint64_t v = __atomic_add_fetch(&l->remote_posting, 1 + RF_SLOT,
                                     __ATOMIC_RELAXED);
     if ((v >> 32) > l->mail_cap) {
-        __atomic_sub_fetch(&l->remote_posting, 1 + RF_SLOT, __ATOMIC_RELEASE);
+        /* Counted while still counted as a poster: l is alive. */
         __atomic_add_fetch(&l->mail_refused, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&l->remote_posting, 1 + RF_SLOT, __ATOMIC_RELEASE);
         return -EAGAIN;
     }
     m->counted = true;

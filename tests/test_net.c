@@ -730,6 +730,63 @@ static void *acceptor_bounded(void *arg)
 
 static void test_acceptor_bounded(void **state) { rft_run(acceptor_bounded, NULL); }
 
+/* The listening socket closed while its acceptor is paused (not in the
+ * ring): the acceptor hands out what it queued, then -ECANCELED; it never
+ * re-arms on the fd number, which a new listener now has. */
+static void *acceptor_closed_paused(void *arg)
+{
+    (void)arg;
+    int port;
+    int lfd = listener(BOUNDED_CLIENTS + 16, &port);
+    rf_acceptor *a = NULL;
+    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &a), 0);
+    int *cl = calloc(BOUNDED_CLIENTS, sizeof *cl);
+    if (!RFT_CHECK(cl != NULL))
+        return NULL;
+    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[0]), 0);
+    int first = rf_acceptor_next(a);
+    RFT_CHECK(first >= 0);
+    rf_close(first);
+    rf_stats s0 = rft_stats();
+    for (int i = 1; i < BOUNDED_CLIENTS; i++)
+        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[i]), 0);
+    rf_sleep(20 * RFT_MS);
+    RFT_CHECK(rft_stats().acceptor_pauses - s0.acceptor_pauses >= 1);
+    RFT_CHECK_INT(rf_close(lfd), 0);
+    /* A new listener, most likely on the same fd number. */
+    int port2;
+    int lfd2 = listener(16, &port2);
+    int c2 = -1;
+    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port2, &c2), 0);
+    rf_deadline_set(rf_now_ns() + 2 * RFT_SEC); /* against a hang */
+    int handed = 0, fd;
+    while ((fd = rf_acceptor_next(a)) >= 0) {
+        RFT_CHECK(peer_port(fd) != local_port(c2)); /* not the new one's */
+        handed++;
+        rf_close(fd);
+    }
+    rf_deadline_set(0);
+    RFT_CHECK_INT(fd, -ECANCELED);
+    RFT_CHECK(handed >= (int)RF_ACCEPTOR_QUEUE / 2);
+    RFT_CHECK_INT(rf_acceptor_next(a), -ECANCELED); /* and stays so */
+    /* The new listener's client is its own. */
+    rf_deadline_set(rf_now_ns() + 2 * RFT_SEC);
+    int s2 = rf_accept(lfd2, NULL, NULL, SOCK_CLOEXEC);
+    rf_deadline_set(0);
+    RFT_CHECK(s2 >= 0 && peer_port(s2) == local_port(c2));
+    if (s2 >= 0)
+        rf_close(s2);
+    RFT_CHECK_INT(rf_acceptor_close(a), 0);
+    for (int i = 0; i < BOUNDED_CLIENTS; i++)
+        rf_close(cl[i]);
+    rf_close(c2);
+    rf_close(lfd2);
+    free(cl);
+    return NULL;
+}
+
+static void test_acceptor_closed_paused(void **state) { rft_run(acceptor_closed_paused, NULL); }
+
 /* An acceptor still open (armed, with queued connections, a task waiting
  * in it) when the loop ends: rf_loop_free cancels and frees it. */
 static void *acceptor_left(void *arg)
@@ -737,7 +794,9 @@ static void *acceptor_left(void *arg)
     int *lfd = arg;
     int port;
     *lfd = listener(64, &port);
-    acc_ctx x = {.res = 12345};
+    /* Static: the task spawned at the end outlives this frame. */
+    static acc_ctx x;
+    x = (acc_ctx){.res = 12345};
     RFT_CHECK_INT(rf_acceptor_open(*lfd, SOCK_CLOEXEC, &x.a), 0);
     int c[3];
     for (int i = 0; i < 3; i++)
@@ -913,6 +972,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_acceptor),
     cmocka_unit_test(test_acceptor_cancel),
     cmocka_unit_test(test_acceptor_bounded),
+    cmocka_unit_test(test_acceptor_closed_paused),
     cmocka_unit_test(test_acceptor_left_open),
     cmocka_unit_test(test_emfile_accept),
     cmocka_unit_test(test_emfile_acceptor),
