@@ -2,6 +2,7 @@
 """The DESIGN.md section 5 workloads W1-W3 and W6 in Python asyncio, for bench/compare.
 
 usage: asyncio_peer.py W1 COUNT            two tasks ping-pong with sleep(0)
+       asyncio_peer.py Q1 COUNT            queue ping-pong through two Queue(maxsize=1)
        asyncio_peer.py W2 N ROUNDS         create_task N no-op tasks, gather
        asyncio_peer.py W3 N ROUNDS         N tasks each sleep(0.010), gather
        asyncio_peer.py W3mem N             N tasks parked on one Event: memory
@@ -44,6 +45,27 @@ async def w1(count):
     t0 = time.perf_counter_ns()
     await asyncio.gather(player(), player())
     return {"ns": (time.perf_counter_ns() - t0) / count}
+
+
+async def q1(count):
+    # Queue ping-pong: two asyncio.Queue(maxsize=1); the driver puts an item
+    # on `there` and gets it back from `back`, the partner echoes it. One
+    # round trip = two puts, two gets, two task switches (Q1 in ringfiber).
+    there, back = asyncio.Queue(maxsize=1), asyncio.Queue(maxsize=1)
+
+    async def partner():
+        for _ in range(count):
+            await back.put(await there.get())
+
+    p = asyncio.create_task(partner())
+    item = object()
+    t0 = time.perf_counter_ns()
+    for _ in range(count):
+        await there.put(item)
+        item = await back.get()
+    ns = (time.perf_counter_ns() - t0) / count
+    await p
+    return {"ns": ns}
 
 
 async def rounds(n, nrounds, sleep_s):
@@ -129,6 +151,8 @@ def main(argv):
     w = argv[1]
     if w == "W1":
         out = asyncio.run(w1(int(argv[2])))
+    elif w == "Q1":
+        out = asyncio.run(q1(int(argv[2])))
     elif w == "W3mem":
         out = asyncio.run(parked(int(argv[2])))
     elif w in ("W2", "W3"):

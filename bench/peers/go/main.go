@@ -3,6 +3,7 @@
 // in ringfiber, one thread runs every goroutine.
 //
 //	peers-go W1 COUNT       two goroutines ping-pong with runtime.Gosched()
+//	peers-go Q1 COUNT       queue ping-pong through two buffered channels of capacity 1
 //	peers-go W2 N ROUNDS    N goroutines doing nothing, joined with a WaitGroup
 //	peers-go W3 N ROUNDS    N goroutines each time.Sleep(10ms), WaitGroup
 //	peers-go W3mem N        N goroutines parked on one channel: memory
@@ -62,6 +63,29 @@ func w1(count int) map[string]any {
 	go player()
 	wg.Wait()
 	return map[string]any{"ns": float64(time.Since(t0).Nanoseconds()) / float64(count)}
+}
+
+// Queue ping-pong: two buffered channels of capacity 1; the driver sends
+// on there and receives from back, the partner echoes. One round trip =
+// two sends, two receives, two goroutine switches (Q1 in ringfiber).
+func q1(count int) map[string]any {
+	there, back := make(chan int, 1), make(chan int, 1)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < count; i++ {
+			back <- <-there
+		}
+		close(done)
+	}()
+	item := 1
+	t0 := time.Now()
+	for i := 0; i < count; i++ {
+		there <- item
+		item = <-back
+	}
+	ns := float64(time.Since(t0).Nanoseconds()) / float64(count)
+	<-done
+	return map[string]any{"ns": ns}
 }
 
 func rounds(n, nrounds int, sleep time.Duration) map[string]any {
@@ -134,7 +158,7 @@ func parked(n int) map[string]any {
 }
 
 func main() {
-	usage := "usage: peers-go W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N" +
+	usage := "usage: peers-go W1 COUNT | Q1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N" +
 		" | echo-server | http-server"
 	if len(os.Args) == 2 && os.Args[1] == "echo-server" {
 		echoServer() // servers.go
@@ -161,6 +185,8 @@ func main() {
 	switch os.Args[1] {
 	case "W1":
 		out = w1(a)
+	case "Q1":
+		out = q1(a)
 	case "W2":
 		out = rounds(a, nrounds, 0)
 	case "W3":
