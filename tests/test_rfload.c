@@ -435,9 +435,11 @@ static void serve_http(srv_conn *c)
         else
             resp = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
                    "hello world!";
+        /* Counted before the answer goes out: the client may read it, and
+         * the test look at the count, before this thread runs again. */
+        atomic_fetch_add(&c->s->served, 1);
         if (srv_send_all(c->fd, resp, strlen(resp)) != 0)
             return;
-        atomic_fetch_add(&c->s->served, 1);
         size_t used = (size_t)(end + 4 - buf);
         memmove(buf, buf + used, have - used);
         have -= used;
@@ -453,9 +455,9 @@ static void serve_echo(srv_conn *c)
             return;
         if (c->s->kind == SRV_ECHO_CORRUPT)
             buf[0] ^= 0x5a;
+        atomic_fetch_add(&c->s->served, 1); /* before: see serve_http */
         if (srv_send_all(c->fd, buf, (size_t)k) != 0)
             return;
-        atomic_fetch_add(&c->s->served, 1);
     }
 }
 
