@@ -75,6 +75,21 @@ void rf__embed_fini(rf_loop *l)
 
 /* ---- spawn and call from any thread ---- */
 
+/* Post a user's request m (malloc'd by the caller) through the gate, unless
+ * the gate refuses it (the bits of `refused`) or the mailbox is full; on
+ * an error m is freed and the caller's arg is still the caller's. */
+static int post_request(rf_loop *l, rf_remote_msg *m, uint64_t refused)
+{
+    int rc = gate_enter(l, refused);
+    if (rc == 0) {
+        rc = rf__remote_post_counted(l, m);
+        gate_leave(l);
+    }
+    if (rc)
+        free(m);
+    return rc;
+}
+
 typedef struct spawn_msg {
     rf_remote_msg m;
     rf_fn fn;
@@ -122,16 +137,7 @@ int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
         memcpy(s->name, opts->name, n);
         s->name[n] = '\0';
     }
-    int rc = gate_enter(loop, RF_GATE_FREEING | RF_GATE_SHUTDOWN);
-    if (rc) {
-        free(s);
-        return rc;
-    }
-    rc = rf__remote_post_counted(loop, &s->m);
-    gate_leave(loop);
-    if (rc)
-        free(s);
-    return rc;
+    return post_request(loop, &s->m, RF_GATE_FREEING | RF_GATE_SHUTDOWN);
 }
 
 typedef struct call_msg {
@@ -162,16 +168,7 @@ int rf_loop_call_threadsafe(rf_loop *loop, rf_call_fn fn, void *arg)
     c->m.run = call_run;
     c->fn = fn;
     c->arg = arg;
-    int rc = gate_enter(loop, RF_GATE_FREEING);
-    if (rc) {
-        free(c);
-        return rc;
-    }
-    rc = rf__remote_post_counted(loop, &c->m);
-    gate_leave(loop);
-    if (rc)
-        free(c);
-    return rc;
+    return post_request(loop, &c->m, RF_GATE_FREEING);
 }
 
 /* ---- stop ---- */

@@ -235,8 +235,9 @@ struct rf_loop {
     rf_task *shutdown_task;     /* waits for the others to finish */
     uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
     int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
-    uint64_t timer_slack_ns; /* deadlines are rounded up to this (time.c) */
-    /* Sleeps' shared kernel timeouts, by deadline (time.c). */
+    uint64_t timer_slack_ns; /* timers ending this close share a kernel
+                              * timeout (time.c) */
+    /* Timers' shared kernel timeouts, by deadline (time.c). */
     struct rf_timer_bucket *timer_cache[RF_TIMER_BUCKETS];
     rf_list idle_buckets;  /* armed timeouts no timer waits on (time.c) */
     unsigned nidle;

@@ -240,7 +240,7 @@ struct rf_acceptor {
     int flags;
     bool armed;      /* the multishot accept is in the ring */
     bool paused;     /* cancelled for a full queue; its final CQE is no
-                      * error */
+                      * error (cleared at every arm) */
     bool closing;
     bool orphan;     /* the loop is being freed: free at the last CQE */
     int err;         /* error of the last final CQE, 0 none */
@@ -310,8 +310,6 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
     } else if (!a->armed && !(a->paused && cqe->res == -ECANCELED)) {
         a->err = cqe->res;
     }
-    if (!a->armed)
-        a->paused = false;
 wake:
     if (a->waiter)
         rf__wake(l, a->waiter);
@@ -463,7 +461,6 @@ void rf__acceptors_fd_closed(rf_loop *l, int fd)
             continue;
         a->lfd = -1;
         a->err = -ECANCELED;
-        a->paused = false;
         if (a->waiter)
             rf__wake(l, a->waiter);
     }

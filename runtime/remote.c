@@ -117,13 +117,13 @@ void rf__remote_fini(rf_loop *l)
     l->remote_efd = -1;
 }
 
-/* Any thread. m stays the caller's until its run() is called.
+/* Push m; any thread. m stays the caller's until its run() is called.
  *
  * The loop may run m, and its owner free the loop, as soon as m is pushed:
  * before this function has written the eventfd. So a poster counts itself
- * in remote_posting for as long as it touches l, and rf__remote_fini waits
- * until no poster is left (a few instructions and one write). */
-/* Push m; the caller has counted itself in remote_posting. */
+ * in remote_posting (the callers below, before they push) for as long as
+ * it touches l, and rf__remote_fini waits until no poster is left (a few
+ * instructions and one write). */
 static void remote_push(rf_loop *l, rf_remote_msg *m)
 {
     rf_remote_msg *old = __atomic_load_n(&l->remote_head, __ATOMIC_RELAXED);

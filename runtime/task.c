@@ -293,38 +293,34 @@ int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
     int rc = wait_check(t, &l, &self);
     if (rc)
         return rc;
-    if (t->state != RF_DONE && self->cancelled) {
-        /* Sticky cancellation: the caller does not wait for t, but t is
-         * cancelled and awaited as when the cancellation comes during the
-         * wait (or the deadline, already past, at any time). */
-        rf__cancel(t);
-        rf__join_wait(l, self, t, 0);
-        rc = -ECANCELED;
-    } else if (t->state != RF_DONE) {
+    if (t->state != RF_DONE) {
         rf_timer timer;
-        rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
-        if (rc) {
-            /* No timer (no memory, no SQE): t cannot be bounded, so it is
-             * cancelled and awaited, as for a timeout; t has returned
-             * whatever this call returns. */
-            rf__cancel(t);
-            rf__join_wait(l, self, t, 0);
-            if (result)
-                *result = t->result;
-            return rc;
+        /* Sticky cancellation: the caller does not wait for t, but t is
+         * cancelled and awaited below as when the cancellation comes
+         * during the wait (or the deadline, already past, at any time).
+         * Without a timer (no memory, no SQE) t cannot be bounded: it is
+         * cancelled and awaited below as for a timeout, so t has returned
+         * whatever this call returns. */
+        if (self->cancelled)
+            rc = -ECANCELED;
+        else
+            rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
+        if (rc == 0) {
+            rf_waiter w = {.fire = waiter_wake, .task = self};
+            rf_list_push_back(&t->joiners, &w.node);
+            int wrc = 0;
+            while (t->state != RF_DONE && !timer.done && wrc == 0)
+                wrc = rf__wait(l, self, RF_WAIT_ANY);
+            rf_list_remove(&w.node);
+            rf__timer_stop(l, &timer);
+            /* Time is up, or we were cancelled, or reached our own
+             * deadline. */
+            if (t->state != RF_DONE)
+                rc = wrc ? wrc : -ETIMEDOUT;
         }
-        rf_waiter w = {.fire = waiter_wake, .task = self};
-        rf_list_push_back(&t->joiners, &w.node);
-        int wrc = 0;
-        while (t->state != RF_DONE && !timer.done && wrc == 0)
-            wrc = rf__wait(l, self, RF_WAIT_ANY);
-        rf_list_remove(&w.node);
-        rf__timer_stop(l, &timer);
         if (t->state != RF_DONE) {
-            /* Time is up (or we were cancelled, or reached our own
-             * deadline): cancel t and let it unwind before returning, as
+            /* Cancel t and let it unwind before returning, as
              * asyncio.wait_for does. */
-            rc = wrc ? wrc : -ETIMEDOUT;
             rf__cancel(t);
             rf__join_wait(l, self, t, 0);
         }
