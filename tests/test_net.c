@@ -673,43 +673,69 @@ static int peer_port(int fd)
     return getpeername(fd, (struct sockaddr *)&a, &len) == 0 ? ntohs(a.sin_port) : -1;
 }
 
+/* A listener with an acceptor armed by a first client (accepted and
+ * closed), then BOUNDED_CLIENTS - 1 more clients connected while no task
+ * takes connections. *fds_before: the fds open before those clients. */
+typedef struct flooded {
+    int lfd;
+    rf_acceptor *a;
+    int *cl; /* the clients' fds */
+    uint64_t pauses; /* acceptor pauses while they connected */
+    int fds_before;
+} flooded;
+
+static bool flood_acceptor(flooded *f)
+{
+    int port;
+    f->lfd = listener(BOUNDED_CLIENTS + 16, &port);
+    f->a = NULL;
+    RFT_CHECK_INT(rf_acceptor_open(f->lfd, SOCK_CLOEXEC, &f->a), 0);
+    f->cl = calloc(BOUNDED_CLIENTS, sizeof *f->cl);
+    if (!RFT_CHECK(f->cl != NULL && f->a != NULL))
+        return false;
+    /* The first client arms the multishot. */
+    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &f->cl[0]), 0);
+    int first = rf_acceptor_next(f->a);
+    RFT_CHECK(first >= 0);
+    RFT_CHECK_INT(peer_port(first), local_port(f->cl[0]));
+    rf_close(first);
+    rf_stats s0 = rft_stats();
+    f->fds_before = rft_count_fds();
+    for (int i = 1; i < BOUNDED_CLIENTS; i++)
+        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &f->cl[i]), 0);
+    rf_sleep(20 * RFT_MS); /* every handshake done, every CQE reaped */
+    f->pauses = rft_stats().acceptor_pauses - s0.acceptor_pauses;
+    return true;
+}
+
+static void flood_end(flooded *f)
+{
+    RFT_CHECK_INT(rf_acceptor_close(f->a), 0);
+    for (int i = 0; i < BOUNDED_CLIENTS; i++)
+        rf_close(f->cl[i]);
+    free(f->cl);
+}
+
 static void *acceptor_bounded(void *arg)
 {
     (void)arg;
-    int port;
-    int lfd = listener(BOUNDED_CLIENTS + 16, &port);
-    rf_acceptor *a = NULL;
-    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &a), 0);
-    int *cl = calloc(BOUNDED_CLIENTS, sizeof *cl);
+    flooded f;
     bool *seen = calloc(65536, sizeof *seen);
-    if (!RFT_CHECK(cl && seen))
+    if (!RFT_CHECK(seen != NULL) || !flood_acceptor(&f))
         return NULL;
-    /* The first client arms the multishot. */
-    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[0]), 0);
-    int first = rf_acceptor_next(a);
-    RFT_CHECK(first >= 0);
-    RFT_CHECK_INT(peer_port(first), local_port(cl[0]));
-    rf_close(first);
-    rf_stats s0 = rft_stats();
-    int fds0 = rft_count_fds();
-    for (int i = 1; i < BOUNDED_CLIENTS; i++)
-        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[i]), 0);
-    rf_sleep(20 * RFT_MS); /* every handshake done, every CQE reaped */
-    rf_stats s1 = rft_stats();
-    int queued = rft_count_fds() - fds0 - (BOUNDED_CLIENTS - 1);
+    int queued = rft_count_fds() - f.fds_before - (BOUNDED_CLIENTS - 1);
     print_message("acceptor: %d of %d connections queued, %llu pauses\n", queued,
-                  BOUNDED_CLIENTS - 1,
-                  (unsigned long long)(s1.acceptor_pauses - s0.acceptor_pauses));
-    RFT_CHECK(s1.acceptor_pauses - s0.acceptor_pauses >= 1);
+                  BOUNDED_CLIENTS - 1, (unsigned long long)f.pauses);
+    RFT_CHECK(f.pauses >= 1);
     RFT_CHECK(queued >= (int)RF_ACCEPTOR_QUEUE);
     RFT_CHECK(queued <= (int)RF_ACCEPTOR_QUEUE + 64);
     /* Now take them all: each client exactly once. */
     for (int i = 1; i < BOUNDED_CLIENTS; i++)
-        seen[local_port(cl[i])] = true;
+        seen[local_port(f.cl[i])] = true;
     int got = 0;
     rf_deadline_set(rf_now_ns() + 10 * RFT_SEC); /* against a hang */
     for (int i = 1; i < BOUNDED_CLIENTS; i++) {
-        int fd = rf_acceptor_next(a);
+        int fd = rf_acceptor_next(f.a);
         if (!RFT_CHECK(fd >= 0))
             break;
         int pp = peer_port(fd);
@@ -719,11 +745,8 @@ static void *acceptor_bounded(void *arg)
     }
     rf_deadline_set(0);
     RFT_CHECK_INT(got, BOUNDED_CLIENTS - 1);
-    RFT_CHECK_INT(rf_acceptor_close(a), 0);
-    for (int i = 0; i < BOUNDED_CLIENTS; i++)
-        rf_close(cl[i]);
-    rf_close(lfd);
-    free(cl);
+    flood_end(&f);
+    rf_close(f.lfd);
     free(seen);
     return NULL;
 }
@@ -736,23 +759,11 @@ static void test_acceptor_bounded(void **state) { rft_run(acceptor_bounded, NULL
 static void *acceptor_closed_paused(void *arg)
 {
     (void)arg;
-    int port;
-    int lfd = listener(BOUNDED_CLIENTS + 16, &port);
-    rf_acceptor *a = NULL;
-    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &a), 0);
-    int *cl = calloc(BOUNDED_CLIENTS, sizeof *cl);
-    if (!RFT_CHECK(cl != NULL))
+    flooded f;
+    if (!flood_acceptor(&f))
         return NULL;
-    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[0]), 0);
-    int first = rf_acceptor_next(a);
-    RFT_CHECK(first >= 0);
-    rf_close(first);
-    rf_stats s0 = rft_stats();
-    for (int i = 1; i < BOUNDED_CLIENTS; i++)
-        RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &cl[i]), 0);
-    rf_sleep(20 * RFT_MS);
-    RFT_CHECK(rft_stats().acceptor_pauses - s0.acceptor_pauses >= 1);
-    RFT_CHECK_INT(rf_close(lfd), 0);
+    RFT_CHECK(f.pauses >= 1);
+    RFT_CHECK_INT(rf_close(f.lfd), 0);
     /* A new listener, most likely on the same fd number. */
     int port2;
     int lfd2 = listener(16, &port2);
@@ -760,7 +771,7 @@ static void *acceptor_closed_paused(void *arg)
     RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port2, &c2), 0);
     rf_deadline_set(rf_now_ns() + 2 * RFT_SEC); /* against a hang */
     int handed = 0, fd;
-    while ((fd = rf_acceptor_next(a)) >= 0) {
+    while ((fd = rf_acceptor_next(f.a)) >= 0) {
         RFT_CHECK(peer_port(fd) != local_port(c2)); /* not the new one's */
         handed++;
         rf_close(fd);
@@ -768,7 +779,7 @@ static void *acceptor_closed_paused(void *arg)
     rf_deadline_set(0);
     RFT_CHECK_INT(fd, -ECANCELED);
     RFT_CHECK(handed >= (int)RF_ACCEPTOR_QUEUE / 2);
-    RFT_CHECK_INT(rf_acceptor_next(a), -ECANCELED); /* and stays so */
+    RFT_CHECK_INT(rf_acceptor_next(f.a), -ECANCELED); /* and stays so */
     /* The new listener's client is its own. */
     rf_deadline_set(rf_now_ns() + 2 * RFT_SEC);
     int s2 = rf_accept(lfd2, NULL, NULL, SOCK_CLOEXEC);
@@ -776,12 +787,9 @@ static void *acceptor_closed_paused(void *arg)
     RFT_CHECK(s2 >= 0 && peer_port(s2) == local_port(c2));
     if (s2 >= 0)
         rf_close(s2);
-    RFT_CHECK_INT(rf_acceptor_close(a), 0);
-    for (int i = 0; i < BOUNDED_CLIENTS; i++)
-        rf_close(cl[i]);
+    flood_end(&f);
     rf_close(c2);
     rf_close(lfd2);
-    free(cl);
     return NULL;
 }
 
