@@ -39,8 +39,9 @@
 extern "C" {
 #endif
 
+/* The one place the version is written: CMakeLists.txt reads it here. */
 #define RINGFIBER_VERSION_MAJOR 0
-#define RINGFIBER_VERSION_MINOR 1
+#define RINGFIBER_VERSION_MINOR 2
 #define RINGFIBER_VERSION_PATCH 0
 #define RINGFIBER_VERSION_HEX                                                  \
     ((RINGFIBER_VERSION_MAJOR << 16) | (RINGFIBER_VERSION_MINOR << 8) |        \
