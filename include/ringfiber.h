@@ -97,27 +97,44 @@ RF_API int rf_run(rf_fn main, void *arg, void **result);
 
 /* Options for rf_loop_new(); zero-initialise and set what you need. */
 typedef struct rf_loop_opts {
-    unsigned sq_entries;       /* SQ ring size; 0 = 256 */
-    unsigned cq_entries;       /* CQ ring size; 0 = 4 x sq_entries */
-    size_t default_stack_size; /* 0 = RF_DEFAULT_STACK_SIZE */
+    unsigned sq_entries;       /* SQ ring size, 1..RF_RING_MAX_ENTRIES
+                                * (the kernel rounds it up to a power of
+                                * two); 0 = 256 */
+    unsigned cq_entries;       /* CQ ring size, sq_entries..2 x
+                                * RF_RING_MAX_ENTRIES; 0 = 4 x sq_entries,
+                                * at most 2 x RF_RING_MAX_ENTRIES */
+    size_t default_stack_size; /* RF_MIN_STACK_SIZE..RF_MAX_STACK_SIZE;
+                                * 0 = RF_DEFAULT_STACK_SIZE */
     unsigned flags;            /* RF_LOOP_* below */
     unsigned mailbox_capacity; /* spawns and calls from other threads that
                                 * the loop has not taken in yet; beyond
                                 * it they are refused with -EAGAIN.
-                                * 0 = RF_MAILBOX_DEFAULT */
+                                * 1..RF_MAILBOX_MAX; 0 = RF_MAILBOX_DEFAULT */
 } rf_loop_opts;
 
 /* Default bound of a loop's mailbox: 65,536 requests (about 6 MiB of
  * pending spawns), far above what a loop that runs drains between two
  * passes, and a ceiling for a loop that has stopped taking mail in. */
 #define RF_MAILBOX_DEFAULT 65536u
-/* Larger capacities are taken as this one. */
-#define RF_MAILBOX_MAX (1u << 31)
 
 /* Default usable stack per task (guard page not included). */
 #define RF_DEFAULT_STACK_SIZE (128u * 1024u)
-/* Smallest stack accepted by spawn. */
-#define RF_MIN_STACK_SIZE (16u * 1024u)
+
+/*
+ * Limits. Every size given to the runtime (a stack, a ring, a mailbox, a
+ * pool, a queue, a semaphore) is checked against these where it enters,
+ * once, and refused with -EINVAL outside them; 0 asks for the default
+ * where the documentation of the size says so. Within them, nothing the
+ * runtime computes from a size (page rounding, array lengths) overflows.
+ */
+#define RF_MIN_STACK_SIZE (16u * 1024u)          /* stacks: 16 KiB .. */
+#define RF_MAX_STACK_SIZE (1024u * 1024u * 1024u) /* .. 1 GiB */
+#define RF_RING_MAX_ENTRIES 32768u  /* sq_entries; cq_entries: twice that */
+#define RF_MAILBOX_MAX (1u << 31)   /* rf_loop_opts.mailbox_capacity */
+#define RF_POOL_MAX_THREADS 1024u   /* rf_pool_new, rf_loop_pool_threads */
+#define RF_POOL_MAX_QUEUE (1u << 24) /* rf_pool_new's queue_capacity */
+#define RF_QUEUE_MAX (1u << 31)     /* rf_queue_init's capacity */
+#define RF_SEM_MAX (1u << 31)       /* rf_sem_init's max */
 
 /* Do not print the setup failure message to stderr. */
 #define RF_LOOP_QUIET 0x1u
@@ -131,7 +148,8 @@ typedef struct rf_loop_opts {
 /*
  * Create a loop owned by the calling thread. opts may be NULL.
  * On success *loopp owns the loop; free it with rf_loop_free().
- * Returns 0, -EINVAL (NULL loopp, bad sizes), -ENOMEM, or the error the
+ * Returns 0, -EINVAL (NULL loopp, unknown flags, a size outside its
+ * limits: see "Limits" above), -ENOMEM, or the error the
  * kernel gave io_uring_setup (-EPERM: seccomp or
  * kernel.io_uring_disabled; -ENOSYS: kernel without io_uring; -ENOMEM:
  * RLIMIT_MEMLOCK too low on kernels before 5.12), with a message on stderr
@@ -239,7 +257,8 @@ RF_API int rf_loop_stats(const rf_loop *loop, rf_stats *out);
 /* Options for rf_spawn_opts(); zero-initialise and set what you need. */
 typedef struct rf_spawn_options {
     const char *name;  /* copied (first RF_TASK_NAME_MAX-1 bytes); NULL = "task-<id>" */
-    size_t stack_size; /* 0 = the loop's default; rounded up to pages */
+    size_t stack_size; /* RF_MIN_STACK_SIZE..RF_MAX_STACK_SIZE, rounded
+                        * up to pages; 0 = the loop's default */
 } rf_spawn_options;
 
 #define RF_TASK_NAME_MAX 32
@@ -891,7 +910,7 @@ typedef struct rf_queue {
  * pointers that the caller owns and keeps valid until rf_queue_fini(), or
  * NULL to have the queue allocate it (freed by rf_queue_fini()). A
  * capacity of 0 makes a rendezvous queue: every put waits for a get.
- * Returns 0, -EINVAL (NULL q, capacity above 2^31), -ENOMEM.
+ * Returns 0, -EINVAL (NULL q, capacity above RF_QUEUE_MAX), -ENOMEM.
  * Does not suspend.
  */
 RF_API int rf_queue_init(rf_queue *q, size_t capacity, void **storage);
@@ -1016,7 +1035,7 @@ typedef struct rf_sem {
 } rf_sem;
 
 /*
- * Prepare s with value permits available out of max (1 <= max <= 2^31,
+ * Prepare s with value permits available out of max (1 <= max <= RF_SEM_MAX,
  * value <= max). Returns 0 or -EINVAL. Does not suspend.
  */
 RF_API int rf_sem_init(rf_sem *s, unsigned value, unsigned max);
@@ -1205,8 +1224,9 @@ typedef struct rf_pool rf_pool;
  * Create a pool of `threads` workers (0: $RINGFIBER_POOL_THREADS, else
  * min(32, CPUs + 4) as asyncio's default executor) with a queue of
  * queue_capacity calls (0: 1024). On success *poolp owns the pool; free
- * it with rf_pool_free(). Returns 0, -EINVAL (NULL poolp, more than 1024
- * threads, a queue above 2^24), -ENOMEM, or -EAGAIN (no more threads).
+ * it with rf_pool_free(). Returns 0, -EINVAL (NULL poolp, more than
+ * RF_POOL_MAX_THREADS threads, a queue above RF_POOL_MAX_QUEUE), -ENOMEM,
+ * or -EAGAIN (no more threads).
  * Does not suspend. Any thread.
  */
 RF_API int rf_pool_new(unsigned threads, unsigned queue_capacity,
@@ -1253,8 +1273,8 @@ RF_API int rf_to_thread(rf_fn fn, void *arg, void **result);
 RF_API int rf_loop_set_pool(rf_loop *loop, rf_pool *pool);
 
 /* Number of workers of the default pool loop creates (0: as rf_pool_new).
- * Returns 0, -EINVAL, -EXDEV, -EBUSY (the pool exists already). Does not
- * suspend. */
+ * Returns 0, -EINVAL (NULL loop, more than RF_POOL_MAX_THREADS), -EXDEV,
+ * -EBUSY (the pool exists already). Does not suspend. */
 RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
 
 /* ------------------------------------------------------------------------ */

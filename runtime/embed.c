@@ -122,7 +122,7 @@ int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
     if (!loop || !fn)
         return -EINVAL;
     size_t ss = opts ? opts->stack_size : 0;
-    if (ss && (ss < RF_MIN_STACK_SIZE || ss > RF_MAX_STACK_SIZE))
+    if (rf__stack_size_check(ss))
         return -EINVAL;
     spawn_msg *s = malloc(sizeof(*s));
     if (!s)

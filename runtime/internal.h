@@ -31,6 +31,31 @@
 #define rf_likely(x) __builtin_expect(!!(x), 1)
 #define rf_unlikely(x) __builtin_expect(!!(x), 0)
 
+/*
+ * The one range check of a size given to the runtime ("Limits" in
+ * ringfiber.h): 0 when min <= v <= max, else -EINVAL. Done once, where
+ * the size enters; past it a size is at most its RF_*_MAX, which is what
+ * keeps the arithmetic on it (page rounding, array lengths) from
+ * overflowing.
+ */
+static inline int rf__size_check(uint64_t v, uint64_t min, uint64_t max)
+{
+    return v >= min && v <= max ? 0 : -EINVAL;
+}
+
+/* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
+#define RF_LOOP_KNOWN_FLAGS                                                    \
+    (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
+     RF_LOOP_SERVE)
+
+/* A task's stack size: 0 (the loop's default) or within the limits. */
+static inline int rf__stack_size_check(uint64_t size)
+{
+    return size == 0 ? 0
+                     : rf__size_check(size, RF_MIN_STACK_SIZE,
+                                      RF_MAX_STACK_SIZE);
+}
+
 /* ---- fcontext (Boost.Context's assembly entry points) ---- */
 typedef void *fcontext_t;
 typedef struct {
@@ -349,7 +374,6 @@ void rf__op_cancel(rf_loop *l, rf_op *op);
 void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
 
 /* ---- task.c ---- */
-#define RF_MAX_STACK_SIZE (1024ul * 1024 * 1024)
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);

@@ -295,22 +295,26 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     if (!loopp)
         return -EINVAL;
     *loopp = NULL;
-    size_t stack = opts && opts->default_stack_size ? opts->default_stack_size
-                                                    : RF_DEFAULT_STACK_SIZE;
-    if (stack < RF_MIN_STACK_SIZE)
+    rf_loop_opts o = opts ? *opts : (rf_loop_opts){0};
+    if (o.flags & ~RF_LOOP_KNOWN_FLAGS)
         return -EINVAL;
+    if (rf__stack_size_check(o.default_stack_size) ||
+        rf__size_check(o.mailbox_capacity, 0, RF_MAILBOX_MAX) ||
+        rf__size_check(o.sq_entries, 0, RF_RING_MAX_ENTRIES) ||
+        rf__size_check(o.cq_entries, 0, 2 * RF_RING_MAX_ENTRIES))
+        return -EINVAL;
+    size_t stack = o.default_stack_size ? o.default_stack_size
+                                        : RF_DEFAULT_STACK_SIZE;
     rf_loop *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
     l->remote_efd = -1;
     l->poll_efd = -1;
     l->idle = 1;
-    l->flags = opts ? opts->flags : 0;
-    l->mail_cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
-                                                 : RF_MAILBOX_DEFAULT;
-    /* The slot count has 32 bits (remote.c), posters in flight included. */
-    if (l->mail_cap > RF_MAILBOX_MAX)
-        l->mail_cap = RF_MAILBOX_MAX;
+    l->flags = o.flags;
+    /* At most RF_MAILBOX_MAX: the slot count has 32 bits (remote.c),
+     * posters in flight included. */
+    l->mail_cap = o.mailbox_capacity ? o.mailbox_capacity : RF_MAILBOX_DEFAULT;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
@@ -327,7 +331,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         free(l);
         return rc;
     }
-    rc = rf__ring_setup(l, opts);
+    rc = rf__ring_setup(l, &o);
     if (rc) {
         rf__setup_error_report(rc, l->flags);
         rf__stacks_fini(&l->stacks);

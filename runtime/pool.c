@@ -42,7 +42,6 @@
 #include "internal.h"
 
 #define RF_POOL_DEFAULT_QUEUE 1024u
-#define RF_POOL_MAX_THREADS 1024u
 
 typedef struct pool_call {
     rf_remote_msg msg; /* first: the completion, posted by the worker */
@@ -274,7 +273,8 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
         threads = default_threads();
     if (queue_capacity == 0)
         queue_capacity = RF_POOL_DEFAULT_QUEUE;
-    if (threads > RF_POOL_MAX_THREADS || queue_capacity > (1u << 24))
+    if (rf__size_check(threads, 1, RF_POOL_MAX_THREADS) ||
+        rf__size_check(queue_capacity, 1, RF_POOL_MAX_QUEUE))
         return -EINVAL;
     rf_pool *p = calloc(1, sizeof(*p));
     if (!p)
@@ -429,7 +429,7 @@ int rf_loop_set_pool(rf_loop *loop, rf_pool *pool)
 
 int rf_loop_pool_threads(rf_loop *loop, unsigned threads)
 {
-    if (!loop || threads > RF_POOL_MAX_THREADS)
+    if (!loop || rf__size_check(threads, 0, RF_POOL_MAX_THREADS))
         return -EINVAL;
     if (!rf__on_owner_thread(loop))
         return -EXDEV;

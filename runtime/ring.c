@@ -36,8 +36,11 @@ static const unsigned setup_ladder[] = {
 
 int rf__ring_setup(rf_loop *l, const rf_loop_opts *o)
 {
-    unsigned sq = o && o->sq_entries ? o->sq_entries : 256;
-    unsigned cq = o && o->cq_entries ? o->cq_entries : 4 * sq;
+    /* Sizes checked by rf_loop_new: no product below overflows. */
+    unsigned sq = o->sq_entries ? o->sq_entries : 256;
+    unsigned cq = o->cq_entries ? o->cq_entries : 4 * sq;
+    if (!o->cq_entries && cq > 2 * RF_RING_MAX_ENTRIES)
+        cq = 2 * RF_RING_MAX_ENTRIES;
     if (cq < sq)
         return -EINVAL;
     int rc = -EINVAL;

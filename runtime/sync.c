@@ -128,7 +128,7 @@ _Static_assert(sizeof(queue_impl) <= sizeof(rf_queue), "rf_queue too small");
 
 int rf_queue_init(rf_queue *storage, size_t capacity, void **items)
 {
-    if (!storage || capacity > (1u << 31))
+    if (!storage || rf__size_check(capacity, 0, RF_QUEUE_MAX))
         return -EINVAL;
     queue_impl *q = (queue_impl *)storage;
     memset(q, 0, sizeof(*q));
@@ -501,7 +501,7 @@ _Static_assert(sizeof(sem_impl) <= sizeof(rf_sem), "rf_sem too small");
 int rf_sem_init(rf_sem *storage, unsigned value, unsigned max)
 {
     sem_impl *s = (sem_impl *)storage;
-    if (!s || max == 0 || max > (1u << 31) || value > max)
+    if (!s || rf__size_check(max, 1, RF_SEM_MAX) || value > max)
         return -EINVAL;
     memset(s, 0, sizeof(*s));
     rf_list_init(&s->waiters);

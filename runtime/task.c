@@ -66,7 +66,7 @@ void rf__tasks_free_all(rf_loop *l)
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
 {
     size_t ss = o ? o->stack_size : 0;
-    if (!fn || (ss && (ss < RF_MIN_STACK_SIZE || ss > RF_MAX_STACK_SIZE))) {
+    if (!fn || rf__stack_size_check(ss)) {
         errno = EINVAL;
         return NULL;
     }

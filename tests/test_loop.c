@@ -4,6 +4,7 @@
  * (-EDEADLK), and that nothing leaks (fds, threads).
  */
 #include "helpers.h"
+#include <alloca.h>
 
 #include <pthread.h>
 
@@ -95,6 +96,17 @@ static void test_run_no_fd_or_thread_leak(void **state)
 
 /* ---- rf_loop_new ------------------------------------------------------- */
 
+/* Uses arg bytes of its stack, one write a page from the top down. */
+static void *touch_deep_stack(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    volatile char *p = alloca(n);
+    for (size_t i = n; i >= 4096; i -= 4096)
+        p[i - 1] = 1;
+    p[0] = 1;
+    return (void *)(uintptr_t)p[0];
+}
+
 static void test_loop_new_bad_args(void **state)
 {
     int fds = rft_count_fds();
@@ -119,6 +131,68 @@ static void test_loop_new_bad_args(void **state)
 
     /* A refused loop leaves nothing open behind it. */
     assert_int_equal(rft_count_fds(), fds);
+}
+
+/* Every size rf_loop_new takes is checked against its limit, once, with
+ * -EINVAL: a default stack of SIZE_MAX used to be accepted and crashed the
+ * first spawn (its page rounding overflowed). At the limits, it works. */
+static void test_loop_new_sizes_checked(void **state)
+{
+    static const size_t bad_stacks[] = {
+        SIZE_MAX, SIZE_MAX - 4095, (size_t)2 << 30, RF_MAX_STACK_SIZE + 1,
+        RF_MIN_STACK_SIZE - 1};
+    rf_loop *loop = NULL;
+    rf_loop_opts o;
+    for (size_t i = 0; i < sizeof bad_stacks / sizeof bad_stacks[0]; i++) {
+        memset(&o, 0, sizeof o);
+        o.flags = RF_LOOP_QUIET;
+        o.default_stack_size = bad_stacks[i];
+        assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+        assert_null(loop);
+    }
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.mailbox_capacity = RF_MAILBOX_MAX + 1u;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    o.mailbox_capacity = UINT32_MAX;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.sq_entries = RF_RING_MAX_ENTRIES + 1;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    o.sq_entries = UINT32_MAX; /* 4 x sq would wrap */
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.cq_entries = 2 * RF_RING_MAX_ENTRIES + 1;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET | 0x100u; /* a flag that does not exist */
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    assert_null(loop);
+
+    /* At the limits: the largest stack and mailbox, the largest SQ with
+     * the default CQ (4 x sq would be above the CQ's limit: it is capped). */
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.default_stack_size = RF_MAX_STACK_SIZE;
+    o.mailbox_capacity = RF_MAILBOX_MAX;
+    o.sq_entries = RF_RING_MAX_ENTRIES;
+    assert_int_equal(rf_loop_new(&loop, &o), 0);
+    assert_int_equal(rf_loop_free(loop), 0);
+
+    /* A large default that is within the limit is honoured by spawn. */
+    memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.default_stack_size = (8u << 20) - 4095; /* rounded up to pages */
+    assert_int_equal(rf_loop_new(&loop, &o), 0);
+    void *res = NULL;
+    assert_int_equal(rf_loop_run_until_complete(loop, touch_deep_stack,
+                                                (void *)(uintptr_t)(7u << 20),
+                                                &res),
+                     0);
+    assert_ptr_equal(res, (void *)(uintptr_t)1);
+    assert_int_equal(rf_loop_free(loop), 0);
 }
 
 static void test_loop_new_opts_and_current(void **state)
@@ -614,6 +688,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_run_inside_task_ebusy),
     cmocka_unit_test(test_run_no_fd_or_thread_leak),
     cmocka_unit_test(test_loop_new_bad_args),
+    cmocka_unit_test(test_loop_new_sizes_checked),
     cmocka_unit_test(test_loop_new_opts_and_current),
     cmocka_unit_test(test_run_until_complete_twice),
     cmocka_unit_test(test_run_until_complete_bad_args),

@@ -162,6 +162,14 @@ static void test_bad_input(void **state)
     assert_int_equal(rf_pool_new(100000, 1, &p), -EINVAL);
     assert_null(p);
     assert_int_equal(rf_pool_new(1, 1u << 30, &p), -EINVAL);
+    /* One past each limit is refused; the limits themselves are sizes. */
+    assert_int_equal(rf_pool_new(RF_POOL_MAX_THREADS + 1, 1, &p), -EINVAL);
+    assert_int_equal(rf_pool_new(1, RF_POOL_MAX_QUEUE + 1, &p), -EINVAL);
+    assert_int_equal(rf_pool_new(UINT32_MAX, UINT32_MAX, &p), -EINVAL);
+    assert_null(p);
+    assert_int_equal(rf_pool_new(1, RF_POOL_MAX_QUEUE, &p), 0);
+    assert_int_equal(rf_pool_free(p), 0);
+    p = NULL;
     assert_int_equal(rf_pool_free(NULL), 0);
     assert_int_equal(rf_pool_threads(NULL), 0u);
     assert_int_equal(rf_pool_new(2, 0, &p), 0);
@@ -170,6 +178,11 @@ static void test_bad_input(void **state)
     rft_run(bad_input_body, p);
     assert_int_equal(rf_loop_set_pool(NULL, p), -EINVAL);
     assert_int_equal(rf_loop_pool_threads(NULL, 1), -EINVAL);
+    rf_loop *l = NULL;
+    assert_int_equal(rf_loop_new(&l, NULL), 0);
+    assert_int_equal(rf_loop_pool_threads(l, RF_POOL_MAX_THREADS + 1), -EINVAL);
+    assert_int_equal(rf_loop_pool_threads(l, RF_POOL_MAX_THREADS), 0);
+    assert_int_equal(rf_loop_free(l), 0);
     assert_int_equal(rf_pool_free(p), 0);
 }
 

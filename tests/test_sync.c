@@ -562,6 +562,12 @@ static void test_misuse(void **state)
     void *item;
     assert_int_equal(rf_queue_init(NULL, 1, NULL), -EINVAL);
     assert_int_equal(rf_queue_init(&q, (size_t)1 << 40, NULL), -EINVAL);
+    assert_int_equal(rf_queue_init(&q, (size_t)RF_QUEUE_MAX + 1, NULL), -EINVAL);
+    assert_int_equal(rf_queue_init(&q, SIZE_MAX, NULL), -EINVAL);
+    assert_int_equal(rf_sem_init(&s, 0, RF_SEM_MAX + 1u), -EINVAL);
+    assert_int_equal(rf_sem_init(&s, 0, UINT32_MAX), -EINVAL);
+    assert_int_equal(rf_sem_init(&s, RF_SEM_MAX, RF_SEM_MAX), 0);
+    assert_int_equal(rf_sem_fini(&s), 0);
     assert_int_equal(rf_sem_init(&s, 2, 1), -EINVAL);
     assert_int_equal(rf_sem_init(&s, 0, 0), -EINVAL);
     assert_int_equal(rf_queue_put(NULL, NULL), -EINVAL);
