@@ -87,13 +87,17 @@ static inline rf_ctx *next_ctx(rf_loop *l)
     if (rf_unlikely(l->budget == 0)) {
         /* End of a pass. Usually nothing is in flight, nothing was posted
          * from another thread and nobody asked the loop to return: then
-         * the next pass just begins. */
+         * the next pass just begins. Otherwise the pass end's work (take
+         * in the mail, submit, reap) is done whichever way the pass ends,
+         * returning to the caller of the loop included: a host that runs
+         * the loop in short runs sees its mail and its completions at
+         * every pass. */
         if (rf_unlikely(l->inflight != 0 ||
                         (l->stop | l->once | l->target_done) ||
                         rf__remote_pending(l))) {
+            rf__ring_pass_end(l);
             if (must_return(l))
                 goto sched;
-            rf__ring_pass_end(l);
         }
         l->budget = rf__nready(l);
         RF_HEARTBEAT_INC(l->stats.passes);

@@ -944,6 +944,79 @@ static void *run_once_inside(void *p)
 
 static void noop_call(void *p) { (void)p; }
 
+/* ---- short runs: mail and offload results at every pass ------------------- */
+
+static void *return_at_once(void *arg) { return arg; }
+
+static void count_short_call(void *arg) { (*(int *)arg)++; }
+
+/* A call posted before a run whose task returns at once runs during that
+ * run (at its first pass end), with either way of running the loop. */
+static void test_short_run_takes_mail(void **state)
+{
+    rf_loop *l;
+    assert_int_equal(rf_loop_new(&l, NULL), 0);
+    int calls = 0;
+    assert_int_equal(rf_loop_call_threadsafe(l, count_short_call, &calls), 0);
+    assert_int_equal(rf_loop_run_until_complete(l, return_at_once, NULL, NULL), 0);
+    assert_int_equal(calls, 1);
+
+    assert_int_equal(rf_loop_call_threadsafe(l, count_short_call, &calls), 0);
+    assert_int_equal(rf_loop_run_once(l, RF_RUN_NOWAIT), 0);
+    assert_int_equal(calls, 2);
+    assert_int_equal(rf_loop_free(l), 0);
+}
+
+/* An offloaded call's result comes back through the mailbox: a host that
+ * drives the loop in short runs, none of which ever sleeps, still
+ * delivers it. */
+static void *offloaded_work(void *arg)
+{
+    return arg;
+}
+
+static void *offloading_task(void *arg)
+{
+    int *delivered = arg;
+    void *res = NULL;
+    if (rf_to_thread(offloaded_work, arg, &res) == 0 && res == arg)
+        *delivered = 1;
+    return NULL;
+}
+
+static void short_runs_deliver_offload(bool run_once)
+{
+    rf_loop *l;
+    assert_int_equal(rf_loop_new(&l, NULL), 0);
+    int delivered = 0;
+    rf_task *t = rf_loop_spawn(l, offloading_task, &delivered, NULL);
+    assert_non_null(t);
+    uint64_t t0 = rft_now();
+    while (!rf_done(t) && rft_now() - t0 < BOUND_NS) {
+        if (run_once)
+            assert_true(rf_loop_run_once(l, RF_RUN_NOWAIT) >= 0);
+        else
+            assert_int_equal(rf_loop_run_until_complete(l, return_at_once,
+                                                        NULL, NULL), 0);
+        struct timespec ms = {0, 1000 * 1000};
+        nanosleep(&ms, NULL);
+    }
+    assert_true(rf_done(t));
+    assert_int_equal(delivered, 1);
+    rf_task_release(t);
+    assert_int_equal(rf_loop_free(l), 0);
+}
+
+static void test_short_runs_deliver_offload_until_complete(void **state)
+{
+    short_runs_deliver_offload(false);
+}
+
+static void test_short_runs_deliver_offload_run_once(void **state)
+{
+    short_runs_deliver_offload(true);
+}
+
 static void test_misuse(void **state)
 {
     assert_int_equal(rf_loop_spawn_threadsafe(NULL, never_runs, NULL, NULL), -EINVAL);
@@ -998,6 +1071,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_poll_driven_with_hint),
     cmocka_unit_test(test_poll_fd_quiet_until_due),
     cmocka_unit_test(test_run_once_blocking),
+    cmocka_unit_test(test_short_run_takes_mail),
+    cmocka_unit_test(test_short_runs_deliver_offload_until_complete),
+    cmocka_unit_test(test_short_runs_deliver_offload_run_once),
     cmocka_unit_test(test_misuse),
 };
 
