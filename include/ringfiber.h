@@ -235,8 +235,26 @@ typedef struct rf_stats {
 #define RF_GUARD_MPROTECT 2 /* guard pages via mprotect (2 mappings each) */
 /* Every stack also carries a canary checked at each switch. */
 
-/* Copy loop's counters into *out. Returns 0 or -EINVAL. Does not suspend. */
+/*
+ * Copy loop's counters into *out, all taken at one instant. On the loop's
+ * thread (from a task, or between runs). Returns 0, -EINVAL (NULL loop or
+ * out), -EXDEV (another thread: use rf_loop_stats_threadsafe). Does not
+ * suspend.
+ */
 RF_API int rf_loop_stats(const rf_loop *loop, rf_stats *out);
+
+/*
+ * rf_loop_stats for a monitoring thread: from any thread, while the loop
+ * runs (or is stalled), without stopping it, taking a lock or costing the
+ * loop anything (the loop writes every counter with a plain store, which
+ * this reads whole). Each counter is exact at the moment it is read; the
+ * set is read counter by counter, not at one instant (tasks_spawned and
+ * tasks_alive may come from two moments a few nanoseconds apart, say).
+ * The loop must exist: the caller makes sure rf_loop_free has not begun
+ * (as for the other _threadsafe calls). Returns 0 or -EINVAL (NULL loop
+ * or out). Does not suspend, does not block.
+ */
+RF_API int rf_loop_stats_threadsafe(const rf_loop *loop, rf_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                    */

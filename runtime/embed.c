@@ -108,7 +108,7 @@ static void spawn_run(rf_loop *l, rf_remote_msg *m)
     if (t) {
         rf__task_unref(l, t); /* detached: nobody holds a handle */
     } else {
-        l->stats.spawn_failed++;
+        RF_STAT_ADD(l->stats.spawn_failed, 1);
         fprintf(stderr, "ringfiber: rf_loop_spawn_threadsafe: the task "
                         "could not be created on the loop's thread (%s); "
                         "it does not run\n", rf_strerror(-errno));

@@ -283,11 +283,18 @@ struct rf_loop {
     rf_stats stats;
 };
 
-/* A counter that the stall detector's watchdog reads from its thread: a
- * relaxed store is an ordinary store on every target, and lets TSan see
- * the read as intended. Loop thread only. */
-#define RF_HEARTBEAT_INC(field)                                                \
-    __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
+/*
+ * The counters of rf_stats (and the gauges it reports: inflight,
+ * stacks.mapped) are written by the loop's thread only, and read by any
+ * thread (rf_loop_stats_threadsafe, the stall detector's watchdog). Every
+ * write is a relaxed atomic store: an ordinary store on every target, no
+ * fence and no locked instruction, which lets another thread read each
+ * counter whole and lets TSan see those reads as intended. The loop's own
+ * reads are plain. Loop thread only.
+ */
+#define RF_STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define RF_STAT_ADD(field, n) RF_STAT_SET(field, (field) + (n))
+#define RF_STAT_SUB(field, n) RF_STAT_SET(field, (field) - (n))
 
 /* ---- context.c, and the inline hot path of a switch ---- */
 void rf__land_slow(rf_loop *l, rf_ctx *prev);

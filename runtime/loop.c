@@ -100,7 +100,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
                 goto sched;
         }
         l->budget = rf__nready(l);
-        RF_HEARTBEAT_INC(l->stats.passes);
+        RF_STAT_ADD(l->stats.passes, 1);
     }
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
@@ -118,7 +118,7 @@ static inline __attribute__((always_inline)) void switch_out(rf_loop *l,
     rf_ctx *to = next_ctx(l);
     if (to == &self->ctx)
         return; /* it yielded and was the only one ready */
-    RF_HEARTBEAT_INC(l->stats.switches);
+    RF_STAT_ADD(l->stats.switches, 1);
     rf__switch(l, &self->ctx, to, dies);
 }
 
@@ -199,7 +199,7 @@ rf__plan rf__yield_begin(void)
     rf_ctx *to = next_ctx(l);
     if (to == &self->ctx) /* alone: it yielded to itself */
         return (rf__plan){NULL, (void *)(intptr_t)(self->cancelled ? -ECANCELED : 0)};
-    l->stats.switches++;
+    RF_STAT_ADD(l->stats.switches, 1);
     return (rf__plan){to->fctx, &self->ctx};
 }
 
@@ -227,9 +227,9 @@ static int loop_run(rf_loop *l)
             break;
         if (rf__nready(l)) {
             l->budget = rf__nready(l);
-            RF_HEARTBEAT_INC(l->stats.passes);
+            RF_STAT_ADD(l->stats.passes, 1);
             rf_task *t = run_next(l);
-            RF_HEARTBEAT_INC(l->stats.switches);
+            RF_STAT_ADD(l->stats.switches, 1);
             rf__switch(l, &l->sched, &t->ctx, false);
             if (l->stop)
                 break;
@@ -276,9 +276,9 @@ void rf__run_pass(rf_loop *l)
 {
     l->once = true;
     l->budget = rf__nready(l);
-    l->stats.passes++;
+    RF_STAT_ADD(l->stats.passes, 1);
     rf_task *t = run_next(l);
-    l->stats.switches++;
+    RF_STAT_ADD(l->stats.switches, 1);
     rf__switch(l, &l->sched, &t->ctx, false);
     l->once = false;
 }
@@ -453,16 +453,46 @@ int rf_loop_free(rf_loop *loop)
 
 rf_loop *rf_loop_current(void) { return rf__tls_loop; }
 
+/* Each counter read whole (the loop writes them with RF_STAT_*); on the
+ * loop's own thread nothing changes meanwhile, so the copy is one instant. */
+static void stats_snapshot(const rf_loop *l, rf_stats *out)
+{
+#define RF_STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+    const rf_stats *s = &l->stats;
+    out->switches = RF_STAT_GET(s->switches);
+    out->tasks_spawned = RF_STAT_GET(s->tasks_spawned);
+    out->tasks_alive = RF_STAT_GET(s->tasks_alive);
+    out->sqes_submitted = RF_STAT_GET(s->sqes_submitted);
+    out->enters = RF_STAT_GET(s->enters);
+    out->cqes_reaped = RF_STAT_GET(s->cqes_reaped);
+    out->ops_in_flight = RF_STAT_GET(l->inflight);
+    out->passes = RF_STAT_GET(s->passes);
+    out->stacks_mapped = RF_STAT_GET(l->stacks.mapped);
+    out->ring_flags = s->ring_flags; /* set once, before the loop exists */
+    out->guard_mode = (uint32_t)RF_STAT_GET(l->stacks.guard_mode);
+    out->accept_emfile = RF_STAT_GET(s->accept_emfile);
+    out->stalls = rf__stall_count(l);
+    out->acceptor_pauses = RF_STAT_GET(s->acceptor_pauses);
+    out->mail_refused = RF_STAT_GET(l->mail_refused);
+    out->spawn_failed = RF_STAT_GET(s->spawn_failed);
+#undef RF_STAT_GET
+}
+
 int rf_loop_stats(const rf_loop *loop, rf_stats *out)
 {
     if (!loop || !out)
         return -EINVAL;
-    *out = loop->stats;
-    out->ops_in_flight = loop->inflight;
-    out->stacks_mapped = loop->stacks.mapped;
-    out->guard_mode = (uint32_t)loop->stacks.guard_mode;
-    out->stalls = rf__stall_count(loop);
-    out->mail_refused = __atomic_load_n(&loop->mail_refused, __ATOMIC_RELAXED);
+    if (!rf__on_owner_thread(loop))
+        return -EXDEV;
+    stats_snapshot(loop, out);
+    return 0;
+}
+
+int rf_loop_stats_threadsafe(const rf_loop *loop, rf_stats *out)
+{
+    if (!loop || !out)
+        return -EINVAL;
+    stats_snapshot(loop, out);
     return 0;
 }
 

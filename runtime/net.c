@@ -172,7 +172,7 @@ int rf_tcp_connect(const char *host, uint16_t port, int *fdp)
  */
 static int accept_backoff(rf_loop *l, uint64_t *backoff)
 {
-    l->stats.accept_emfile++;
+    RF_STAT_ADD(l->stats.accept_emfile, 1);
     int rc = rf_sleep(*backoff);
     *backoff = *backoff * 2 > RF_ACCEPT_BACKOFF_MAX ? RF_ACCEPT_BACKOFF_MAX
                                                      : *backoff * 2;
@@ -305,7 +305,7 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
         if (a->armed && !a->paused && !a->closing &&
             a->qlen >= RF_ACCEPTOR_QUEUE && acceptor_cancel(a)) {
             a->paused = true;
-            l->stats.acceptor_pauses++;
+            RF_STAT_ADD(l->stats.acceptor_pauses, 1);
         }
     } else if (!a->armed && !(a->paused && cqe->res == -ECANCELED)) {
         a->err = cqe->res;

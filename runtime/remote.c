@@ -72,7 +72,7 @@ void rf__remote_arm(rf_loop *l)
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
         return; /* the SQ is full: this sleep ends on those CQEs anyway */
-    l->inflight--; /* see remote_h.uncounted */
+    RF_STAT_SUB(l->inflight, 1); /* see remote_h.uncounted */
     io_uring_prep_read(sqe, l->remote_efd, &l->remote_buf,
                        sizeof(l->remote_buf), 0);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&l->remote_h));

@@ -96,7 +96,7 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
     bool final = !(cqe->flags & IORING_CQE_F_MORE);
     if (rf_likely((ud & 7) == 0 && ud != 0)) {
         rf_op *op = (rf_op *)(uintptr_t)ud;
-        l->inflight -= final;
+        RF_STAT_SUB(l->inflight, final);
         op->res = cqe->res;
         op->cflags = cqe->flags;
         op_complete(l, op);
@@ -106,13 +106,13 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
     case RF_UD_HANDLER: {
         rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
         if (!h->uncounted)
-            l->inflight -= final;
+            RF_STAT_SUB(l->inflight, final);
         h->fn(l, h, cqe);
         return;
     }
     default:
         /* RF_UD_IGNORE (cancel requests, linked timeouts): accounting. */
-        l->inflight -= final;
+        RF_STAT_SUB(l->inflight, final);
         return;
     }
 }
@@ -134,11 +134,11 @@ unsigned rf__ring_reap(rf_loop *l)
             break;
         /* The CQ was full and the kernel parked completions aside
          * (IORING_FEAT_NODROP); the ring has room now, have them moved in. */
-        l->stats.enters++;
+        RF_STAT_ADD(l->stats.enters, 1);
         if (io_uring_get_events(&l->ring) < 0 && n == 0)
             break;
     }
-    l->stats.cqes_reaped += total;
+    RF_STAT_ADD(l->stats.cqes_reaped, total);
     return total;
 }
 
@@ -163,9 +163,9 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
             ret = io_uring_submit_and_get_events(&l->ring);
         else
             ret = io_uring_get_events(&l->ring);
-        l->stats.enters++;
+        RF_STAT_ADD(l->stats.enters, 1);
         if (ret >= 0) {
-            l->stats.sqes_submitted += (unsigned)ret;
+            RF_STAT_ADD(l->stats.sqes_submitted, (unsigned)ret);
             return 0;
         }
         switch (ret) {
@@ -228,7 +228,7 @@ struct io_uring_sqe *rf__sqe_get(rf_loop *l)
             return NULL;
         sqe = io_uring_get_sqe(&l->ring);
     }
-    l->inflight++;
+    RF_STAT_ADD(l->inflight, 1);
     return sqe;
 }
 

@@ -89,7 +89,7 @@ static bool guard_install(rf_stacks *s, void *g)
             return true;
         if (errno != EINVAL)
             return false;
-        s->guard_mode = RF_GUARD_MPROTECT; /* kernel before 6.13 */
+        RF_STAT_SET(s->guard_mode, RF_GUARD_MPROTECT); /* before 6.13 */
     }
     /* Each mprotect guard splits the mapping: keep within a share of
      * vm.max_map_count, so that slabs (and the rest of the program) can
@@ -189,7 +189,7 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
         t->ctx.stack_size = size;
         t->pooled_stack = true;
         t->canary = s->guard_mode != RF_GUARD_MADVISE && has_canary(s, lo);
-        s->mapped++;
+        RF_STAT_ADD(s->mapped, 1);
         return 0;
     }
     char *base = map_stack_area(size + s->guard);
@@ -203,14 +203,14 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
     t->ctx.stack_lo = lo;
     t->ctx.stack_size = size;
     t->pooled_stack = false;
-    s->mapped++;
+    RF_STAT_ADD(s->mapped, 1);
     return 0;
 }
 
 void rf__stack_put(rf_stacks *s, rf_task *t)
 {
     void *lo = t->ctx.stack_lo;
-    s->mapped--;
+    RF_STAT_SUB(s->mapped, 1);
     if (t->pooled_stack) {
         *free_link(s, lo) = s->free;
         s->free = lo;

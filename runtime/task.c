@@ -107,8 +107,8 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     rf__ctx_init_task(&t->ctx);
     rf_list_push_back(&l->alive, &t->alive);
     rf__rq_push(l, t);
-    l->stats.tasks_spawned++;
-    l->stats.tasks_alive++;
+    RF_STAT_ADD(l->stats.tasks_spawned, 1);
+    RF_STAT_ADD(l->stats.tasks_alive, 1);
     return t;
 }
 
@@ -119,7 +119,7 @@ static void task_finish(rf_loop *l, rf_task *t)
     if (t == l->target)
         l->target_done = true; /* run_until_complete returns */
     rf_list_remove(&t->alive);
-    l->stats.tasks_alive--;
+    RF_STAT_SUB(l->stats.tasks_alive, 1);
     rf_list *n;
     while ((n = rf_list_pop_front(&t->joiners)) != NULL) {
         rf_waiter *w = rf_container_of(n, rf_waiter, node);

@@ -81,7 +81,7 @@ static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
     l->nidle--;
     b->idle = false;
     b->h.uncounted = false;
-    l->inflight++;
+    RF_STAT_ADD(l->inflight, 1);
 }
 
 static void bucket_fired(rf_loop *l, rf_handler *h,
@@ -199,7 +199,7 @@ void rf__timer_stop(rf_loop *l, rf_timer *t)
     /* Idle: kept armed for the next timers that end near it. */
     b->idle = true;
     b->h.uncounted = true;
-    l->inflight--;
+    RF_STAT_SUB(l->inflight, 1);
     rf_list_push_back(&l->idle_buckets, &b->idle_node);
     if (++l->nidle > RF_IDLE_BUCKETS)
         bucket_remove(l, rf_container_of(l->idle_buckets.next,

@@ -5,6 +5,8 @@
  */
 #include "helpers.h"
 
+#include <pthread.h>
+
 #include <liburing.h>
 #include <sys/utsname.h>
 
@@ -208,11 +210,103 @@ static void test_loop_fields(void **state)
     assert_int_equal(rf_loop_free(loop), 0);
 }
 
+/* ---- a monitoring thread reads the counters while the loop runs ---- */
+
+typedef struct monitor {
+    rf_loop *loop;
+    uint32_t stop;      /* atomic: the loop's work is over */
+    int foreign_rc;     /* rf_loop_stats from this thread */
+    uint64_t reads;
+    bool went_back;     /* a monotonic counter was seen decreasing */
+} monitor;
+
+static void *monitor_main(void *arg)
+{
+    monitor *m = arg;
+    rf_stats tmp;
+    m->foreign_rc = rf_loop_stats(m->loop, &tmp);
+    rf_stats prev;
+    memset(&prev, 0, sizeof prev);
+    while (!__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
+        rf_stats s;
+        if (rf_loop_stats_threadsafe(m->loop, &s) != 0)
+            break;
+        if (s.switches < prev.switches || s.passes < prev.passes ||
+            s.tasks_spawned < prev.tasks_spawned || s.enters < prev.enters ||
+            s.sqes_submitted < prev.sqes_submitted ||
+            s.cqes_reaped < prev.cqes_reaped)
+            m->went_back = true;
+        prev = s;
+        __atomic_add_fetch(&m->reads, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void *yield_and_nop(void *arg)
+{
+    for (int i = 0; i < 200; i++) {
+        RFT_CHECK_INT(rf_yield(), 0);
+        RFT_CHECK_INT(rf_nop(), 0);
+    }
+    return arg;
+}
+
+static void *busy_main(void *arg)
+{
+    monitor *m = arg;
+    enum { N = 64 };
+    rf_task *t[N];
+    /* Rounds until the monitor has read the counters mid-run a few times
+     * (bounded: a starved monitor thread must not hang the test). */
+    for (int round = 0; round < 2000; round++) {
+        for (int i = 0; i < N; i++)
+            t[i] = rf_spawn(yield_and_nop, NULL);
+        RFT_CHECK_INT(rf_gather(t, N, NULL), 0);
+        for (int i = 0; i < N; i++)
+            rf_task_release(t[i]);
+        if (round >= 20 && __atomic_load_n(&m->reads, __ATOMIC_RELAXED) > 100)
+            break;
+    }
+    return NULL;
+}
+
+/* rf_loop_stats belongs to the loop's thread (-EXDEV elsewhere);
+ * rf_loop_stats_threadsafe reads the counters from any thread while the
+ * loop runs: each counter whole, the monotonic ones never going back.
+ * Under TSan this is also the proof that the reads are not data races. */
+static void test_stats_from_monitor_thread(void **state)
+{
+    monitor m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(rf_loop_new(&m.loop, NULL), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, monitor_main, &m), 0);
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(m.loop, busy_main, &m, NULL), 0);
+    rft_end();
+    __atomic_store_n(&m.stop, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(m.foreign_rc, -EXDEV);
+    assert_false(m.went_back);
+    assert_true(m.reads > 0);
+
+    /* Between runs the two agree exactly. */
+    rf_stats a, b;
+    assert_int_equal(rf_loop_stats(m.loop, &a), 0);
+    assert_int_equal(rf_loop_stats_threadsafe(m.loop, &b), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_int_equal(a.tasks_alive, 0);
+    assert_int_equal(rf_loop_stats_threadsafe(NULL, &b), -EINVAL);
+    assert_int_equal(rf_loop_stats_threadsafe(m.loop, NULL), -EINVAL);
+    assert_int_equal(rf_loop_free(m.loop), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_thousand_sleeps_few_enters),
     cmocka_unit_test(test_tasks_alive_gauge),
     cmocka_unit_test(test_yield_ping_pong_no_enters),
     cmocka_unit_test(test_loop_fields),
+    cmocka_unit_test(test_stats_from_monitor_thread),
 };
 
 RFT_MAIN(tests)
