@@ -24,6 +24,15 @@
  *    completed when rf_cancel() came (the task was woken but had not run
  *    yet) returns its real result, not -ECANCELED: nothing that happened
  *    is hidden; the cancellation shows at the next suspending call.
+ *  - Handles (rf_task *, rf_acceptor *, rf_pool *) are checked: a handle
+ *    used after it was released (rf_task_release, once the task has
+ *    returned and no other reference is left; rf_acceptor_close;
+ *    rf_pool_free) is "stale", and every call given it returns -ESRCH
+ *    (errno ESRCH for calls that return no code) without touching the
+ *    object that may now live in its memory. Set RINGFIBER_ABORT_ON_STALE=1
+ *    in the environment to have such a call print its name and abort()
+ *    instead, to find the misuse in a debugger. Handles of a loop that was
+ *    freed are not checked: the memory is gone.
  */
 #ifndef RINGFIBER_H
 #define RINGFIBER_H
@@ -269,7 +278,11 @@ RF_API int rf_loop_stats_threadsafe(const rf_loop *loop, rf_stats *out);
  * task's result; a task released while it runs is detached (it runs to
  * the end and its record is recycled then). Records never released are
  * reclaimed by rf_loop_free(). rf_task_retain() adds a reference for
- * another owner.
+ * another owner. Once the last reference is dropped and the task has
+ * returned, the handle is stale (see the conventions at the top): the
+ * calls below return -ESRCH for it, even after its record was reused for
+ * a new task. Cost: a handle carries a 16-bit generation that each call
+ * compares with its record's (one load and one compare).
  */
 
 /* Options for rf_spawn_opts(); zero-initialise and set what you need. */
@@ -307,6 +320,7 @@ RF_API rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
  * lost. Returns 0 if t returned without being cancelled, -ECANCELED if t
  * was cancelled before it returned, or, without waiting:
  *   -EINVAL  t is NULL;
+ *   -ESRCH   t is a stale handle (the calls below that take tasks, too);
  *   -EPERM   not called from a task;
  *   -EDEADLK t is the calling task;
  *   -EXDEV   t belongs to another loop;
@@ -376,42 +390,50 @@ typedef struct rf_as_completed {
     void *impl_[6];
 } rf_as_completed;
 
-/* Returns 0, -EINVAL, -ENOMEM, -EPERM (outside a task), -EXDEV. Does not
- * suspend. */
+/* Returns 0, -EINVAL, -ENOMEM, -EPERM (outside a task), -EXDEV, -ESRCH
+ * (a stale handle in tasks). Does not suspend. */
 RF_API int rf_as_completed_init(rf_as_completed *ac, rf_task *const *tasks,
                                 size_t n);
 /*
  * Next task to finish, with its result and status (0 or -ECANCELED, as
  * rf_join would return); result and status may be NULL. NULL when every task has been returned (errno 0),
  * or with errno ECANCELED if the caller was cancelled (the set is left as
- * it was; call rf_as_completed_fini). Suspends until a task finishes.
+ * it was; call rf_as_completed_fini), ESRCH if ac was finished
+ * (rf_as_completed_fini) or its init failed. Suspends until a task
+ * finishes.
  */
 RF_API rf_task *rf_as_completed_next(rf_as_completed *ac, void **result,
                                      int *status);
-/* Releases the iterator's memory. Does not suspend. */
+/* Releases the iterator's memory; a second call is harmless. Does not
+ * suspend. */
 RF_API void rf_as_completed_fini(rf_as_completed *ac);
 
 /*
  * task.cancel(): request cancellation of t (see the conventions at the top).
  * Returns 0 when the request is made (again 0 if it was already pending),
- * -ESRCH if t has already returned, -EINVAL for NULL, -EXDEV if t belongs
- * to another loop. A task may cancel itself. Does not suspend.
+ * -ESRCH if t has already returned (or the handle is stale), -EINVAL for
+ * NULL, -EXDEV if t belongs to another loop. A task may cancel itself.
+ * Does not suspend.
  */
 RF_API int rf_cancel(rf_task *t);
 
-/* task.done(): true once t has returned. Does not suspend. */
+/* task.done(): true once t has returned (also for a stale handle, whose
+ * task has returned: errno is then ESRCH). Does not suspend. */
 RF_API bool rf_done(const rf_task *t);
 
-/* True if cancellation of t was requested. Does not suspend. */
+/* True if cancellation of t was requested (false, errno ESRCH, for a
+ * stale handle). Does not suspend. */
 RF_API bool rf_cancelled(const rf_task *t);
 
 /* The calling task, or NULL outside a task. */
 RF_API rf_task *rf_self(void);
 
-/* t's name (never NULL for a valid t). */
+/* t's name; NULL with errno EINVAL (NULL t) or ESRCH (stale handle). */
 RF_API const char *rf_task_name(const rf_task *t);
 
-/* Add / drop a reference (see above). NULL is ignored. Do not suspend. */
+/* Add / drop a reference (see above). NULL is ignored; a stale handle is
+ * refused (errno ESRCH), having no reference to give or drop. Do not
+ * suspend. */
 RF_API void rf_task_retain(rf_task *t);
 RF_API void rf_task_release(rf_task *t);
 
@@ -833,6 +855,9 @@ RF_API int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
  *   closes the fds still queued and frees the acceptor. Not a cancellation
  *   point. Returns 0, -EPERM, -EXDEV, -EBUSY (a task waits in next:
  *   cancel it first). NULL is accepted. Suspends.
+ * After rf_acceptor_close, and once its loop has released an acceptor
+ * left open while the loop is freed, the handle is stale: next and close
+ * return -ESRCH.
  */
 typedef struct rf_acceptor rf_acceptor;
 #define RF_ACCEPTOR_QUEUE 128u
@@ -1256,8 +1281,11 @@ RF_API int rf_pool_new(unsigned threads, unsigned queue_capacity,
  * blocks the calling thread meanwhile). Returns 0, or -EBUSY, freeing
  * nothing, while a task waits for room in the queue (its loop must run
  * for it to go on: this thread may be that loop's). The caller
- * guarantees that no call is submitted concurrently or afterwards.
- * NULL is accepted and ignored. Any thread, outside the pool's workers.
+ * guarantees that no call is submitted concurrently or afterwards: the
+ * handle is stale from then on (rf_pool_call, rf_pool_free,
+ * rf_pool_threads and rf_loop_set_pool refuse it with -ESRCH, errno
+ * ESRCH). NULL is accepted and ignored. Any thread, outside the pool's
+ * workers.
  */
 RF_API int rf_pool_free(rf_pool *pool);
 

@@ -126,6 +126,7 @@ struct rf_task {
     void *result;
     uint64_t id;
     uint32_t refs;
+    uint16_t gen;          /* handle generation: bumped at each recycling */
     uint8_t state;
     bool cancelled;        /* rf_cancel was called */
     uint8_t wait_flags;    /* RF_WAIT_* of the current wait */
@@ -247,6 +248,7 @@ struct rf_loop {
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
     rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
+    rf_list free_acceptors; /* net.c: closed ones, records kept for reuse */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     /* Embedding (embed.c). gate: the threadsafe calls in progress (count
@@ -380,7 +382,67 @@ bool rf__op_supported(const rf_loop *l, unsigned opcode);
 void rf__op_cancel(rf_loop *l, rf_op *op);
 void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
 
+/* ---- handles (task.c) ---- */
+
+/*
+ * Handles. What a user holds for a task (rf_task *), an acceptor
+ * (rf_acceptor *) or a pool (rf_pool *) is not its record's address
+ * alone: it carries the record's generation in the 16 bits above the 48
+ * of a user-space address (x86-64 and arm64 map nothing there unless a
+ * program asks for it). Records are recycled, never returned to malloc
+ * while their owner lives (a task's or an acceptor's loop, the process
+ * for a pool), and a record's generation changes each time it is: a
+ * handle kept after its object was released, and its record reused for
+ * another, no longer matches, and the call made with it fails with
+ * -ESRCH instead of acting on the other object. 16 bits: a stale handle
+ * goes unnoticed only if its record was recycled a multiple of 65,536
+ * times since. Inside the runtime, rf_task * is always a record.
+ */
+#define RF_HANDLE_SHIFT 48
+#define RF_HANDLE_ADDR ((1ULL << RF_HANDLE_SHIFT) - 1)
+
+static inline void *rf__tag(const void *rec, uint16_t gen)
+{
+    return (void *)((uintptr_t)rec | (uintptr_t)gen << RF_HANDLE_SHIFT);
+}
+
+/* The record a handle points to, whether or not it is stale. */
+static inline void *rf__untag(const void *h)
+{
+    return (void *)((uintptr_t)h & RF_HANDLE_ADDR);
+}
+
+static inline uint16_t rf__tag_gen(const void *h)
+{
+    return (uint16_t)((uintptr_t)h >> RF_HANDLE_SHIFT);
+}
+
+/* Whether a record's address leaves the generation's bits free. */
+static inline bool rf__taggable(const void *rec)
+{
+    return (uintptr_t)rec <= RF_HANDLE_ADDR;
+}
+
+static inline rf_task *rf__handle(const rf_task *t)
+{
+    return (rf_task *)rf__tag(t, t->gen);
+}
+
+/* The record of a non-NULL task handle, or NULL if the handle is stale. */
+static inline rf_task *rf__record(const rf_task *h)
+{
+    rf_task *t = (rf_task *)rf__untag(h);
+    return rf_likely(t->gen == rf__tag_gen(h)) ? t : NULL;
+}
+
+/* A stale handle passed to `call`: -ESRCH (errno ESRCH for the calls
+ * that return no code). With RINGFIBER_ABORT_ON_STALE=1 in the
+ * environment, a line on stderr naming the call, then abort(): the place
+ * of the misuse, in a debugger or a core file. */
+int rf__stale(const char *call);
+
 /* ---- task.c ---- */
+
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);

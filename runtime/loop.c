@@ -326,6 +326,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf_list_init(&l->free_tasks);
     rf_list_init(&l->fd_ops);
     rf_list_init(&l->acceptors);
+    rf_list_init(&l->free_acceptors);
     rf_list_init(&l->idle_buckets);
     rf__ctx_init_sched(&l->sched);
     rf__stacks_init(&l->stacks, stack, l->flags);

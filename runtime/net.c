@@ -247,8 +247,11 @@ struct rf_acceptor {
     rf_task *waiter; /* the task in rf_acceptor_next, or in close */
     int *q;          /* accepted fds, FIFO */
     uint32_t qcap, qhead, qlen;
+    uint16_t gen;    /* handle generation (internal.h): kept across reuse */
 };
 
+/* Close the fds still queued and recycle the record: its handle is stale
+ * from now on (the record itself lives until the loop is freed). */
 static void acceptor_free(rf_acceptor *a)
 {
     while (a->qlen) {
@@ -258,7 +261,16 @@ static void acceptor_free(rf_acceptor *a)
     }
     rf_list_remove(&a->node);
     free(a->q);
-    free(a);
+    a->q = NULL;
+    a->gen++;
+    rf_list_push_back(&a->loop->free_acceptors, &a->node);
+}
+
+/* The record of a non-NULL acceptor handle, or NULL if it is stale. */
+static rf_acceptor *acceptor_record(const rf_acceptor *h)
+{
+    rf_acceptor *a = rf__untag(h);
+    return a->gen == rf__tag_gen(h) ? a : NULL;
 }
 
 static bool acceptor_cancel(rf_acceptor *a)
@@ -342,22 +354,39 @@ int rf_acceptor_open(int lfd, int flags, rf_acceptor **out)
         return -EPERM;
     if (!rf__io_check_op(l, IORING_OP_ACCEPT, "rf_acceptor_open"))
         return -EOPNOTSUPP;
-    rf_acceptor *a = calloc(1, sizeof(*a));
-    if (!a)
-        return -ENOMEM;
+    rf_acceptor *a;
+    rf_list *n = rf_list_pop_front(&l->free_acceptors);
+    uint16_t gen = 0;
+    if (n) {
+        a = rf_container_of(n, rf_acceptor, node);
+        gen = a->gen;
+    } else {
+        a = malloc(sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        if (!rf__taggable((char *)a + sizeof(*a))) {
+            free(a); /* no room for a handle's generation: internal.h */
+            return -ENOMEM;
+        }
+    }
+    memset(a, 0, sizeof(*a));
+    a->gen = gen;
     a->h.fn = acceptor_cqe;
     a->loop = l;
     a->lfd = lfd;
     a->flags = flags;
     rf_list_push_back(&l->acceptors, &a->node);
-    *out = a;
+    *out = rf__tag(a, a->gen);
     return 0;
 }
 
-int rf_acceptor_next(rf_acceptor *a)
+int rf_acceptor_next(rf_acceptor *h)
 {
-    if (!a)
+    if (!h)
         return -EINVAL;
+    rf_acceptor *a = acceptor_record(h);
+    if (!a)
+        return rf__stale("rf_acceptor_next");
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
     if (!self)
@@ -421,10 +450,13 @@ int rf_acceptor_next(rf_acceptor *a)
     return rc;
 }
 
-int rf_acceptor_close(rf_acceptor *a)
+int rf_acceptor_close(rf_acceptor *h)
 {
-    if (!a)
+    if (!h)
         return 0;
+    rf_acceptor *a = acceptor_record(h);
+    if (!a)
+        return rf__stale("rf_acceptor_close");
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
     if (!self)
@@ -486,6 +518,9 @@ void rf__acceptors_release(rf_loop *l, bool final)
         if (a->armed)
             acceptor_cancel(a);
     }
+    if (final)
+        while ((n = rf_list_pop_front(&l->free_acceptors)) != NULL)
+            free(rf_container_of(n, rf_acceptor, node));
 }
 
 /* ---- connect, recv, send ------------------------------------------------------ */

@@ -87,7 +87,58 @@ struct rf_pool {
     rf_list room_fifo;   /* room_waiter */
     pool_worker *workers;
     pool_worker **idle;  /* a stack: the last one asleep on top */
+    /* Kept across reuse of the record (below): */
+    uint16_t gen;        /* handle generation (internal.h), __atomic_* */
+    struct rf_pool *next_shell;
 };
+
+/*
+ * Pool records are recycled, never freed (a handle's generation is read
+ * from them, internal.h): rf_pool_free puts the record on this list with
+ * its generation bumped, so a handle kept after rf_pool_free is refused
+ * with -ESRCH rather than reaching a later pool that got the same memory.
+ * A process has as many records as it ever had pools at once.
+ */
+static pthread_mutex_t g_shells_mu = PTHREAD_MUTEX_INITIALIZER;
+static rf_pool *g_shells;
+
+static rf_pool *shell_get(void)
+{
+    pthread_mutex_lock(&g_shells_mu);
+    rf_pool *p = g_shells;
+    if (p)
+        g_shells = p->next_shell;
+    pthread_mutex_unlock(&g_shells_mu);
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (p && !rf__taggable((char *)p + sizeof(*p))) {
+            free(p); /* no room for a handle's generation: internal.h */
+            p = NULL;
+        }
+        return p;
+    }
+    memset(p, 0, offsetof(rf_pool, gen));
+    return p;
+}
+
+static void shell_put(rf_pool *p)
+{
+    pthread_mutex_lock(&g_shells_mu);
+    __atomic_store_n(&p->gen, (uint16_t)(p->gen + 1), __ATOMIC_RELAXED);
+    p->next_shell = g_shells;
+    g_shells = p;
+    pthread_mutex_unlock(&g_shells_mu);
+}
+
+/* The record of a non-NULL pool handle, or NULL if it is stale. Relaxed:
+ * a stale handle is one whose pool was freed before this call, as the
+ * caller of rf_pool_free guarantees. */
+static rf_pool *pool_record(const rf_pool *h)
+{
+    rf_pool *p = rf__untag(h);
+    return __atomic_load_n(&p->gen, __ATOMIC_RELAXED) == rf__tag_gen(h) ? p
+                                                                        : NULL;
+}
 
 /* ---- loop side: what the messages do ---- */
 
@@ -261,7 +312,7 @@ static void pool_destroy(rf_pool *p, unsigned started)
     free(p->workers);
     free(p->idle);
     free(p->q);
-    free(p);
+    shell_put(p);
 }
 
 int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
@@ -276,7 +327,7 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
     if (rf__size_check(threads, 1, RF_POOL_MAX_THREADS) ||
         rf__size_check(queue_capacity, 1, RF_POOL_MAX_QUEUE))
         return -EINVAL;
-    rf_pool *p = calloc(1, sizeof(*p));
+    rf_pool *p = shell_get();
     if (!p)
         return -ENOMEM;
     p->q = calloc(queue_capacity, sizeof(*p->q));
@@ -286,7 +337,7 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
         free(p->q);
         free(p->workers);
         free(p->idle);
-        free(p);
+        shell_put(p);
         return -ENOMEM;
     }
     p->cap = queue_capacity;
@@ -306,14 +357,17 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
         }
         pthread_setname_np(w->thread, "rf-pool");
     }
-    *poolp = p;
+    *poolp = rf__tag(p, p->gen);
     return 0;
 }
 
-int rf_pool_free(rf_pool *pool)
+int rf_pool_free(rf_pool *h)
 {
-    if (!pool)
+    if (!h)
         return 0;
+    rf_pool *pool = pool_record(h);
+    if (!pool)
+        return rf__stale("rf_pool_free");
     pthread_mutex_lock(&pool->mu);
     /* Room waiters need their loops to run to fill their slots: a thread
      * blocked here could be one of those loops. */
@@ -326,9 +380,16 @@ int rf_pool_free(rf_pool *pool)
     return 0;
 }
 
-unsigned rf_pool_threads(const rf_pool *pool)
+unsigned rf_pool_threads(const rf_pool *h)
 {
-    return pool ? pool->nthreads : 0;
+    if (!h)
+        return 0;
+    rf_pool *pool = pool_record(h);
+    if (!pool) {
+        rf__stale("rf_pool_threads");
+        return 0;
+    }
+    return pool->nthreads;
 }
 
 /* ---- the call ---- */
@@ -369,10 +430,13 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
     return rc;
 }
 
-int rf_pool_call(rf_pool *pool, rf_fn fn, void *arg, void **result)
+int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
 {
-    if (!pool || !fn)
+    if (!h || !fn)
         return -EINVAL;
+    rf_pool *pool = pool_record(h);
+    if (!pool)
+        return rf__stale("rf_pool_call");
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
     if (!self)
@@ -418,6 +482,8 @@ int rf_loop_set_pool(rf_loop *loop, rf_pool *pool)
 {
     if (!loop)
         return -EINVAL;
+    if (pool && !pool_record(pool))
+        return rf__stale("rf_loop_set_pool");
     if (!rf__on_owner_thread(loop))
         return -EXDEV;
     if (loop->pool && loop->pool_owned)

@@ -661,15 +661,22 @@ int rf_cond_broadcast(rf_cond *storage)
  * condition holds, not once per task.
  */
 
-int rf_task_error(const rf_task *t)
+/* rf_task_error of a record. */
+static int task_error(const rf_task *t)
 {
-    if (!t)
-        return -EINVAL;
     if (t->state != RF_DONE)
         return 0;
     if (RF_IS_ERR_PTR(t->result))
         return (int)(intptr_t)t->result;
     return t->status;
+}
+
+int rf_task_error(const rf_task *h)
+{
+    if (!h)
+        return -EINVAL;
+    rf_task *t = rf__record(h);
+    return t ? task_error(t) : rf__stale("rf_task_error");
 }
 
 /* ---- group ---- */
@@ -707,7 +714,7 @@ static void group_fire(rf_waiter *w, rf_task *done)
     group_entry *m = rf_container_of(w, group_entry, w);
     group_impl *g = m->g;
     g->running--;
-    int err = rf_task_error(done);
+    int err = task_error(done);
     if (err && !g->failed) {
         g->failed = done;
         g->error = err;
@@ -776,7 +783,7 @@ rf_task *rf_group_spawn(rf_group *storage, rf_fn fn, void *arg,
     rf_list_push_back(&t->joiners, &m->w.node);
     rf_list_push_back(&g->members, &m->node);
     g->running++;
-    return t;
+    return rf__handle(t);
 }
 
 int rf_group_wait(rf_group *storage)
@@ -826,7 +833,7 @@ int rf_group_cancel(rf_group *storage)
 rf_task *rf_group_failed(const rf_group *storage)
 {
     const group_impl *g = (const group_impl *)storage;
-    return g ? g->failed : NULL;
+    return g && g->failed ? rf__handle(g->failed) : NULL;
 }
 
 void rf_group_fini(rf_group *storage)
@@ -875,7 +882,7 @@ static void wait_fire(rf_waiter *w, rf_task *done)
 {
     wait_set *ws = rf_container_of(w, wait_entry, w)->ws;
     ws->ndone++;
-    if (rf_task_error(done))
+    if (task_error(done))
         ws->nfailed++;
     if (wait_met(ws))
         rf__wake(done->loop, ws->self);
@@ -898,8 +905,9 @@ static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
         e[i].w.fire = wait_fire;
         e[i].w.task = self;
         rf_list_init(&e[i].w.node);
-        if (tasks[i]->state != RF_DONE)
-            rf_list_push_back(&tasks[i]->joiners, &e[i].w.node);
+        rf_task *t = rf__untag(tasks[i]); /* checked by rf_wait */
+        if (t->state != RF_DONE)
+            rf_list_push_back(&t->joiners, &e[i].w.node);
     }
     int rc = 0;
     while (!wait_met(ws) && rc == 0) {
@@ -928,16 +936,18 @@ int rf_wait(rf_task *const *tasks, size_t n, int mode, uint64_t timeout_ns,
         return -EPERM;
     wait_set ws = {.self = self, .n = n, .mode = mode};
     for (size_t i = 0; i < n; i++) {
-        rf_task *t = tasks[i];
-        if (!t)
+        if (!tasks[i])
             return -EINVAL;
+        rf_task *t = rf__record(tasks[i]);
+        if (!t)
+            return rf__stale("rf_wait");
         if (t->loop != l)
             return -EXDEV;
         if (t == self)
             return -EDEADLK;
         if (t->state == RF_DONE) {
             ws.ndone++;
-            if (rf_task_error(t))
+            if (task_error(t))
                 ws.nfailed++;
         }
     }
@@ -965,7 +975,7 @@ int rf_wait(rf_task *const *tasks, size_t n, int mode, uint64_t timeout_ns,
     }
     size_t nd = 0, np = 0;
     for (size_t i = 0; i < n; i++) {
-        if (tasks[i]->state == RF_DONE) {
+        if (((rf_task *)rf__untag(tasks[i]))->state == RF_DONE) {
             if (done)
                 done[nd] = tasks[i];
             nd++;

@@ -34,10 +34,18 @@ static rf_task *record_get(rf_loop *l)
         malloc(sizeof(rf_task) * (RF_TASKS_PER_CHUNK + 1));
     if (!c)
         return NULL;
+    if (!rf__taggable((char *)c + sizeof(rf_task) * (RF_TASKS_PER_CHUNK + 1))) {
+        /* No room above the address for a handle's generation (internal.h):
+         * no system maps a heap there unless asked to. */
+        free(c);
+        return NULL;
+    }
     /* The chunk header takes the first slot, keeping records aligned. */
     c->next = l->chunks;
     l->chunks = c;
     rf_task *t = (rf_task *)c + 1;
+    for (int i = 0; i < RF_TASKS_PER_CHUNK; i++)
+        t[i].gen = 0;
     for (int i = 1; i < RF_TASKS_PER_CHUNK; i++)
         rf_list_push_back(&l->free_tasks, &t[i].node);
     return t;
@@ -45,8 +53,27 @@ static rf_task *record_get(rf_loop *l)
 
 void rf__task_unref(rf_loop *l, rf_task *t)
 {
-    if (--t->refs == 0 && t->state == RF_DONE)
+    if (--t->refs == 0 && t->state == RF_DONE) {
+        t->gen++; /* every handle to the task that was is stale now */
         rf_list_push_back(&l->free_tasks, &t->node);
+    }
+}
+
+int rf__stale(const char *call)
+{
+    static int abort_on_stale = -1;
+    if (abort_on_stale < 0) {
+        const char *e = getenv("RINGFIBER_ABORT_ON_STALE");
+        abort_on_stale = e && *e && strcmp(e, "0") != 0;
+    }
+    if (abort_on_stale) {
+        fprintf(stderr, "ringfiber: %s: stale handle (released, and its "
+                        "record reused); aborting (RINGFIBER_ABORT_ON_STALE)\n",
+                call);
+        abort();
+    }
+    errno = ESRCH;
+    return -ESRCH;
 }
 
 void rf__tasks_free_all(rf_loop *l)
@@ -152,7 +179,8 @@ rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts)
         errno = EPERM;
         return NULL;
     }
-    return rf__spawn(l, fn, arg, opts);
+    rf_task *t = rf__spawn(l, fn, arg, opts);
+    return t ? rf__handle(t) : NULL;
 }
 
 rf_task *rf_spawn(rf_fn fn, void *arg) { return rf_spawn_opts(fn, arg, NULL); }
@@ -168,7 +196,8 @@ rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
         errno = EXDEV;
         return NULL;
     }
-    return rf__spawn(loop, fn, arg, opts);
+    rf_task *t = rf__spawn(loop, fn, arg, opts);
+    return t ? rf__handle(t) : NULL;
 }
 
 /* ---- waiting for tasks ---- */
@@ -198,11 +227,18 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
     return rc;
 }
 
-/* Common checks of the calls that wait for t from a task. */
-static int wait_check(rf_task *t, rf_loop **lp, rf_task **selfp)
+/* Common checks of the calls that wait for the task of handle h from a
+ * task; *tp receives its record. */
+static int wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
+                      rf_task **selfp)
 {
-    if (!t)
+    if (!h)
         return -EINVAL;
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale(call);
+        return -ESRCH;
+    }
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
     if (!self)
@@ -211,16 +247,18 @@ static int wait_check(rf_task *t, rf_loop **lp, rf_task **selfp)
         return -EXDEV;
     if (t == self)
         return -EDEADLK;
+    *tp = t;
     *lp = l;
     *selfp = self;
     return 0;
 }
 
-int rf_join(rf_task *t, void **result)
+int rf_join(rf_task *h, void **result)
 {
+    rf_task *t;
     rf_loop *l;
     rf_task *self;
-    int rc = wait_check(t, &l, &self);
+    int rc = wait_check("rf_join", h, &t, &l, &self);
     if (rc)
         return rc;
     rc = rf__join_wait(l, self, t, RF_WAIT_ANY);
@@ -231,11 +269,12 @@ int rf_join(rf_task *t, void **result)
     return t->status;
 }
 
-int rf_join_nocancel(rf_task *t, void **result)
+int rf_join_nocancel(rf_task *h, void **result)
 {
+    rf_task *t;
     rf_loop *l;
     rf_task *self;
-    int rc = wait_check(t, &l, &self);
+    int rc = wait_check("rf_join_nocancel", h, &t, &l, &self);
     if (rc)
         return rc;
     rf__join_wait(l, self, t, 0); /* ends only when t is done */
@@ -244,17 +283,26 @@ int rf_join_nocancel(rf_task *t, void **result)
     return t->status;
 }
 
-int rf_gather(rf_task *const *tasks, size_t n, void **results)
+/* The record of a handle already checked by this call (the caller holds
+ * it: it cannot go stale while the call runs). */
+static inline rf_task *checked(rf_task *const *handles, size_t i)
 {
-    if (n && !tasks)
+    return rf__untag(handles[i]);
+}
+
+int rf_gather(rf_task *const *handles, size_t n, void **results)
+{
+    if (n && !handles)
         return -EINVAL;
     rf_loop *l = NULL;
     rf_task *self = NULL;
     for (size_t i = 0; i < n; i++) {
-        int rc = wait_check(tasks[i], &l, &self);
+        rf_task *t;
+        int rc = wait_check("rf_gather", handles[i], &t, &l, &self);
         if (rc)
             return rc;
     }
+#define tasks(i) checked(handles, i)
     if (n == 0)
         return rf__self() ? 0 : -EPERM;
     int rc = 0;
@@ -263,34 +311,36 @@ int rf_gather(rf_task *const *tasks, size_t n, void **results)
      * the same path as a cancellation during the wait: what it gathers is
      * cancelled and awaited, never left running behind its back. */
     for (size_t i = 0; i < n; i++) {
-        int wrc = rf__join_wait(l, self, tasks[i], RF_WAIT_ANY);
+        int wrc = rf__join_wait(l, self, tasks(i), RF_WAIT_ANY);
         if (wrc == 0)
             continue;
         /* The gathering task was cancelled (or reached its deadline):
          * like asyncio.gather, cancel what it gathers, and wait until all
          * of it has returned. */
         for (size_t j = i; j < n; j++)
-            if (tasks[j]->state != RF_DONE)
-                rf__cancel(tasks[j]);
+            if (tasks(j)->state != RF_DONE)
+                rf__cancel(tasks(j));
         for (size_t j = i; j < n; j++)
-            rf__join_wait(l, self, tasks[j], 0);
+            rf__join_wait(l, self, tasks(j), 0);
         rc = wrc;
         break;
     }
     for (size_t i = 0; i < n; i++) {
         if (results)
-            results[i] = tasks[i]->result;
+            results[i] = tasks(i)->result;
         if (!rc)
-            rc = tasks[i]->status;
+            rc = tasks(i)->status;
     }
     return rc;
+#undef tasks
 }
 
-int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result)
+int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
 {
+    rf_task *t;
     rf_loop *l;
     rf_task *self;
-    int rc = wait_check(t, &l, &self);
+    int rc = wait_check("rf_wait_for", h, &t, &l, &self);
     if (rc)
         return rc;
     if (t->state != RF_DONE) {
@@ -360,21 +410,33 @@ static void ac_fire(rf_waiter *w, rf_task *done)
         rf__wake(done->loop, e->ac->waiter);
 }
 
+/*
+ * An iterator's state is told by its list head: a live one's points to
+ * itself or to finished entries, never to NULL; one that failed to
+ * initialise or was finished (fini) has it NULL, so that a call on it is
+ * an error rather than "no more tasks".
+ */
+static bool ac_live(const ac_impl *ac) { return ac->done.next != NULL; }
+
 int rf_as_completed_init(rf_as_completed *storage, rf_task *const *tasks,
                          size_t n)
 {
-    if (!storage || (n && !tasks))
+    if (!storage)
         return -EINVAL;
     ac_impl *ac = (ac_impl *)storage;
-    memset(ac, 0, sizeof(*ac));
-    rf_list_init(&ac->done);
+    memset(ac, 0, sizeof(*ac)); /* not live until the end */
+    if (n && !tasks)
+        return -EINVAL;
     rf_loop *l = rf__tls_loop;
     if (!l || !l->current)
         return -EPERM;
     for (size_t i = 0; i < n; i++) {
         if (!tasks[i])
             return -EINVAL;
-        if (tasks[i]->loop != l)
+        rf_task *t = rf__record(tasks[i]);
+        if (!t)
+            return rf__stale("rf_as_completed_init");
+        if (t->loop != l)
             return -EXDEV;
     }
     if (n) {
@@ -382,10 +444,11 @@ int rf_as_completed_init(rf_as_completed *storage, rf_task *const *tasks,
         if (!ac->entries)
             return -ENOMEM;
     }
+    rf_list_init(&ac->done);
     ac->n = ac->remaining = n;
     for (size_t i = 0; i < n; i++) {
         ac_entry *e = &ac->entries[i];
-        e->t = tasks[i];
+        e->t = checked(tasks, i);
         e->ac = ac;
         e->w.fire = ac_fire;
         rf_list_init(&e->w.node);
@@ -406,6 +469,10 @@ rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
     rf_task *self = l ? l->current : NULL;
     if (!ac) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (!ac_live(ac)) {
+        rf__stale("rf_as_completed_next");
         return NULL;
     }
     if (!self) {
@@ -431,13 +498,13 @@ rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
         *result = e->t->result;
     if (status)
         *status = e->t->status;
-    return e->t;
+    return rf__handle(e->t);
 }
 
 void rf_as_completed_fini(rf_as_completed *storage)
 {
     ac_impl *ac = (ac_impl *)storage;
-    if (!ac)
+    if (!ac || !ac_live(ac))
         return;
     for (size_t i = 0; i < ac->n; i++)
         rf_list_remove(&ac->entries[i].w.node);
@@ -456,10 +523,13 @@ void rf__cancel(rf_task *t)
     }
 }
 
-int rf_cancel(rf_task *t)
+int rf_cancel(rf_task *h)
 {
-    if (!t)
+    if (!h)
         return -EINVAL;
+    rf_task *t = rf__record(h);
+    if (!t)
+        return rf__stale("rf_cancel");
     if (!rf__on_owner_thread(t->loop))
         return -EXDEV;
     if (t->state == RF_DONE)
@@ -468,16 +538,49 @@ int rf_cancel(rf_task *t)
     return 0;
 }
 
-bool rf_done(const rf_task *t) { return t && t->state == RF_DONE; }
-
-bool rf_cancelled(const rf_task *t) { return t && t->cancelled; }
-
-rf_task *rf_self(void) { return rf__self(); }
-
-const char *rf_task_name(const rf_task *t)
+/* A task whose record was recycled has returned: true is the answer for
+ * the task the stale handle named, and errno says ESRCH. */
+bool rf_done(const rf_task *h)
 {
-    if (!t)
+    if (!h)
+        return false;
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale("rf_done");
+        return true;
+    }
+    return t->state == RF_DONE;
+}
+
+bool rf_cancelled(const rf_task *h)
+{
+    if (!h)
+        return false;
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale("rf_cancelled");
+        return false;
+    }
+    return t->cancelled;
+}
+
+rf_task *rf_self(void)
+{
+    rf_task *t = rf__self();
+    return t ? rf__handle(t) : NULL;
+}
+
+const char *rf_task_name(const rf_task *h)
+{
+    if (!h) {
+        errno = EINVAL;
         return NULL;
+    }
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale("rf_task_name");
+        return NULL;
+    }
     if (!t->name[0]) {
         /* Default names are made on first use: spawning stays cheap. */
         rf_task *mt = (rf_task *)t;
@@ -487,14 +590,30 @@ const char *rf_task_name(const rf_task *t)
     return t->name;
 }
 
-void rf_task_retain(rf_task *t)
+/* A stale handle holds no reference to give or drop: both are refused
+ * (errno ESRCH), and the next call that can return a code with that
+ * handle returns -ESRCH. */
+void rf_task_retain(rf_task *h)
 {
-    if (t)
-        t->refs++;
+    if (!h)
+        return;
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale("rf_task_retain");
+        return;
+    }
+    t->refs++;
 }
 
-void rf_task_release(rf_task *t)
+void rf_task_release(rf_task *h)
 {
-    if (t && t->refs > 0)
+    if (!h)
+        return;
+    rf_task *t = rf__record(h);
+    if (!t) {
+        rf__stale("rf_task_release");
+        return;
+    }
+    if (t->refs > 0)
         rf__task_unref(t->loop, t);
 }

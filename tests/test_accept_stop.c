@@ -35,23 +35,23 @@ static void *stop_contract(void *arg)
     acc x = {.lfd = lfd, .res = 12345};
     if (multishot)
         RFT_CHECK_INT(rf_acceptor_open(lfd, 0, &x.a), 0);
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     rf_task *t = rf_spawn(accepter, &x);
     RFT_CHECK(rft_yield_until(&x.started, 10));
     RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
-    RFT_CHECK(t->in_accept);
+    RFT_CHECK(((rf_task *)rf__untag(t))->in_accept);
     /* What a graceful stop does: stop accepting, cancel the accepters. */
     l->accept_stopped = true;
     rf_cancel(t);
     RFT_CHECK_INT(rf_join(t, NULL), -ECANCELED);
     RFT_CHECK_INT(x.res, -ESHUTDOWN);
-    RFT_CHECK(!t->in_accept);
+    RFT_CHECK(!((rf_task *)rf__untag(t))->in_accept);
     rf_task_release(t);
     /* New accepts refuse at once. */
     RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ESHUTDOWN);
     if (multishot)
         RFT_CHECK_INT(rf_acceptor_next(x.a), -ESHUTDOWN);
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     l->accept_stopped = false;
     if (multishot)
         rf_acceptor_close(x.a);
@@ -66,18 +66,18 @@ static void *in_accept_cleared(void *arg)
     RFT_CHECK_INT(rf_tcp_listen("127.0.0.1", 0, 8, &lfd), 0);
     rf_deadline_set(rf_now_ns() + 10 * RFT_MS);
     RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ETIMEDOUT);
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ETIMEDOUT); /* not submitted */
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     rf_acceptor *a;
     RFT_CHECK_INT(rf_acceptor_open(lfd, 0, &a), 0);
     RFT_CHECK_INT(rf_acceptor_next(a), -ETIMEDOUT);
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     rf_deadline_set(0);
     rf_cancel(rf_self());
     RFT_CHECK_INT(rf_accept(lfd, NULL, NULL, 0), -ECANCELED);
     RFT_CHECK_INT(rf_acceptor_next(a), -ECANCELED);
-    RFT_CHECK(!rf_self()->in_accept);
+    RFT_CHECK(!rf__self()->in_accept);
     RFT_CHECK_INT(rf_acceptor_close(a), 0);
     RFT_CHECK_INT(rf_close(lfd), 0);
     return NULL;

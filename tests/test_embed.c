@@ -333,7 +333,7 @@ static void *slow_task(void *p)
 static void *acceptor_task(void *p)
 {
     add64(&g_shut.started, 1);
-    rf_task *self = rf_self();
+    rf_task *self = rf__self(); /* the record (white box) */
     for (;;) {
         if (rf_loop_current()->accept_stopped) {
             g_shut.accept_stopped_seen++;

@@ -651,6 +651,39 @@ static void *acceptor_cancel(void *arg)
     return NULL;
 }
 
+/* A closed acceptor's handle is refused with -ESRCH, also once its record
+ * serves a new acceptor: it used to reach the new one. */
+static void *acceptor_closed_stale(void *arg)
+{
+    int fds0 = rft_count_fds();
+    int port;
+    int lfd = listener(16, &port);
+    rf_acceptor *old = NULL, *a = NULL;
+    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &old), 0);
+    RFT_CHECK_INT(rf_acceptor_close(old), 0);
+    RFT_CHECK_INT(rf_acceptor_next(old), -ESRCH);
+    RFT_CHECK_INT(rf_acceptor_close(old), -ESRCH);
+    RFT_CHECK_INT(rf_acceptor_open(lfd, SOCK_CLOEXEC, &a), 0);
+    RFT_CHECK(a != old);
+    int c = -1;
+    RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", (uint16_t)port, &c), 0);
+    RFT_CHECK_INT(rf_acceptor_next(old), -ESRCH); /* nothing taken from a */
+    RFT_CHECK_INT(rf_acceptor_close(old), -ESRCH); /* a stays open */
+    int s = rf_acceptor_next(a);
+    RFT_CHECK(s >= 0);
+    RFT_CHECK_INT(rf_acceptor_close(a), 0);
+    rf_close(s);
+    rf_close(c);
+    rf_close(lfd);
+    RFT_CHECK_INT(rft_count_fds(), fds0);
+    return NULL;
+}
+
+static void test_acceptor_closed_handle_is_stale(void **state)
+{
+    rft_run(acceptor_closed_stale, NULL);
+}
+
 static void test_acceptor_cancel(void **state) { rft_run(acceptor_cancel, NULL); }
 
 /* The acceptor's queue is bounded: 400 clients connect while no task
@@ -978,6 +1011,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_inflight_reuse),
     cmocka_unit_test(test_close_wakes_all),
     cmocka_unit_test(test_acceptor),
+    cmocka_unit_test(test_acceptor_closed_handle_is_stale),
     cmocka_unit_test(test_acceptor_cancel),
     cmocka_unit_test(test_acceptor_bounded),
     cmocka_unit_test(test_acceptor_closed_paused),

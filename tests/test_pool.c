@@ -186,6 +186,37 @@ static void test_bad_input(void **state)
     assert_int_equal(rf_pool_free(p), 0);
 }
 
+/* A freed pool's handle is refused with -ESRCH, also once its record
+ * serves a new pool. */
+static void *stale_pool_body(void *arg)
+{
+    rf_pool *const *pp = arg;
+    void *res = NULL;
+    RFT_CHECK_INT(rf_pool_call(pp[0], record_thread, NULL, &res), -ESRCH);
+    RFT_CHECK_INT(rf_loop_set_pool(rf_loop_current(), pp[0]), -ESRCH);
+    where w = {0, 1};
+    RFT_CHECK_INT(rf_pool_call(pp[1], record_thread, &w, NULL), 0);
+    return NULL;
+}
+
+static void test_freed_pool_handle_is_stale(void **state)
+{
+    rf_pool *p[2] = {NULL, NULL};
+    assert_int_equal(rf_pool_new(1, 4, &p[0]), 0);
+    assert_int_equal(rf_pool_free(p[0]), 0);
+    assert_int_equal(rf_pool_free(p[0]), -ESRCH);
+    assert_int_equal(rf_pool_new(2, 4, &p[1]), 0);
+    assert_ptr_not_equal(p[0], p[1]);
+    errno = 0;
+    assert_int_equal(rf_pool_threads(p[0]), 0u);
+    assert_int_equal(errno, ESRCH);
+    assert_int_equal(rf_pool_threads(p[1]), 2u);
+    rft_run(stale_pool_body, p);
+    assert_int_equal(rf_pool_free(p[0]), -ESRCH); /* p[1] stays */
+    assert_int_equal(rf_pool_threads(p[1]), 2u);
+    assert_int_equal(rf_pool_free(p[1]), 0);
+}
+
 /* RINGFIBER_POOL_THREADS sizes the default pool; rf_loop_pool_threads
  * overrides it. Counted by calls that run at once: n + 1 calls that each
  * hold their worker at a gate; exactly n get there. */
@@ -720,6 +751,7 @@ static void test_shared_two_threads(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),
     cmocka_unit_test(test_bad_input),
+    cmocka_unit_test(test_freed_pool_handle_is_stale),
     cmocka_unit_test(test_default_pool_size),
     cmocka_unit_test(test_million_round_trips),
     cmocka_unit_test(test_sequential_round_trips),

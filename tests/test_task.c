@@ -674,6 +674,158 @@ static void test_join_nocancel(void **state)
     rft_run(cancel_the_parent, NULL);
 }
 
+/* ---- stale handles ---------------------------------------------------- */
+
+static void *return_arg(void *arg) { return arg; }
+
+static void *wait_event(void *arg)
+{
+    RFT_CHECK_INT(rf_event_wait(arg), 0);
+    return (void *)(uintptr_t)0xbad;
+}
+
+/* Release t, then keep more tasks alive than a chunk of records holds, so
+ * that t's record is certainly reused by one of them. Returns the event
+ * they wait on; *live receives them. */
+enum { STALE_N = 160 };
+
+static void reuse_records(rf_task **live, rf_event *ev)
+{
+    RFT_CHECK_INT(rf_event_init(ev), 0);
+    for (int i = 0; i < STALE_N; i++)
+        RFT_CHECK((live[i] = rf_spawn(wait_event, ev)) != NULL);
+    RFT_CHECK_INT(rf_yield(), 0); /* all of them waiting */
+}
+
+static void release_all_live(rf_task **live, rf_event *ev)
+{
+    RFT_CHECK_INT(rf_event_set(ev), 0);
+    RFT_CHECK_INT(rf_gather(live, STALE_N, NULL), 0);
+    for (int i = 0; i < STALE_N; i++)
+        rf_task_release(live[i]);
+    RFT_CHECK_INT(rf_event_fini(ev), 0);
+}
+
+static void *stale_handle_main(void *arg)
+{
+    rf_task *t = rf_spawn(return_arg, (void *)(uintptr_t)1);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), 0);
+    RFT_CHECK_PTR(res, (void *)(uintptr_t)1);
+    rf_task_release(t); /* t is stale from here on */
+
+    static rf_task *live[STALE_N];
+    rf_event ev;
+    reuse_records(live, &ev);
+
+    /* Every call that takes a handle detects it, none acts on the task
+     * that now has the record. */
+    res = NULL;
+    RFT_CHECK_INT(rf_join(t, &res), -ESRCH);
+    RFT_CHECK_PTR(res, NULL);
+    RFT_CHECK_INT(rf_join_nocancel(t, &res), -ESRCH);
+    RFT_CHECK_INT(rf_wait_for(t, RFT_SEC, &res), -ESRCH);
+    RFT_CHECK_INT(rf_cancel(t), -ESRCH);
+    RFT_CHECK_INT(rf_task_error(t), -ESRCH);
+    rf_task *set[2] = {live[0], t};
+    RFT_CHECK_INT(rf_gather(set, 2, NULL), -ESRCH);
+    RFT_CHECK_INT(rf_wait(set, 2, RF_ALL_COMPLETED, 0, NULL, NULL, NULL, NULL),
+                  -ESRCH);
+    rf_as_completed ac;
+    RFT_CHECK_INT(rf_as_completed_init(&ac, set, 2), -ESRCH);
+    errno = 0;
+    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, ESRCH); /* never initialised: not "no more" */
+    rf_as_completed_fini(&ac);
+    errno = 0;
+    RFT_CHECK(rf_done(t)); /* the task it named has returned */
+    RFT_CHECK_INT(errno, ESRCH);
+    errno = 0;
+    RFT_CHECK(!rf_cancelled(t));
+    RFT_CHECK_INT(errno, ESRCH);
+    errno = 0;
+    RFT_CHECK(rf_task_name(t) == NULL);
+    RFT_CHECK_INT(errno, ESRCH);
+    errno = 0;
+    rf_task_retain(t);
+    RFT_CHECK_INT(errno, ESRCH);
+    errno = 0;
+    rf_task_release(t);
+    RFT_CHECK_INT(errno, ESRCH);
+    /* No live task was cancelled, retained or released by those calls. */
+    for (int i = 0; i < STALE_N; i++) {
+        RFT_CHECK(!rf_cancelled(live[i]));
+        RFT_CHECK(!rf_done(live[i]));
+    }
+    release_all_live(live, &ev);
+    return NULL;
+}
+
+/* A released handle whose record was reused for a new task is refused
+ * with -ESRCH by every call; it used to wait for the new task and return
+ * its result with 0. */
+static void test_released_handle_is_stale(void **state)
+{
+    rft_run(stale_handle_main, NULL);
+}
+
+/* An as_completed iterator after fini is refused, not "exhausted". */
+static void *ac_after_fini_main(void *arg)
+{
+    rf_task *t = rf_spawn(return_arg, NULL);
+    rf_as_completed ac;
+    RFT_CHECK_INT(rf_as_completed_init(&ac, &t, 1), 0);
+    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == t);
+    rf_as_completed_fini(&ac);
+    errno = 0;
+    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK_INT(errno, ESRCH);
+    rf_as_completed_fini(&ac); /* twice: harmless */
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_as_completed_after_fini_is_stale(void **state)
+{
+    rft_run(ac_after_fini_main, NULL);
+}
+
+/* RINGFIBER_ABORT_ON_STALE=1: the misuse aborts, naming the call. */
+static void *stale_join_main(void *arg)
+{
+    rf_task *t = rf_spawn(return_arg, NULL);
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+    static rf_task *live[STALE_N];
+    rf_event ev;
+    reuse_records(live, &ev);
+    rf_join(t, NULL); /* aborts */
+    release_all_live(live, &ev);
+    return NULL;
+}
+
+static int stale_abort_child(void *arg)
+{
+    setenv("RINGFIBER_ABORT_ON_STALE", "1", 1);
+    rf_run(stale_join_main, NULL, NULL);
+    return 3; /* survived: wrong */
+}
+
+static const rft_child_case children[] = {
+    {"stale_abort", stale_abort_child, NULL},
+};
+
+static void test_stale_handle_aborts_when_asked(void **state)
+{
+    rft_child c;
+    rft_exec("stale_abort", &c);
+    bool ok = c.signaled && c.sig == SIGABRT &&
+              strstr(c.err, "rf_join: stale handle") != NULL;
+    if (!ok)
+        rft_child_dump("stale_abort", &c);
+    assert_true(ok);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_join_nocancel),
     cmocka_unit_test(test_spawn_join_results),
@@ -692,6 +844,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_self),
     cmocka_unit_test(test_gather),
     cmocka_unit_test(test_gather_errors),
+    cmocka_unit_test(test_released_handle_is_stale),
+    cmocka_unit_test(test_as_completed_after_fini_is_stale),
+    cmocka_unit_test(test_stale_handle_aborts_when_asked),
 };
 
-RFT_MAIN(tests)
+RFT_MAIN_CHILDREN(tests, children, sizeof children / sizeof children[0])
