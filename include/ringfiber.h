@@ -37,6 +37,7 @@
 #ifndef RINGFIBER_H
 #define RINGFIBER_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -88,14 +89,28 @@ RF_API const char *rf_strerror(int err);
  * task until it returns, cancel and await every task still alive, drain
  * every operation still in flight, free the loop.
  *
+ * Graceful stop (asyncio's "cancel the rest after a grace", Go's
+ * http.Server.Shutdown): if a task asked for one with rf_loop_shutdown
+ * (main itself, after rf_signal_wait, say) and main returns, the other
+ * tasks keep their grace; rf_run returns once they have all returned on
+ * their own or, at the end of the grace, been cancelled and unwound. The
+ * shutdown never cancels main.
+ *
  * result: receives main's return value (may be NULL).
- * Returns 0, or:
+ * Returns 0 (main returned, and the graceful shutdown, if any, is over),
+ * or:
+ *   -ECANCELED main was cancelled (rf_cancel(rf_self()) or a handle to it
+ *            that main gave away; the graceful shutdown never does);
  *   -EPERM / -ENOSYS / -ENOMEM / -EINVAL  the ring could not be set up
  *          (a line naming the cause and the remedy is written to stderr);
+ *   -ENOMEM  no memory for main's task or stack;
  *   -EBUSY   called from inside a task (nested loops on one thread);
  *   -EINVAL  main is NULL;
  *   -EDEADLK main waits for something that can never happen (every task
- *            is waiting and nothing is in flight).
+ *            is waiting and nothing is in flight);
+ *   or the error of io_uring_enter that stopped the loop (-EBADR,
+ *            -EOWNERDEAD: the ring itself failed; never seen in normal
+ *            operation).
  * Blocks the calling thread until main and the cleanup are done.
  */
 RF_API int rf_run(rf_fn main, void *arg, void **result);
@@ -592,16 +607,22 @@ RF_API int rf_loop_stop_threadsafe(rf_loop *loop);
  * Graceful shutdown, in three phases on the loop's thread:
  *  1. stop accepting: rf_loop_spawn_threadsafe() refuses with -ESHUTDOWN
  *     from the moment of the request; when the loop takes the request in,
- *     every task waiting in an accept is cancelled (the accept returns
- *     -ESHUTDOWN), and later accepts fail with -ESHUTDOWN at once, so a
- *     server stops taking connections;
+ *     every accept in progress ends with -ESHUTDOWN (its task is
+ *     interrupted, not cancelled: it may go on to clean up), later
+ *     accepts fail with -ESHUTDOWN at once, so a server stops taking
+ *     connections, and the loop's shutdown event is set
+ *     (rf_loop_shutdown_event: tasks that wait on it learn that the
+ *     shutdown has begun, to finish their work early);
  *  2. grace: the other tasks (connections being served, tasks spawned
  *     earlier) have grace_ns, counted from phase 1, to return on their
  *     own; tasks may still spawn tasks, which count too;
  *  3. the tasks still alive at the end of the grace are cancelled
- *     (rf_cancel), and once every task has returned,
- *     rf_loop_run_forever() / rf_loop_run_until_complete() return (0 and
- *     -EINTR respectively; rf_loop_run_once() reports an idle loop).
+ *     (rf_cancel), except the task a run of the loop waits for (rf_run's
+ *     main, rf_loop_run_until_complete's task): that one ends the run
+ *     when it returns. Once every other task has returned,
+ *     rf_loop_run_forever() returns 0 (rf_loop_run_until_complete()
+ *     returns when its task does; rf_loop_run_once() reports an idle
+ *     loop); rf_run then returns 0.
  * Phase 3 waits for cancelled tasks to unwind: a task that ignores its
  * cancellation holds the loop up, as it would hold rf_loop_free up.
  * grace_ns 0: no grace; UINT64_MAX: no limit. The loop stays closed to
@@ -617,6 +638,43 @@ RF_API int rf_loop_stop_threadsafe(rf_loop *loop);
  */
 RF_API int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns);
 RF_API int rf_loop_shutdown_threadsafe(rf_loop *loop, uint64_t grace_ns);
+
+/*
+ * The loop's shutdown event: an rf_event (see Coordination) that phase 1
+ * of a graceful shutdown sets, and that nothing clears. Tasks wait on it
+ * (rf_event_wait) or test it (rf_event_is_set) to learn that the shutdown
+ * has begun: a connection between two requests can close at once instead
+ * of using its grace. Owned by the loop, valid until rf_loop_free; do not
+ * set, clear or fini it. Returns it, or NULL with errno EINVAL (NULL
+ * loop) or EXDEV (another thread). Does not suspend.
+ */
+struct rf_event;
+RF_API struct rf_event *rf_loop_shutdown_event(rf_loop *loop);
+
+/*
+ * Wait for a signal, through the ring (a server waiting for SIGTERM): the
+ * signals of set are blocked in the calling thread, for good (one that
+ * arrives between two waits stays pending for the next), a signalfd is
+ * read with rf_read, and the number of the first one to arrive is
+ * returned; info (may be NULL) receives what signalfd(2) tells of it.
+ * No handler runs, no other wait is interrupted. A process-directed
+ * signal is taken by any thread that does not block it: the runtime's
+ * own threads (offload pool, stall detector) block every asynchronous
+ * signal; block set in threads of your own too, or before creating them.
+ * A signal that comes before the first wait takes its default action
+ * unless set was blocked earlier (pthread_sigmask, first thing in main).
+ * Returns the signal number, or -EINVAL (NULL or empty set), -EPERM
+ * (outside a task), -ECANCELED, -ETIMEDOUT (the task's deadline), or the
+ * error of pthread_sigmask or signalfd. Suspends.
+ *
+ *   sigset_t set;
+ *   sigemptyset(&set); sigaddset(&set, SIGINT); sigaddset(&set, SIGTERM);
+ *   rf_signal_wait(&set, NULL);
+ *   rf_loop_shutdown(rf_loop_current(), 5 * RF_NSEC_PER_SEC);
+ *   return NULL;                  (rf_run lets the shutdown finish)
+ */
+struct signalfd_siginfo;
+RF_API int rf_signal_wait(const sigset_t *set, struct signalfd_siginfo *info);
 
 /*
  * A file descriptor that is readable when loop has work for

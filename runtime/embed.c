@@ -203,13 +203,42 @@ int rf_loop_stop_threadsafe(rf_loop *loop)
 
 /* ---- graceful shutdown ---- */
 
-static void cancel_others(rf_loop *l, rf_task *self)
+/*
+ * The task a run of the loop waits for (rf_run's main, the task of
+ * rf_loop_run_until_complete) is never cancelled by a shutdown: it is the
+ * one that decides when the program ends, typically by returning right
+ * after asking for the shutdown (rf_run then lets the shutdown finish).
+ */
+static bool spared(const rf_loop *l, const rf_task *t)
+{
+    return t == l->shutdown_task || t == l->target;
+}
+
+static void cancel_others(rf_loop *l)
 {
     for (rf_list *n = l->alive.next; n != &l->alive; n = n->next) {
         rf_task *t = rf_container_of(n, rf_task, alive);
-        if (t != self)
+        if (!spared(l, t))
             rf__cancel(t);
     }
+}
+
+/* Tasks alive that the shutdown waits for. */
+static uint64_t others_alive(const rf_loop *l)
+{
+    uint64_t n = l->stats.tasks_alive;
+    n -= l->shutdown_task != NULL;
+    n -= l->target != NULL && l->target->state != RF_DONE;
+    return n;
+}
+
+/* The end of a shutdown: a loop running without a target returns (a run
+ * with one returns when its target does). */
+static void shutdown_end(rf_loop *l)
+{
+    l->shutdown_task = NULL;
+    if (!l->draining && !l->target)
+        l->stop = true;
 }
 
 /* Phases 2 and 3, in a task of their own so that they can wait. */
@@ -226,40 +255,40 @@ static void *shutdown_main(void *arg)
     bool timed = rf_now_ns() < l->shutdown_end &&
                  rf__timer_start(l, &timer, self, l->shutdown_end) == 0;
     if (timed) {
-        while (l->stats.tasks_alive > 1 && !timer.done)
+        while (others_alive(l) > 0 && !timer.done)
             if (rf__wait(l, self, RF_WAIT_CANCEL) < 0)
                 break;
         rf__timer_stop(l, &timer);
     }
     /* 3: cancel what is left, and wait until it has all unwound. */
-    cancel_others(l, self);
-    while (l->stats.tasks_alive > 1)
+    cancel_others(l);
+    while (others_alive(l) > 0)
         rf__wait(l, self, 0);
     /* Nothing of this task is left in the ring: the loop may return. */
-    l->shutdown_task = NULL;
-    if (!l->draining)
-        l->stop = true;
+    shutdown_end(l);
     return NULL;
 }
 
 /* Phase 1, on the loop's thread. */
 static void shutdown_begin(rf_loop *l, uint64_t grace_ns)
 {
+    /* Stop accepting: accepts in progress end (-ESHUTDOWN) and later ones
+     * are refused; their tasks are not cancelled, only interrupted. */
     l->accept_stopped = true;
     for (rf_list *n = l->alive.next; n != &l->alive; n = n->next) {
         rf_task *t = rf_container_of(n, rf_task, alive);
         if (t->in_accept)
-            rf__cancel(t);
+            rf__interrupt(t);
     }
+    rf_event_set(&l->shutdown_ev);
     rf_spawn_options o = {.name = "rf-shutdown"};
     rf_task *t = rf__spawn(l, shutdown_main, l, &o);
     if (!t) {
         /* No memory for the task that waits: no grace, then. */
         fprintf(stderr, "ringfiber: graceful shutdown: %s; cancelling "
                         "every task now\n", rf_strerror(-errno));
-        cancel_others(l, NULL);
-        if (!l->draining)
-            l->stop = true;
+        cancel_others(l);
+        shutdown_end(l);
         return;
     }
     l->shutdown_end = rf__time_after(grace_ns); /* saturates */
@@ -285,6 +314,19 @@ int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns)
         return (old & RF_GATE_FREEING) ? -ESHUTDOWN : -EALREADY;
     shutdown_begin(loop, grace_ns);
     return 0;
+}
+
+rf_event *rf_loop_shutdown_event(rf_loop *loop)
+{
+    if (!loop) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!rf__on_owner_thread(loop)) {
+        errno = EXDEV;
+        return NULL;
+    }
+    return &loop->shutdown_ev;
 }
 
 int rf_loop_shutdown_threadsafe(rf_loop *loop, uint64_t grace_ns)

@@ -260,6 +260,7 @@ struct rf_loop {
     rf_remote_msg shutdown_msg; /* rf_loop_shutdown_threadsafe */
     uint64_t shutdown_grace;    /* written before shutdown_msg is posted */
     rf_task *shutdown_task;     /* waits for the others to finish */
+    rf_event shutdown_ev;       /* set when a graceful shutdown begins */
     uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
     int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
     uint64_t timer_slack_ns; /* timers ending this close share a kernel
@@ -447,6 +448,7 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);
 void rf__cancel(rf_task *t);
+void rf__interrupt(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
 int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
 
@@ -531,6 +533,11 @@ void rf__pool_loop_fini(rf_loop *l);
 int rf__stall_env(rf_loop *l);
 void rf__stall_fini(rf_loop *l);
 uint64_t rf__stall_count(const rf_loop *l);
+
+/* ---- signal.c ---- */
+/* pthread_create for the runtime's own threads: they start with every
+ * asynchronous signal blocked. Returns pthread_create's result. */
+int rf__thread_create(pthread_t *th, void *(*fn)(void *), void *arg);
 
 /* ---- error.c ---- */
 void rf__setup_error_report(int err, unsigned flags);

@@ -328,6 +328,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf_list_init(&l->acceptors);
     rf_list_init(&l->free_acceptors);
     rf_list_init(&l->idle_buckets);
+    rf_event_init(&l->shutdown_ev);
     rf__ctx_init_sched(&l->sched);
     rf__stacks_init(&l->stacks, stack, l->flags);
     int rc = rf__rq_reserve(l, 64);
@@ -447,6 +448,7 @@ int rf_loop_free(rf_loop *loop)
     rf__stacks_fini(&loop->stacks);
     rf__tasks_free_all(loop);
     rf__overflow_handler_remove(loop);
+    rf_event_fini(&loop->shutdown_ev); /* nobody waits: no task is left */
     free(loop->rq);
     free(loop);
     return 0;
@@ -508,6 +510,14 @@ int rf_run(rf_fn main, void *arg, void **result)
     if (rc)
         return rc;
     rc = rf_loop_run_until_complete(l, main, arg, result);
+    /* main asked for a graceful shutdown and returned: the other tasks
+     * still have their grace; run the loop until the shutdown is over
+     * (it stops the loop then) before rf_loop_free cancels anything. */
+    if (l->shutdown_task) {
+        int src = rf_loop_run_forever(l);
+        if (rc == 0 && src != 0)
+            rc = src;
+    }
     rf_loop_free(l);
     return rc;
 }

@@ -350,7 +350,7 @@ int rf_pool_new(unsigned threads, unsigned queue_capacity, rf_pool **poolp)
     }
     for (unsigned i = 0; i < threads; i++) {
         pool_worker *w = &p->workers[i];
-        int rc = pthread_create(&w->thread, NULL, worker_main, w);
+        int rc = rf__thread_create(&w->thread, worker_main, w);
         if (rc) {
             pool_destroy(p, i);
             return -rc;

@@ -514,13 +514,21 @@ void rf_as_completed_fini(rf_as_completed *storage)
 
 /* ---- cancel, state, names, references ---- */
 
-void rf__cancel(rf_task *t)
+/* End t's current wait as a cancellation does (-ECANCELED, an operation in
+ * flight cancelled in the kernel first), without cancelling t: its later
+ * waits are not affected. The graceful shutdown's "stop accepting". */
+void rf__interrupt(rf_task *t)
 {
-    t->cancelled = true;
     if (t->state == RF_WAITING && (t->wait_flags & RF_WAIT_CANCEL)) {
         t->cancel_woken = true;
         rf__wake(t->loop, t);
     }
+}
+
+void rf__cancel(rf_task *t)
+{
+    t->cancelled = true;
+    rf__interrupt(t);
 }
 
 int rf_cancel(rf_task *h)

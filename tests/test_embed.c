@@ -944,6 +944,134 @@ static void *run_once_inside(void *p)
 
 static void noop_call(void *p) { (void)p; }
 
+/* ---- graceful shutdown of an rf_run program ------------------------------- */
+
+typedef struct run_shut {
+    int lfd;
+    uint64_t grace;
+    uint64_t t_req;          /* when main asked for the shutdown */
+    int fast_done;           /* returned on their own, uncancelled */
+    int slow_cancelled;
+    uint64_t slow_cancel_at; /* the first slow task's -ECANCELED */
+    int accept_rc;
+    bool accepter_cancelled; /* rf_cancelled after its accept ended */
+    int accepter_after;      /* a wait it made after the accept */
+    bool event_seen;         /* a task woke on the shutdown event */
+    uint64_t event_at;
+    int main_join_rc;
+} run_shut;
+
+static run_shut g_rs;
+
+static void *rs_fast(void *arg)
+{
+    RFT_CHECK_INT(rf_event_wait(rf_loop_shutdown_event(rf_loop_current())), 0);
+    RFT_CHECK_INT(rf_sleep(20 * RFT_MS), 0); /* finishes within the grace */
+    RFT_CHECK(!rf_cancelled(rf_self()));
+    g_rs.fast_done++;
+    return NULL;
+}
+
+static void *rs_slow(void *arg)
+{
+    int rc = rf_sleep(60 * RFT_SEC);
+    RFT_CHECK_INT(rc, -ECANCELED);
+    if (rc == -ECANCELED && g_rs.slow_cancelled++ == 0)
+        g_rs.slow_cancel_at = rft_now();
+    return NULL;
+}
+
+static void *rs_accepter(void *arg)
+{
+    g_rs.accept_rc = rf_accept(g_rs.lfd, NULL, NULL, SOCK_CLOEXEC);
+    g_rs.accepter_cancelled = rf_cancelled(rf_self());
+    /* Interrupted, not cancelled: it can still clean up with waits. */
+    g_rs.accepter_after = rf_sleep(RFT_MS);
+    rf_close(g_rs.lfd);
+    return NULL;
+}
+
+static void *rs_watcher(void *arg)
+{
+    RFT_CHECK_INT(rf_event_wait(rf_loop_shutdown_event(rf_loop_current())), 0);
+    g_rs.event_seen = true;
+    g_rs.event_at = rft_now();
+    return NULL;
+}
+
+static void rs_spawn_all(void)
+{
+    RFT_CHECK_INT(rf_tcp_listen("127.0.0.1", 0, 8, &g_rs.lfd), 0);
+    rf_task_release(rf_spawn(rs_accepter, NULL));
+    rf_task_release(rf_spawn(rs_watcher, NULL));
+    for (int i = 0; i < 5; i++) {
+        rf_task_release(rf_spawn(rs_fast, NULL));
+        rf_task_release(rf_spawn(rs_slow, NULL));
+    }
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0); /* all of them waiting */
+}
+
+/* main asks for the shutdown and returns at once. */
+static void *rs_main_returns(void *arg)
+{
+    rs_spawn_all();
+    g_rs.t_req = rft_now();
+    RFT_CHECK_INT(rf_loop_shutdown(rf_loop_current(), g_rs.grace), 0);
+    return (void *)"main";
+}
+
+/* main asks for the shutdown, then waits for a task the grace cuts off. */
+static void *rs_main_waits(void *arg)
+{
+    rs_spawn_all();
+    rf_task *slow = rf_spawn(rs_slow, NULL);
+    RFT_CHECK_INT(rf_yield(), 0);
+    g_rs.t_req = rft_now();
+    RFT_CHECK_INT(rf_loop_shutdown(rf_loop_current(), g_rs.grace), 0);
+    g_rs.main_join_rc = rf_join(slow, NULL); /* main itself is spared */
+    rf_task_release(slow);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    return (void *)"main";
+}
+
+static void check_run_shutdown(rf_fn main_fn, int slow_tasks)
+{
+    memset(&g_rs, 0, sizeof g_rs);
+    g_rs.grace = 300 * RFT_MS;
+    void *res = NULL;
+    rft_begin();
+    assert_int_equal(rf_run(main_fn, NULL, &res), 0);
+    rft_end();
+    assert_string_equal((const char *)res, "main");
+    /* Phase 1: the accept ended, its task was not cancelled; the event
+     * woke its waiter at once (well before the grace ends). */
+    assert_int_equal(g_rs.accept_rc, -ESHUTDOWN);
+    assert_false(g_rs.accepter_cancelled);
+    assert_int_equal(g_rs.accepter_after, 0);
+    assert_true(g_rs.event_seen);
+    assert_true(g_rs.event_at < g_rs.t_req + g_rs.grace);
+    /* Phase 2: the fast ones finished, uncancelled, within the grace. */
+    assert_int_equal(g_rs.fast_done, 5);
+    /* Phase 3: the slow ones were cancelled, not before the grace. */
+    assert_int_equal(g_rs.slow_cancelled, slow_tasks);
+    assert_true(g_rs.slow_cancel_at >= g_rs.t_req + g_rs.grace);
+}
+
+/* rf_run(main) where main asks for a graceful shutdown and returns: the
+ * grace used to be skipped (every task cancelled at once). */
+static void test_run_main_shutdown_then_return(void **state)
+{
+    check_run_shutdown(rs_main_returns, 5);
+}
+
+/* rf_run(main) where main asks for the shutdown and then waits: main used
+ * to be cancelled itself and rf_run returned -ECANCELED. */
+static void test_run_main_shutdown_then_wait(void **state)
+{
+    check_run_shutdown(rs_main_waits, 6);
+    assert_int_equal(g_rs.main_join_rc, -ECANCELED); /* the slow task's */
+}
+
 /* ---- short runs: mail and offload results at every pass ------------------- */
 
 static void *return_at_once(void *arg) { return arg; }
@@ -1071,6 +1199,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_poll_driven_with_hint),
     cmocka_unit_test(test_poll_fd_quiet_until_due),
     cmocka_unit_test(test_run_once_blocking),
+    cmocka_unit_test(test_run_main_shutdown_then_return),
+    cmocka_unit_test(test_run_main_shutdown_then_wait),
     cmocka_unit_test(test_short_run_takes_mail),
     cmocka_unit_test(test_short_runs_deliver_offload_until_complete),
     cmocka_unit_test(test_short_runs_deliver_offload_run_once),
