@@ -378,21 +378,6 @@ static inline void *ex_run(rf_fn main_fn, void *arg)
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Send all of buf (rf_send may send less on a full socket buffer). Returns
- * 0, or the error of the send that failed. Suspends. */
-static inline int ex_send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = rf_send(fd, p, len, 0);
-        if (n < 0)
-            return (int)n;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* TCP_NODELAY: request/response traffic must not wait for Nagle. Not a
  * ring operation: setsockopt never blocks. */
 static inline void ex_nodelay(int fd)

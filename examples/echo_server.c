@@ -4,7 +4,8 @@
  *   echo_server [--port 7000] [--host 127.0.0.1] [--grace 2]
  *
  * One task per connection, written as blocking code would be: receive,
- * send it all back, again. Each rf_recv / rf_send suspends only that
+ * send it all back (rf_send_all: a peer that has gone is -EPIPE, never
+ * SIGPIPE), again. Each rf_recv / rf_send_all suspends only that
  * connection's task; the loop serves the others meanwhile. Prints
  * "listening on HOST:PORT" when ready; SIGINT or SIGTERM stops it
  * gracefully (see ex_server_main in common.h) with exit status 0.
@@ -20,7 +21,7 @@ static void echo(ex_conn *c)
         ssize_t n = rf_recv(c->fd, buf, sizeof buf, 0);
         if (n <= 0)
             return; /* end of file, error, or the server is stopping */
-        if (ex_send_all(c->fd, buf, (size_t)n) != 0)
+        if (rf_send_all(c->fd, buf, (size_t)n, 0, NULL) < 0)
             return;
     }
 }

@@ -191,7 +191,7 @@ static void serve(ex_conn *c)
             bool keep = (status == 200 || status == 405) && r.keep_alive &&
                         !c->srv->stopping;
             if (OUT_SIZE - outlen < RESP_MAX) {
-                if (ex_send_all(c->fd, out, outlen) != 0)
+                if (rf_send_all(c->fd, out, outlen, 0, NULL) < 0)
                     return;
                 outlen = 0;
             }
@@ -204,7 +204,7 @@ static void serve(ex_conn *c)
                 break;
             }
         }
-        if (outlen > 0 && ex_send_all(c->fd, out, outlen) != 0)
+        if (outlen > 0 && rf_send_all(c->fd, out, outlen, 0, NULL) < 0)
             return;
         if (!open)
             return;
@@ -213,7 +213,7 @@ static void serve(ex_conn *c)
         if (inlen == IN_SIZE) {
             request r = {0};
             size_t n = respond(out, OUT_SIZE, 431, &r, false);
-            ex_send_all(c->fd, out, n);
+            rf_send_all(c->fd, out, n, 0, NULL);
             return;
         }
         ssize_t n = rf_recv(c->fd, in + inlen, IN_SIZE - inlen, 0);
