@@ -235,9 +235,9 @@ static void serve(ex_conn *c)
                 off += 2;
             char *hend = memmem(in + off, inlen - off, "\r\n\r\n", 4);
             size_t span = hend ? (size_t)(hend + 4 - (in + off)) : inlen - off;
-            /* RFC 9112 2.2 lets a server take a bare LF for a line end;
-             * this one answers 400 at the first one, rather than wait for
-             * a CRLF that such a client never sends. */
+            /* A server may take a bare LF for a line end; this one
+             * answers 400 at the first one, rather than wait for a CRLF
+             * that such a client never sends. */
             bool bare_lf = has_bare_lf(in + off, span);
             if (!hend && !bare_lf)
                 break; /* the rest of the head is still to come */
