@@ -2,7 +2,7 @@
  * The ringfiber W6 echo servers (see w6_servers.h).
  *
  * w6_ringfiber_serve is the one that counts: a task per connection written
- * with the public calls, rf_recv and rf_send, exactly as a user would.
+ * with the public calls, rf_recv and rf_send_all, exactly as a user would.
  *
  * The others answer the issue's "measure and choose" questions for the
  * echo workload. They submit recv/send themselves through the runtime's
@@ -45,8 +45,9 @@ typedef struct w6_conn {
     int slot; /* its registered-file index (W6_FIXED) */
 } w6_conn;
 
-/* One recv or send through the runtime's operation path. */
-static ssize_t raw_io(w6_conn *c, bool recv, void *buf, size_t len)
+/* One recv or send through the runtime's operation path, on fd (the
+ * registered-file index for W6_FIXED) for a server of the given kind. */
+static ssize_t raw_io(w6_kind kind, int fd, bool recv, void *buf, size_t len)
 {
     rf_loop *l = rf__tls_loop;
     rf_task *self = l->current;
@@ -54,39 +55,45 @@ static ssize_t raw_io(w6_conn *c, bool recv, void *buf, size_t len)
     struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
     if (!sqe)
         return err;
-    bool fixed = c->srv->kind == W6_FIXED;
-    int fd = fixed ? c->slot : c->fd;
     if (recv)
         io_uring_prep_recv(sqe, fd, buf, len, 0);
     else
         io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
-    if (fixed)
+    if (kind == W6_FIXED)
         sqe->flags |= IOSQE_FIXED_FILE;
-    if (recv && c->srv->kind == W6_POLLFIRST)
+    if (recv && kind == W6_POLLFIRST)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     rf_op op = {0};
     return rf__op_run(l, self, &op, sqe);
 }
 
+/* A step of the runtime's loop over short transfers (rf__xfer_all, the
+ * loop behind rf_send_all): a raw send; flags carries the server's kind. */
+static ssize_t raw_send_step(int fd, void *p, size_t len, int64_t off,
+                             int kind)
+{
+    (void)off;
+    return raw_io((w6_kind)kind, fd, false, p, len);
+}
+
 static void *w6_conn_task(void *arg)
 {
     w6_conn *c = arg;
-    bool pub = c->srv->kind == W6_PUBLIC;
+    w6_kind kind = c->srv->kind;
+    bool pub = kind == W6_PUBLIC;
+    int fd = kind == W6_FIXED ? c->slot : c->fd;
     char buf[W6_BUF];
     for (;;) {
         ssize_t n = pub ? rf_recv(c->fd, buf, sizeof buf, 0)
-                        : raw_io(c, true, buf, sizeof buf);
+                        : raw_io(kind, fd, true, buf, sizeof buf);
         if (n <= 0)
             break;
-        for (ssize_t off = 0; off < n;) {
-            ssize_t w = pub ? rf_send(c->fd, buf + off, (size_t)(n - off), 0)
-                            : raw_io(c, false, buf + off, (size_t)(n - off));
-            if (w < 0)
-                goto out;
-            off += w;
-        }
+        ssize_t w = pub ? rf_send_all(c->fd, buf, (size_t)n, 0, NULL)
+                        : rf__xfer_all(raw_send_step, fd, buf, (size_t)n, -1,
+                                       (int)kind, -EIO, NULL);
+        if (w < 0)
+            break;
     }
-out:
     rf_close(c->fd);
     return NULL;
 }

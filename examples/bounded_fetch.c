@@ -60,7 +60,7 @@ static int http_get(uint16_t port, const char *path, char *body, size_t cap)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: " HOST "\r\n"
                      "Connection: close\r\n\r\n", path);
-    ssize_t w = rf_send(fd, req, (size_t)n, 0);
+    ssize_t w = rf_send_all(fd, req, (size_t)n, 0, NULL);
     char resp[1024];
     size_t got = 0;
     while (w >= 0 && got < sizeof resp - 1) {
@@ -144,7 +144,7 @@ static void *serve_one(void *arg)
                  : "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                    "Content-Length: 12\r\nConnection: close\r\n\r\n"
                    "hello world!";
-        rf_send(fd, resp, strlen(resp), 0);
+        rf_send_all(fd, resp, strlen(resp), 0, NULL);
     }
     rf_close(fd);
     return NULL;

@@ -3,6 +3,7 @@
  * the other clients, as "userN: line".
  *
  *   chat_server [--port 7001] [--host 127.0.0.1] [--grace 2]
+ *               [--max-conns 10000] [--idle-timeout 600]
  *               [--backlog BYTES]
  *
  * Messages fan out through per-member queues (rf_queue). Each member has
@@ -29,6 +30,13 @@
  * and the server says so on stderr. We disconnect rather than drop lines
  * because a chat with silent holes in it is worse than an honest
  * disconnect the client can notice and recover from (reconnect).
+ *
+ * Idle clients: a member that sends nothing for --idle-timeout seconds
+ * (default 600: a chat has quiet readers), or reads nothing of what is
+ * sent to it for as long, is disconnected too ("* user3 dropped: idle"):
+ * each receive of its reader and each send of its writer is bounded by
+ * the task's deadline (ex_idle_deadline). --max-conns bounds the members
+ * (see ex_server in common.h).
  *
  * Leaving: a member's queue is closed when it leaves. A member who left
  * (or was dropped) gets nothing more: what was queued for it is released.
@@ -160,11 +168,13 @@ static void *writer_task(void *arg)
             msg_release(g);
         } while (n < BATCH_IOV && rf_queue_try_get(&m->queue, &p) == 0);
 
-        /* Send all of it. */
+        /* Send all of it, each send bounded by --idle-timeout. */
         while (first < n) {
             struct msghdr h = {.msg_iov = iov + first,
                                .msg_iovlen = n - first};
+            ex_idle_deadline(m->conn->srv);
             ssize_t sent = rf_sendmsg(m->conn->fd, &h, 0);
+            rf_deadline_set(0); /* waiting for messages has no limit */
             if (sent < 0) {
                 if (sent != -ECANCELED)
                     drop(m, rf_strerror((int)sent));
@@ -302,10 +312,14 @@ static void chat(ex_conn *c)
     /* Lines: "name: " + up to sizeof in - 1 bytes + "\n". */
     char in[4096], line[sizeof in + sizeof m->name + 3];
     size_t have = 0;
+    bool idle = false;
     while (!m->gone) {
+        ex_idle_deadline(c->srv);
         ssize_t n = rf_recv(c->fd, in + have, sizeof in - have, 0);
-        if (n <= 0)
+        if (n <= 0) {
+            idle = n == -ETIMEDOUT;
             break;
+        }
         have += (size_t)n;
         size_t start = 0;
         for (;;) {
@@ -325,8 +339,13 @@ static void chat(ex_conn *c)
         have -= start;
     }
 
-    /* Leaving: out of the room first, so that nothing more is queued. */
+    /* Leaving: out of the room first, so that nothing more is queued. The
+     * waits that follow (for the writer) have no deadline. */
+    rf_deadline_set(0);
     bool dropped = m->gone;
+    if (idle)
+        fprintf(stderr, "%s: %s disconnected: idle for %g s\n", ex_prog,
+                m->name, c->srv->idle_s);
     m->gone = true;
     rf_queue_close(&m->queue);
     if (m->prev) {
@@ -334,7 +353,10 @@ static void chat(ex_conn *c)
         m->next->prev = m->prev;
         m->prev = m->next = NULL;
     }
-    notice(r, NULL, dropped ? "* %s dropped: too slow\n" : "* %s left\n",
+    notice(r, NULL,
+           dropped ? "* %s dropped: too slow\n"
+           : idle  ? "* %s dropped: idle\n"
+                   : "* %s left\n",
            m->name);
     /* A member who left gets nothing more; on a server that is stopping,
      * everyone gets what was queued for them (within the grace period). */
@@ -350,10 +372,10 @@ int main(int argc, char **argv)
     room r = {.members = {0}};
     r.members.next = r.members.prev = &r.members;
     ex_server s = {.host = "127.0.0.1", .port = 7001, .grace_s = 2,
-                   .serve = chat, .data = &r};
-    ex_option opts[4] = {{0}};
+                   .idle_s = 600, .serve = chat, .data = &r};
+    ex_option opts[EX_SERVER_NOPTS + 2] = {{0}};
     ex_server_options(&s, opts);
-    opts[2] = (ex_option){"--backlog", "BYTES",
+    opts[EX_SERVER_NOPTS] = (ex_option){"--backlog", "BYTES",
                           "output queued per client before it is "
                           "disconnected as too slow (default 65536; the "
                           "queue holds one message per 16 bytes of it)",

@@ -378,21 +378,6 @@ static inline void *ex_run(rf_fn main_fn, void *arg)
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Send all of buf (rf_send may send less on a full socket buffer). Returns
- * 0, or the error of the send that failed. Suspends. */
-static inline int ex_send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = rf_send(fd, p, len, 0);
-        if (n < 0)
-            return (int)n;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* TCP_NODELAY: request/response traffic must not wait for Nagle. Not a
  * ring operation: setsockopt never blocks. */
 static inline void ex_nodelay(int fd)
@@ -412,6 +397,15 @@ static inline int ex_connect(const char *host, long port)
         return rc;
     ex_nodelay(fd);
     return fd;
+}
+
+/* A deadline seconds from now for rf_deadline_set, or 0 (none) when
+ * seconds is 0. Real seconds: --scale does not apply to servers. */
+static inline uint64_t ex_deadline_after(double seconds)
+{
+    if (!(seconds > 0))
+        return 0;
+    return rf_now_ns() + (uint64_t)(seconds * (double)RF_NSEC_PER_SEC);
 }
 
 /*
@@ -434,6 +428,19 @@ static inline int ex_connect(const char *host, long port)
  * The signal arrives through the ring: SIGINT and SIGTERM are blocked and
  * read from a signalfd with rf_read in the main task, so the loop never
  * runs a signal handler and no wait is interrupted.
+ *
+ * What one client may hold:
+ *  - --max-conns N (default 10,000) connections are served at once. At
+ *    the cap the server stops accepting until one ends: the acceptor waits
+ *    for a slot (an rf_sem of N permits, one per connection), and new
+ *    clients wait in the listen backlog, holding no fd of the server's,
+ *    as the library's own acceptor does when its queue is full
+ *    (rf_acceptor_next). They are served as slots come free; none is
+ *    refused while the backlog has room.
+ *  - --idle-timeout S: serve() bounds each wait on its client with
+ *    ex_idle_deadline(): a client that sends nothing, or reads nothing of
+ *    what it is sent, for S seconds has its connection closed (the wait
+ *    ends with -ETIMEDOUT). 0: no limit.
  */
 typedef struct ex_conn {
     struct ex_server *srv;
@@ -450,15 +457,34 @@ typedef struct ex_server {
     void (*serve)(ex_conn *c);   /* returns when c is done; the skeleton
                                   * closes c->fd afterwards */
     void *data;
+    long max_conns;              /* --max-conns; 0: EX_MAX_CONNS */
+    double idle_s;               /* --idle-timeout, the example's default */
     /* the skeleton's */
     int lfd, sfd;
     bool stopping;               /* a signal came: finish up */
     ex_conn conns;               /* list head */
     size_t nconns;
+    rf_sem slots;                /* one permit per connection served */
 } ex_server;
 
-/* The options every server takes: --port and --grace go into opts (room
- * for 2 entries), --host into the string options. */
+/* Default of --max-conns. */
+#define EX_MAX_CONNS 10000
+#define EX_STR_(x) #x
+#define EX_STR(x) EX_STR_(x)
+/* Entries ex_server_options fills; an example's own options follow. */
+#define EX_SERVER_NOPTS 4
+
+/* Bound the calling connection task's next waits on its client to
+ * --idle-timeout seconds from now (no bound when it is 0). */
+static inline void ex_idle_deadline(const ex_server *s)
+{
+    rf_deadline_set(ex_deadline_after(s->idle_s));
+}
+
+/* The options every server takes: --port, --grace, --max-conns and
+ * --idle-timeout go into opts (room for EX_SERVER_NOPTS entries), --host
+ * into the string options. Call it after setting s->idle_s to the
+ * example's default, which the help shows. */
 static inline void ex_server_options(ex_server *s, ex_option *opts)
 {
     static ex_str_option host[2];
@@ -472,6 +498,20 @@ static inline void ex_server_options(ex_server *s, ex_option *opts)
                           "seconds connections get to finish on SIGTERM "
                           "(default 2)",
                           NULL, &s->grace_s, NULL};
+    static char idle_help[128];
+    if (s->max_conns == 0)
+        s->max_conns = EX_MAX_CONNS;
+    snprintf(idle_help, sizeof idle_help,
+             "close a connection whose client sends nothing, or reads "
+             "nothing, for S seconds; 0: never (default %g)",
+             s->idle_s);
+    opts[2] = (ex_option){"--max-conns", "N",
+                          "connections served at once; beyond them new "
+                          "clients wait in the listen backlog until one "
+                          "ends (default " EX_STR(EX_MAX_CONNS) ")",
+                          NULL, NULL, &s->max_conns};
+    opts[3] = (ex_option){"--idle-timeout", "S", idle_help, NULL,
+                          &s->idle_s, NULL};
 }
 
 static inline void *ex_conn_task(void *arg)
@@ -482,17 +522,28 @@ static inline void *ex_conn_task(void *arg)
     c->prev->next = c->next;
     c->next->prev = c->prev;
     c->srv->nconns--;
+    rf_sem_release(&c->srv->slots); /* the acceptor may take one more */
     rf_task_release(c->task);
     free(c);
     return NULL;
 }
 
-/* Accepts until cancelled. */
+/* Accepts until cancelled, while fewer than --max-conns connections are
+ * open (the slot taken here is given back by ex_conn_task). */
 static inline void *ex_accept_task(void *arg)
 {
     ex_server *s = arg;
     for (;;) {
+        int rc = rf_sem_acquire(&s->slots);
+        if (rc != 0) {
+            if (rc != -ECANCELED)
+                fprintf(stderr, "%s: waiting for a connection slot: %s\n",
+                        ex_prog, rf_strerror(rc));
+            return NULL; /* the server is stopping */
+        }
         int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            rf_sem_release(&s->slots);
         if (fd == -ECANCELED || fd == -ESHUTDOWN)
             return NULL; /* the server is stopping */
         if (fd < 0) {
@@ -511,6 +562,7 @@ static inline void *ex_accept_task(void *arg)
             fprintf(stderr, "%s: no memory for a connection\n", ex_prog);
             free(c);
             rf_close(fd);
+            rf_sem_release(&s->slots);
             continue;
         }
         c->srv = s;
@@ -553,6 +605,9 @@ static inline void *ex_server_main(void *arg)
     fflush(stdout);
 
     s->conns.next = s->conns.prev = &s->conns;
+    ex_check(rf_sem_init(&s->slots, (unsigned)s->max_conns,
+                         (unsigned)s->max_conns),
+             "rf_sem_init");
     rf_task *acceptor = ex_spawn(ex_accept_task, s, "acceptor");
 
     struct signalfd_siginfo si;
@@ -589,6 +644,7 @@ static inline void *ex_server_main(void *arg)
         }
         ex_join_conns(s);
     }
+    rf_sem_fini(&s->slots);
     return NULL;
 }
 
@@ -604,6 +660,15 @@ static inline int ex_server_run(ex_server *s)
     }
     if (!(s->grace_s >= 0 && s->grace_s <= 3600)) {
         fprintf(stderr, "%s: --grace must be 0..3600 seconds\n", ex_prog);
+        exit(2);
+    }
+    if (s->max_conns < 1 || s->max_conns > 1000000) {
+        fprintf(stderr, "%s: --max-conns must be 1..1000000\n", ex_prog);
+        exit(2);
+    }
+    if (!(s->idle_s >= 0 && s->idle_s <= 86400)) {
+        fprintf(stderr, "%s: --idle-timeout must be 0..86400 seconds\n",
+                ex_prog);
         exit(2);
     }
     sigset_t mask;

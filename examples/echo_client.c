@@ -45,7 +45,8 @@ static void *conn_task(void *arg)
         fill(out, cl->size, a->index, seq);
         uint64_t t0 = rf_now_ns();
         what = "send";
-        rc = ex_send_all(fd, out, (size_t)cl->size);
+        ssize_t sent = rf_send_all(fd, out, (size_t)cl->size, 0, NULL);
+        rc = sent < 0 ? (int)sent : 0;
         for (long got = 0; rc == 0 && got < cl->size;) {
             what = "recv";
             ssize_t n = rf_recv(fd, in + got, (size_t)(cl->size - got), 0);

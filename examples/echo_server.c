@@ -2,11 +2,18 @@
  * echo_server: every byte a client sends comes back to it.
  *
  *   echo_server [--port 7000] [--host 127.0.0.1] [--grace 2]
+ *               [--max-conns 10000] [--idle-timeout 60]
  *
  * One task per connection, written as blocking code would be: receive,
- * send it all back, again. Each rf_recv / rf_send suspends only that
- * connection's task; the loop serves the others meanwhile. Prints
- * "listening on HOST:PORT" when ready; SIGINT or SIGTERM stops it
+ * send it all back (rf_send_all: a peer that has gone is -EPIPE, never
+ * SIGPIPE), again. Each rf_recv / rf_send_all suspends only that
+ * connection's task; the loop serves the others meanwhile. Each wait on
+ * the client is bounded by the task's deadline (rf_deadline_set, through
+ * ex_idle_deadline): a client that sends nothing for --idle-timeout
+ * seconds, or reads none of its echo for as long, is disconnected, so an
+ * idle or stuck client does not hold a connection for ever. At most
+ * --max-conns connections are served at once (see ex_server in common.h).
+ * Prints "listening on HOST:PORT" when ready; SIGINT or SIGTERM stops it
  * gracefully (see ex_server_main in common.h) with exit status 0.
  * Try it with echo_client, or `nc 127.0.0.1 7000`.
  */
@@ -17,10 +24,12 @@ static void echo(ex_conn *c)
 {
     char buf[16384];
     for (;;) {
+        ex_idle_deadline(c->srv);
         ssize_t n = rf_recv(c->fd, buf, sizeof buf, 0);
         if (n <= 0)
-            return; /* end of file, error, or the server is stopping */
-        if (ex_send_all(c->fd, buf, (size_t)n) != 0)
+            return; /* end of file, error, idle too long, or stopping */
+        ex_idle_deadline(c->srv);
+        if (rf_send_all(c->fd, buf, (size_t)n, 0, NULL) < 0)
             return;
     }
 }
@@ -28,8 +37,8 @@ static void echo(ex_conn *c)
 int main(int argc, char **argv)
 {
     ex_server s = {.host = "127.0.0.1", .port = 7000, .grace_s = 2,
-                   .serve = echo};
-    ex_option opts[3] = {{0}};
+                   .idle_s = 60, .serve = echo};
+    ex_option opts[EX_SERVER_NOPTS + 1] = {{0}};
     ex_server_options(&s, opts);
     ex_parse_args(argc, argv, opts);
     return ex_server_run(&s);

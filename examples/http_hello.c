@@ -2,6 +2,8 @@
  * http_hello: a minimal HTTP/1.1 server that answers "hello world!".
  *
  *   http_hello [--port 8080] [--host 127.0.0.1] [--grace 2]
+ *              [--max-conns 10000] [--idle-timeout 60]
+ *              [--header-timeout 10]
  *
  * Enough HTTP for `curl -v` and for `wrk`:
  *  - keep-alive: HTTP/1.1 connections stay open unless the request says
@@ -11,9 +13,26 @@
  *  - pipelining: every complete request in the buffer is answered, in
  *    order, and the answers go out in one send.
  *  - GET and HEAD (no body) get 200; another method 405; a request body
- *    announced by Content-Length is skipped; a chunked request body, a
- *    malformed request or headers over 16 KiB get 501/400/431 and the
- *    connection is closed.
+ *    announced by Content-Length, up to 64 KiB, is read and discarded; a
+ *    larger one is not read: the answer (405, or 413 for a GET or HEAD)
+ *    says "Connection: close" and the connection is closed. A chunked
+ *    request body, a malformed request (a line ended by a bare LF
+ *    included) or headers over 16 KiB get 501/400/431 and the connection
+ *    is closed.
+ *
+ * What a client may hold, so that idle, slow or stuck clients cannot keep
+ * connections (and their memory) for ever; each bound is the task's
+ * deadline (rf_deadline_set), which ends the wait it is in:
+ *  - --header-timeout S (10): a request, its head and a body being
+ *    discarded, must arrive within S seconds of its first byte (of the
+ *    accept, for a connection's first request). A client that sends a head
+ *    a byte at a time (slowloris) gets 408 and is closed then.
+ *  - --idle-timeout S (60): a kept-alive connection that brings no new
+ *    request for S seconds is closed, and so is one whose client reads
+ *    none of its answers for as long.
+ *  - --max-conns N (10,000): beyond N connections the server stops
+ *    accepting until one ends (see ex_server in common.h).
+ * 0 turns a timeout off.
  * One task per connection; see echo_server.c for the skeleton.
  */
 #define _GNU_SOURCE
@@ -23,6 +42,13 @@
 #include <strings.h>
 
 enum { IN_SIZE = 16384, OUT_SIZE = 16384 };
+/* The largest request body that is read and discarded to keep the
+ * connection; a larger one is not read at all: the connection is closed
+ * after the answer instead. */
+enum { MAX_SKIP = 64 * 1024 };
+
+/* --header-timeout */
+static double header_timeout_s = 10;
 
 static const char HELLO[] = "hello world!";
 
@@ -139,6 +165,8 @@ static size_t respond(char *out, size_t room, int status, const request *r,
 {
     const char *reason = status == 200   ? "OK"
                          : status == 405 ? "Method Not Allowed"
+                         : status == 408 ? "Request Timeout"
+                         : status == 413 ? "Content Too Large"
                          : status == 431 ? "Request Header Fields Too Large"
                          : status == 501 ? "Not Implemented"
                                          : "Bad Request";
@@ -161,15 +189,40 @@ static size_t respond(char *out, size_t room, int status, const request *r,
     return n > 0 && (size_t)n < room ? (size_t)n : 0;
 }
 
+/* Is there a bare LF, one that no CR precedes, in p[0..n)? */
+static bool has_bare_lf(const char *p, size_t n)
+{
+    for (const char *lf = memchr(p, '\n', n); lf;
+         lf = memchr(lf + 1, '\n', n - (size_t)(lf + 1 - p)))
+        if (lf == p || lf[-1] != '\r')
+            return true;
+    return false;
+}
+
+/* Send answers; a client that reads none of them for --idle-timeout is
+ * given up on. True when all of them went. */
+static bool send_out(ex_conn *c, const char *p, size_t n)
+{
+    ex_idle_deadline(c->srv);
+    return rf_send_all(c->fd, p, n, 0, NULL) == (ssize_t)n;
+}
+
 static void serve(ex_conn *c)
 {
     char in[IN_SIZE], out[OUT_SIZE];
     size_t inlen = 0;
     long long skip = 0; /* bytes of a request body still to discard */
     bool open = true;
+    /* Reading a request (its head, then the body being discarded): the
+     * receives are bounded by request_by, --header-timeout after its
+     * first byte (after the accept for the first request). Between
+     * requests (in_request false) they are bounded by --idle-timeout. */
+    bool in_request = true;
+    uint64_t request_by = ex_deadline_after(header_timeout_s);
     while (open) {
         /* Answer every complete request in the buffer. */
         size_t off = 0, outlen = 0;
+        bool answered = false;
         for (;;) {
             size_t k = skip < (long long)(inlen - off) ? (size_t)skip
                                                        : inlen - off;
@@ -181,44 +234,79 @@ static void serve(ex_conn *c)
             while (inlen - off >= 2 && in[off] == '\r' && in[off + 1] == '\n')
                 off += 2;
             char *hend = memmem(in + off, inlen - off, "\r\n\r\n", 4);
-            if (!hend)
-                break;
+            size_t span = hend ? (size_t)(hend + 4 - (in + off)) : inlen - off;
+            /* A server may take a bare LF for a line end; this one
+             * answers 400 at the first one, rather than wait for a CRLF
+             * that such a client never sends. */
+            bool bare_lf = has_bare_lf(in + off, span);
+            if (!hend && !bare_lf)
+                break; /* the rest of the head is still to come */
             request r = {0};
-            int status = parse(in + off, (size_t)(hend - (in + off)), &r);
+            int status = bare_lf ? 400
+                                 : parse(in + off, (size_t)(hend - (in + off)),
+                                         &r);
             if (status == 0)
                 status = r.get ? 200 : 405;
+            /* A body too large to discard is not read: answer, close. */
+            bool big = r.content_length > MAX_SKIP;
+            if (big && status == 200)
+                status = 413;
             /* Once the server is stopping, every answer says so. */
-            bool keep = (status == 200 || status == 405) && r.keep_alive &&
-                        !c->srv->stopping;
+            bool keep = (status == 200 || status == 405) && !big &&
+                        r.keep_alive && !c->srv->stopping;
             if (OUT_SIZE - outlen < RESP_MAX) {
-                if (ex_send_all(c->fd, out, outlen) != 0)
+                if (!send_out(c, out, outlen))
                     return;
                 outlen = 0;
             }
             outlen += respond(out + outlen, OUT_SIZE - outlen, status, &r,
                               keep);
-            off = (size_t)(hend + 4 - in);
-            skip = r.content_length;
+            answered = true;
             if (!keep) {
                 open = false;
                 break;
             }
+            off += span;
+            skip = r.content_length;
         }
-        if (outlen > 0 && ex_send_all(c->fd, out, outlen) != 0)
+        if (outlen > 0 && !send_out(c, out, outlen))
             return;
         if (!open)
             return;
         memmove(in, in + off, inlen - off);
         inlen -= off;
+        if (answered && skip == 0) {
+            /* The last request is done: what is buffered, if anything, is
+             * the start of the next one. */
+            in_request = inlen > 0;
+            request_by = ex_deadline_after(header_timeout_s);
+        }
         if (inlen == IN_SIZE) {
             request r = {0};
             size_t n = respond(out, OUT_SIZE, 431, &r, false);
-            ex_send_all(c->fd, out, n);
+            send_out(c, out, n);
             return;
         }
+        if (in_request)
+            rf_deadline_set(request_by);
+        else
+            ex_idle_deadline(c->srv);
         ssize_t n = rf_recv(c->fd, in + inlen, IN_SIZE - inlen, 0);
+        if (n == -ETIMEDOUT && in_request && inlen > 0 && skip == 0) {
+            /* A head begun and not finished in time: say so, close. (A
+             * body being discarded has had its answer: just close.) */
+            request r = {0};
+            size_t k = respond(out, OUT_SIZE, 408, &r, false);
+            send_out(c, out, k);
+            return;
+        }
         if (n <= 0)
-            return; /* the client closed, an error, or the server stops */
+            return; /* the client closed, an error, a deadline, or the
+                     * server stops */
+        if (!in_request) {
+            in_request = true; /* a new request's first bytes */
+            request_by = ex_deadline_after(header_timeout_s);
+        }
         inlen += (size_t)n;
     }
 }
@@ -226,9 +314,17 @@ static void serve(ex_conn *c)
 int main(int argc, char **argv)
 {
     ex_server s = {.host = "127.0.0.1", .port = 8080, .grace_s = 2,
-                   .serve = serve};
-    ex_option opts[3] = {{0}};
+                   .idle_s = 60, .serve = serve};
+    ex_option opts[EX_SERVER_NOPTS + 2] = {{0}};
     ex_server_options(&s, opts);
+    opts[EX_SERVER_NOPTS] = (ex_option){
+        "--header-timeout", "S",
+        "seconds a request (its head, and a body being discarded) has to "
+        "arrive, from its first byte (from the accept for the first); "
+        "then 408 and close. 0: no limit (default 10)",
+        NULL, &header_timeout_s, NULL};
     ex_parse_args(argc, argv, opts);
+    if (!(header_timeout_s >= 0 && header_timeout_s <= 86400))
+        ex_bad_arg(opts, "--header-timeout must be 0..86400 seconds", NULL);
     return ex_server_run(&s);
 }

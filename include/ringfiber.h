@@ -771,9 +771,14 @@ RF_API int rf_open(const char *path, int flags, unsigned mode);
 RF_API int rf_openat(int dirfd, const char *path, int flags, unsigned mode);
 
 /* Read / write up to len bytes at off. Returns the bytes moved (0 at end of
- * file for a read) or a negative errno. Like write(2), rf_write to a pipe
- * or socket whose reader is gone raises SIGPIPE (then -EPIPE): ignore
- * SIGPIPE, or use rf_send on sockets. Suspends. */
+ * file for a read) or a negative errno. Owns nothing: buf is the caller's
+ * and is no longer used once the call returns. Suspends.
+ * Writing to a pipe or socket whose reader is gone: like write(2),
+ * rf_write raises SIGPIPE, whose default action kills the process; only
+ * where SIGPIPE is ignored or handled does it return -EPIPE. On a socket use
+ * rf_send / rf_send_all, which add MSG_NOSIGNAL and return -EPIPE (or
+ * -ECONNRESET) instead; for a pipe, ignore SIGPIPE (signal(SIGPIPE,
+ * SIG_IGN)) before writing. rf_writev and rf_write_all behave the same. */
 RF_API ssize_t rf_read(int fd, void *buf, size_t len, int64_t off);
 RF_API ssize_t rf_write(int fd, const void *buf, size_t len, int64_t off);
 
@@ -790,7 +795,15 @@ RF_API ssize_t rf_writev(int fd, const struct iovec *iov, int cnt, int64_t off);
  * even after partial progress: the bytes already moved are in buf or in
  * the file, and done (may be NULL) receives how many in every case.
  * With off >= 0 each transfer continues at the offset where the last one
- * ended. Suspends.
+ * ended. Bad input is refused before anything is submitted, len 0
+ * included: -EBADF (negative fd), -EFAULT (NULL buf, len > 0), -EINVAL
+ * (off < -1), -EPERM (outside a task). Each transfer is bounded by the
+ * deadline and ended by cancellation as any call (-ETIMEDOUT,
+ * -ECANCELED, with done telling what moved before). rf_write_all to a
+ * pipe or socket whose reader is gone raises SIGPIPE, as rf_write does
+ * (see above): the process dies of it unless SIGPIPE is ignored; on a
+ * socket, rf_send_all is the same loop without the signal. Owns nothing.
+ * Suspends.
  */
 RF_API ssize_t rf_read_full(int fd, void *buf, size_t len, int64_t off,
                             size_t *done);
@@ -935,6 +948,32 @@ RF_API int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
  */
 RF_API ssize_t rf_recv(int fd, void *buf, size_t len, int flags);
 RF_API ssize_t rf_send(int fd, const void *buf, size_t len, int flags);
+
+/*
+ * Send all of buf[0..len): rf_send over and over until every byte has
+ * gone, the socket counterpart of rf_write_all (the same loop; it stops
+ * only on an error). flags are passed to each send, with MSG_NOSIGNAL
+ * added: a peer that has gone away gives -EPIPE or -ECONNRESET, never
+ * SIGPIPE. Returns len, or the negative errno that ended the loop, even
+ * after partial progress: done (may be NULL) receives, in every case, how
+ * many bytes the kernel took (they are on their way to the peer; the rest
+ * was not sent). Errors:
+ *   -EPIPE, -ECONNRESET  the peer closed or reset the connection;
+ *   -ETIMEDOUT, -ECANCELED  the task's deadline, its cancellation (the
+ *            send in flight is cancelled in the kernel; one that had
+ *            already moved some bytes completes with that count instead,
+ *            and the loop ends at its next send);
+ *   -EIO     a send moved 0 bytes of a non-empty buffer: neither progress
+ *            nor an error, and trying again could spin for ever;
+ *   -EAGAIN  with MSG_DONTWAIT in flags, the socket buffer was full;
+ *   -EBADF (negative fd), -EFAULT (NULL buf with len > 0), -EPERM
+ *            (outside a task): refused before anything is sent, len 0
+ *            included; the kernel's errors of send(2) otherwise.
+ * len 0 sends nothing and returns 0. Owns nothing: buf is the caller's
+ * and is no longer used once the call returns. Suspends.
+ */
+RF_API ssize_t rf_send_all(int fd, const void *buf, size_t len, int flags,
+                           size_t *done);
 
 /* recvmsg(2) / sendmsg(2). msg and what it points to must stay valid until
  * the call returns (NULL msg: -EFAULT). Suspend. */

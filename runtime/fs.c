@@ -276,56 +276,73 @@ ssize_t rf_writev(int fd, const struct iovec *iov, int cnt, int64_t off)
 }
 
 /*
- * The loops over short transfers. A stream (off -1) continues at the file
- * position; a positioned transfer advances its own offset. An error ends
- * the loop and is returned even after partial progress: the bytes already
- * moved are in the buffer or in the file, and *done says how many.
+ * The one loop over short transfers, behind rf_read_full, rf_write_all
+ * and rf_send_all (net.c): step moves at most len bytes at p and returns
+ * how many, or a negative errno. A stream (off -1) continues at the file
+ * position; a positioned transfer advances its own offset. A step that
+ * moves nothing ends the loop with on_zero: 0 for a read (end of file:
+ * what was moved is returned), a negative errno for a write or a send,
+ * where no progress and no error would otherwise loop for ever. An error
+ * ends the loop and is returned even after partial progress: the bytes
+ * already moved are in the buffer, the file or the socket, and *done says
+ * how many. Bad input is refused before anything is submitted, even for
+ * len 0.
  */
-ssize_t rf_read_full(int fd, void *buf, size_t len, int64_t off, size_t *done)
+ssize_t rf__xfer_all(rf__xfer_step step, int fd, void *buf, size_t len,
+                     int64_t off, int flags, ssize_t on_zero, size_t *done)
 {
-    size_t got = 0;
-    ssize_t rc = 0;
+    size_t moved = 0;
     if (done)
         *done = 0;
+    if (fd < 0)
+        return -EBADF;
     if (!buf && len)
         return -EFAULT;
-    while (got < len) {
-        rc = rf_read(fd, (char *)buf + got, len - got, off);
-        if (rc <= 0)
-            break; /* EOF, or an error */
-        got += (size_t)rc;
+    if (off < -1)
+        return -EINVAL;
+    if (!rf__self())
+        return -EPERM;
+    while (moved < len) {
+        ssize_t rc = step(fd, (char *)buf + moved, len - moved, off, flags);
+        if (rc == 0)
+            rc = on_zero;
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            break; /* end of file */
+        moved += (size_t)rc;
         if (off >= 0)
             off += rc;
         if (done)
-            *done = got;
+            *done = moved;
     }
-    return rc < 0 ? rc : (ssize_t)got;
+    return (ssize_t)moved;
+}
+
+static ssize_t read_step(int fd, void *p, size_t len, int64_t off, int flags)
+{
+    (void)flags;
+    return rf_read(fd, p, len, off);
+}
+
+static ssize_t write_step(int fd, void *p, size_t len, int64_t off, int flags)
+{
+    (void)flags;
+    return rf_write(fd, p, len, off);
+}
+
+ssize_t rf_read_full(int fd, void *buf, size_t len, int64_t off, size_t *done)
+{
+    return rf__xfer_all(read_step, fd, buf, len, off, 0, 0, done);
 }
 
 ssize_t rf_write_all(int fd, const void *buf, size_t len, int64_t off,
                      size_t *done)
 {
-    size_t put = 0;
-    ssize_t rc = 0;
-    if (done)
-        *done = 0;
-    if (!buf && len)
-        return -EFAULT;
-    while (put < len) {
-        rc = rf_write(fd, (const char *)buf + put, len - put, off);
-        if (rc < 0)
-            break;
-        if (rc == 0) {
-            rc = -EIO; /* no progress: never loop on it */
-            break;
-        }
-        put += (size_t)rc;
-        if (off >= 0)
-            off += rc;
-        if (done)
-            *done = put;
-    }
-    return rc < 0 ? rc : (ssize_t)put;
+    /* The buffer is only read: rf__xfer_all takes it as void * for the
+     * reads too. */
+    return rf__xfer_all(write_step, fd, (void *)(uintptr_t)buf, len, off, 0,
+                        -EIO, done);
 }
 
 /* ---- sync, allocate, statx -------------------------------------------------- */

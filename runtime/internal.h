@@ -522,6 +522,15 @@ bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what);
 int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
                   struct io_uring_sqe *sqe);
 
+/* One transfer of rf__xfer_all: at most len bytes at p, at off (files;
+ * -1: the file position), with flags (sockets). Bytes moved or -errno. */
+typedef ssize_t (*rf__xfer_step)(int fd, void *p, size_t len, int64_t off,
+                                 int flags);
+/* The loop over short transfers (fs.c), shared by rf_read_full,
+ * rf_write_all and rf_send_all. */
+ssize_t rf__xfer_all(rf__xfer_step step, int fd, void *buf, size_t len,
+                     int64_t off, int flags, ssize_t on_zero, size_t *done);
+
 /* ---- net.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
 void rf__acceptors_fd_closed(rf_loop *l, int fd);

@@ -1,10 +1,10 @@
 /*
  * Socket operations: socket, the TCP listen/connect helpers, accept (one at
- * a time, and a multishot acceptor for servers), connect, recv/send,
- * recvmsg/sendmsg, shutdown, poll. Each operation takes the path of fs.c
- * (rf__io_begin, rf__fd_op_run): it suspends only the caller, carries the
- * task's deadline as a linked timeout, and follows DESIGN.md §3 on
- * cancellation.
+ * a time, and a multishot acceptor for servers), connect, recv/send
+ * (and rf_send_all), recvmsg/sendmsg, shutdown, poll. Each operation
+ * takes the path of fs.c (rf__io_begin, rf__fd_op_run): it suspends only
+ * the caller, carries the task's deadline as a linked timeout, and
+ * follows DESIGN.md §3 on cancellation.
  *
  * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
  * 127.0.0.1 in raw liburing, the recv posted before the data it waits
@@ -578,6 +578,24 @@ ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
     io_uring_prep_send(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags | MSG_NOSIGNAL);
     return rf__fd_op_run(l, self, fd, sqe);
+}
+
+/* rf_send_all: rf__xfer_all (fs.c) over rf_send, which adds
+ * MSG_NOSIGNAL to every send. A send that moves nothing of a non-empty
+ * buffer is -EIO, as a write is in rf_write_all: the kernel reported
+ * neither progress nor an error, and trying again could spin for ever.
+ * (It does not happen on a stream socket, whose send waits for room.) */
+static ssize_t send_step(int fd, void *p, size_t len, int64_t off, int flags)
+{
+    (void)off;
+    return rf_send(fd, p, len, flags);
+}
+
+ssize_t rf_send_all(int fd, const void *buf, size_t len, int flags,
+                    size_t *done)
+{
+    return rf__xfer_all(send_step, fd, (void *)(uintptr_t)buf, len, -1,
+                        flags, -EIO, done);
 }
 
 static ssize_t msg_op(unsigned opcode, const char *what, int fd,

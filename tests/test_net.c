@@ -1,6 +1,7 @@
 /*
  * Socket operations on loopback: success and bad input of each call,
- * closed and reset peers, deadlines firing and not firing, cancellation
+ * closed and reset peers, rf_send_all (whole, partial, never SIGPIPE; and
+ * rf_write_all's SIGPIPE), deadlines firing and not firing, cancellation
  * (no fd leak, a won race hands the fd over), close with operations in
  * flight and fd-number reuse, the multishot acceptor, EMFILE on accept.
  */
@@ -298,6 +299,280 @@ static void *large_transfer(void *arg)
 }
 
 static void test_large_transfer(void **state) { rft_run(large_transfer, NULL); }
+
+/* ---- rf_send_all ------------------------------------------------------------------------ */
+
+static void *send_all_bad_input(void *arg)
+{
+    (void)arg;
+    char b[8] = {0};
+    size_t done = 99;
+    RFT_CHECK_INT(rf_send_all(-1, b, sizeof b, 0, &done), -EBADF);
+    RFT_CHECK_INT(done, 0);
+    RFT_CHECK_INT(rf_send_all(-1, b, 0, 0, NULL), -EBADF); /* len 0 too */
+    RFT_CHECK_INT(rf_send_all(RFT_BAD_FD, b, sizeof b, 0, NULL), -EBADF);
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    done = 99;
+    RFT_CHECK_INT(rf_send_all(c, NULL, 8, 0, &done), -EFAULT);
+    RFT_CHECK_INT(done, 0);
+    RFT_CHECK_INT(rf_send_all(c, NULL, 0, 0, &done), 0); /* nothing to send */
+    RFT_CHECK_INT(rf_send_all(c, "abc", 3, 0, &done), 3);
+    RFT_CHECK_INT(done, 3);
+    RFT_CHECK_INT(rf_recv(s, b, 3, MSG_WAITALL), 3);
+    RFT_CHECK(memcmp(b, "abc", 3) == 0);
+    rf_close(c);
+    rf_close(s);
+    return NULL;
+}
+
+static void test_send_all_bad_input(void **state)
+{
+    (void)state;
+    char b[8] = {0};
+    size_t done = 99;
+    /* Outside a task: refused, even with nothing to send. */
+    assert_int_equal(rf_send_all(0, b, sizeof b, 0, &done), -EPERM);
+    assert_int_equal(done, 0);
+    assert_int_equal(rf_send_all(0, b, 0, 0, NULL), -EPERM);
+    rft_run(send_all_bad_input, NULL);
+}
+
+/* A large transfer arrives whole, by checksum, over TCP loopback and over
+ * a unix socketpair with small buffers: many short sends, one call. */
+typedef struct drain_ctx {
+    int fd;
+    unsigned char *buf;
+    size_t cap;
+    size_t got;
+} drain_ctx;
+
+/* Read fd until end of file (or cap + 1 bytes: more than was sent). */
+static void *drain_task(void *arg)
+{
+    drain_ctx *d = arg;
+    ssize_t r = rf_read_full(d->fd, d->buf, d->cap + 1, -1, &d->got);
+    RFT_CHECK(r >= 0);
+    return NULL;
+}
+
+static void send_all_whole(int tx, int rx)
+{
+    unsigned char *src = malloc(BIG), *dst = malloc(BIG + 1);
+    if (!RFT_CHECK(src && dst)) {
+        free(src);
+        free(dst);
+        return;
+    }
+    for (size_t i = 0; i < BIG; i++)
+        src[i] = (unsigned char)(i * 2654435761u >> 13);
+    drain_ctx d = {rx, dst, BIG, 0};
+    rf_task *t = rf_spawn(drain_task, &d);
+    size_t done = 0;
+    RFT_CHECK_INT(rf_send_all(tx, src, BIG, 0, &done), BIG);
+    RFT_CHECK_INT(done, BIG);
+    RFT_CHECK_INT(rf_shutdown(tx, SHUT_WR), 0);
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+    RFT_CHECK_INT(d.got, BIG);
+    RFT_CHECK_INT(fnv(dst, d.got, 14695981039346656037ULL),
+                  fnv(src, BIG, 14695981039346656037ULL));
+    free(src);
+    free(dst);
+}
+
+static void *send_all_large(void *arg)
+{
+    (void)arg;
+    int c, s;
+    if (tcp_pair(&c, &s)) {
+        send_all_whole(c, s);
+        rf_close(c);
+        rf_close(s);
+    }
+    int sv[2];
+    RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    send_all_whole(sv[0], sv[1]);
+    rf_close(sv[0]);
+    rf_close(sv[1]);
+    return NULL;
+}
+
+static void test_send_all_large(void **state) { rft_run(send_all_large, NULL); }
+
+/*
+ * Partial progress: a reader takes PARTIAL_K bytes of a 4 MiB send and
+ * stops; the sender is then ended by its cancellation or its deadline.
+ * The result is that error, and done is exactly what the peer receives:
+ * once the sender is over, the socket is shut down for writing and the
+ * reader gets every byte still buffered, then end of file.
+ */
+#define PARTIAL_LEN (4u << 20)
+#define PARTIAL_K (64u * 1024u)
+
+typedef struct partial_ctx {
+    int fd;
+    const unsigned char *src;
+    bool deadline;
+    ssize_t res;
+    size_t done;
+} partial_ctx;
+
+static void *partial_sender(void *arg)
+{
+    partial_ctx *p = arg;
+    if (p->deadline)
+        rf_deadline_set(rf_now_ns() + 200 * RFT_MS);
+    p->res = rf_send_all(p->fd, p->src, PARTIAL_LEN, 0, &p->done);
+    return NULL;
+}
+
+static void *send_all_partial(void *arg)
+{
+    bool deadline = arg != NULL;
+    int sv[2];
+    RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    unsigned char *src = malloc(PARTIAL_LEN), *dst = malloc(PARTIAL_LEN + 1);
+    if (!RFT_CHECK(src && dst))
+        return NULL;
+    for (size_t i = 0; i < PARTIAL_LEN; i++)
+        src[i] = (unsigned char)(i * 2654435761u >> 11);
+    partial_ctx p = {.fd = sv[0], .src = src, .deadline = deadline,
+                     .res = 12345, .done = 12345};
+    rf_task *sender = rf_spawn(partial_sender, &p);
+    drain_ctx first = {sv[1], dst, PARTIAL_K - 1, 0}; /* reads PARTIAL_K */
+    rf_task *reader = rf_spawn(drain_task, &first);
+    if (!deadline) {
+        /* The reader has its bytes; the sender waits for room (4 MiB are
+         * far more than the socket buffers hold): cancel it there. */
+        RFT_CHECK_INT(rf_join(reader, NULL), 0);
+        RFT_CHECK_INT(first.got, PARTIAL_K);
+        RFT_CHECK_INT(rf_sleep(20 * RFT_MS), 0);
+        RFT_CHECK(!rf_done(sender));
+        RFT_CHECK_INT(rf_cancel(sender), 0);
+    }
+    rf_join(sender, NULL);
+    rf_task_release(sender);
+    RFT_CHECK_INT(p.res, deadline ? -ETIMEDOUT : -ECANCELED);
+    RFT_CHECK(p.done > 0);
+    RFT_CHECK(p.done < PARTIAL_LEN);
+    if (!deadline)
+        RFT_CHECK(p.done >= PARTIAL_K);
+    /* Everything the sender counted, and nothing more, reaches the peer. */
+    RFT_CHECK_INT(rf_shutdown(sv[0], SHUT_WR), 0);
+    RFT_CHECK_INT(rf_join(reader, NULL), 0);
+    rf_task_release(reader);
+    drain_ctx rest = {sv[1], dst + first.got, PARTIAL_LEN - first.got, 0};
+    drain_task(&rest);
+    RFT_CHECK_INT(first.got + rest.got, p.done);
+    RFT_CHECK(memcmp(dst, src, first.got + rest.got) == 0);
+    rf_close(sv[0]);
+    rf_close(sv[1]);
+    free(src);
+    free(dst);
+    return NULL;
+}
+
+static void test_send_all_partial_cancel(void **state)
+{
+    rft_run(send_all_partial, NULL);
+}
+
+static void test_send_all_partial_deadline(void **state)
+{
+    rft_run(send_all_partial, (void *)1);
+}
+
+/*
+ * A peer that has closed, in a fresh process (rft_exec) whose SIGPIPE is
+ * at its default action, terminate: no handler, not ignored, not blocked.
+ * rf_send_all returns -EPIPE (or -ECONNRESET) and the process lives on;
+ * rf_write_all, which is write(2), raises SIGPIPE and the process dies of
+ * it, as include/ringfiber.h says.
+ */
+static bool sigpipe_at_default(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (sigaction(SIGPIPE, &sa, NULL) != 0 ||
+        sigprocmask(SIG_UNBLOCK, &set, NULL) != 0)
+        return false;
+    struct sigaction now;
+    sigset_t blocked;
+    if (sigaction(SIGPIPE, NULL, &now) != 0 ||
+        sigprocmask(SIG_BLOCK, NULL, &blocked) != 0)
+        return false;
+    return now.sa_handler == SIG_DFL && !sigismember(&blocked, SIGPIPE);
+}
+
+static void *closed_peer(void *arg)
+{
+    bool send = arg != NULL;
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    RFT_CHECK_INT(rf_close(s), 0); /* the peer goes away */
+    size_t len = 4u << 20, done = 12345;
+    unsigned char *buf = calloc(1, len);
+    if (!RFT_CHECK(buf != NULL))
+        return NULL;
+    ssize_t r = send ? rf_send_all(c, buf, len, 0, &done)
+                     : rf_write_all(c, buf, len, -1, &done);
+    /* Only rf_send_all gets here: rf_write_all has raised SIGPIPE. */
+    fprintf(stderr, "closed peer: %s returned %zd (%s) after %zu bytes\n",
+            send ? "rf_send_all" : "rf_write_all", r,
+            r < 0 ? rf_strerror((int)r) : "-", done);
+    RFT_CHECK(r == -EPIPE || r == -ECONNRESET);
+    RFT_CHECK(done < len);
+    /* The connection is gone for good: the next send says so too. */
+    RFT_CHECK_INT(rf_send_all(c, "x", 1, 0, NULL), -EPIPE);
+    rf_close(c);
+    free(buf);
+    return NULL;
+}
+
+static int closed_peer_child(void *arg)
+{
+    if (!sigpipe_at_default()) {
+        fprintf(stderr, "could not put SIGPIPE at its default action\n");
+        return 2;
+    }
+    rft_begin();
+    int rc = rf_run(closed_peer, arg, NULL);
+    if (rc)
+        fprintf(stderr, "rf_run: %s\n", rf_strerror(rc));
+    return rc == 0 && rft_failures_ == 0 ? 0 : 1;
+}
+
+static void test_send_all_closed_peer_no_sigpipe(void **state)
+{
+    rft_child ch;
+    rft_exec("send_all_closed_peer", &ch);
+    if (!ch.exited || ch.code != 0)
+        rft_child_dump("send_all_closed_peer", &ch);
+    assert_false(ch.signaled);
+    assert_true(ch.exited);
+    assert_int_equal(ch.code, 0);
+}
+
+static void test_write_all_closed_peer_raises_sigpipe(void **state)
+{
+    rft_child ch;
+    rft_exec("write_all_closed_peer", &ch);
+    if (!ch.signaled || ch.sig != SIGPIPE)
+        rft_child_dump("write_all_closed_peer", &ch);
+    assert_true(ch.signaled);
+    assert_int_equal(ch.sig, SIGPIPE);
+}
 
 /* ---- deadlines --------------------------------------------------------------------- */
 
@@ -1005,6 +1280,12 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip),
     cmocka_unit_test(test_reset_peer),
     cmocka_unit_test(test_large_transfer),
+    cmocka_unit_test(test_send_all_bad_input),
+    cmocka_unit_test(test_send_all_large),
+    cmocka_unit_test(test_send_all_partial_cancel),
+    cmocka_unit_test(test_send_all_partial_deadline),
+    cmocka_unit_test(test_send_all_closed_peer_no_sigpipe),
+    cmocka_unit_test(test_write_all_closed_peer_raises_sigpipe),
     cmocka_unit_test(test_deadlines),
     cmocka_unit_test(test_cancel_ops),
     cmocka_unit_test(test_cancel_race_accept),
@@ -1020,4 +1301,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_emfile_acceptor),
 };
 
-RFT_MAIN(tests)
+static const rft_child_case children[] = {
+    {"send_all_closed_peer", closed_peer_child, (void *)1},
+    {"write_all_closed_peer", closed_peer_child, NULL},
+};
+
+RFT_MAIN_CHILDREN(tests, children, sizeof children / sizeof children[0])

@@ -395,18 +395,6 @@ typedef struct srv_conn {
     int fd;
 } srv_conn;
 
-static int srv_send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = rf_send(fd, p, n, 0);
-        if (k <= 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* One request at a time: "/missing" gets 404; the others get 200 with a
  * Content-Length or a chunked body, in turn. */
 static void serve_http(srv_conn *c)
@@ -438,7 +426,7 @@ static void serve_http(srv_conn *c)
         /* Counted before the answer goes out: the client may read it, and
          * the test look at the count, before this thread runs again. */
         atomic_fetch_add(&c->s->served, 1);
-        if (srv_send_all(c->fd, resp, strlen(resp)) != 0)
+        if (rf_send_all(c->fd, resp, strlen(resp), 0, NULL) < 0)
             return;
         size_t used = (size_t)(end + 4 - buf);
         memmove(buf, buf + used, have - used);
@@ -456,7 +444,7 @@ static void serve_echo(srv_conn *c)
         if (c->s->kind == SRV_ECHO_CORRUPT)
             buf[0] ^= 0x5a;
         atomic_fetch_add(&c->s->served, 1); /* before: see serve_http */
-        if (srv_send_all(c->fd, buf, (size_t)k) != 0)
+        if (rf_send_all(c->fd, buf, (size_t)k, 0, NULL) < 0)
             return;
     }
 }

@@ -5,15 +5,27 @@
     check_servers.py http --server PATH
     check_servers.py chat --server PATH
 
+What a client may hold (the servers' deadlines and connection cap):
+
+    check_servers.py http-deadlines --server PATH     (http_hello)
+    check_servers.py http-bad-requests --server PATH  (http_hello)
+    check_servers.py conn-cap --server PATH           (http_hello)
+    check_servers.py echo-idle --server PATH          (echo_server)
+    check_servers.py chat-idle --server PATH          (chat_server)
+
 Every server is started on --port 0 (the kernel picks a free port) and must
 print exactly one line, "listening on 127.0.0.1:PORT"; after the checks it
 gets SIGTERM and must exit 0 within a few seconds. Every socket operation
 has a timeout, so a broken server fails the check instead of hanging it.
-Exit status 0 when every check passed, 1 otherwise.
+The deadlines checked are short (0.5 to 1.5 s) and the bounds on them
+generous: a connection must not close before its deadline, and must close
+within seconds after it. Exit status 0 when every check passed, 1
+otherwise.
 """
 import argparse
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -485,6 +497,285 @@ def run_chat(args):
         srv.kill()
 
 
+# ------------------------------------------------- deadlines and the cap
+
+CLOSE_WITHIN = 15.0  # seconds a connection past its deadline may take to close
+
+
+def wait_closed(s, limit=CLOSE_WITHIN):
+    """Read s until the server closes it (end of file or reset). Returns
+    (seconds waited, bytes read before the close), or (None, bytes) when it
+    was still open after limit seconds."""
+    t0 = time.monotonic()
+    data = b""
+    while time.monotonic() - t0 < limit:
+        s.settimeout(max(0.01, limit - (time.monotonic() - t0)))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - t0, data
+        if not chunk:
+            return time.monotonic() - t0, data
+        data += chunk
+    return None, data
+
+
+def still_open(s, quiet):
+    """True if nothing came on s (no byte, no end of file) for `quiet`
+    seconds."""
+    s.settimeout(quiet)
+    try:
+        s.recv(1)
+        return False
+    except socket.timeout:
+        return True
+    except OSError:
+        return False
+
+
+def run_http_deadlines(args):
+    # --header-timeout 0.5: slowloris. 20 connections each send the start
+    # of a request head, then one byte every 0.1 s, never the blank line.
+    srv = Server(args.server, "--header-timeout", "0.5",
+                 "--idle-timeout", "0.5")
+    try:
+        n = 20
+        socks = [srv.connect() for _ in range(n)]
+        t0 = time.monotonic()
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            s.setblocking(False)
+        got = {s: b"" for s in socks}
+        closed = {}  # socket -> seconds after the first byte
+        until = t0 + CLOSE_WITHIN
+        while len(closed) < n and time.monotonic() < until:
+            live = [s for s in socks if s not in closed]
+            for s in live:
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass  # full, or already closed: the read below sees it
+            readable, _, _ = select.select(live, [], [], 0.1)
+            for s in readable:
+                try:
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    got[s] += chunk
+                else:
+                    closed[s] = time.monotonic() - t0
+        times = sorted(closed.values())
+        check(len(closed) == n,
+              f"slowloris: all {n} trickling connections closed "
+              f"({len(closed)} within {CLOSE_WITHIN:.0f} s)")
+        check(times and times[0] >= 0.4,
+              f"slowloris: none closed before the 0.5 s header deadline "
+              f"(first after {times[0] if times else None!r} s)")
+        check(all(got[s].startswith(b"HTTP/1.1 408 ") for s in closed),
+              "slowloris: each was answered 408 before the close "
+              f"({sorted(set(g[:12] for g in got.values()))})")
+        for s in socks:
+            s.close()
+
+        # A connection that never sends a byte: closed at the header
+        # deadline (counted from the accept), without an answer.
+        s = srv.connect()
+        t, data = wait_closed(s)
+        check(t is not None and t >= 0.4 and data == b"",
+              f"silent new connection closed after the header deadline, "
+              f"unanswered ({t!r} s, {data!r})")
+        s.close()
+
+        # --idle-timeout 0.5: a kept-alive connection closed when idle.
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        st, h, body, buf = response(s, b"")
+        check(st == 200 and "connection" not in h,
+              f"keep-alive answer before idling: {st} {h}")
+        t, data = wait_closed(s)
+        check(t is not None and t >= 0.4 and buf + data == b"",
+              f"idle keep-alive connection closed after the idle deadline "
+              f"({t!r} s, {buf + data!r})")
+        s.close()
+        stop_and_check(srv, "http_hello (deadlines)")
+    finally:
+        srv.kill()
+
+    # The idle deadline counts from the last request, not from the
+    # connection's start: requests every 0.1 s for 4 s on one connection,
+    # with --idle-timeout 1.5, are all answered.
+    srv = Server(args.server, "--idle-timeout", "1.5")
+    try:
+        s = srv.connect()
+        buf, answered, t0 = b"", 0, time.monotonic()
+        while time.monotonic() - t0 < 4:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, buf = response(s, buf)
+            if st != 200:
+                break
+            answered += 1
+            time.sleep(0.1)
+        check(answered >= 10 and time.monotonic() - t0 >= 4,
+              f"busy keep-alive connection outlives the idle timeout "
+              f"({answered} requests in {time.monotonic() - t0:.1f} s)")
+        s.close()
+        stop_and_check(srv, "http_hello (busy connection)")
+    finally:
+        srv.kill()
+
+
+def run_http_bad_requests(args):
+    srv = Server(args.server)
+    try:
+        # A body announced as 2^63-1 bytes is not read: the answer says
+        # Connection: close and the connection is closed at once.
+        s = srv.connect()
+        t0 = time.monotonic()
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 9223372036854775807\r\n\r\nhello")
+        st, h, body, buf = response(s, b"")
+        t, data = wait_closed(s)
+        check(st == 405 and h.get("connection") == "close",
+              f"huge Content-Length: 405 with Connection: close ({st} {h})")
+        check(t is not None and time.monotonic() - t0 < 5,
+              f"huge Content-Length: connection closed after the answer "
+              f"({t!r} s)")
+        s.close()
+        # The same on a GET: 413.
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 1000000000\r\n\r\nhello")
+        st, h, body, buf = response(s, b"")
+        t, data = wait_closed(s)
+        check(st == 413 and h.get("connection") == "close" and t is not None,
+              f"GET with a 1 GB body: 413 and close ({st} {h}, {t!r} s)")
+        s.close()
+
+        # Lines ended by a bare LF: 400 and close, at once.
+        for name, req in (("bare LF", b"GET / HTTP/1.1\nHost: x\n\n"),
+                          ("one bare LF",
+                           b"GET / HTTP/1.1\r\nHost: x\n\r\n\r\n")):
+            s = srv.connect()
+            t0 = time.monotonic()
+            s.sendall(req)
+            st, h, body, buf = response(s, b"")
+            t, data = wait_closed(s)
+            check(st == 400 and h.get("connection") == "close" and t is not None
+                  and time.monotonic() - t0 < 5,
+                  f"{name}: 400 and close ({st} {h}, {t!r} s)")
+            s.close()
+        stop_and_check(srv, "http_hello (bad requests)")
+    finally:
+        srv.kill()
+
+
+def run_conn_cap(args):
+    # --max-conns 3: three keep-alive connections are served; a fourth
+    # waits in the listen backlog, unanswered, until one of them ends.
+    srv = Server(args.server, "--max-conns", "3")
+    try:
+        first = [srv.connect() for _ in range(3)]
+        for i, s in enumerate(first):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, buf = response(s, b"")
+            check(st == 200, f"connection {i + 1} of 3 served ({st})")
+        extra = srv.connect()  # the kernel completes the handshake
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(still_open(extra, 1.0),
+              "a 4th connection over --max-conns 3 is not served")
+        for s in first:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, buf = response(s, b"")
+            check(st == 200, f"the 3 connections are still served ({st})")
+        check(still_open(extra, 0.3), "... and the 4th still waits")
+        first[0].close()
+        extra.settimeout(TIMEOUT)
+        st, h, body, buf = response(extra, b"")
+        check(st == 200 and body == HELLO,
+              f"the 4th is served once one of the 3 has closed ({st})")
+        stop_and_check(srv, "http_hello (--max-conns 3)",
+                       r"stopping \(3 connections open\)")
+        for s in first[1:] + [extra]:
+            s.close()
+    finally:
+        srv.kill()
+
+
+def run_echo_idle(args):
+    # --idle-timeout 1.5: a connection that echoes every 0.1 s for 4 s
+    # stays open; one silent from the start is closed after 1.5 s.
+    srv = Server(args.server, "--idle-timeout", "1.5")
+    try:
+        busy, quiet = srv.connect(), srv.connect()
+        t0 = time.monotonic()
+        ok = True
+        while time.monotonic() - t0 < 4 and ok:
+            busy.sendall(b"ping")
+            ok = recv_exact(busy, 4) == b"ping"
+            time.sleep(0.1)
+        check(ok, f"busy connection echoes for 4 s past a 1.5 s idle "
+              f"timeout ({time.monotonic() - t0:.1f} s)")
+        t, data = wait_closed(quiet)
+        check(t is not None and data == b"",
+              f"silent connection closed by the idle deadline "
+              f"({time.monotonic() - t0:.1f} s after it opened)")
+        # One that echoed, then fell silent: closed too, not before 1.5 s.
+        s = srv.connect()
+        s.sendall(b"pong")
+        check(recv_exact(s, 4) == b"pong", "echo before idling")
+        t, data = wait_closed(s)
+        check(t is not None and t >= 1.4 and data == b"",
+              f"connection closed 1.5 s after its last echo ({t!r} s)")
+        for x in (busy, quiet, s):
+            x.close()
+        stop_and_check(srv, "echo_server (--idle-timeout)")
+    finally:
+        srv.kill()
+
+
+def run_chat_idle(args):
+    # --idle-timeout 1: a silent member is dropped, and the room is told;
+    # a member that talks every 0.1 s stays.
+    srv = Server(args.server, "--idle-timeout", "1")
+    try:
+        quiet = srv.connect()
+        talker = srv.connect()
+        t0 = time.monotonic()
+        talker.settimeout(0.1)
+        heard, buf = [], b""
+        while time.monotonic() - t0 < CLOSE_WITHIN and \
+                not any(l.endswith(b" dropped: idle") for l in heard):
+            talker.sendall(b"still here\n")
+            try:
+                chunk = talker.recv(65536)
+            except socket.timeout:
+                chunk = b"-"
+            if not chunk:
+                break
+            if chunk != b"-":
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                heard += lines
+        dropped = [l for l in heard if l.endswith(b" dropped: idle")]
+        check(len(dropped) == 1 and time.monotonic() - t0 >= 0.9,
+              f"silent member dropped as idle, the room told "
+              f"({dropped}, {time.monotonic() - t0:.1f} s)")
+        t, data = wait_closed(quiet)
+        check(t is not None and data.startswith(b"* welcome "),
+              f"silent member's connection closed ({t!r} s, {data[:40]!r})")
+        stop_and_check(srv, "chat_server (--idle-timeout)",
+                       r"user1 disconnected: idle for 1 s")
+        quiet.close()
+        talker.close()
+    finally:
+        srv.kill()
+
+
 def report():
     if failures:
         print(f"{len(failures)} check(s) failed", flush=True)
@@ -495,11 +786,16 @@ def report():
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["echo", "http", "chat"])
+    p.add_argument("mode", choices=["echo", "http", "chat", "http-deadlines",
+                                    "http-bad-requests", "conn-cap",
+                                    "echo-idle", "chat-idle"])
     p.add_argument("--server", required=True)
     p.add_argument("--client")
     args = p.parse_args()
-    {"echo": run_echo, "http": run_http, "chat": run_chat}[args.mode](args)
+    {"echo": run_echo, "http": run_http, "chat": run_chat,
+     "http-deadlines": run_http_deadlines,
+     "http-bad-requests": run_http_bad_requests, "conn-cap": run_conn_cap,
+     "echo-idle": run_echo_idle, "chat-idle": run_chat_idle}[args.mode](args)
     return report()
 
 

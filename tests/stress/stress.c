@@ -245,18 +245,6 @@ static void run_main(rf_loop *l, rf_fn fn, void *arg, const char *name)
     CHECK(rc == 0, "%s: main task: %s", name, rf_strerror(rc));
 }
 
-static ssize_t send_all(int fd, const uint8_t *p, size_t len)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = rf_send(fd, p + done, len - done, 0);
-        if (n < 0)
-            return n;
-        done += (size_t)n;
-    }
-    return (ssize_t)done;
-}
-
 static ssize_t recv_full(int fd, uint8_t *p, size_t len)
 {
     size_t done = 0;
@@ -320,7 +308,7 @@ static void *echo_conn(void *arg)
             C->srv_resets++;
             break;
         }
-        ssize_t w = send_all(a.fd, buf, (size_t)n);
+        ssize_t w = rf_send_all(a.fd, buf, (size_t)n, 0, NULL);
         if (w < 0) {
             if (w == -ECONNRESET || w == -EPIPE)
                 C->srv_saw_reset++;
@@ -1349,7 +1337,7 @@ static void *tiny_task(void *arg)
             if ((a.id & 1) == 0) {
                 memset(m, (int)(round & 0xff), sizeof(m));
                 m[0] = stop;
-                ssize_t n = send_all(fd, m, sizeof(m));
+                ssize_t n = rf_send_all(fd, m, sizeof(m), 0, NULL);
                 if (!CHECK(n == sizeof(m), "tinyring: send: %s",
                            rf_strerror((int)n)))
                     break;
@@ -1366,7 +1354,7 @@ static void *tiny_task(void *arg)
                 CHECK(m[1] == (uint8_t)(round & 0xff), "tinyring: bad message");
                 stop = m[0];
                 m[1] = (uint8_t)~m[1];
-                n = send_all(fd, m, sizeof(m));
+                n = rf_send_all(fd, m, sizeof(m), 0, NULL);
                 if (!CHECK(n == sizeof(m), "tinyring: send: %s",
                            rf_strerror((int)n)))
                     break;

@@ -427,30 +427,16 @@ static void close_conn(conn *c)
     }
 }
 
-static int send_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = rf_send(fd, p, len, 0);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return -EPIPE;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* One HTTP exchange on c->fd. Returns the status code, or a negative
  * errno: -EPROTO (unparseable answer), -ECONNRESET (closed early), or the
  * send/receive error. *closing: the server said Connection: close. */
 static int http_exchange(conn *c, char *in, bool *closing, bool *send_failed)
 {
     worker *w = c->w;
-    int rc = send_all(c->fd, w->request, w->request_len);
-    if (rc < 0) {
+    ssize_t sent = rf_send_all(c->fd, w->request, w->request_len, 0, NULL);
+    if (sent < 0) {
         *send_failed = true;
-        return rc;
+        return (int)sent;
     }
     w->res.bytes_sent += w->request_len;
     rfl_http p;
@@ -495,10 +481,10 @@ static int echo_exchange(conn *c, bool *send_failed)
         uint64_t v = s + i;
         memcpy(c->out + i, &v, size - i < 8 ? size - i : 8);
     }
-    int rc = send_all(c->fd, c->out, size);
-    if (rc < 0) {
+    ssize_t sent = rf_send_all(c->fd, c->out, size, 0, NULL);
+    if (sent < 0) {
         *send_failed = true;
-        return rc;
+        return (int)sent;
     }
     w->res.bytes_sent += size;
     size_t got = 0;
