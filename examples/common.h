@@ -374,7 +374,6 @@ static inline void *ex_run(rf_fn main_fn, void *arg)
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -410,37 +409,28 @@ static inline uint64_t ex_deadline_after(double seconds)
 
 /*
  * The server skeleton the example servers share: listen, print one line
- * "listening on HOST:PORT", run serve() in a task per connection, and on
- * SIGINT or SIGTERM stop gracefully:
- *   1. stop accepting (the accepting task is cancelled, the listening
- *      socket closed: new connections are refused);
+ * "listening on HOST:PORT", run serve() in a task per connection (at most
+ * --max-conns at once), and on SIGINT or SIGTERM stop gracefully with the
+ * library's shutdown (rf_loop_shutdown):
+ *   1. stop accepting: the accept in progress ends with -ESHUTDOWN (and
+ *      the acceptor, if it waits for a free connection slot, is cancelled
+ *      by the skeleton), the listening socket is closed: new connections
+ *      are refused;
  *   2. shut down the read side of every connection: a connection waiting
  *      for its next request sees end-of-file at once; one busy with a
  *      request finishes what it has read (its answer is still written),
  *      then sees end-of-file (bytes the kernel had received but the task
  *      had not read yet are dropped by the shutdown);
- *   3. wait up to --grace seconds for the connections to end;
- *   4. cancel the ones still running (a peer that does not read its
- *      answers, say: its socket is shut down both ways too, so a send
- *      blocked on it fails at once) and wait for them to unwind.
- * Then rf_run returns and the program exits 0.
+ *   3. the connections have --grace seconds to end; the shutdown cancels
+ *      the ones still running then (a peer that does not read its
+ *      answers, say), and the skeleton's main task, which the shutdown
+ *      spares, waits until they have all unwound and says how many it
+ *      lost.
+ * Then main returns, rf_run returns 0 and the program exits 0.
  *
- * The signal arrives through the ring: SIGINT and SIGTERM are blocked and
- * read from a signalfd with rf_read in the main task, so the loop never
- * runs a signal handler and no wait is interrupted.
- *
- * What one client may hold:
- *  - --max-conns N (default 10,000) connections are served at once. At
- *    the cap the server stops accepting until one ends: the acceptor waits
- *    for a slot (an rf_sem of N permits, one per connection), and new
- *    clients wait in the listen backlog, holding no fd of the server's,
- *    as the library's own acceptor does when its queue is full
- *    (rf_acceptor_next). They are served as slots come free; none is
- *    refused while the backlog has room.
- *  - --idle-timeout S: serve() bounds each wait on its client with
- *    ex_idle_deadline(): a client that sends nothing, or reads nothing of
- *    what it is sent, for S seconds has its connection closed (the wait
- *    ends with -ETIMEDOUT). 0: no limit.
+ * The signal arrives through the ring: rf_signal_wait hands it to the
+ * main task, so the loop never runs a signal handler and no wait is
+ * interrupted.
  */
 typedef struct ex_conn {
     struct ex_server *srv;
@@ -460,10 +450,11 @@ typedef struct ex_server {
     long max_conns;              /* --max-conns; 0: EX_MAX_CONNS */
     double idle_s;               /* --idle-timeout, the example's default */
     /* the skeleton's */
-    int lfd, sfd;
+    int lfd;
     bool stopping;               /* a signal came: finish up */
     ex_conn conns;               /* list head */
     size_t nconns;
+    size_t cancelled;            /* connections the shutdown cancelled */
     rf_sem slots;                /* one permit per connection served */
 } ex_server;
 
@@ -518,6 +509,8 @@ static inline void *ex_conn_task(void *arg)
 {
     ex_conn *c = arg;
     c->srv->serve(c);
+    if (rf_cancelled(rf_self()))
+        c->srv->cancelled++; /* cut off at the end of the grace */
     rf_close(c->fd);
     c->prev->next = c->next;
     c->next->prev = c->prev;
@@ -576,18 +569,15 @@ static inline void *ex_accept_task(void *arg)
     }
 }
 
-/* Waits for every connection task; false if the deadline came first. */
-static inline bool ex_join_conns(ex_server *s)
+/* Waits until every connection task has returned. */
+static inline void ex_join_conns(ex_server *s)
 {
     while (s->conns.next != &s->conns) {
         rf_task *t = s->conns.next->task;
         rf_task_retain(t);
-        int rc = rf_join(t, NULL);
+        rf_join(t, NULL);
         rf_task_release(t);
-        if (rc == -ETIMEDOUT)
-            return false;
     }
-    return true;
 }
 
 static inline void *ex_server_main(void *arg)
@@ -610,18 +600,22 @@ static inline void *ex_server_main(void *arg)
              "rf_sem_init");
     rf_task *acceptor = ex_spawn(ex_accept_task, s, "acceptor");
 
-    struct signalfd_siginfo si;
-    for (;;) {
-        ssize_t n = rf_read(s->sfd, &si, sizeof si, -1);
-        if (n == (ssize_t)sizeof si)
-            break;
-        if (n < 0 && n != -EINTR && n != -EAGAIN)
-            ex_die("read signalfd", (int)n);
-    }
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    int sig = rf_signal_wait(&stop_sigs, NULL);
+    if (sig < 0)
+        ex_die("rf_signal_wait", sig);
     fprintf(stderr, "%s: %s: stopping (%zu connections open)\n", ex_prog,
-            strsignal((int)si.ssi_signo), s->nconns);
+            strsignal(sig), s->nconns);
 
     s->stopping = true;
+    ex_check(rf_loop_shutdown(rf_loop_current(),
+                              (uint64_t)(s->grace_s * (double)RF_NSEC_PER_SEC)),
+             "rf_loop_shutdown");
+    /* The accept ended with the shutdown; an acceptor waiting for a free
+     * slot is not in an accept: it is cancelled. */
     rf_cancel(acceptor);
     rf_join(acceptor, NULL);
     rf_task_release(acceptor);
@@ -631,19 +625,12 @@ static inline void *ex_server_main(void *arg)
      * not suspend cannot see a connection free itself under its feet. */
     for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next)
         shutdown(c->fd, SHUT_RD);
-    rf_deadline_set(rf_now_ns() +
-                    (uint64_t)(s->grace_s * (double)RF_NSEC_PER_SEC));
-    bool all = ex_join_conns(s);
-    rf_deadline_set(0);
-    if (!all) {
-        fprintf(stderr, "%s: cancelling %zu connections after %.1f s\n",
-                ex_prog, s->nconns, s->grace_s);
-        for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next) {
-            shutdown(c->fd, SHUT_RDWR);
-            rf_cancel(c->task);
-        }
-        ex_join_conns(s);
-    }
+    /* As long as they take: the shutdown cancels the ones still open at
+     * the end of the grace (this task it spares). */
+    ex_join_conns(s);
+    if (s->cancelled)
+        fprintf(stderr, "%s: cancelled %zu connections after the %.1f s "
+                        "grace\n", ex_prog, s->cancelled, s->grace_s);
     rf_sem_fini(&s->slots);
     return NULL;
 }
@@ -675,15 +662,11 @@ static inline int ex_server_run(ex_server *s)
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
-    /* Blocked before the loop exists, so that no thread (the library's
-     * own included) ever takes them the ordinary way. */
+    /* Blocked before the loop exists, so that one that comes before
+     * rf_signal_wait is called stays pending for it. */
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
         ex_die("sigprocmask", -errno);
-    s->sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (s->sfd < 0)
-        ex_die("signalfd", -errno);
     ex_run(ex_server_main, s);
-    close(s->sfd);
     return 0;
 }
 

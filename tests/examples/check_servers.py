@@ -488,7 +488,7 @@ def run_chat(args):
         time.sleep(0.2)
         t0 = time.monotonic()
         stop_and_check(srv, "chat_server (output queued for a silent member)",
-                       r"cancelling 1 connections")
+                       r"cancelled 1 connections after the 0.3 s grace")
         check(time.monotonic() - t0 < 5,
               "silent member cancelled after the grace period")
         a.close()
