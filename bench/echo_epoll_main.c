@@ -17,7 +17,7 @@
  *       --warmup messages, then --seconds of measurement. Prints one JSON
  *       line: msgs_per_s, p50_us, p99_us, max_us, msgs, seconds.
  *
- * Start both under the same `taskset -c N` (DESIGN.md section 5).
+ * Start both under the same `taskset -c N` (docs/benchmarks.md, "Pinning").
  */
 #define _GNU_SOURCE
 #include "echo_epoll.h"

@@ -9,10 +9,11 @@
 // the runtime's.
 //   The file: RF_W8_FILE=path uses an existing file (left in place);
 //   otherwise /tmp/ringfiber-w8-<pid> of RF_W8_MIB MiB (default 256; 1024
-//   for the DESIGN.md figure) is created at the first W8 benchmark, read
-//   once to bring it into the page cache, and removed at exit.
+//   for the 1 GiB file of bench/compare) is created at the first W8
+//   benchmark, read once to bring it into the page cache, and removed at
+//   exit.
 //
-// IO: the choices of DESIGN.md's I/O issue, measured below the runtime
+// IO: three ways to run socket I/O, measured below the runtime
 // (raw liburing on one ring, one thread) so that the only difference is
 // the flag: a 64-byte TCP ping-pong on 127.0.0.1, both ends in one ring,
 // each recv posted before the data it waits for is sent (a server waiting

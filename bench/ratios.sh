@@ -4,8 +4,8 @@
 # usage: bench/ratios.sh [PATH/TO/ringfiber_bench] [google-benchmark flags...]
 #
 # Without flags it runs 5 repetitions with random interleaving (the
-# contenders' repetitions alternate, A B A B ..., which DESIGN.md recommends
-# on these hypervisor-scheduled vCPUs) and compares medians. Any flag given
+# contenders' repetitions alternate, A B A B ..., as docs/benchmarks.md
+# asks on these hypervisor-scheduled vCPUs) and compares medians. Any flag given
 # replaces those defaults, e.g. `bench/ratios.sh --benchmark_filter=W1`.
 # Set RF_BENCH_STRICT=1 to exit 1 when a target is missed (for CI).
 #
@@ -49,7 +49,7 @@ with open(sys.argv[1]) as f:
     doc = json.load(f)
 
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
-# Targets from DESIGN.md section 5: (kind, value).
+# Targets (docs/benchmarks.md lists them with their workloads): (kind, value).
 TARGETS = {"W1": ("ratio_max", 2.0), "W2": ("ns_below", 100.0),
            "W4": ("ratio_max", 2.0), "W5": ("faster_than", "libuv"),
            # W6: ns per message no more than the epoll server's.
@@ -59,7 +59,7 @@ PRIMARY = {"W1": "W1_raw_fcontext_baseline", "W2": "W2_raw_fcontext_baseline",
            "W4": "W4_raw_liburing_nop_baseline",
            "W5": "W5_pthread_eventfd_baseline", "W6": "W6_echo_epoll_baseline",
            "T1": "T1_join_baseline"}
-# W3 (DESIGN.md section 5): 100,000 tasks sleeping 10 ms are gathered
+# W3 (docs/benchmarks.md): 100,000 tasks sleeping 10 ms are gathered
 # within 10 ms + 50 ms, with at most 16 KiB resident per task.
 W3_WALL_MS, W3_N, W3_RSS_KIB = 60.0, 100000, 16.0
 COUNTERS = ("ns_per_task", "rss_per_task", "minflt_per_task", "spawn_ms",

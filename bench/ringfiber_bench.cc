@@ -1,4 +1,4 @@
-// ringfiber_bench: the DESIGN.md §5 workloads, each next to an
+// ringfiber_bench: the workloads of docs/benchmarks.md, each next to an
 // in-run baseline so that the figure that matters, the ratio, comes out of a
 // single run on a single machine state.
 //

@@ -1,4 +1,4 @@
-// W6 of DESIGN.md §5: TCP echo on 127.0.0.1, 50 connections, 64-byte
+// W6 (docs/benchmarks.md): TCP echo on 127.0.0.1, 50 connections, 64-byte
 // ping-pong, one server loop, against a hand-written epoll server measured
 // in the same run.
 //
@@ -15,7 +15,7 @@
 // Same load for every contender: the epoll client of echo_epoll.c in the
 // benchmark thread, the server in a thread of its own, both pinned to the
 // same CPU (the first one the process may run on; start the binary under
-// `taskset -c N` to choose). DESIGN.md §5 explains why: on these
+// `taskset -c N` to choose). docs/benchmarks.md explains why: on these
 // hypervisor-scheduled vCPUs a cross-core round trip is bimodal, while
 // same-core figures are stable to a few percent.
 

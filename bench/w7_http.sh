@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# W7 of DESIGN.md §5: HTTP/1.1 keep-alive "hello" loaded by `wrk -t1 -c50`,
+# W7 (docs/benchmarks.md): HTTP/1.1 keep-alive "hello" loaded by `wrk -t1 -c50`,
 # examples/http_hello against nginx (one worker, bench/peers/nginx.conf)
 # and Go's net/http (bench/peers/go, GOMAXPROCS=1) when they are installed.
 #
@@ -8,7 +8,7 @@
 #                         [--only ringfiber,nginx,go] [--json]
 #
 # Server and wrk run on the same CPU (taskset -c N, default 0), as
-# DESIGN.md §5 advises for these hypervisor-scheduled vCPUs, and the
+# docs/benchmarks.md advises for these hypervisor-scheduled vCPUs, and the
 # contenders alternate (A B A B ...) for --rounds rounds (default 3) of
 # --duration seconds (default 5). Prints every run, then the medians and
 # the ratio. Only the ratio of one run of this script means anything.

@@ -1,7 +1,7 @@
 /*
  * Loop life (new / run / stop / free) and the scheduler.
  *
- * The scheduler pass of DESIGN.md §1, with one refinement: a task that
+ * The scheduler pass (docs/scheduler.md). Switches are direct: a task that
  * suspends hands the CPU directly to the next ready task (one jump)
  * instead of returning to the scheduler's context first (two jumps). The
  * pass structure is kept by a budget: a pass runs the tasks that were

@@ -4,7 +4,7 @@
  * (and rf_send_all), recvmsg/sendmsg, shutdown, poll. Each operation
  * takes the path of fs.c (rf__io_begin, rf__fd_op_run): it suspends only
  * the caller, carries the task's deadline as a linked timeout, and
- * follows DESIGN.md §3 on cancellation.
+ * is cancelled as docs/scheduler.md ("Cancellation") describes.
  *
  * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
  * 127.0.0.1 in raw liburing, the recv posted before the data it waits

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The DESIGN.md section 5 workloads W1-W3 and W6 in Python asyncio, for bench/compare.
+"""The workloads W1-W3 and W6 of docs/benchmarks.md in Python asyncio, for bench/compare.
 
 usage: asyncio_peer.py W1 COUNT            two tasks ping-pong with sleep(0)
        asyncio_peer.py Q1 COUNT            queue ping-pong through two Queue(maxsize=1)

@@ -9,8 +9,8 @@
 #                  [--cpu 0] [--rfload PATH] URL
 #
 # --cpu: the CPU list (taskset -c) the clients run on; start the server
-# on the same one (DESIGN.md §5: figures are stable with client and
-# server on one core) or on another and say so.
+# on the same one (docs/benchmarks.md, "Pinning": figures are stable
+# with client and server on one core) or on another and say so.
 set -eu
 rounds=5 duration=5 conns=50 cpu=0
 rfload=$(dirname "$0")/../../build-rel/tools/rfload/rfload

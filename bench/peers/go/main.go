@@ -1,4 +1,4 @@
-// The DESIGN.md section 5 workloads W1-W3 with goroutines, for
+// The workloads W1-W3 of docs/benchmarks.md with goroutines, for
 // bench/compare. Run with GOMAXPROCS=1 (bench/compare sets it), so that, as
 // in ringfiber, one thread runs every goroutine.
 //
