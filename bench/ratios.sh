@@ -154,7 +154,8 @@ for w in sorted(groups, key=lambda s: (s[0] != "W", int(s[1:]) if s[1:].isdigit(
     subjects = sorted((n for n in members if not n.endswith("_baseline")), key=natural)
     refs = [r for r in REFERENCES.get(w, []) if r in value]
     bases += refs
-    # The primary baseline is the one named in the brief; others are context.
+    # The primary baseline is the one PRIMARY names (the one the target is
+    # measured against, docs/benchmarks.md); others are context.
     primary = refs[0] if refs else PRIMARY.get(w)
     if primary not in bases:
         primary = bases[0] if bases else None

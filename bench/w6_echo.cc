@@ -182,8 +182,9 @@ void W6_echo_ringfiber(benchmark::State &state) {
            "1 iteration = 1 message; 50 conns x 64 B, same CPU");
 }
 
-// The "measure and choose" questions, on this workload. Not
-// baselines: ringfiber variants (see w6_ringfiber.c).
+// The I/O options measured on this workload (registered files,
+// POLL_FIRST) and the floor under the public calls. Not baselines:
+// ringfiber variants (see w6_ringfiber.c).
 void W6_echo_variant_raw_ops(benchmark::State &state) {
     w6_run(state, w6_raw_serve, "recv/send SQEs via rf__op_run, no extras");
 }

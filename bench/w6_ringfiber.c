@@ -4,8 +4,8 @@
  * w6_ringfiber_serve is the one that counts: a task per connection written
  * with the public calls, rf_recv and rf_send_all, exactly as a user would.
  *
- * The others answer the issue's "measure and choose" questions for the
- * echo workload. They submit recv/send themselves through the runtime's
+ * The others measure two I/O options, and the public calls' own cost, on
+ * the echo workload. They submit recv/send themselves through the runtime's
  * one operation path (rf__op_begin / rf__op_run, the path every public
  * call takes); pollfirst and fixed each differ from raw in one thing:
  *   raw          recv / send SQEs, nothing else (the floor of the public

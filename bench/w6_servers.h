@@ -17,7 +17,7 @@ typedef int (*w6_server_fn)(int lfd, int nconns);
 
 /* ringfiber: one task per connection, rf_recv / rf_send (w6_ringfiber.c). */
 int w6_ringfiber_serve(int lfd, int nconns);
-/* Variants for the "measure and choose" (see w6_ringfiber.c). */
+/* Variants that measure the I/O options (see w6_ringfiber.c). */
 int w6_raw_serve(int lfd, int nconns);
 int w6_pollfirst_serve(int lfd, int nconns);
 int w6_fixed_serve(int lfd, int nconns);
