@@ -47,10 +47,10 @@ for side in t:
                 if b.get("run_type") == "aggregate":
                     continue
                 t[side][b["name"]].append(b["real_time"] * TO_NS[b["time_unit"]])
-print(f"{'benchmark':44} {'old ns':>10} {'new ns':>10} {'new/old':>8}   (medians of {rounds} alternating runs)")
+print(f"{'benchmark':56} {'old ns':>10} {'new ns':>10} {'new/old':>8}   (medians of {rounds} alternating runs)")
 for name in t["old"]:
     if name not in t["new"]:
         continue
     o, n = statistics.median(t["old"][name]), statistics.median(t["new"][name])
-    print(f"{name:44} {o:10.1f} {n:10.1f} {n / o:8.3f}")
+    print(f"{name:56} {o:10.1f} {n:10.1f} {n / o:8.3f}")
 EOF

@@ -49,10 +49,11 @@ typedef struct w6_conn {
  * registered-file index for W6_FIXED) for a server of the given kind. */
 static ssize_t raw_io(w6_kind kind, int fd, bool recv, void *buf, size_t len)
 {
-    rf_loop *l = rf__tls_loop;
-    rf_task *self = l->current;
+    /* Not tracked on a descriptor: a registered-file index is not an fd. */
+    rf_op op = RF_OP(-1);
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, recv ? IORING_OP_RECV : IORING_OP_SEND, "raw_io", &err);
     if (!sqe)
         return err;
     if (recv)
@@ -63,8 +64,7 @@ static ssize_t raw_io(w6_kind kind, int fd, bool recv, void *buf, size_t len)
         sqe->flags |= IOSQE_FIXED_FILE;
     if (recv && kind == W6_POLLFIRST)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-    rf_op op = {0};
-    return rf__op_run(l, self, &op, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 /* A step of the runtime's loop over short transfers (rf__xfer_all, the

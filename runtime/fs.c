@@ -1,22 +1,8 @@
 /*
- * File operations (open, read, write, sync, allocate, statx), rf_close,
- * and the path every operation on a descriptor takes, files and sockets
- * alike (net.c uses it too):
- *
- *     rf_loop *l; rf_task *self; int err;
- *     struct io_uring_sqe *sqe = rf__io_begin(&l, &self, OPCODE, "rf_x", &err);
- *     if (!sqe)
- *         return err;
- *     io_uring_prep_xxx(sqe, fd, ...);
- *     return rf__fd_op_run(l, self, fd, sqe);
- *
- * rf__io_begin refuses outside a task (-EPERM) and for an opcode the kernel
- * lacks (-EOPNOTSUPP, reported once per loop on stderr; the file calls
- * first check for that case and run their system call on the offload pool
- * instead, see "fallback" below), then takes the
- * SQE through rf__op_begin (cancellation, deadline). rf__fd_op_run lists
- * the operation in loop->fd_ops while it is in flight, so that rf_close
- * can wait until no operation on the fd it closes is left in the kernel.
+ * File operations (open, read, write, sync, allocate, statx) and rf_close.
+ * Each is one operation on the I/O path of op.c; an operation the
+ * kernel's io_uring lacks runs its system call on the offload pool
+ * instead (see "fallback" below).
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -27,26 +13,6 @@
 
 #include "internal.h"
 
-
-static void report_missing(rf_loop *l, unsigned opcode, const char *what,
-                           const char *instead)
-{
-    uint64_t bit = 1ULL << (opcode % 64);
-    if (!(l->flags & RF_LOOP_QUIET) && !(l->op_warned[opcode / 64] & bit))
-        fprintf(stderr,
-                "ringfiber: %s: this kernel's io_uring lacks operation %u; "
-                "%s (a newer kernel has it)\n",
-                what, opcode, instead);
-    l->op_warned[opcode / 64] |= bit;
-}
-
-bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what)
-{
-    if (rf_likely(rf__op_supported(l, opcode)))
-        return true;
-    report_missing(l, opcode, what, "the call returns EOPNOTSUPP");
-    return false;
-}
 
 /* ---- fallback: the system call on the offload pool ------------------------ */
 
@@ -114,14 +80,14 @@ static void *fs_syscall(void *arg)
 }
 
 /* True if opcode is missing and the call must take the fallback (outside
- * a task: false, and rf__io_begin says -EPERM). */
+ * a task: false, and rf__op_begin says -EPERM). */
 static bool fs_use_pool(unsigned opcode, const char *what)
 {
     rf_loop *l = rf__tls_loop;
     if (!l || !l->current || rf_likely(rf__op_supported(l, opcode)))
         return false;
-    report_missing(l, opcode, what,
-                   "the call runs its system call on the offload pool");
+    rf__op_report_missing(l, opcode, what,
+                          "the call runs its system call on the offload pool");
     return true;
 }
 
@@ -130,48 +96,16 @@ static long fs_fallback(fs_args *a)
     /* Listed in fd_ops like a ring operation on the fd (never for openat
      * and statx, whose fd is a directory resolved at the start), so that
      * rf_close(fd) waits until the worker is done with the fd. */
-    rf_loop *l = rf__tls_loop;
     bool on_fd = a->call != FS_OPENAT && a->call != FS_STATX;
-    rf_fd_op fo = {.fd = a->fd};
+    rf_op op = RF_OP(a->fd);
+    op.loop = rf__tls_loop;
     if (on_fd)
-        rf_list_push_back(&l->fd_ops, &fo.node);
+        rf__op_track(&op);
     void *res = NULL;
     int rc = rf_to_thread(fs_syscall, a, &res);
-    if (on_fd) {
-        rf_list_remove(&fo.node);
-        if (fo.closer)
-            rf__wake(l, fo.closer);
-    }
+    if (on_fd)
+        rf__op_untrack(&op);
     return rc ? rc : (long)(intptr_t)res;
-}
-
-struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
-                                  unsigned opcode, const char *what, int *err)
-{
-    rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (rf_unlikely(!self)) {
-        *err = -EPERM;
-        return NULL;
-    }
-    if (rf_unlikely(!rf__io_check_op(l, opcode, what))) {
-        *err = -EOPNOTSUPP;
-        return NULL;
-    }
-    *lp = l;
-    *selfp = self;
-    return rf__op_begin(l, self, err);
-}
-
-int rf__fd_op_run(rf_loop *l, rf_task *self, int fd, struct io_uring_sqe *sqe)
-{
-    rf_fd_op fo = {.fd = fd};
-    rf_list_push_back(&l->fd_ops, &fo.node);
-    int res = rf__op_run(l, self, &fo.op, sqe);
-    rf_list_remove(&fo.node);
-    if (fo.closer)
-        rf__wake(l, fo.closer);
-    return res;
 }
 
 /* ---- open ---------------------------------------------------------------- */
@@ -184,18 +118,15 @@ int rf_openat(int dirfd, const char *path, int flags, unsigned mode)
         return (int)fs_fallback(&(fs_args){.call = FS_OPENAT, .fd = dirfd,
                                            .path = path, .flags = flags,
                                            .mode = mode});
-    rf_loop *l;
-    rf_task *self;
+    /* Not on dirfd for rf_close(dirfd) to wait for: the kernel resolves
+     * dirfd when it starts the open. */
+    rf_op op = RF_OP(-1);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_OPENAT, "rf_openat", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_OPENAT, "rf_openat", &err);
     if (!sqe)
         return err;
     io_uring_prep_openat(sqe, dirfd, path, flags, mode);
-    /* Not an operation on dirfd in flight that rf_close(dirfd) must wait
-     * for: the kernel resolves dirfd when it starts the open. */
-    rf_op op = {0};
-    return rf__op_run(l, self, &op, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 int rf_open(const char *path, int flags, unsigned mode)
@@ -219,14 +150,13 @@ static ssize_t rw(unsigned opcode, const char *what, int fd, const void *buf,
         return fs_fallback(&(fs_args){
             .call = opcode == IORING_OP_READ ? FS_READ : FS_WRITE, .fd = fd,
             .buf = (void *)buf, .len = n, .off = off});
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_rw(opcode, sqe, fd, buf, n, (uint64_t)off);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 ssize_t rf_read(int fd, void *buf, size_t len, int64_t off)
@@ -255,14 +185,13 @@ static ssize_t rwv(unsigned opcode, const char *what, int fd,
         return fs_fallback(&(fs_args){
             .call = opcode == IORING_OP_READV ? FS_READV : FS_WRITEV,
             .fd = fd, .iov = iov, .cnt = cnt, .off = off});
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_rw(opcode, sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 ssize_t rf_readv(int fd, const struct iovec *iov, int cnt, int64_t off)
@@ -354,15 +283,13 @@ static int do_fsync(int fd, unsigned flags, const char *what)
     if (fs_use_pool(IORING_OP_FSYNC, what))
         return (int)fs_fallback(&(fs_args){
             .call = flags ? FS_FDATASYNC : FS_FSYNC, .fd = fd});
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_FSYNC, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_FSYNC, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_fsync(sqe, fd, flags);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 int rf_fsync(int fd) { return do_fsync(fd, 0, "rf_fsync"); }
@@ -382,15 +309,13 @@ int rf_fallocate(int fd, int mode, int64_t off, int64_t len)
         return (int)fs_fallback(&(fs_args){.call = FS_FALLOCATE, .fd = fd,
                                            .flags = mode, .off = off,
                                            .len64 = len});
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_FALLOCATE, "rf_fallocate", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_FALLOCATE, "rf_fallocate", &err);
     if (!sqe)
         return err;
     io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)off, (uint64_t)len);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
@@ -402,16 +327,13 @@ int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
         return (int)fs_fallback(&(fs_args){.call = FS_STATX, .fd = dirfd,
                                            .path = path, .flags = flags,
                                            .mode = mask, .stx = out});
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(-1);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_STATX, "rf_statx", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_STATX, "rf_statx", &err);
     if (!sqe)
         return err;
     io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
-    rf_op op = {0};
-    return rf__op_run(l, self, &op, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 /* ---- close ------------------------------------------------------------------ */
@@ -421,9 +343,9 @@ int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
 static void cancel_listed(rf_loop *l, int fd)
 {
     for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
-        rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
-        if (fo->fd == fd && !fo->op.done)
-            rf__op_cancel(l, &fo->op);
+        rf_op *op = rf_container_of(n, rf_op, node);
+        if (op->fd == fd && !op->done)
+            rf__op_cancel(l, op);
     }
 }
 
@@ -434,9 +356,9 @@ static void cancel_listed(rf_loop *l, int fd)
 static void claim_listed(rf_loop *l, rf_task *self, int fd)
 {
     for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
-        rf_fd_op *fo = rf_container_of(n, rf_fd_op, node);
-        if (fo->fd == fd)
-            fo->closer = self;
+        rf_op *op = rf_container_of(n, rf_op, node);
+        if (op->fd == fd)
+            op->closer = self;
     }
 }
 
@@ -447,7 +369,7 @@ static void wait_unlisted(rf_loop *l, rf_task *self)
     for (;;) {
         bool any = false;
         for (rf_list *n = l->fd_ops.next; n != &l->fd_ops && !any; n = n->next)
-            any = rf_container_of(n, rf_fd_op, node)->closer == self;
+            any = rf_container_of(n, rf_op, node)->closer == self;
         if (!any)
             return;
         rf__wait(l, self, 0);
@@ -481,7 +403,7 @@ int rf_close(int fd)
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);
     struct io_uring_sqe *cs = NULL, *sqe = NULL;
-    rf_op cop = {0}, op = {0};
+    rf_op cop = RF_OP(-1), op = RF_OP(-1);
     if (have_close && !l->no_cancel_fd && io_uring_sq_space_left(&l->ring) >= 2) {
         cs = rf__sqe_get(l);
         io_uring_prep_cancel_fd(cs, fd, IORING_ASYNC_CANCEL_ALL);

@@ -150,14 +150,19 @@ struct rf_task {
 #define RF_WAIT_DEADLINE 2u /* the task's deadline ends it: -ETIMEDOUT */
 #define RF_WAIT_ANY (RF_WAIT_CANCEL | RF_WAIT_DEADLINE)
 
-/* An operation in the ring; lives on the waiting task's stack. Zeroed
- * before use. */
+/* An operation in the ring (op.c); lives on the waiting task's stack.
+ * Made with RF_OP(fd): the rest zeroed. */
 typedef struct rf_op {
-    rf_task *task; /* woken by the CQE; NULL: nobody waits right now */
+    rf_task *task;    /* woken by the final CQE; NULL: nobody waits now */
+    rf_loop *loop;
     int32_t res;
     uint32_t cflags;
-    bool done;      /* its final CQE was seen */
+    bool done;        /* its final CQE was seen */
+    int fd;           /* the descriptor it works on; -1: none */
+    rf_list node;     /* loop->fd_ops while in flight on fd */
+    rf_task *closer;  /* an rf_close waiting for it to end */
 } rf_op;
+#define RF_OP(fd_) ((rf_op){.fd = (fd_)})
 
 /* A record whose CQEs go to a function: multishot operations, and the
  * loop's own requests. Submitted with rf__handler_data(h). */
@@ -244,7 +249,7 @@ struct rf_loop {
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
-    /* fs.c/net.c: operations on descriptors in flight (rf_fd_op.node), so
+    /* op.c: operations on descriptors in flight (rf_op.node), so
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
     rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
@@ -375,13 +380,17 @@ bool rf__ring_has_work(const rf_loop *l);
 struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);
-int rf__op_wait(rf_loop *l, rf_task *self, rf_op *op);
-struct io_uring_sqe *rf__op_begin(rf_loop *l, rf_task *self, int *err);
-int rf__op_run(rf_loop *l, rf_task *self, rf_op *op,
-               struct io_uring_sqe *sqe);
+
+/* ---- op.c: the I/O path (see the top of op.c) ---- */
+struct io_uring_sqe *rf__op_begin(rf_op *op, unsigned opcode,
+                                  const char *what, int *err);
+int rf__op_run(rf_op *op, struct io_uring_sqe *sqe);
 bool rf__op_supported(const rf_loop *l, unsigned opcode);
+void rf__op_report_missing(rf_loop *l, unsigned opcode, const char *what,
+                           const char *instead);
 void rf__op_cancel(rf_loop *l, rf_op *op);
-void rf__op_settle(rf_loop *l, rf_task *self, rf_op *op);
+void rf__op_track(rf_op *op);
+void rf__op_untrack(rf_op *op);
 
 /* ---- handles (task.c) ---- */
 
@@ -499,28 +508,13 @@ static inline bool rf__remote_pending(rf_loop *l)
     return __atomic_load_n(&l->remote_head, __ATOMIC_SEQ_CST) != NULL;
 }
 
-/* ---- fs.c: the path shared by every operation on a descriptor ---- */
+/* ---- fs.c ---- */
 
 /* The most one read, write, send or receive transfers, as Linux's
  * MAX_RW_COUNT: a larger request is a short transfer, which callers
  * already handle. */
 #define RF_IO_MAX 0x7ffff000u
 
-/* An operation on a descriptor; lives on the waiting task's stack and is
- * listed in loop->fd_ops while it is in flight. */
-typedef struct rf_fd_op {
-    rf_op op;
-    rf_list node;
-    int fd;
-    rf_task *closer; /* an rf_close waiting for this operation to end */
-} rf_fd_op;
-
-struct io_uring_sqe *rf__io_begin(rf_loop **lp, rf_task **selfp,
-                                  unsigned opcode, const char *what,
-                                  int *err);
-bool rf__io_check_op(rf_loop *l, unsigned opcode, const char *what);
-int rf__fd_op_run(rf_loop *l, rf_task *self, int fd,
-                  struct io_uring_sqe *sqe);
 
 /* One transfer of rf__xfer_all: at most len bytes at p, at off (files;
  * -1: the file position), with flags (sockets). Bytes moved or -errno. */

@@ -2,7 +2,7 @@
  * Socket operations: socket, the TCP listen/connect helpers, accept (one at
  * a time, and a multishot acceptor for servers), connect, recv/send
  * (and rf_send_all), recvmsg/sendmsg, shutdown, poll. Each operation
- * takes the path of fs.c (rf__io_begin, rf__fd_op_run): it suspends only
+ * takes the I/O path of op.c (rf__op_begin, rf__op_run): it suspends only
  * the caller, carries the task's deadline as a linked timeout, and
  * is cancelled as docs/scheduler.md ("Cancellation") describes.
  *
@@ -45,15 +45,15 @@
 int rf_socket(int domain, int type, int protocol)
 {
     rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (self && rf__op_supported(l, IORING_OP_SOCKET)) {
+    if (l && l->current && rf__op_supported(l, IORING_OP_SOCKET)) {
+        rf_op op = RF_OP(-1);
         int err;
-        struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+        struct io_uring_sqe *sqe =
+            rf__op_begin(&op, IORING_OP_SOCKET, "rf_socket", &err);
         if (!sqe)
             return err;
         io_uring_prep_socket(sqe, domain, type, protocol, 0);
-        rf_op op = {0};
-        return rf__op_run(l, self, &op, sqe);
+        return rf__op_run(&op, sqe);
     }
     /* socket(2) never blocks: the fallback, and the way outside a task. */
     int fd = socket(domain, type, protocol);
@@ -198,12 +198,13 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
             res = -ESHUTDOWN;
             break;
         }
+        rf_op op = RF_OP(fd);
         struct io_uring_sqe *sqe =
-            rf__io_begin(&l, &self, IORING_OP_ACCEPT, "rf_accept", &res);
+            rf__op_begin(&op, IORING_OP_ACCEPT, "rf_accept", &res);
         if (!sqe)
             break;
         io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-        res = rf__fd_op_run(l, self, fd, sqe);
+        res = rf__op_run(&op, sqe);
         if (res != -EMFILE && res != -ENFILE)
             break;
         res = accept_backoff(l, &backoff);
@@ -352,8 +353,11 @@ int rf_acceptor_open(int lfd, int flags, rf_acceptor **out)
     rf_loop *l = rf__tls_loop;
     if (!l || !l->current)
         return -EPERM;
-    if (!rf__io_check_op(l, IORING_OP_ACCEPT, "rf_acceptor_open"))
+    if (!rf__op_supported(l, IORING_OP_ACCEPT)) {
+        rf__op_report_missing(l, IORING_OP_ACCEPT, "rf_acceptor_open",
+                              "the call returns EOPNOTSUPP");
         return -EOPNOTSUPP;
+    }
     rf_acceptor *a;
     rf_list *n = rf_list_pop_front(&l->free_acceptors);
     uint16_t gen = 0;
@@ -531,15 +535,13 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return -EBADF;
     if (!addr)
         return -EFAULT;
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_CONNECT, "rf_connect", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_CONNECT, "rf_connect", &err);
     if (!sqe)
         return err;
     io_uring_prep_connect(sqe, fd, addr, addrlen);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 /* recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
@@ -550,16 +552,14 @@ ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
         return -EBADF;
     if (!buf && len)
         return -EFAULT;
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_RECV, "rf_recv", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_RECV, "rf_recv", &err);
     if (!sqe)
         return err;
     io_uring_prep_recv(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
@@ -568,16 +568,14 @@ ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
         return -EBADF;
     if (!buf && len)
         return -EFAULT;
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_SEND, "rf_send", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_SEND, "rf_send", &err);
     if (!sqe)
         return err;
     io_uring_prep_send(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags | MSG_NOSIGNAL);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 /* rf_send_all: rf__xfer_all (fs.c) over rf_send, which adds
@@ -605,17 +603,16 @@ static ssize_t msg_op(unsigned opcode, const char *what, int fd,
         return -EBADF;
     if (!msg || (!msg->msg_iov && msg->msg_iovlen))
         return -EFAULT;
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe = rf__io_begin(&l, &self, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
     if (!sqe)
         return err;
     if (opcode == IORING_OP_RECVMSG)
         io_uring_prep_recvmsg(sqe, fd, (struct msghdr *)msg, (unsigned)flags);
     else
         io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags | MSG_NOSIGNAL);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
 
 ssize_t rf_recvmsg(int fd, struct msghdr *msg, int flags)
@@ -635,14 +632,15 @@ int rf_shutdown(int fd, int how)
     if (fd < 0)
         return -EBADF;
     rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (self && rf__op_supported(l, IORING_OP_SHUTDOWN)) {
+    if (l && l->current && rf__op_supported(l, IORING_OP_SHUTDOWN)) {
+        rf_op op = RF_OP(fd);
         int err;
-        struct io_uring_sqe *sqe = rf__op_begin(l, self, &err);
+        struct io_uring_sqe *sqe =
+            rf__op_begin(&op, IORING_OP_SHUTDOWN, "rf_shutdown", &err);
         if (!sqe)
             return err;
         io_uring_prep_shutdown(sqe, fd, how);
-        return rf__fd_op_run(l, self, fd, sqe);
+        return rf__op_run(&op, sqe);
     }
     /* shutdown(2) does not block: the fallback, and the way outside a
      * task. */
@@ -653,13 +651,11 @@ int rf_poll(int fd, unsigned events)
 {
     if (fd < 0)
         return -EBADF;
-    rf_loop *l;
-    rf_task *self;
+    rf_op op = RF_OP(fd);
     int err;
-    struct io_uring_sqe *sqe =
-        rf__io_begin(&l, &self, IORING_OP_POLL_ADD, "rf_poll", &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_POLL_ADD, "rf_poll", &err);
     if (!sqe)
         return err;
     io_uring_prep_poll_add(sqe, fd, events);
-    return rf__fd_op_run(l, self, fd, sqe);
+    return rf__op_run(&op, sqe);
 }
