@@ -121,7 +121,12 @@ typedef struct rf_loop_opts {
 
 /* Do not print the setup failure message to stderr. */
 #define RF_LOOP_QUIET 0x1u
-/* Do not install the SIGSEGV handler that reports stack overflows. */
+/* Do not install the SIGSEGV handler that reports stack overflows, and
+ * any other fault in a task's stack or in the guard below one, naming the
+ * task whose stack it is and the running task. Task code should be
+ * compiled with -fstack-clash-protection (ringfiber.pc and the CMake
+ * package pass it on): a frame larger than the guard then meets it
+ * instead of jumping it into another task's stack. */
 #define RF_LOOP_NO_OVERFLOW_HANDLER 0x2u
 /* Guard task stacks with mprotect() even where MADV_GUARD_INSTALL exists:
  * the fallback used on kernels before 6.13 (each guard then costs a
@@ -215,7 +220,10 @@ typedef struct rf_stats {
 /* How task stacks are protected against overflow. */
 #define RF_GUARD_MADVISE 1  /* guard pages via MADV_GUARD_INSTALL */
 #define RF_GUARD_MPROTECT 2 /* guard pages via mprotect (2 mappings each) */
-/* Every stack also carries a canary checked at each switch. */
+/* With RF_GUARD_MPROTECT (and on stacks left without a guard once the
+ * mprotect guards would approach vm.max_map_count) each stack also carries
+ * a canary at its bottom; at each switch away from such a task the canary
+ * is checked, and that the task runs on its own stack. */
 
 /* Copy loop's counters into *out. Returns 0 or -EINVAL. Does not suspend. */
 RF_API int rf_loop_stats(const rf_loop *loop, rf_stats *out);

@@ -69,6 +69,7 @@ typedef struct rf_stacks {
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
     rf_stack_slab *slabs;
     uint64_t mapped;  /* stacks handed out or pooled */
+    uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
     int guard_mode;   /* RF_GUARD_* */
     int pidfd;        /* for batched guard installs; -1: not available */
