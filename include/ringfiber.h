@@ -162,7 +162,12 @@ typedef struct rf_loop_opts {
 
 /* Do not print the setup failure message to stderr. */
 #define RF_LOOP_QUIET 0x1u
-/* Do not install the SIGSEGV handler that reports stack overflows. */
+/* Do not install the SIGSEGV handler that reports stack overflows, and
+ * any other fault in a task's stack or in the guard below one, naming the
+ * task whose stack it is and the running task. Task code should be
+ * compiled with -fstack-clash-protection (ringfiber.pc and the CMake
+ * package pass it on): a frame larger than the guard then meets it
+ * instead of jumping it into another task's stack. */
 #define RF_LOOP_NO_OVERFLOW_HANDLER 0x2u
 /* Guard task stacks with mprotect() even where MADV_GUARD_INSTALL exists:
  * the fallback used on kernels before 6.13 (each guard then costs a
@@ -257,7 +262,10 @@ typedef struct rf_stats {
 /* How task stacks are protected against overflow. */
 #define RF_GUARD_MADVISE 1  /* guard pages via MADV_GUARD_INSTALL */
 #define RF_GUARD_MPROTECT 2 /* guard pages via mprotect (2 mappings each) */
-/* Every stack also carries a canary checked at each switch. */
+/* With RF_GUARD_MPROTECT (and on stacks left without a guard once the
+ * mprotect guards would approach vm.max_map_count) each stack also carries
+ * a canary at its bottom; at each switch away from such a task the canary
+ * is checked, and that the task runs on its own stack. */
 
 /*
  * Copy loop's counters into *out, all taken at one instant. On the loop's
@@ -1429,13 +1437,18 @@ RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
  * thread notices when the loop has not switched tasks nor ended a
  * scheduler pass for longer than a threshold (a task blocks the thread)
  * and reports the task, how long it has held the loop so far, and a
- * backtrace of the loop thread taken at that moment (the thread is sent
- * the real-time signal SIGRTMIN + RF_STALL_SIGNAL_OFFSET and records it in
- * the handler, installed with SA_RESTART; a program that has its own
- * handler for that signal gets reports without backtraces). As with any
- * signal, a blocking call that is never restarted (nanosleep, poll...)
- * made by the stalled task may then return early with EINTR, once per
- * stall. When the task finally gives the loop back,
+ * backtrace of the loop thread taken at that moment. The task and the
+ * time need no signal: the watchdog reads them. For the backtrace the
+ * thread is sent the real-time signal SIGRTMIN + RF_STALL_SIGNAL_OFFSET
+ * and records it in the handler, installed with SA_RESTART. Where that
+ * cannot work the report has no backtrace and says why
+ * (rf_stall_info.no_backtrace): the program has its own handler for that
+ * signal, or the loop thread blocks it (as a program that takes its
+ * signals through a signalfd does; the signal is then not sent), or the
+ * thread did not answer within 200 ms. As with any signal, a blocking
+ * call that is never restarted (nanosleep, poll...) made by the stalled
+ * task may return early with EINTR, once per stall. When the task finally
+ * gives the loop back,
  * a second report gives the total. A loop sleeping in the ring is never
  * stalled. Each stall counts once in rf_stats.stalls. The loop's own cost
  * is nil: its heartbeat is the switch and pass counters it keeps anyway.
@@ -1448,9 +1461,10 @@ RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
 
 typedef struct rf_stall_info {
     const rf_loop *loop;
-    const char *task_name;  /* the task holding the loop; "(scheduler)"
-                             * outside any task, "?" if not captured */
-    uint64_t task_id;       /* 0 if none or unknown */
+    const char *task_name;  /* the task holding the loop ("task-<id>" if
+                             * it has no name); "(scheduler)" outside any
+                             * task; "?" if its record could not be read */
+    uint64_t task_id;       /* 0 outside any task or if unknown */
     uint64_t held_ns;       /* held so far; in all when `ended` */
     uint64_t threshold_ns;
     bool ended;             /* false: the first report, the loop is still
@@ -1458,6 +1472,13 @@ typedef struct rf_stall_info {
     void *const *backtrace; /* first report: the loop thread's stack, as
                              * backtrace(3) gives it; else NULL */
     int backtrace_len;
+    const char *no_backtrace; /* a first report without a backtrace: why,
+                               * in words ("the loop thread blocks signal
+                               * SIGRTMIN+3", "the program has its own
+                               * handler for signal SIGRTMIN+3", "the loop
+                               * thread did not answer signal SIGRTMIN+3
+                               * within 200 ms", ...); NULL when there is a
+                               * backtrace, and in the `ended` report */
 } rf_stall_info;
 
 /* A report. Called on the watchdog thread: it must not call loop or task
@@ -1465,7 +1486,9 @@ typedef struct rf_stall_info {
 typedef void (*rf_stall_fn)(const rf_stall_info *info, void *user);
 
 /* The default report: one line on stderr naming the task and the time,
- * then the backtrace, one frame a line (backtrace_symbols_fd). */
+ * then the backtrace, one frame a line (backtrace_symbols_fd), or, on the
+ * same line, "no backtrace: " and why. Keeps no reference to info; does not
+ * suspend. */
 RF_API void rf_stall_report_default(const rf_stall_info *info, void *user);
 
 /*

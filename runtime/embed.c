@@ -152,9 +152,9 @@ static void call_run(rf_loop *l, rf_remote_msg *m)
     /* Mail may be read at a pass end, in the context of the task that is
      * leaving; fn runs as if in the scheduler, outside any task. */
     rf_task *cur = l->current;
-    l->current = NULL;
+    rf__set_current(l, NULL);
     c->fn(c->arg);
-    l->current = cur;
+    rf__set_current(l, cur);
     free(c);
 }
 

@@ -94,6 +94,7 @@ typedef struct rf_stacks {
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
     rf_stack_slab *slabs;
     uint64_t mapped;  /* stacks handed out or pooled */
+    uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
     int guard_mode;   /* RF_GUARD_* */
     int pidfd;        /* for batched guard installs; -1: not available */
@@ -140,6 +141,11 @@ struct rf_task {
     struct rf_deadline_timer *dtimer; /* for waits outside the ring */
     bool in_accept;        /* waiting in an accept (graceful shutdown
                             * cancels such tasks: "stop accepting") */
+    /* id and name are read by the stall detector's watchdog too, from
+     * its thread, while the task holds the loop (stall.c): both are
+     * written with atomic stores (rf__task_name_set), the name's first
+     * byte last, with release, so that a reader that sees it (acquire)
+     * sees the rest. The loop's thread reads them plainly. */
     char name[RF_TASK_NAME_MAX];
 };
 
@@ -190,6 +196,9 @@ typedef struct rf_remote_msg {
                    * the runtime's own messages (pool completions, stop,
                    * shutdown) are bounded elsewhere and never refused */
 } rf_remote_msg;
+/* Task records are allocated RF_TASKS_PER_CHUNK at a time, after a
+ * header that takes the first slot (task.c). */
+#define RF_TASKS_PER_CHUNK 64
 typedef struct rf_task_chunk {
     struct rf_task_chunk *next;
 } rf_task_chunk;
@@ -197,7 +206,8 @@ typedef struct rf_task_chunk {
 struct rf_loop {
     struct io_uring ring;
     rf_ctx sched;          /* the loop's own context (the caller's stack) */
-    rf_task *current;      /* running task, NULL in the scheduler */
+    rf_task *current;      /* running task, NULL in the scheduler;
+                            * written with rf__set_current */
     uint64_t budget;       /* tasks still to run in this pass (see loop.c) */
     rf_task *dead;         /* finished task whose stack is still in use */
     /* The run queue: a ring of task pointers, FIFO. Its capacity is kept
@@ -208,7 +218,7 @@ struct rf_loop {
     uint32_t rq_head, rq_tail;
     rf_list alive;
     rf_list free_tasks;
-    rf_task_chunk *chunks;
+    rf_task_chunk *chunks; /* written with release (task.c, stall.c) */
     rf_task *target;       /* run_until_complete's task */
     pthread_t owner;
     bool running;
@@ -303,6 +313,15 @@ struct rf_loop {
 #define RF_STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
 #define RF_STAT_ADD(field, n) RF_STAT_SET(field, (field) + (n))
 #define RF_STAT_SUB(field, n) RF_STAT_SET(field, (field) - (n))
+
+/* Make t (NULL: none, the scheduler) the running task. The stall
+ * detector's watchdog reads l->current from its thread to name the task
+ * that holds the loop (stall.c): a relaxed store, as for the heartbeat, is
+ * the ordinary store the switch makes anyway. Loop thread only. */
+static inline void rf__set_current(rf_loop *l, rf_task *t)
+{
+    __atomic_store_n(&l->current, t, __ATOMIC_RELAXED);
+}
 
 /* ---- context.c, and the inline hot path of a switch ---- */
 void rf__land_slow(rf_loop *l, rf_ctx *prev);
@@ -452,7 +471,7 @@ static inline rf_task *rf__record(const rf_task *h)
 int rf__stale(const char *call);
 
 /* ---- task.c ---- */
-
+void rf__task_name_set(rf_task *t, const char *name, size_t n);
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);

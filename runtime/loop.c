@@ -77,7 +77,7 @@ static inline rf_task *run_next(rf_loop *l)
     rf_task *t = l->rq[l->rq_head++ & l->rq_mask];
     l->budget--;
     t->state = RF_RUNNING;
-    l->current = t;
+    rf__set_current(l, t);
     return t;
 }
 
@@ -105,7 +105,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
 sched:
-    l->current = NULL;
+    rf__set_current(l, NULL);
     return &l->sched;
 }
 

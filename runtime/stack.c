@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -37,7 +38,11 @@
  * 64 KiB of guard below each stack, not one page: a function with a large
  * frame (or several inlined into one) moves the stack pointer by more than
  * a page at once, and its first write would land beyond a one-page guard,
- * in the neighbouring stack. Guard pages cost address space only.
+ * in the neighbouring stack. Guard pages cost address space only. Frames
+ * larger than the guard still jump it unless compiled with
+ * -fstack-clash-protection (CMakeLists.txt), which probes every page of
+ * them: on x86-64 GCC and Clang probe each 4 KiB, on AArch64 GCC assumes a
+ * guard of 64 KiB, which this is.
  */
 #define RF_GUARD_SIZE (64u * 1024u)
 #define RF_CANARY_MAGIC 0x72696e6766696272ULL /* "ringfibr" */
@@ -204,6 +209,7 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
     t->ctx.stack_size = size;
     t->pooled_stack = false;
     RF_STAT_ADD(s->mapped, 1);
+    s->own_mapped++;
     return 0;
 }
 
@@ -216,9 +222,13 @@ void rf__stack_put(rf_stacks *s, rf_task *t)
         s->free = lo;
     } else {
         munmap((char *)lo - s->guard, t->ctx.stack_size + s->guard);
+        s->own_mapped--;
     }
     t->ctx.stack_lo = NULL;
 }
+
+/* ---- overflow reports: async-signal-safe (write(2) only, no stdio, no
+ * allocation), since the SIGSEGV handler makes them too ---- */
 
 static void write_str(const char *str) { (void)!write(2, str, strlen(str)); }
 
@@ -233,10 +243,10 @@ static void write_u64(uint64_t v)
     write_str(p);
 }
 
-/* Async-signal-safe: called from the SIGSEGV handler too. */
-static void report_overflow(const rf_task *t, const char *how)
+/* 'name' (stack size N bytes) */
+static void write_task(const rf_task *t)
 {
-    write_str("ringfiber: stack overflow in task '");
+    write_str("'");
     if (t->name[0]) {
         write_str(t->name);
     } else {
@@ -245,20 +255,260 @@ static void report_overflow(const rf_task *t, const char *how)
     }
     write_str("' (stack size ");
     write_u64(t->ctx.stack_size);
-    write_str(" bytes): ");
-    write_str(how);
-    write_str(". Give it a larger stack (rf_spawn_options.stack_size) "
-              "or use less stack in it.\n");
+    write_str(" bytes)");
 }
 
-/* Called at every switch away from a task whose stack has a canary. */
+static void write_advice(void)
+{
+    write_str(". Give it a larger stack (rf_spawn_options.stack_size) "
+              "or use less stack in it.");
+}
+
+static void report_overflow(const rf_task *t, const char *how)
+{
+    write_str("ringfiber: stack overflow in task ");
+    write_task(t);
+    write_str(": ");
+    write_str(how);
+    write_advice();
+    write_str("\n");
+}
+
+/*
+ * Called at every switch away from a task whose stack has a canary (the
+ * slots guarded by mprotect or by nothing at all; out of line, off the
+ * path of stacks guarded with MADV_GUARD_INSTALL). Besides the canary, it
+ * checks that the task is still on its own stack: a frame larger than the
+ * guard, in code built without -fstack-clash-protection, may have moved
+ * the stack pointer past the guard into the stack below without a fault,
+ * and a switch from there would save the task's registers in another
+ * task's stack.
+ */
 void rf__stack_check(rf_stacks *s, rf_task *t)
 {
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t lo = (uintptr_t)t->ctx.stack_lo;
+    if (rf_unlikely(sp - lo >= t->ctx.stack_size)) {
+        write_str("ringfiber: stack overflow in task ");
+        write_task(t);
+        if (sp < lo) {
+            write_str(": at a switch its stack pointer was ");
+            write_u64(lo - sp);
+            write_str(" bytes below its stack, past the guard (a frame "
+                      "larger than the guard, in code built without "
+                      "-fstack-clash-protection)");
+        } else {
+            write_str(": at a switch its stack pointer was not in its own "
+                      "stack");
+        }
+        write_advice();
+        write_str("\n");
+        abort();
+    }
     if (rf_unlikely(!has_canary(s, t->ctx.stack_lo))) {
         report_overflow(t, "the canary at the bottom of its stack was "
                            "overwritten");
         abort();
     }
+}
+
+/*
+ * Where an address lies among the stacks of a loop: in a task's stack or
+ * in the guard below it (each stack, pooled or with a mapping of its own,
+ * is the region [lo - guard, lo + size)), or in a pooled slot that no task
+ * holds. Only reads memory the loop's thread owns; called from the SIGSEGV
+ * handler on that thread.
+ */
+typedef struct stack_place {
+    bool found;          /* in a task's stack or guard, or a free slot */
+    bool guard;          /* in the guard part */
+    const rf_task *task; /* the holder; NULL: a free pooled slot */
+    uintptr_t lo;        /* lowest usable address of that stack */
+} stack_place;
+
+static bool place_in_task(const rf_stacks *s, const rf_task *t, uintptr_t a,
+                          stack_place *p)
+{
+    uintptr_t lo = t ? (uintptr_t)t->ctx.stack_lo : 0;
+    if (!lo || a < lo - s->guard || a >= lo + t->ctx.stack_size)
+        return false;
+    p->found = true;
+    p->guard = a < lo;
+    p->task = t;
+    p->lo = lo;
+    return true;
+}
+
+static stack_place place_of(const rf_loop *l, uintptr_t a)
+{
+    const rf_stacks *s = &l->stacks;
+    stack_place p = {0};
+    bool in_slab = false;
+    for (const rf_stack_slab *slab = s->slabs; slab; slab = slab->next) {
+        uintptr_t base = (uintptr_t)slab->base;
+        if (a >= base && a - base < slab->len) {
+            in_slab = true;
+            p.lo = base + (a - base) / s->slot * s->slot + s->guard;
+            break;
+        }
+    }
+    if (!in_slab && s->own_mapped == 0)
+        return p; /* the common case for faults that are not ours */
+    /* The holder: the running task, the one that has just returned (its
+     * stack is released at the next switch), or one on the alive list,
+     * walked no further than its length in case it is damaged. */
+    if (place_in_task(s, l->current, a, &p) || place_in_task(s, l->dead, a, &p))
+        return p;
+    const rf_list *n = l->alive.next;
+    for (uint64_t i = 0; n != &l->alive && i <= l->stats.tasks_alive;
+         i++, n = n->next)
+        if (place_in_task(s, rf_container_of(n, rf_task, alive), a, &p))
+            return p;
+    if (in_slab) { /* a slot on the free list */
+        p.found = true;
+        p.guard = a < p.lo;
+        p.task = NULL;
+    }
+    return p;
+}
+
+/* "the guard below the stack of task 'x' (stack size N bytes)", ... */
+static void write_place(const stack_place *p)
+{
+    if (!p->task) {
+        write_str(p->guard ? "the guard of a free stack slot (no task holds it)"
+                           : "a free stack slot (no task holds it)");
+        return;
+    }
+    write_str(p->guard ? "the guard below the stack of task "
+                       : "the stack of task ");
+    write_task(p->task);
+}
+
+/* The stack pointer of the context that faulted; 0 where unknown. */
+static uintptr_t fault_sp(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.sp;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+/*
+ * The report for a SIGSEGV on the thread of loop l, if the fault concerns
+ * its task stacks; false if it does not (the handler then chains). Which
+ * task overflowed is decided by the faulting context's stack pointer
+ * first, then by the faulting address:
+ *
+ *  1. the stack pointer is in the guard below a task's stack: that task
+ *     overflowed (the running one, or, in the middle of a switch, the one
+ *     being left, whose registers are being saved on its stack: the loop
+ *     already names the next one as running);
+ *  2. the running task's stack pointer is below its stack, past its guard,
+ *     and the fault is between the stack pointer (less a page: pushes,
+ *     the red zone) and the stack's bottom: a frame larger than the guard
+ *     jumped it, in code built without -fstack-clash-protection, and the
+ *     fault is that frame's first access outside the task's own stack,
+ *     wherever it lands: below the guard outside any mapping, or in the
+ *     stack or guard of a neighbouring slot (then named too);
+ *  3. the fault is in the running task's own guard (a stack pointer still
+ *     in its stack: an access below a large local array, say).
+ *
+ * Otherwise a fault in any task's stack or guard, or in a free slot, is
+ * an access through a pointer into that stack that went out of bounds:
+ * the report names the task whose stack was hit and the running task.
+ * A fault on the alternate signal stack (a signal handler's) is judged by
+ * its address alone. Only this thread's loop is known here: a fault made
+ * by another thread in one of its stacks is chained like any other.
+ */
+static bool overflow_report(const rf_loop *l, const siginfo_t *si,
+                            const ucontext_t *uc)
+{
+    const rf_stacks *s = &l->stacks;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    uintptr_t sp = uc && !(uc->uc_stack.ss_flags & SS_ONSTACK) ? fault_sp(uc)
+                                                                : 0;
+    const rf_task *run = l->current;
+    uintptr_t run_lo = run ? (uintptr_t)run->ctx.stack_lo : 0;
+    stack_place at = place_of(l, a);
+    stack_place sp_at = {0};
+    if (sp)
+        sp_at = place_of(l, sp);
+
+    const rf_task *over = NULL;
+    bool jumped = false;
+    if (sp_at.found && sp_at.guard && sp_at.task) {
+        over = sp_at.task;
+    } else if (run_lo && sp && sp < run_lo && a < run_lo &&
+               a + s->page >= sp) {
+        over = run;
+        jumped = true;
+    } else if (at.found && at.guard && at.task && at.task == run) {
+        over = run;
+    }
+    if (!over && !at.found)
+        return false;
+
+    if (over) {
+        write_str("ringfiber: stack overflow in task ");
+        write_task(over);
+        if (jumped) {
+            write_str(": a frame larger than the guard below its stack "
+                      "moved its stack pointer ");
+            write_u64(run_lo - sp);
+            write_str(" bytes below the stack, past the guard");
+            if (sp_at.found && sp_at.task != over) {
+                write_str(", into ");
+                write_place(&sp_at);
+            }
+        } else {
+            write_str(": it ran into the guard page below its stack");
+        }
+        if (at.found && at.task != over) {
+            write_str("; the fault is in ");
+            write_place(&at);
+        }
+        if (run != over) {
+            if (run) {
+                write_str("; the running task was ");
+                write_task(run);
+            } else {
+                write_str("; no task was running");
+            }
+        }
+        write_advice();
+        if (jumped)
+            write_str(" Code built with -fstack-clash-protection probes "
+                      "each page of a large frame and meets the guard "
+                      "first.");
+        write_str("\n");
+        return true;
+    }
+
+    write_str("ringfiber: stack fault: ");
+    if (run) {
+        write_str("task ");
+        write_task(run);
+    } else {
+        write_str("the scheduler (no task running)");
+    }
+    write_str(" touched ");
+    write_place(&at);
+    if (at.guard) {
+        write_str(", ");
+        write_u64(at.lo - a);
+        write_str(" bytes below that stack");
+    }
+    if (run && sp && sp_at.task == run)
+        write_str(", its own stack pointer within its own stack");
+    write_str(at.task ? ": a pointer into that stack went out of bounds.\n"
+                      : ": a pointer into the stack of a task that has "
+                        "returned.\n");
+    return true;
 }
 
 void rf__stacks_fini(rf_stacks *s)
@@ -278,12 +528,13 @@ void rf__stacks_fini(rf_stacks *s)
 }
 
 /*
- * Overflow reporting. The handler is process-wide (signal dispositions
- * are) and chains to whatever handler was there before for faults that
- * are not ours. It is (re)installed at every rf_loop_new if someone else
- * has taken SIGSEGV since (test frameworks and crash reporters do), under
- * a lock because loops may be created on several threads at once. It runs
- * on an alternate signal stack, since the faulting stack is full.
+ * Overflow reporting (overflow_report above). The handler is
+ * process-wide (signal dispositions are) and chains to whatever handler
+ * was there before for faults that are not ours. It is (re)installed at
+ * every rf_loop_new if someone else has taken SIGSEGV since (test
+ * frameworks and crash reporters do), under a lock because loops may be
+ * created on several threads at once. It runs on an alternate signal
+ * stack, since the faulting stack is full.
  */
 static struct sigaction rf_prev_segv;
 static pthread_mutex_t rf_segv_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -304,15 +555,10 @@ static void segv_chain(int sig, siginfo_t *si, void *uc)
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
     rf_loop *l = rf__tls_loop;
-    rf_task *t = l ? l->current : NULL;
-    if (t && t->ctx.stack_lo) {
-        uintptr_t a = (uintptr_t)si->si_addr;
-        uintptr_t lo = (uintptr_t)t->ctx.stack_lo;
-        if (a >= lo - l->stacks.guard && a < lo + sizeof(uint64_t)) {
-            report_overflow(t, "it ran into the guard page below its stack");
-            signal(sig, SIG_DFL);
-            return;
-        }
+    if (l && overflow_report(l, si, uc)) {
+        /* Returning re-executes the faulting access, now fatal. */
+        signal(sig, SIG_DFL);
+        return;
     }
     segv_chain(sig, si, uc);
 }

@@ -11,13 +11,31 @@
  * samples them every threshold/10. A loop asleep in the ring, or not
  * running at all, says so in l->idle and is never stalled.
  *
+ * Which task holds the loop needs no signal: the loop publishes the
+ * running task in l->current, a relaxed store of the pointer each switch
+ * writes anyway, and the task's id and name are written with atomic
+ * stores at spawn (internal.h, rf_task.name); the chunks that hold task
+ * records are published with release when allocated, a cold path, and
+ * the watchdog reads a record only in a chunk it has acquired so
+ * (published()). When the heartbeat has stood still past the threshold,
+ * the watchdog reads them and then the heartbeat again: if it still has
+ * not moved, no switch happened while it read, so the task was the
+ * running one throughout and its record (recycled only after the task has
+ * returned, a switch later) was not rewritten. The loop's hot path gains
+ * nothing: the same one store of l->current per switch, no fence, no
+ * other cache line.
+ *
  * The backtrace is the technique of Seastar's reactor stall detector: the
  * watchdog sends the loop thread a real-time signal and the handler, on
- * the loop thread, records backtrace(3) and the name of the running task;
- * the watchdog formats and reports them. backtrace() loads libgcc on its
- * first call, which is not async-signal-safe, so it is called once when a
- * detector is enabled. When the task finally yields, a second report
- * gives the total.
+ * the loop thread, records backtrace(3); the watchdog formats and reports
+ * it. backtrace() loads libgcc on its first call, which is not
+ * async-signal-safe, so it is called once when a detector is enabled. The
+ * signal is not sent where it cannot work, and the report then says why
+ * (rf_stall_info.no_backtrace): the program has its own handler for it,
+ * or the loop thread blocks it (read from /proc/self/task/<tid>/status,
+ * as a program that takes its signals through a signalfd does: sent
+ * anyway, the signal would reach that signalfd). When the task finally
+ * yields, a second report gives the total.
  */
 #include <execinfo.h>
 #include <signal.h>
@@ -25,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -32,6 +51,22 @@
 #define RF_STALL_DEFAULT_MS 100
 /* How long the watchdog waits for the signal handler's capture. */
 #define RF_STALL_CAPTURE_WAIT_NS (200 * RF_NSEC_PER_MSEC)
+
+/* Why a first report has no backtrace (rf_stall_info.no_backtrace). */
+#define RF_STALL_STR_(x) #x
+#define RF_STALL_STR(x) RF_STALL_STR_(x)
+#define RF_STALL_SIGNAL "signal SIGRTMIN+" RF_STALL_STR(RF_STALL_SIGNAL_OFFSET)
+static const char why_blocked[] = "the loop thread blocks " RF_STALL_SIGNAL;
+static const char why_own_handler[] =
+    "the program has its own handler for " RF_STALL_SIGNAL;
+static const char why_no_handler[] =
+    "the handler for " RF_STALL_SIGNAL " could not be installed";
+static const char why_not_sent[] =
+    RF_STALL_SIGNAL " could not be sent to the loop thread";
+static const char why_no_answer[] =
+    "the loop thread did not answer " RF_STALL_SIGNAL " within 200 ms";
+static const char why_moved_on[] =
+    "the loop moved on before the backtrace was taken";
 
 enum { CAP_IDLE, CAP_REQUESTED, CAP_BUSY, CAP_DONE };
 
@@ -45,16 +80,17 @@ typedef struct rf_stall {
     rf_stall_fn fn;
     void *user;
     uint64_t count;     /* __atomic_* */
+    pid_t tid;          /* the loop's thread */
     /* The capture: the handler owns these between CAP_BUSY and
      * CAP_DONE, the watchdog after it has seen CAP_DONE. */
     uint32_t cap;       /* CAP_*, __atomic_* */
     int bt_len;
     void *bt[RF_STALL_BT_MAX];
-    uint64_t task_id;
-    char name[RF_TASK_NAME_MAX];
+    uint64_t bt_heartbeat; /* the loop's heartbeat when it was taken */
 } rf_stall;
 
-static bool g_signal_ok; /* set once, under g_once */
+/* Set once, under g_once: NULL if the handler is installed, else why. */
+static const char *g_signal_why;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static int stall_signo(void) { return SIGRTMIN + RF_STALL_SIGNAL_OFFSET; }
@@ -74,6 +110,13 @@ static void default_name(char *out, uint64_t id)
     out[i] = '\0';
 }
 
+/* The loop's heartbeat: the counters it keeps anyway (see the top). */
+static uint64_t heartbeat(const rf_loop *l)
+{
+    return __atomic_load_n(&l->stats.switches, __ATOMIC_RELAXED) +
+           __atomic_load_n(&l->stats.passes, __ATOMIC_RELAXED);
+}
+
 static void stall_handler(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
@@ -86,17 +129,7 @@ static void stall_handler(int sig, siginfo_t *si, void *uc)
     if (s && __atomic_compare_exchange_n(&s->cap, &want, CAP_BUSY, false,
                                          __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         s->bt_len = backtrace(s->bt, RF_STALL_BT_MAX);
-        rf_task *t = l->current;
-        if (!t) {
-            s->task_id = 0;
-            memcpy(s->name, "(scheduler)", sizeof("(scheduler)"));
-        } else {
-            s->task_id = t->id;
-            if (t->name[0])
-                memcpy(s->name, t->name, sizeof(s->name));
-            else
-                default_name(s->name, t->id);
-        }
+        s->bt_heartbeat = heartbeat(l);
         __atomic_store_n(&s->cap, CAP_DONE, __ATOMIC_RELEASE);
     }
     errno = saved;
@@ -110,6 +143,10 @@ static void global_init(void)
     struct sigaction old;
     if (sigaction(stall_signo(), NULL, &old) != 0)
         return;
+    g_signal_why = why_no_handler;
+    if (sigaction(stall_signo(), NULL, &old) != 0)
+        return;
+    g_signal_why = why_own_handler;
     if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL &&
         old.sa_handler != SIG_IGN)
         return; /* the program uses this signal: no backtraces */
@@ -120,41 +157,125 @@ static void global_init(void)
     sa.sa_sigaction = stall_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    g_signal_ok = sigaction(stall_signo(), &sa, NULL) == 0;
+    g_signal_why = sigaction(stall_signo(), &sa, NULL) == 0 ? NULL
+                                                             : why_no_handler;
 }
 
-static uint64_t heartbeat(rf_loop *l)
+/* Does thread tid of this process block signal sig? From its status in
+ * /proc (SigBlk, a hexadecimal mask, bit sig - 1); false if unknown. */
+static bool thread_blocks(pid_t tid, int sig)
 {
-    return __atomic_load_n(&l->stats.switches, __ATOMIC_RELAXED) +
-           __atomic_load_n(&l->stats.passes, __ATOMIC_RELAXED);
-}
-
-/* Ask the loop thread for its backtrace and the running task; false if it
- * did not answer in time (it is not in a loop any more, say). */
-static bool capture(rf_stall *s)
-{
-    if (!g_signal_ok)
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/status", (long)tid);
+    FILE *f = fopen(path, "re");
+    if (!f)
         return false;
+    char line[256];
+    bool blocked = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long mask;
+        if (sscanf(line, "SigBlk: %llx", &mask) == 1) {
+            blocked = sig >= 1 && sig <= 64 && ((mask >> (sig - 1)) & 1);
+            break;
+        }
+    }
+    fclose(f);
+    return blocked;
+}
+
+/* Ask the loop thread for its backtrace, taken while the heartbeat is
+ * still hb. Returns NULL once it is in s->bt, else why there is none. */
+static const char *capture(rf_stall *s, uint64_t hb)
+{
+    if (g_signal_why)
+        return g_signal_why;
+    /* The program may have taken the signal since the handler was
+     * installed: then it is theirs, and not sent. */
+    struct sigaction cur;
+    if (sigaction(stall_signo(), NULL, &cur) != 0 ||
+        !(cur.sa_flags & SA_SIGINFO) || cur.sa_sigaction != stall_handler)
+        return why_own_handler;
+    if (thread_blocks(s->tid, stall_signo()))
+        return why_blocked;
     __atomic_store_n(&s->cap, CAP_REQUESTED, __ATOMIC_RELEASE);
     if (pthread_kill(s->loop->owner, stall_signo()) != 0) {
         __atomic_store_n(&s->cap, CAP_IDLE, __ATOMIC_RELAXED);
-        return false;
+        return why_not_sent;
     }
     uint64_t give_up = rf_now_ns() + RF_STALL_CAPTURE_WAIT_NS;
     struct timespec tick = {0, 200 * 1000};
     for (;;) {
         uint32_t c = __atomic_load_n(&s->cap, __ATOMIC_ACQUIRE);
         if (c == CAP_DONE)
-            return true;
+            return s->bt_heartbeat == hb ? NULL : why_moved_on;
         if (c == CAP_REQUESTED && rf_now_ns() > give_up) {
             uint32_t want = CAP_REQUESTED;
             if (__atomic_compare_exchange_n(&s->cap, &want, CAP_IDLE, false,
                                             __ATOMIC_ACQUIRE,
                                             __ATOMIC_RELAXED))
-                return false;
+                return thread_blocks(s->tid, stall_signo()) ? why_blocked
+                                                            : why_no_answer;
         }
         nanosleep(&tick, NULL);
     }
+}
+
+/*
+ * Is t a record of a chunk that the loop has published (task.c,
+ * record_get)? The pointer in l->current is published with a relaxed
+ * store, which orders nothing; the chunk list is published with release,
+ * so once t is found in it, the chunk's allocation happens before the
+ * reads of t that follow. Chunks are freed only with the loop, after its
+ * watchdog is stopped.
+ */
+static bool published(const rf_loop *l, const rf_task *t)
+{
+    uintptr_t a = (uintptr_t)t;
+    const rf_task_chunk *c = __atomic_load_n(&l->chunks, __ATOMIC_ACQUIRE);
+    for (; c; c = c->next) {
+        uintptr_t first = (uintptr_t)((const rf_task *)c + 1);
+        if (a >= first && a < first + RF_TASKS_PER_CHUNK * sizeof(rf_task))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Which task holds the loop, whose heartbeat was hb: its name (a default
+ * one made from its id where it has none; "(scheduler)" outside any task)
+ * and id, read from the loop's thread's records (see the top). False if
+ * the heartbeat moved meanwhile: the stall has just ended, and what was
+ * read may be another task's.
+ */
+static bool holder(const rf_loop *l, uint64_t hb, char name[RF_TASK_NAME_MAX],
+                   uint64_t *id)
+{
+    const rf_task *t = __atomic_load_n(&l->current, __ATOMIC_RELAXED);
+    if (!t) {
+        *id = 0;
+        memcpy(name, "(scheduler)", sizeof("(scheduler)"));
+    } else if (!published(l, t)) {
+        /* Not seen in practice: t has run since its chunk was published,
+         * a switch ago at least. */
+        *id = 0;
+        memcpy(name, "?", sizeof("?"));
+    } else {
+        *id = __atomic_load_n(&t->id, __ATOMIC_RELAXED);
+        char c = __atomic_load_n(&t->name[0], __ATOMIC_ACQUIRE);
+        if (!c) {
+            default_name(name, *id);
+        } else {
+            int i = 0;
+            name[i++] = c;
+            while (i < RF_TASK_NAME_MAX - 1 &&
+                   (name[i] = __atomic_load_n(&t->name[i],
+                                              __ATOMIC_RELAXED)) != '\0')
+                i++;
+            name[i] = '\0';
+        }
+    }
+    return heartbeat(l) == hb &&
+           __atomic_load_n(&l->current, __ATOMIC_RELAXED) == t;
 }
 
 static void report(rf_stall *s, rf_stall_info *info)
@@ -162,6 +283,27 @@ static void report(rf_stall *s, rf_stall_info *info)
     info->loop = s->loop;
     info->threshold_ns = s->threshold_ns;
     s->fn(info, s->user);
+}
+
+/* The first report of a stall: who, so far, and where (or why not). */
+static void report_first(rf_stall *s, uint64_t hb, const char *name,
+                         uint64_t task_id, uint64_t held_ns)
+{
+    __atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
+    rf_stall_info info = {.task_name = name, .task_id = task_id,
+                          .held_ns = held_ns};
+    info.no_backtrace = capture(s, hb);
+    if (!info.no_backtrace) {
+        /* Frame 0 is the handler itself. */
+        if (s->bt_len > 1) {
+            info.backtrace = s->bt + 1;
+            info.backtrace_len = s->bt_len - 1;
+        } else {
+            info.no_backtrace = "backtrace(3) found no frames";
+        }
+    }
+    report(s, &info);
+    __atomic_store_n(&s->cap, CAP_IDLE, __ATOMIC_RELAXED);
 }
 
 static void *watchdog(void *arg)
@@ -174,7 +316,7 @@ static void *watchdog(void *arg)
     uint64_t last_hb = heartbeat(l);
     uint64_t since = rf_now_ns(); /* when the heartbeat was last seen moving */
     bool stalled = false;
-    char name[RF_TASK_NAME_MAX] = "?";
+    char name[RF_TASK_NAME_MAX];
     uint64_t task_id = 0;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
@@ -204,25 +346,15 @@ static void *watchdog(void *arg)
             last_hb = hb;
             since = now;
         } else if (!stalled && now - since >= s->threshold_ns) {
-            stalled = true;
-            __atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
-            rf_stall_info info = {.held_ns = now - since};
-            if (capture(s)) {
-                memcpy(name, s->name, sizeof(name));
-                task_id = s->task_id;
-                /* Frame 0 is the handler itself. */
-                if (s->bt_len > 1) {
-                    info.backtrace = s->bt + 1;
-                    info.backtrace_len = s->bt_len - 1;
-                }
+            if (holder(l, hb, name, &task_id)) {
+                stalled = true;
+                report_first(s, hb, name, task_id, now - since);
             } else {
-                memcpy(name, "?", 2);
-                task_id = 0;
+                /* It ended while being looked at: as one that ends
+                 * between two looks, it is not reported. */
+                last_hb = heartbeat(l);
+                since = now;
             }
-            info.task_name = name;
-            info.task_id = task_id;
-            report(s, &info);
-            __atomic_store_n(&s->cap, CAP_IDLE, __ATOMIC_RELAXED);
         }
         pthread_mutex_lock(&s->mu);
     }
@@ -239,11 +371,17 @@ void rf_stall_report_default(const rf_stall_info *info, void *user)
                         "%.3f s in all\n", info->task_name, held);
         return;
     }
+    const char *then = "", *why = "";
+    if (info->backtrace_len > 0) {
+        then = "; backtrace of the loop thread:";
+    } else if (info->no_backtrace) {
+        then = "; no backtrace: ";
+        why = info->no_backtrace;
+    }
     fprintf(stderr, "ringfiber: loop stall: task '%s' has held the loop for "
-                    "%.3f s (threshold %.3f s) without yielding%s\n",
-            info->task_name, held, (double)info->threshold_ns / 1e9,
-            info->backtrace_len > 0 ? "; backtrace of the loop thread:"
-                                    : "");
+                    "%.3f s (threshold %.3f s) without yielding%s%s\n",
+            info->task_name, held, (double)info->threshold_ns / 1e9, then,
+            why);
     if (info->backtrace_len > 0)
         backtrace_symbols_fd(info->backtrace, info->backtrace_len, 2);
 }
@@ -281,6 +419,7 @@ int rf_loop_stall_detector(rf_loop *loop, unsigned threshold_ms,
     if (!s)
         return -ENOMEM;
     s->loop = loop;
+    s->tid = gettid(); /* the owner's: the loop runs on no other thread */
     s->threshold_ns = (uint64_t)threshold_ms * RF_NSEC_PER_MSEC;
     s->fn = fn ? fn : rf_stall_report_default;
     s->user = user;

@@ -21,8 +21,6 @@
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
 #endif
 
-#define RF_TASKS_PER_CHUNK 64
-
 /* ---- records ---- */
 
 static rf_task *record_get(rf_loop *l)
@@ -40,9 +38,11 @@ static rf_task *record_get(rf_loop *l)
         free(c);
         return NULL;
     }
-    /* The chunk header takes the first slot, keeping records aligned. */
+    /* The chunk header takes the first slot, keeping records aligned.
+     * Published with release: the stall detector's watchdog reads records
+     * only in chunks it has seen so (stall.c). */
     c->next = l->chunks;
-    l->chunks = c;
+    __atomic_store_n(&l->chunks, c, __ATOMIC_RELEASE);
     rf_task *t = (rf_task *)c + 1;
     for (int i = 0; i < RF_TASKS_PER_CHUNK; i++)
         t[i].gen = 0;
@@ -90,6 +90,17 @@ void rf__tasks_free_all(rf_loop *l)
 
 /* ---- spawn and the end of a task ---- */
 
+/* t's name becomes the n bytes at name (n < RF_TASK_NAME_MAX): see the
+ * comment at rf_task.name for why atomic stores, first byte last. */
+void rf__task_name_set(rf_task *t, const char *name, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        __atomic_store_n(&t->name[i], name[i], __ATOMIC_RELAXED);
+    if (n > 0)
+        __atomic_store_n(&t->name[n], '\0', __ATOMIC_RELAXED);
+    __atomic_store_n(&t->name[0], n > 0 ? name[0] : '\0', __ATOMIC_RELEASE);
+}
+
 rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
 {
     size_t ss = o ? o->stack_size : 0;
@@ -113,7 +124,7 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->fn = fn;
     t->arg = arg;
     t->result = NULL;
-    t->id = ++l->next_id;
+    __atomic_store_n(&t->id, ++l->next_id, __ATOMIC_RELAXED);
     t->refs = 2; /* the caller's handle, and the running task's own */
     t->state = RF_READY;
     t->cancelled = l->draining;
@@ -124,12 +135,10 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->deadline = 0;
     t->dtimer = NULL;
     t->in_accept = false;
-    t->name[0] = '\0';
-    if (o && o->name) {
-        size_t n = strnlen(o->name, RF_TASK_NAME_MAX - 1);
-        memcpy(t->name, o->name, n);
-        t->name[n] = '\0';
-    }
+    if (o && o->name)
+        rf__task_name_set(t, o->name, strnlen(o->name, RF_TASK_NAME_MAX - 1));
+    else
+        __atomic_store_n(&t->name[0], '\0', __ATOMIC_RELAXED);
     rf_list_init(&t->joiners);
     rf__ctx_init_task(&t->ctx);
     rf_list_push_back(&l->alive, &t->alive);
@@ -591,9 +600,12 @@ const char *rf_task_name(const rf_task *h)
     }
     if (!t->name[0]) {
         /* Default names are made on first use: spawning stays cheap. */
-        rf_task *mt = (rf_task *)t;
-        snprintf(mt->name, sizeof(mt->name), "task-%llu",
-                 (unsigned long long)t->id);
+        char buf[RF_TASK_NAME_MAX];
+        int n = snprintf(buf, sizeof(buf), "task-%llu",
+                         (unsigned long long)t->id);
+        if (n >= (int)sizeof(buf))
+            n = (int)sizeof(buf) - 1;
+        rf__task_name_set((rf_task *)t, buf, (size_t)n);
     }
     return t->name;
 }

@@ -1,8 +1,10 @@
 /*
  * The loop-stall detector: it reports a task that blocks the loop thread
- * (its name, a backtrace, then the total), stays silent for a task that is
- * busy but yields and for a loop that sleeps, counts stalls in the stats,
- * is switched on by RINGFIBER_STALL_MS, refuses bad input.
+ * (its name, a backtrace, then the total), names the task and says why
+ * there is no backtrace where the signal cannot be used, stays silent for
+ * a task that is busy but yields and for a loop that sleeps, counts
+ * stalls in the stats, is switched on by RINGFIBER_STALL_MS, refuses bad
+ * input.
  */
 #include "helpers.h"
 
@@ -13,6 +15,7 @@ typedef struct report {
     uint64_t held_ns;
     bool ended;
     int bt_len;
+    char why[128]; /* no_backtrace, "" if NULL */
 } report;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -28,6 +31,8 @@ static void collect(const rf_stall_info *info, void *user)
         r->held_ns = info->held_ns;
         r->ended = info->ended;
         r->bt_len = info->backtrace_len;
+        snprintf(r->why, sizeof r->why, "%s",
+                 info->no_backtrace ? info->no_backtrace : "");
     }
     pthread_mutex_unlock(&g_mu);
     (void)user;
@@ -100,6 +105,60 @@ static void test_fires_for_blocking_task(void **state)
     assert_true(g_reports[first + 1].ended);
     assert_true(g_reports[first + 1].held_ns >= 290 * RF_NSEC_PER_MSEC);
     assert_int_equal(g_reports[first + 1].bt_len, 0);
+}
+
+/*
+ * A program that blocks every signal in every thread (as one that takes
+ * its signals through a signalfd does): the stalled task is still named,
+ * with the time it held the loop, and the report says why there is no
+ * backtrace. The loop runs on a thread created with every signal blocked.
+ */
+static void *blocked_signals_loop(void *arg)
+{
+    rf_loop *l;
+    int rc = rf_loop_new(&l, NULL);
+    if (rc == 0)
+        rc = rf_loop_stall_detector(l, 50, collect, NULL);
+    if (rc == 0)
+        rc = rf_loop_run_until_complete(l, blocking_body, NULL, NULL);
+    if (rc == 0)
+        rc = rf_loop_free(l);
+    return (void *)(intptr_t)rc;
+}
+
+static void test_names_task_when_signals_blocked(void **state)
+{
+    g_nreports = 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    assert_int_equal(pthread_sigmask(SIG_BLOCK, &all, &old), 0);
+    pthread_t th;
+    int created = pthread_create(&th, NULL, blocked_signals_loop, NULL);
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+    assert_int_equal(created, 0);
+    void *rc;
+    rft_begin();
+    assert_int_equal(pthread_join(th, &rc), 0);
+    rft_end();
+    assert_int_equal((intptr_t)rc, 0);
+    int first = -1;
+    for (int i = 0; i + 1 < g_nreports && first < 0; i++)
+        if (strcmp(g_reports[i].name, "blocker") == 0)
+            first = i;
+    if (first < 0)
+        for (int i = 0; i < g_nreports; i++)
+            fprintf(stderr, "report %d: '%s' ended %d why '%s'\n", i,
+                    g_reports[i].name, g_reports[i].ended, g_reports[i].why);
+    assert_true(first >= 0);
+    assert_false(g_reports[first].ended);
+    assert_true(g_reports[first].held_ns >= 50 * RF_NSEC_PER_MSEC);
+    assert_int_equal(g_reports[first].bt_len, 0);
+    assert_string_equal(g_reports[first].why,
+                        "the loop thread blocks signal SIGRTMIN+3");
+    assert_string_equal(g_reports[first + 1].name, "blocker");
+    assert_true(g_reports[first + 1].ended);
+    assert_true(g_reports[first + 1].held_ns >= 290 * RF_NSEC_PER_MSEC);
+    assert_string_equal(g_reports[first + 1].why, "");
 }
 
 /* Busy for 300 ms, but yielding every 100 us: never a stall, alone on the
@@ -238,8 +297,45 @@ static void test_env(void **state)
     assert_null(strstr(c.err, "loop stall"));
 }
 
+/* The program has a handler of its own for the detector's signal: the
+ * default report names the task and says so. */
+static void own_handler(int sig) { (void)sig; }
+
+static int own_handler_child(void *arg)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = own_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGRTMIN + RF_STALL_SIGNAL_OFFSET, &sa, NULL) != 0)
+        return 2;
+    return rf_run(env_main, NULL, NULL) == 0 ? 0 : 1;
+}
+
+static void test_default_report_says_why_no_backtrace(void **state)
+{
+    setenv("RINGFIBER_STALL_MS", "20", 1);
+    rft_child c;
+    rft_exec("own_handler", &c);
+    unsetenv("RINGFIBER_STALL_MS");
+    const char *line = "without yielding; no backtrace: the program has its "
+                       "own handler for signal SIGRTMIN+3\n";
+    if (c.code != 0 ||
+        !strstr(c.err, "ringfiber: loop stall: task 'task_a' has held the "
+                       "loop for") ||
+        !strstr(c.err, line) ||
+        !strstr(c.err, "task 'task_a' held the loop for"))
+        rft_child_dump("own_handler", &c);
+    assert_int_equal(c.code, 0);
+    assert_non_null(strstr(c.err, "ringfiber: loop stall: task 'task_a' has "
+                                  "held the loop for"));
+    assert_non_null(strstr(c.err, line));
+    assert_non_null(strstr(c.err, "task 'task_a' held the loop for"));
+}
+
 static const rft_child_case children[] = {
     {"env", env_child, NULL},
+    {"own_handler", own_handler_child, NULL},
 };
 
 static const struct CMUnitTest tests[] = {
@@ -248,6 +344,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stop),
     cmocka_unit_test(test_bad_input),
     cmocka_unit_test(test_env),
+    cmocka_unit_test(test_names_task_when_signals_blocked),
+    cmocka_unit_test(test_default_report_says_why_no_backtrace),
 };
 
-RFT_MAIN_CHILDREN(tests, children, 1)
+RFT_MAIN_CHILDREN(tests, children, sizeof children / sizeof children[0])

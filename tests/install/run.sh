@@ -11,9 +11,11 @@
 #   4. pkg-config --static --libs ringfiber, libringfiber.a forced
 # The pkg-config file must find the temporary prefix by itself, and the
 # static consumers must not depend on libstdc++ or Boost's shared library.
-# Each must print "ok". Exit 0 on success, 77 (ctest SKIP_RETURN_CODE) when
-# everything built but io_uring is unavailable so nothing could run, 1
-# otherwise. The temporary prefix and builds are removed on exit.
+# Each must print "ok". Where the build's compiler takes
+# -fstack-clash-protection, both ways must pass it on to the consumer.
+# Exit 0 on success, 77 (ctest SKIP_RETURN_CODE) when everything built but
+# io_uring is unavailable so nothing could run, 1 otherwise. The temporary
+# prefix and builds are removed on exit.
 #
 # Environment: CMAKE (default: cmake), CC (default: the build's C compiler),
 # TMPDIR, KEEP=1 to keep the temporary directory for inspection.
@@ -33,6 +35,7 @@ cc=${cc:-cc}
 # A sanitized library only links into a sanitized program.
 san=$(cache_get RINGFIBER_SANITIZE)
 san_flags=${san:+-fsanitize=$san}
+stack_clash=$(cache_get RINGFIBER_HAVE_STACK_CLASH_PROTECTION)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringfiber-install.XXXXXX")
 if [[ ${KEEP:-0} == 1 ]]; then
@@ -63,8 +66,14 @@ quiet "$cmake" -S "$here" -B "$tmp/cmake-build" \
     -DCMAKE_C_FLAGS="$san_flags" \
     -DCMAKE_EXE_LINKER_FLAGS="$san_flags" \
     -DCMAKE_PREFIX_PATH="$prefix" \
-    -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON
+    -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON \
+    -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
 quiet "$cmake" --build "$tmp/cmake-build"
+if [[ $stack_clash == 1 ]] &&
+    ! grep -q -- -fstack-clash-protection "$tmp/cmake-build/compile_commands.json"; then
+    echo "FAILED: the CMake package does not pass -fstack-clash-protection on" >&2
+    exit 1
+fi
 
 # ---- pkg-config consumer --------------------------------------------------
 # CMAKE_INSTALL_LIBDIR may be lib or lib/<multiarch>: find the file.
@@ -83,6 +92,10 @@ read -ra cflags <<<"$("${pkgconf[@]}" --cflags ringfiber)"
 read -ra libs <<<"$("${pkgconf[@]}" --libs ringfiber)"
 read -ra slibs <<<"$("${pkgconf[@]}" --static --libs ringfiber)"
 libdir=$("${pkgconf[@]}" --variable=libdir ringfiber)
+if [[ $stack_clash == 1 && " ${cflags[*]} " != *" -fstack-clash-protection "* ]]; then
+    echo "FAILED: pkg-config --cflags lacks -fstack-clash-protection: ${cflags[*]}" >&2
+    exit 1
+fi
 # The flags must point into the install, not at some other copy.
 if [[ " ${cflags[*]} " != *" -I$prefix/"* ]]; then
     echo "FAILED: pkg-config --cflags does not point into $prefix: ${cflags[*]}" >&2
