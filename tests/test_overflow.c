@@ -133,8 +133,9 @@ static const struct scenario sc_no_handler = {"no-handler", 64 * 1024, 64 * 1024
  * made as code built without the flag makes them (GCC's per-function
  * optimize attribute; Clang has no such attribute and probes them too):
  * the stack pointer moves by the whole frame at once and the first access
- * lands wherever that is. The arrays are volatile and touched at both
- * ends, the lowest address last, so that the frame is really that large.
+ * lands wherever that is. The arrays' address escapes (frame_escape) and
+ * they are touched at both ends, the lowest address last, so that no
+ * compiler shrinks the frame to the bytes touched.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #define RFT_UNPROBED 1
@@ -144,9 +145,15 @@ static const struct scenario sc_no_handler = {"no-handler", 64 * 1024, 64 * 1024
 #define RFT_NO_PROBES
 #endif
 
+static void frame_escape(volatile char *buf)
+{
+    __asm__ volatile("" : : "r"(buf) : "memory");
+}
+
 static int __attribute__((noinline)) probed_frame_200k(int v)
 {
     volatile char buf[200 * 1024];
+    frame_escape(buf);
     buf[sizeof buf - 1] = (char)v;
     buf[0] = (char)v;
     return buf[0] + buf[sizeof buf - 1];
@@ -155,6 +162,7 @@ static int __attribute__((noinline)) probed_frame_200k(int v)
 static int __attribute__((noinline)) RFT_NO_PROBES unprobed_frame_100k(int v)
 {
     volatile char buf[100 * 1024];
+    frame_escape(buf);
     buf[sizeof buf - 1] = (char)v;
     buf[0] = (char)v;
     return buf[0] + buf[sizeof buf - 1];
@@ -165,6 +173,7 @@ static int __attribute__((noinline)) RFT_NO_PROBES
 unprobed_frame_200k_yield(int v)
 {
     volatile char buf[200 * 1024];
+    frame_escape(buf);
     buf[sizeof buf - 1] = (char)v;
     buf[0] = (char)v;
     rf_yield();
