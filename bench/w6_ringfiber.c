@@ -50,10 +50,11 @@ typedef struct w6_conn {
 static ssize_t raw_io(w6_kind kind, int fd, bool recv, void *buf, size_t len)
 {
     /* Not tracked on a descriptor: a registered-file index is not an fd. */
-    rf_op op = RF_OP(-1);
+    rf_op op;
     int err;
     struct io_uring_sqe *sqe =
-        rf__op_begin(&op, recv ? IORING_OP_RECV : IORING_OP_SEND, "raw_io", &err);
+        rf__op_begin(&op, -1, recv ? IORING_OP_RECV : IORING_OP_SEND,
+                     "raw_io", &err);
     if (!sqe)
         return err;
     if (recv)

@@ -120,9 +120,10 @@ int rf_openat(int dirfd, const char *path, int flags, unsigned mode)
                                            .mode = mode});
     /* Not on dirfd for rf_close(dirfd) to wait for: the kernel resolves
      * dirfd when it starts the open. */
-    rf_op op = RF_OP(-1);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_OPENAT, "rf_openat", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, -1, IORING_OP_OPENAT, "rf_openat", &err);
     if (!sqe)
         return err;
     io_uring_prep_openat(sqe, dirfd, path, flags, mode);
@@ -150,9 +151,9 @@ static ssize_t rw(unsigned opcode, const char *what, int fd, const void *buf,
         return fs_fallback(&(fs_args){
             .call = opcode == IORING_OP_READ ? FS_READ : FS_WRITE, .fd = fd,
             .buf = (void *)buf, .len = n, .off = off});
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, fd, opcode, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_rw(opcode, sqe, fd, buf, n, (uint64_t)off);
@@ -185,9 +186,9 @@ static ssize_t rwv(unsigned opcode, const char *what, int fd,
         return fs_fallback(&(fs_args){
             .call = opcode == IORING_OP_READV ? FS_READV : FS_WRITEV,
             .fd = fd, .iov = iov, .cnt = cnt, .off = off});
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, fd, opcode, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_rw(opcode, sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
@@ -283,9 +284,10 @@ static int do_fsync(int fd, unsigned flags, const char *what)
     if (fs_use_pool(IORING_OP_FSYNC, what))
         return (int)fs_fallback(&(fs_args){
             .call = flags ? FS_FDATASYNC : FS_FSYNC, .fd = fd});
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_FSYNC, what, &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_FSYNC, what, &err);
     if (!sqe)
         return err;
     io_uring_prep_fsync(sqe, fd, flags);
@@ -309,9 +311,10 @@ int rf_fallocate(int fd, int mode, int64_t off, int64_t len)
         return (int)fs_fallback(&(fs_args){.call = FS_FALLOCATE, .fd = fd,
                                            .flags = mode, .off = off,
                                            .len64 = len});
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_FALLOCATE, "rf_fallocate", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_FALLOCATE, "rf_fallocate", &err);
     if (!sqe)
         return err;
     io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)off, (uint64_t)len);
@@ -327,9 +330,10 @@ int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
         return (int)fs_fallback(&(fs_args){.call = FS_STATX, .fd = dirfd,
                                            .path = path, .flags = flags,
                                            .mode = mask, .stx = out});
-    rf_op op = RF_OP(-1);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_STATX, "rf_statx", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, -1, IORING_OP_STATX, "rf_statx", &err);
     if (!sqe)
         return err;
     io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);

@@ -157,7 +157,8 @@ struct rf_task {
 #define RF_WAIT_ANY (RF_WAIT_CANCEL | RF_WAIT_DEADLINE)
 
 /* An operation in the ring (op.c); lives on the waiting task's stack.
- * Made with RF_OP(fd): the rest zeroed. */
+ * rf__op_begin sets it up; a record used without it (rf_close's) is made
+ * with RF_OP(fd). */
 typedef struct rf_op {
     rf_task *task;    /* woken by the final CQE; NULL: nobody waits now */
     rf_loop *loop;
@@ -401,7 +402,7 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);
 
 /* ---- op.c: the I/O path (see the top of op.c) ---- */
-struct io_uring_sqe *rf__op_begin(rf_op *op, unsigned opcode,
+struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
                                   const char *what, int *err);
 int rf__op_run(rf_op *op, struct io_uring_sqe *sqe);
 bool rf__op_supported(const rf_loop *l, unsigned opcode);

@@ -46,10 +46,10 @@ int rf_socket(int domain, int type, int protocol)
 {
     rf_loop *l = rf__tls_loop;
     if (l && l->current && rf__op_supported(l, IORING_OP_SOCKET)) {
-        rf_op op = RF_OP(-1);
+        rf_op op;
         int err;
         struct io_uring_sqe *sqe =
-            rf__op_begin(&op, IORING_OP_SOCKET, "rf_socket", &err);
+            rf__op_begin(&op, -1, IORING_OP_SOCKET, "rf_socket", &err);
         if (!sqe)
             return err;
         io_uring_prep_socket(sqe, domain, type, protocol, 0);
@@ -198,9 +198,9 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
             res = -ESHUTDOWN;
             break;
         }
-        rf_op op = RF_OP(fd);
+        rf_op op;
         struct io_uring_sqe *sqe =
-            rf__op_begin(&op, IORING_OP_ACCEPT, "rf_accept", &res);
+            rf__op_begin(&op, fd, IORING_OP_ACCEPT, "rf_accept", &res);
         if (!sqe)
             break;
         io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
@@ -535,9 +535,10 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return -EBADF;
     if (!addr)
         return -EFAULT;
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_CONNECT, "rf_connect", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_CONNECT, "rf_connect", &err);
     if (!sqe)
         return err;
     io_uring_prep_connect(sqe, fd, addr, addrlen);
@@ -552,9 +553,10 @@ ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
         return -EBADF;
     if (!buf && len)
         return -EFAULT;
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_RECV, "rf_recv", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_RECV, "rf_recv", &err);
     if (!sqe)
         return err;
     io_uring_prep_recv(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
@@ -568,9 +570,10 @@ ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
         return -EBADF;
     if (!buf && len)
         return -EFAULT;
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_SEND, "rf_send", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_SEND, "rf_send", &err);
     if (!sqe)
         return err;
     io_uring_prep_send(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
@@ -603,9 +606,9 @@ static ssize_t msg_op(unsigned opcode, const char *what, int fd,
         return -EBADF;
     if (!msg || (!msg->msg_iov && msg->msg_iovlen))
         return -EFAULT;
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, opcode, what, &err);
+    struct io_uring_sqe *sqe = rf__op_begin(&op, fd, opcode, what, &err);
     if (!sqe)
         return err;
     if (opcode == IORING_OP_RECVMSG)
@@ -633,10 +636,10 @@ int rf_shutdown(int fd, int how)
         return -EBADF;
     rf_loop *l = rf__tls_loop;
     if (l && l->current && rf__op_supported(l, IORING_OP_SHUTDOWN)) {
-        rf_op op = RF_OP(fd);
+        rf_op op;
         int err;
         struct io_uring_sqe *sqe =
-            rf__op_begin(&op, IORING_OP_SHUTDOWN, "rf_shutdown", &err);
+            rf__op_begin(&op, fd, IORING_OP_SHUTDOWN, "rf_shutdown", &err);
         if (!sqe)
             return err;
         io_uring_prep_shutdown(sqe, fd, how);
@@ -651,9 +654,10 @@ int rf_poll(int fd, unsigned events)
 {
     if (fd < 0)
         return -EBADF;
-    rf_op op = RF_OP(fd);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_POLL_ADD, "rf_poll", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, fd, IORING_OP_POLL_ADD, "rf_poll", &err);
     if (!sqe)
         return err;
     io_uring_prep_poll_add(sqe, fd, events);

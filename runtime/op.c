@@ -2,9 +2,10 @@
  * The I/O path: every operation a task submits to the ring goes through
  * one record (rf_op, on the task's stack), one begin and one run.
  *
- *     rf_op op = RF_OP(fd);                 (fd -1: not on a descriptor)
+ *     rf_op op;
  *     int err;
- *     struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_X, "rf_x", &err);
+ *     struct io_uring_sqe *sqe =
+ *         rf__op_begin(&op, fd, IORING_OP_X, "rf_x", &err);  (fd -1: none)
  *     if (!sqe)
  *         return err;
  *     io_uring_prep_x(sqe, ...);
@@ -51,7 +52,7 @@ void rf__op_report_missing(rf_loop *l, unsigned opcode, const char *what,
     l->op_warned[opcode / 64] |= bit;
 }
 
-struct io_uring_sqe *rf__op_begin(rf_op *op, unsigned opcode,
+struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
                                   const char *what, int *err)
 {
     rf_loop *l = rf__tls_loop;
@@ -60,7 +61,9 @@ struct io_uring_sqe *rf__op_begin(rf_op *op, unsigned opcode,
         *err = -EPERM;
         return NULL;
     }
-    if (rf_unlikely(!rf__op_supported(l, opcode))) {
+    /* NOP is in every io_uring: rf_nop, which inlines this, skips the
+     * probe. */
+    if (opcode != IORING_OP_NOP && rf_unlikely(!rf__op_supported(l, opcode))) {
         rf__op_report_missing(l, opcode, what, "the call returns EOPNOTSUPP");
         *err = -EOPNOTSUPP;
         return NULL;
@@ -84,8 +87,13 @@ struct io_uring_sqe *rf__op_begin(rf_op *op, unsigned opcode,
         *err = -EBUSY;
         return NULL;
     }
-    op->loop = l;
+    /* The record is set up here, not where it is declared: only what is
+     * read before the completion writes the rest. */
     op->task = self;
+    op->loop = l;
+    op->done = false;
+    op->fd = fd;
+    op->closer = NULL;
     return sqe;
 }
 
@@ -164,9 +172,10 @@ int rf__op_run(rf_op *op, struct io_uring_sqe *sqe)
 /* The ring path alone: an operation that does nothing. */
 int rf_nop(void)
 {
-    rf_op op = RF_OP(-1);
+    rf_op op;
     int err;
-    struct io_uring_sqe *sqe = rf__op_begin(&op, IORING_OP_NOP, "rf_nop", &err);
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, -1, IORING_OP_NOP, "rf_nop", &err);
     if (!sqe)
         return err;
     io_uring_prep_nop(sqe);
