@@ -11,7 +11,8 @@
  *    an accepted spawn always runs its function exactly once.
  *  - A loop driven by the host's event loop: rf_loop_fd() is an eventfd
  *    registered with the ring (IORING_REGISTER_EVENTFD), and
- *    rf_loop_run_once() runs one pass.
+ *    rf_loop_run_once() runs one pass (the one scheduler, loop.c, in its
+ *    host modes).
  *
  * Why an eventfd and not the ring's own fd: with IORING_SETUP_DEFER_TASKRUN
  * a completion is only queued as task work for the owning thread, and is
@@ -374,88 +375,11 @@ int rf_loop_fd(rf_loop *loop)
     return fd;
 }
 
-/* Work run_once would do now, without waiting for anything. */
-static bool work_ready(rf_loop *l)
-{
-    return rf__nready(l) || rf__remote_pending(l) || rf__ring_has_work(l);
-}
-
-int rf_loop_run_once(rf_loop *loop, unsigned flags)
-{
-    int rc = rf__loop_check(loop);
-    if (rc)
-        return rc;
-    if (flags & ~RF_RUN_NOWAIT)
-        return -EINVAL;
-    rf_loop *l = loop;
-    rf__tls_loop = l;
-    l->running = true;
-    rf__remote_awake(l, true);
-    bool efd = l->poll_efd >= 0;
-    if (efd) {
-        /* Quiet while this pass takes in everything there is: each CQE
-         * posted would signal it again. Work that arrives meanwhile is
-         * seen below, before the eventfd is switched back on. */
-        io_uring_cq_eventfd_toggle(&l->ring, false);
-        uint64_t v = 0;
-        (void)!read(l->poll_efd, &v, sizeof(v));
-    }
-    rf__remote_drain(l);
-    rc = rf__ring_enter(l, 0);
-    rf__ring_reap(l);
-    if (rc == 0 && !(flags & RF_RUN_NOWAIT) && !rf__nready(l) &&
-        !rf__remote_pending(l)) {
-        if (l->nidle) /* as run_forever before it sleeps */
-            rf__timers_flush_idle(l);
-        if (l->inflight || l->remote_expected || (l->flags & RF_LOOP_SERVE)) {
-            /* Sleep until a completion or a message, as run_forever. */
-            if (rf__remote_sleep_begin(l)) {
-                rc = rf__ring_enter(l, 1);
-                rf__remote_awake(l, true);
-                rf__ring_reap(l);
-            }
-        } else if (l->stats.tasks_alive) {
-            rc = -EDEADLK;
-        }
-    }
-    rf__remote_drain(l);
-    if (rf__nready(l))
-        rf__run_pass(l);
-    /* The pass end: submit what the pass gathered, take in what completed,
-     * and keep the mailbox's read in the ring so that a message makes the
-     * eventfd readable. */
-    rf__remote_arm(l);
-    if (l->nidle && !rf__nready(l))
-        rf__timers_flush_idle(l); /* the host may sleep now */
-    int erc = rf__ring_enter(l, 0);
-    if (rc == 0)
-        rc = erc;
-    rf__ring_reap(l);
-    if (efd)
-        io_uring_cq_eventfd_toggle(&l->ring, true);
-    /* From here on posts wake the host through the eventfd; what came
-     * before is in the mailbox, and seen below (remote.c: remote_wake). */
-    rf__remote_awake(l, false);
-    if (efd) {
-        if (work_ready(l)) {
-            uint64_t one = 1;
-            (void)!write(l->poll_efd, &one, sizeof(one));
-        }
-    }
-    l->running = false;
-    l->stop = false;
-    rf__tls_loop = NULL;
-    if (rc < 0)
-        return rc;
-    return l->stats.tasks_alive || l->inflight || l->remote_expected ||
-           rf__remote_pending(l);
-}
-
 int rf_loop_timeout_ms(const rf_loop *loop)
 {
     if (!loop)
         return -EINVAL;
     if (!rf__on_owner_thread(loop))
         return -EXDEV;
-    return work_ready((rf_loop *)loop) ? 0 : -1;
+    return rf__loop_work_ready((rf_loop *)loop) ? 0 : -1;
 }

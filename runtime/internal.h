@@ -384,7 +384,7 @@ void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
 int rf__loop_check(const rf_loop *l);
-void rf__run_pass(rf_loop *l);
+bool rf__loop_work_ready(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);
 
 static inline rf_task *rf__self(void)

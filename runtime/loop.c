@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -210,77 +211,187 @@ int rf__yield_end(rf__xfer tr)
     return l->current->cancelled ? -ECANCELED : 0;
 }
 
-/* The scheduler's own context: runs on the thread that called rf_run or
- * rf_loop_run_*. */
-static int loop_run(rf_loop *l)
+/* ---- the scheduler: one run function for every way of running a loop ---- */
+
+/* Whether the loop has anything left at all: a host driving it with
+ * rf_loop_run_once can stop polling and free it when this is false. */
+static bool loop_alive(rf_loop *l)
 {
-    int rc = 0;
-    rf__tls_loop = l;
-    l->running = true;
-    rf__remote_awake(l, true);
-    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
-    for (;;) {
-        if (l->target_done)
-            break;
-        if (l->draining && rf_list_empty(&l->alive) && l->inflight == 0 &&
-            l->remote_expected == 0 && l->nidle == 0)
-            break;
-        if (rf__nready(l)) {
-            l->budget = rf__nready(l);
-            RF_STAT_ADD(l->stats.passes, 1);
-            rf_task *t = run_next(l);
-            RF_STAT_ADD(l->stats.switches, 1);
-            rf__switch(l, &l->sched, &t->ctx, false);
-            if (l->stop)
-                break;
-            continue;
-        }
-        if (l->stop)
-            break;
-        if (rf__remote_drain(l))
-            continue;
-        /* Idle timeouts are not waited for: removed before a sleep (or
-         * the verdict that nothing is left), they cannot wake it late. */
-        if (l->nidle)
-            rf__timers_flush_idle(l);
-        if (l->inflight == 0 && l->remote_expected == 0 &&
-            (l->draining || !(l->flags & RF_LOOP_SERVE))) {
-            rc = -EDEADLK; /* every task waits and nothing can wake one */
-            break;
-        }
-        /* Nothing ready: submit what the last pass gathered and sleep
-         * until at least one completion, in one system call; a message
-         * from another thread also ends the sleep (remote.c). */
-        if (!rf__remote_sleep_begin(l))
-            continue; /* mail came in the meantime */
-        __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
-        rc = rf__ring_enter(l, 1);
-        __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
-        rf__remote_awake(l, true);
-        if (rc < 0)
-            break;
-        rf__ring_reap(l);
-    }
-    rf__remote_awake(l, false);
-    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
-    l->running = false;
-    l->stop = false;
-    rf__tls_loop = NULL;
-    return rc;
+    return l->stats.tasks_alive || l->inflight || l->remote_expected ||
+           rf__remote_pending(l);
 }
 
-/* One scheduler pass for rf_loop_run_once (embed.c): run the tasks ready
- * now, then come back here; the caller does the pass end. The caller has
- * made the loop current and running, and the run queue is not empty. */
-void rf__run_pass(rf_loop *l)
+/* Whether something outside the run queue may still make a task ready: an
+ * operation in flight, an offloaded call to come back, or (a serving loop
+ * not being freed) mail from another thread. If not, and no task is
+ * ready, every task waits for something that can never happen. */
+static bool can_wake(const rf_loop *l)
 {
-    l->once = true;
+    return l->inflight || l->remote_expected ||
+           ((l->flags & RF_LOOP_SERVE) && !l->draining);
+}
+
+/* rf_loop_free's run ends when nothing is left to wait for. */
+static bool drained(const rf_loop *l)
+{
+    return rf_list_empty(&l->alive) && l->inflight == 0 &&
+           l->remote_expected == 0 && l->nidle == 0;
+}
+
+/* One pass: run the tasks ready now, each once (see the top). The pass
+ * ends in next_ctx, in the context of the last task, with the pass end's
+ * work; control comes back here when nothing is ready or the run must
+ * return (one_pass: after this pass, whatever is ready). */
+static void run_pass(rf_loop *l, bool one_pass)
+{
+    l->once = one_pass;
     l->budget = rf__nready(l);
     RF_STAT_ADD(l->stats.passes, 1);
     rf_task *t = run_next(l);
     RF_STAT_ADD(l->stats.switches, 1);
     rf__switch(l, &l->sched, &t->ctx, false);
     l->once = false;
+}
+
+/* Nothing is ready: submit what the last pass gathered and sleep until at
+ * least one completion, in one system call; a message from another
+ * thread also ends the sleep (remote.c). Returns 0 or the ring's error. */
+static int loop_sleep(rf_loop *l)
+{
+    if (!rf__remote_sleep_begin(l))
+        return 0; /* mail came in the meantime */
+    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
+    int rc = rf__ring_enter(l, 1);
+    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
+    rf__remote_awake(l, true);
+    if (rc == 0)
+        rf__ring_reap(l);
+    return rc;
+}
+
+/*
+ * The scheduler, as libuv's uv_run: every way of running a loop is this
+ * function in one of three modes.
+ *  - RUN_DEFAULT (rf_run, rf_loop_run_until_complete,
+ *    rf_loop_run_forever, rf_loop_free): passes until the run's target
+ *    has returned, rf_loop_stop, everything is drained (rf_loop_free), or
+ *    nothing can ever run again (-EDEADLK).
+ *  - RUN_ONCE / RUN_NOWAIT (rf_loop_run_once, a host's loop): one
+ *    pass over the tasks ready once the mail and the completions there are
+ *    have been taken in; ONCE first sleeps if none is ready, NOWAIT never
+ *    does. The host's eventfd (rf_loop_fd) is kept quiet during the run
+ *    and set again if work is left behind.
+ * Every pass ends the same way, however the run ends: the mail is taken
+ * in, the ring submitted and reaped (next_ctx).
+ */
+enum run_mode { RUN_DEFAULT, RUN_ONCE, RUN_NOWAIT };
+
+static int loop_run(rf_loop *l, enum run_mode mode)
+{
+    bool host = mode != RUN_DEFAULT;
+    bool efd = host && l->poll_efd >= 0;
+    int rc = 0;
+    rf__tls_loop = l;
+    l->running = true;
+    rf__remote_awake(l, true);
+    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
+    if (efd) {
+        /* Quiet while this run takes in everything there is: each CQE
+         * posted would signal it again. Work that arrives meanwhile is
+         * seen at the end, before the eventfd is switched back on. */
+        io_uring_cq_eventfd_toggle(&l->ring, false);
+        uint64_t v = 0;
+        (void)!read(l->poll_efd, &v, sizeof(v));
+    }
+    for (bool ran = false;;) {
+        if (l->target_done || l->stop)
+            break;
+        if (l->draining && drained(l))
+            break;
+        if (rf__nready(l)) {
+            if (ran && host)
+                break; /* one pass per call */
+            run_pass(l, host);
+            ran = true;
+            continue;
+        }
+        if (ran && host)
+            break;
+        if (rf__remote_drain(l))
+            continue;
+        if (host && rf__ring_has_work(l)) {
+            /* Completions (or submissions) there are, without waiting (a
+             * run that may sleep leaves them to the sleep's own enter). */
+            rc = rf__ring_enter(l, 0);
+            if (rc < 0)
+                break;
+            if (rf__ring_reap(l) && rf__nready(l))
+                continue;
+        }
+        if (mode == RUN_NOWAIT)
+            break;
+        /* Idle timeouts are not waited for: removed before a sleep (or
+         * the verdict that nothing is left), they cannot wake it late. */
+        if (l->nidle)
+            rf__timers_flush_idle(l);
+        if (!can_wake(l)) {
+            /* Every task waits and nothing can wake one; a host's loop
+             * with no task at all is merely idle. */
+            if (!host || l->stats.tasks_alive)
+                rc = -EDEADLK;
+            break;
+        }
+        rc = loop_sleep(l);
+        if (rc < 0)
+            break;
+        if (host && !rf__nready(l) && !rf__remote_pending(l))
+            break; /* woken for nothing a task waits on: one call, one sleep */
+    }
+    if (host) {
+        /* A host may poll rf_loop_fd and sleep now: submit what the pass
+         * gathered, take in what completed, keep the mailbox's read in
+         * the ring so that a message makes the eventfd readable, and drop
+         * the idle timeouts if nothing is ready. */
+        rf__remote_arm(l);
+        if (l->nidle && !rf__nready(l))
+            rf__timers_flush_idle(l);
+        int erc = rf__ring_enter(l, 0);
+        if (rc == 0)
+            rc = erc;
+        rf__ring_reap(l);
+        if (efd)
+            io_uring_cq_eventfd_toggle(&l->ring, true);
+    }
+    /* From here on posts wake the loop (or the host, through the eventfd);
+     * what came before is in the mailbox, and seen below (remote.c). */
+    rf__remote_awake(l, false);
+    if (efd && rf__loop_work_ready(l)) {
+        uint64_t one = 1;
+        (void)!write(l->poll_efd, &one, sizeof(one));
+    }
+    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
+    l->running = false;
+    l->stop = false;
+    rf__tls_loop = NULL;
+    if (rc < 0 || !host)
+        return rc;
+    return loop_alive(l);
+}
+
+/* Work rf_loop_run_once would do now, without waiting for anything. */
+bool rf__loop_work_ready(rf_loop *l)
+{
+    return rf__nready(l) || rf__remote_pending(l) || rf__ring_has_work(l);
+}
+
+int rf_loop_run_once(rf_loop *loop, unsigned flags)
+{
+    int rc = rf__loop_check(loop);
+    if (rc)
+        return rc;
+    if (flags & ~RF_RUN_NOWAIT)
+        return -EINVAL;
+    return loop_run(loop, (flags & RF_RUN_NOWAIT) ? RUN_NOWAIT : RUN_ONCE);
 }
 
 int rf__loop_check(const rf_loop *l)
@@ -376,7 +487,7 @@ int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
         return -errno;
     loop->target = t;
     loop->target_done = false;
-    rc = loop_run(loop);
+    rc = loop_run(loop, RUN_DEFAULT);
     loop->target = NULL;
     loop->target_done = false;
     if (t->state == RF_DONE) {
@@ -393,7 +504,7 @@ int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
 int rf_loop_run_forever(rf_loop *loop)
 {
     int rc = rf__loop_check(loop);
-    return rc ? rc : loop_run(loop);
+    return rc ? rc : loop_run(loop, RUN_DEFAULT);
 }
 
 int rf_loop_stop(rf_loop *loop)
@@ -429,7 +540,7 @@ int rf_loop_free(rf_loop *loop)
     rf__acceptors_release(loop, false);
     if (!rf_list_empty(&loop->alive) || loop->inflight ||
         loop->remote_expected)
-        rc = loop_run(loop);
+        rc = loop_run(loop, RUN_DEFAULT);
     if (rc)
         fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
                         "finish (%s); their stacks are released anyway\n",
