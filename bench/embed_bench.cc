@@ -311,7 +311,9 @@ void W10_host_poll_run_once(benchmark::State &state) {
             break;
         }
         struct pollfd pfd = {fd, POLLIN, 0};
-        poll(&pfd, 1, rf_loop_timeout_ms(l));
+        int timeout = -1;
+        rf_loop_timeout_ms(l, &timeout);
+        poll(&pfd, 1, timeout);
         polls++;
     }
     rf_loop_free(l);

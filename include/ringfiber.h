@@ -5,7 +5,17 @@
  *
  *  - Errors are negative errno values, as the kernel and liburing return
  *    them. Functions returning a pointer return NULL and set errno instead.
- *    rf_strerror() turns a code into text.
+ *    rf_strerror() turns a code into text, rf_err_name() into its name.
+ *  - Names. Objects the library allocates are made with _new and released
+ *    with _free (rf_loop, rf_pool); objects in storage the caller owns are
+ *    prepared with _init and released with _fini (rf_queue, rf_event,
+ *    rf_mutex, rf_sem, rf_cond, rf_group, rf_as_completed); an object bound
+ *    to a descriptor or a resource of the kernel is opened with _open and
+ *    closed with _close (rf_acceptor; rf_close for fds). A call that does
+ *    what another does without waiting is named _try_<verb> and returns
+ *    -EAGAIN or -EBUSY instead of suspending (rf_queue_try_put,
+ *    rf_mutex_try_lock, rf_sem_try_acquire). Setters are _set_<what>,
+ *    getters name the value (rf_loop_set_pool_threads, rf_pool_threads).
  *  - "Suspends" means the function may switch away from the calling task
  *    and let the loop run others. Suspending functions may only be called
  *    from a task; called anywhere else they return -EPERM at once.
@@ -51,7 +61,7 @@ extern "C" {
 
 /* The one place the version is written: CMakeLists.txt reads it here. */
 #define RINGFIBER_VERSION_MAJOR 0
-#define RINGFIBER_VERSION_MINOR 2
+#define RINGFIBER_VERSION_MINOR 3
 #define RINGFIBER_VERSION_PATCH 0
 #define RINGFIBER_VERSION_HEX                                                  \
     ((RINGFIBER_VERSION_MAJOR << 16) | (RINGFIBER_VERSION_MINOR << 8) |        \
@@ -77,8 +87,15 @@ typedef void *(*rf_fn)(void *arg);
 /* Version of the library actually linked (RINGFIBER_VERSION_HEX layout). */
 RF_API unsigned rf_version(void);
 
-/* Text for a ringfiber error code (a negative errno). Never NULL. */
+/* Text for a ringfiber error code (a negative errno): "Operation
+ * canceled". A static string, never NULL ("Unknown error" for a code that
+ * is no errno). Does not suspend; any thread. */
 RF_API const char *rf_strerror(int err);
+
+/* The name of an error code (a negative errno, as uv_err_name):
+ * "ECANCELED" for -ECANCELED; "0" for 0, "UNKNOWN" for a code that is no
+ * errno. A static string, never NULL. Does not suspend; any thread. */
+RF_API const char *rf_err_name(int err);
 
 /* ------------------------------------------------------------------------ */
 /* Running a program                                                        */
@@ -155,7 +172,7 @@ typedef struct rf_loop_opts {
 #define RF_MAX_STACK_SIZE (1024u * 1024u * 1024u) /* .. 1 GiB */
 #define RF_RING_MAX_ENTRIES 32768u  /* sq_entries; cq_entries: twice that */
 #define RF_MAILBOX_MAX (1u << 31)   /* rf_loop_opts.mailbox_capacity */
-#define RF_POOL_MAX_THREADS 1024u   /* rf_pool_new, rf_loop_pool_threads */
+#define RF_POOL_MAX_THREADS 1024u   /* rf_pool_new, rf_loop_set_pool_threads */
 #define RF_POOL_MAX_QUEUE (1u << 24) /* rf_pool_new's queue_capacity */
 #define RF_QUEUE_MAX (1u << 31)     /* rf_queue_init's capacity */
 #define RF_SEM_MAX (1u << 31)       /* rf_sem_init's max */
@@ -191,19 +208,34 @@ RF_API int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts);
  * loop.run_until_complete(): spawn fn(arg) on loop and run the loop until
  * that task returns. Other tasks run too; the ones still alive afterwards
  * stay where they are and continue at the next run of the loop.
- * result: receives fn's return value (may be NULL).
- * Returns 0, -ECANCELED (the task was cancelled), -EINVAL, -ENOMEM,
- * -EBUSY (the loop is already running), -EXDEV (wrong thread), -EDEADLK
- * (nothing can run and nothing is in flight).
+ * result: receives fn's return value (may be NULL). Ownership of arg
+ * passes to fn.
+ * Returns 0, or:
+ *   -ECANCELED the task was cancelled (result still receives its value);
+ *   -EINTR    rf_loop_stop() (or rf_loop_stop_threadsafe) ended the run
+ *             before the task returned: it stays alive, and the next run
+ *             continues it (result untouched);
+ *   -EINVAL   NULL loop or fn; -ENOMEM, and the errors of rf_spawn, when
+ *             the task cannot be created;
+ *   -EBUSY    the loop is already running, or called from a task;
+ *   -EXDEV    another thread's loop;
+ *   -EDEADLK  nothing can run and nothing is in flight;
+ *   or the error of io_uring_enter that stopped the loop.
  * Blocks the calling thread; call it from outside any task.
  */
 RF_API int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
                                       void **result);
 
 /*
- * loop.run_forever(): run the loop until a task calls rf_loop_stop().
- * Returns 0 when stopped, -EBUSY, -EXDEV, or -EDEADLK if every task is
- * waiting, nothing is in flight and nothing can stop the loop.
+ * loop.run_forever(): run the loop until a task calls rf_loop_stop() (or
+ * another thread rf_loop_stop_threadsafe, or a graceful shutdown ends).
+ * Tasks alive when it returns stay alive. Returns 0 when stopped, or
+ * -EINVAL (NULL loop), -EBUSY (already running, or called from a task),
+ * -EXDEV (another thread's loop), -EDEADLK (every task is waiting,
+ * nothing is in flight and nothing can stop the loop; a loop with
+ * RF_LOOP_SERVE sleeps instead), or the error of io_uring_enter that
+ * stopped the loop. Blocks the calling thread; call it from outside any
+ * task.
  */
 RF_API int rf_loop_run_forever(rf_loop *loop);
 
@@ -219,9 +251,16 @@ RF_API int rf_loop_stop(rf_loop *loop);
  * loop.close(): cancel every task still alive, run the loop until they
  * have all returned and every operation in flight has completed, then
  * release the ring, the stacks and every task record. Task handles are
- * invalid afterwards, whether or not they were released.
- * Returns 0, -EBUSY (called from a task or while the loop runs; nothing is
- * freed) or -EXDEV (wrong thread). NULL is accepted and ignored.
+ * invalid afterwards, whether or not they were released; so are the
+ * loop's acceptors and its shutdown event. The default offload pool is
+ * joined (rf_pool_free); a pool given with rf_loop_set_pool stays the
+ * caller's. Mail accepted from other threads runs first (its spawns start
+ * cancelled).
+ * Returns 0 (also when tasks that ignore their cancellation had to be
+ * abandoned: a line on stderr names how many), -EBUSY (called from a task
+ * or while the loop runs; nothing is freed) or -EXDEV (wrong thread).
+ * NULL is accepted and ignored. Blocks the calling thread while the tasks
+ * unwind.
  */
 RF_API int rf_loop_free(rf_loop *loop);
 
@@ -451,7 +490,10 @@ RF_API bool rf_cancelled(const rf_task *t);
 /* The calling task, or NULL outside a task. */
 RF_API rf_task *rf_self(void);
 
-/* t's name; NULL with errno EINVAL (NULL t) or ESRCH (stale handle). */
+/* t's name: the copy of rf_spawn_options.name, or "task-<id>". The
+ * string lives in the task's record: valid as long as the handle is (do
+ * not keep it past rf_task_release). NULL with errno EINVAL (NULL t) or
+ * ESRCH (stale handle). Does not suspend. */
 RF_API const char *rf_task_name(const rf_task *t);
 
 /* Add / drop a reference (see above). NULL is ignored; a stale handle is
@@ -529,7 +571,7 @@ RF_API uint64_t rf_deadline_get(void);
  *
  * 2. A loop driven by the host's event loop, on the host's thread (libuv's
  *    uv_backend_fd + UV_RUN_NOWAIT): the host polls rf_loop_fd() for
- *    reading, with rf_loop_timeout_ms() as the poll timeout, and calls
+ *    reading, with rf_loop_timeout_ms() for the poll's timeout, and calls
  *    rf_loop_run_once(loop, RF_RUN_NOWAIT) whenever it is readable.
  *
  * The _threadsafe calls may be made from any thread, the loop's own
@@ -727,14 +769,16 @@ RF_API int rf_loop_run_once(rf_loop *loop, unsigned flags);
 
 /*
  * The timeout a host should give its poll on rf_loop_fd() (as
- * uv_backend_timeout): 0 when rf_loop_run_once() has work to do right now
- * (tasks ready, mail, completions waiting), -1 (wait for the fd)
- * otherwise. Timers need no timeout here: they are in the ring, and make
- * the fd readable when they fire. Consult it after calling into the loop
- * from outside a pass (rf_loop_spawn, say), which does not touch the fd.
- * Errors: -EINVAL (NULL), -EXDEV (wrong thread). Does not suspend.
+ * uv_backend_timeout), in *timeout_ms: 0 when rf_loop_run_once() has work
+ * to do right now (tasks ready, mail, completions waiting), -1 (wait for
+ * the fd) otherwise, ready to pass to poll(2) or epoll_wait(2). Timers
+ * need no timeout here: they are in the ring, and make the fd readable
+ * when they fire. Consult it after calling into the loop from outside a
+ * pass (rf_loop_spawn, say), which does not touch the fd.
+ * Returns 0, -EINVAL (NULL loop or timeout_ms), -EXDEV (wrong thread).
+ * Does not suspend.
  */
-RF_API int rf_loop_timeout_ms(const rf_loop *loop);
+RF_API int rf_loop_timeout_ms(const rf_loop *loop, int *timeout_ms);
 
 /* ------------------------------------------------------------------------ */
 /* Files                                                                    */
@@ -853,17 +897,20 @@ RF_API int rf_close(int fd);
 
 /*
  * socket(2), through IORING_OP_SOCKET where the kernel has it (then it is
- * an operation as above), else socket(2) itself, which never blocks; also
- * callable outside a task (then it does not suspend). Returns the fd or a
- * negative errno.
+ * an operation as above, and suspends), else socket(2) itself, which never
+ * blocks; also callable outside a task (then it does not suspend).
+ * Returns the new fd, which the caller owns (close it with rf_close, or
+ * close(2) outside a task), or a negative errno: socket(2)'s, or those of
+ * an operation (-ECANCELED, -ETIMEDOUT) in a task.
  */
 RF_API int rf_socket(int domain, int type, int protocol);
 
 /*
  * Fill *ss and *len from a numeric address ("127.0.0.1", "::1", "[::1]"; NULL
  * or "" = 0.0.0.0; "localhost" = 127.0.0.1) and a port. Names are not
- * resolved (a DNS lookup would block the loop): -EINVAL for anything else.
- * Does not suspend.
+ * resolved (a DNS lookup would block the loop). Returns 0, -EINVAL for
+ * anything else (*ss zeroed), -EFAULT for a NULL ss or len. Writes
+ * nothing it does not own; any thread. Does not suspend.
  */
 struct sockaddr_storage;
 RF_API int rf_addr_parse(const char *host, uint16_t port,
@@ -883,9 +930,12 @@ RF_API int rf_tcp_listen(const char *host, uint16_t port, int backlog, int *fd);
  * Does not suspend. */
 RF_API int rf_sock_port(int fd);
 
-/* rf_socket + rf_connect to host:port (numeric). On success *fd is set and
- * 0 returned; on failure the socket is closed, *fd = -1 and the error
- * returned. Suspends. */
+/* rf_socket + rf_connect to host:port (numeric, as rf_addr_parse). On
+ * success *fd, owned by the caller (SOCK_CLOEXEC), is set and 0 returned;
+ * on failure the socket is closed, *fd = -1 and the error returned:
+ * -EFAULT (NULL fd), -EINVAL (not a numeric address), -EPERM (outside a
+ * task), or those of rf_socket and rf_connect (-ECONNREFUSED,
+ * -ECANCELED, -ETIMEDOUT, ...). Suspends. */
 RF_API int rf_tcp_connect(const char *host, uint16_t port, int *fd);
 
 /*
@@ -988,8 +1038,11 @@ RF_API ssize_t rf_send_all(int fd, const void *buf, size_t len, int flags,
 RF_API ssize_t rf_recvmsg(int fd, struct msghdr *msg, int flags);
 RF_API ssize_t rf_sendmsg(int fd, const struct msghdr *msg, int flags);
 
-/* shutdown(2): IORING_OP_SHUTDOWN in a task where the kernel has it, else
- * shutdown(2) itself (it does not block). Returns 0 or a negative errno. */
+/* shutdown(2): IORING_OP_SHUTDOWN in a task where the kernel has it (then
+ * it is an operation as above, and suspends), else shutdown(2) itself,
+ * which does not block (outside a task: does not suspend). The fd stays
+ * the caller's. Returns 0, -EBADF (negative fd), or a negative errno:
+ * shutdown(2)'s (-ENOTCONN, ...), or -ECANCELED / -ETIMEDOUT in a task. */
 RF_API int rf_shutdown(int fd, int how);
 
 /*
@@ -1088,9 +1141,12 @@ RF_API int rf_queue_put(rf_queue *q, void *item);
  */
 RF_API int rf_queue_get(rf_queue *q, void **item);
 
-/* put_nowait() / get_nowait(): as above without waiting: -EAGAIN when
- * full / empty, -EPIPE when closed (and, for a get, empty). May be called
- * outside a task. Do not suspend. */
+/* put_nowait() / get_nowait(): as above without waiting. Return 0, -EAGAIN
+ * when full / empty, -EPIPE when closed (and, for a get, empty), -EINVAL
+ * (NULL q, or NULL item for a get), -EXDEV (tasks of another loop wait on
+ * q). Ownership of the item passes as for rf_queue_put / rf_queue_get, on
+ * success only. May be called outside a task, on the loop's thread. Do
+ * not suspend. */
 RF_API int rf_queue_try_put(rf_queue *q, void *item);
 RF_API int rf_queue_try_get(rf_queue *q, void **item);
 
@@ -1169,7 +1225,7 @@ RF_API int rf_mutex_fini(rf_mutex *m);
 RF_API int rf_mutex_lock(rf_mutex *m);
 /* Acquire m without waiting: 0, -EBUSY (held, or tasks wait for it),
  * -EDEADLK, -EPERM (outside a task), -EINVAL. Does not suspend. */
-RF_API int rf_mutex_trylock(rf_mutex *m);
+RF_API int rf_mutex_try_lock(rf_mutex *m);
 /* Release m; the first waiter, if any, becomes the owner. Returns 0,
  * -EPERM (the caller does not hold m, or is not a task), -EINVAL.
  * Does not suspend. */
@@ -1260,10 +1316,12 @@ RF_API int rf_group_init(rf_group *g);
  * returned handle belongs to the group and stays valid until
  * rf_group_fini() (take your own with rf_task_retain to keep it longer).
  * When a member fails (see rf_task_error), the group records the first
- * failure and cancels every other member. Returns NULL with errno EINVAL,
- * EPERM (not on a loop's thread), ENOMEM, ECANCELED (the group has
- * already failed: no new member is started), or the errors of rf_spawn.
- * Does not suspend.
+ * failure and cancels every other member. Returns the handle, or NULL
+ * with errno EINVAL (NULL g or fn), EPERM (not on a loop's thread),
+ * EXDEV (the group's members belong to another loop), ENOMEM, ECANCELED
+ * (the group has already failed: no new member is started), or the errors
+ * of rf_spawn; ownership of arg passes to fn only on success. Does not
+ * suspend.
  */
 RF_API rf_task *rf_group_spawn(rf_group *g, rf_fn fn, void *arg,
                                const rf_spawn_options *opts);
@@ -1280,7 +1338,9 @@ RF_API rf_task *rf_group_spawn(rf_group *g, rf_fn fn, void *arg,
 RF_API int rf_group_wait(rf_group *g);
 
 /* Cancel every member still running (they fail with -ECANCELED unless
- * one failed before). Returns 0, -EINVAL. Does not suspend. */
+ * one failed before); the group's first failure is then -ECANCELED if
+ * none came before. Returns 0, -EINVAL (NULL g), -EXDEV (another thread
+ * than the members' loop's). Does not suspend. */
 RF_API int rf_group_cancel(rf_group *g);
 
 /* The member that failed first, or NULL. Does not suspend. */
@@ -1409,7 +1469,7 @@ RF_API int rf_pool_call(rf_pool *pool, rf_fn fn, void *arg, void **result);
 
 /*
  * rf_pool_call on the current loop's default pool: created at the first
- * call with rf_loop_pool_threads() workers (0: as rf_pool_new), owned and
+ * call with rf_loop_set_pool_threads() workers (0: as rf_pool_new), owned and
  * joined by rf_loop_free, unless rf_loop_set_pool() gave another. Errors
  * as rf_pool_call, and those of rf_pool_new. Suspends.
  */
@@ -1426,7 +1486,7 @@ RF_API int rf_loop_set_pool(rf_loop *loop, rf_pool *pool);
 /* Number of workers of the default pool loop creates (0: as rf_pool_new).
  * Returns 0, -EINVAL (NULL loop, more than RF_POOL_MAX_THREADS), -EXDEV,
  * -EBUSY (the pool exists already). Does not suspend. */
-RF_API int rf_loop_pool_threads(rf_loop *loop, unsigned threads);
+RF_API int rf_loop_set_pool_threads(rf_loop *loop, unsigned threads);
 
 /* ------------------------------------------------------------------------ */
 /* The loop-stall detector                                                  */

@@ -375,11 +375,12 @@ int rf_loop_fd(rf_loop *loop)
     return fd;
 }
 
-int rf_loop_timeout_ms(const rf_loop *loop)
+int rf_loop_timeout_ms(const rf_loop *loop, int *timeout_ms)
 {
-    if (!loop)
+    if (!loop || !timeout_ms)
         return -EINVAL;
     if (!rf__on_owner_thread(loop))
         return -EXDEV;
-    return rf__loop_work_ready((rf_loop *)loop) ? 0 : -1;
+    *timeout_ms = rf__loop_work_ready((rf_loop *)loop) ? 0 : -1;
+    return 0;
 }

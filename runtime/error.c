@@ -9,16 +9,30 @@
 
 unsigned rf_version(void) { return RINGFIBER_VERSION_HEX; }
 
+/* |err| if it can be an errno value (1..4095), else 0. Through unsigned:
+ * -INT_MIN does not exist. */
+static int errno_of(int err)
+{
+    unsigned e = err < 0 ? 0u - (unsigned)err : (unsigned)err;
+    return e <= 4095 ? (int)e : 0;
+}
+
 const char *rf_strerror(int err)
 {
-    /* Through unsigned: -INT_MIN does not exist. */
-    unsigned e = err < 0 ? 0u - (unsigned)err : (unsigned)err;
-    if (e > 4095)
-        return "Unknown error";
-    if (e == 0)
+    if (err == 0)
         return "Success";
-    const char *s = strerrordesc_np((int)e);
+    int e = errno_of(err);
+    const char *s = e ? strerrordesc_np(e) : NULL;
     return s ? s : "Unknown error";
+}
+
+const char *rf_err_name(int err)
+{
+    if (err == 0)
+        return "0";
+    int e = errno_of(err);
+    const char *s = e ? strerrorname_np(e) : NULL;
+    return s ? s : "UNKNOWN";
 }
 
 static int read_int_file(const char *path)

@@ -29,7 +29,7 @@
  * for room included, gets -ECANCELED (-ETIMEDOUT) and fn never runs.
  *
  * Every loop has a default pool for rf_to_thread: created at the first
- * call, RINGFIBER_POOL_THREADS threads (or rf_loop_pool_threads, or
+ * call, RINGFIBER_POOL_THREADS threads (or rf_loop_set_pool_threads, or
  * asyncio's default executor size, min(32, CPUs + 4)), joined by
  * rf_loop_free once the loop's calls are done. rf_loop_set_pool replaces
  * it with a pool of the user's, which loops on several threads may share.
@@ -493,7 +493,7 @@ int rf_loop_set_pool(rf_loop *loop, rf_pool *pool)
     return 0;
 }
 
-int rf_loop_pool_threads(rf_loop *loop, unsigned threads)
+int rf_loop_set_pool_threads(rf_loop *loop, unsigned threads)
 {
     if (!loop || rf__size_check(threads, 0, RF_POOL_MAX_THREADS))
         return -EINVAL;

@@ -468,7 +468,7 @@ int rf_mutex_lock(rf_mutex *storage)
     return m ? mutex_lock(m, RF_WAIT_ANY, true) : -EINVAL;
 }
 
-int rf_mutex_trylock(rf_mutex *storage)
+int rf_mutex_try_lock(rf_mutex *storage)
 {
     mutex_impl *m = (mutex_impl *)storage;
     return m ? mutex_lock(m, 0, false) : -EINVAL;

@@ -758,7 +758,9 @@ static void host_loop(rf_loop *l, bool use_hint)
         assert_true(r >= 0);
         if (r == 0)
             break;
-        int timeout = use_hint ? rf_loop_timeout_ms(l) : -1;
+        int timeout = -1;
+        if (use_hint)
+            assert_int_equal(rf_loop_timeout_ms(l, &timeout), 0);
         assert_true(timeout == 0 || timeout == -1);
         if (timeout == -1)
             timeout = (int)(BOUND_NS / RFT_MS);
@@ -847,11 +849,14 @@ static void test_poll_fd_quiet_until_due(void **state)
     assert_true(fd >= 0);
     /* Born readable: the task has not run yet. */
     assert_true(fd_readable(fd, 0));
-    assert_int_equal(rf_loop_timeout_ms(l), 0);
+    int timeout = 7;
+    assert_int_equal(rf_loop_timeout_ms(l, &timeout), 0);
+    assert_int_equal(timeout, 0);
     assert_int_equal(rf_loop_run_once(l, RF_RUN_NOWAIT), 1);
     /* Nothing is due for a second: quiet, and the hint says wait. */
     assert_false(fd_readable(fd, 0));
-    assert_int_equal(rf_loop_timeout_ms(l), -1);
+    assert_int_equal(rf_loop_timeout_ms(l, &timeout), 0);
+    assert_int_equal(timeout, -1);
     assert_int_equal(rf_loop_run_once(l, RF_RUN_NOWAIT), 1);
     assert_false(fd_readable(fd, 0));
     /* A message from another thread makes it readable. */
@@ -909,7 +914,10 @@ static void test_run_once_blocking(void **state)
     assert_int_equal(rf_loop_run_once(l, RF_RUN_NOWAIT), 1);
     assert_int_equal(rf_loop_run_once(l, RF_RUN_NOWAIT), 1);
     assert_int_equal(rf_loop_run_once(l, 0), -EDEADLK);
-    assert_int_equal(rf_loop_timeout_ms(l), -1);
+    int timeout = 7;
+    assert_int_equal(rf_loop_timeout_ms(l, &timeout), 0);
+    assert_int_equal(timeout, -1);
+    assert_int_equal(rf_loop_timeout_ms(l, NULL), -EINVAL);
     rf_task_release(g_a);
     rf_task_release(g_b);
     assert_int_equal(rf_loop_free(l), 0);
@@ -928,7 +936,8 @@ static void *wrong_thread_main(void *p)
     wrong_thread *w = p;
     w->fd = rf_loop_fd(w->loop);
     w->once = rf_loop_run_once(w->loop, RF_RUN_NOWAIT);
-    w->hint = rf_loop_timeout_ms(w->loop);
+    int timeout;
+    w->hint = rf_loop_timeout_ms(w->loop, &timeout);
     w->shut = rf_loop_shutdown(w->loop, 0);
     return NULL;
 }
@@ -1154,7 +1163,8 @@ static void test_misuse(void **state)
     assert_int_equal(rf_loop_shutdown_threadsafe(NULL, 0), -EINVAL);
     assert_int_equal(rf_loop_fd(NULL), -EINVAL);
     assert_int_equal(rf_loop_run_once(NULL, 0), -EINVAL);
-    assert_int_equal(rf_loop_timeout_ms(NULL), -EINVAL);
+    int timeout;
+    assert_int_equal(rf_loop_timeout_ms(NULL, &timeout), -EINVAL);
 
     rf_loop *l;
     assert_int_equal(rf_loop_new(&l, NULL), 0);

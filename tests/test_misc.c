@@ -1,5 +1,6 @@
 /*
- * The small things: rf_strerror never NULL, rf_version matches the header.
+ * The small things: rf_strerror and rf_err_name never NULL, rf_version
+ * matches the header.
  */
 #include "helpers.h"
 
@@ -34,6 +35,22 @@ static void test_strerror_distinguishes(void **state)
             assert_string_not_equal(copy[i], copy[j]);
 }
 
+/* rf_err_name, as uv_err_name: the errno's name, for logs and tests. */
+static void test_err_name(void **state)
+{
+    assert_string_equal(rf_err_name(-ECANCELED), "ECANCELED");
+    assert_string_equal(rf_err_name(-ETIMEDOUT), "ETIMEDOUT");
+    assert_string_equal(rf_err_name(-ESRCH), "ESRCH");
+    assert_string_equal(rf_err_name(-EAGAIN), "EAGAIN");
+    assert_string_equal(rf_err_name(ECANCELED), "ECANCELED"); /* either sign */
+    assert_string_equal(rf_err_name(0), "0");
+    static const int odd[] = {INT_MIN, INT_MAX, -4096, 1 << 20, -4095};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+        assert_non_null(rf_err_name(odd[i]));
+    assert_string_equal(rf_err_name(INT_MIN), "UNKNOWN");
+    assert_string_equal(rf_err_name(-4096), "UNKNOWN");
+}
+
 static void test_version(void **state)
 {
     assert_int_equal(rf_version(), RINGFIBER_VERSION_HEX);
@@ -56,6 +73,7 @@ static void test_constants(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_strerror_never_null),
     cmocka_unit_test(test_strerror_distinguishes),
+    cmocka_unit_test(test_err_name),
     cmocka_unit_test(test_version),
     cmocka_unit_test(test_constants),
 };

@@ -150,7 +150,7 @@ static void *bad_input_body(void *arg)
     where w = {0, 1};
     RFT_CHECK_INT(rf_to_thread(record_thread, &w, NULL), 0);
     RFT_CHECK_INT(rf_loop_set_pool(rf_loop_current(), p), -EBUSY);
-    RFT_CHECK_INT(rf_loop_pool_threads(rf_loop_current(), 2), -EBUSY);
+    RFT_CHECK_INT(rf_loop_set_pool_threads(rf_loop_current(), 2), -EBUSY);
     return NULL;
 }
 
@@ -177,11 +177,11 @@ static void test_bad_input(void **state)
     assert_int_equal(rf_pool_call(p, record_thread, NULL, NULL), -EPERM);
     rft_run(bad_input_body, p);
     assert_int_equal(rf_loop_set_pool(NULL, p), -EINVAL);
-    assert_int_equal(rf_loop_pool_threads(NULL, 1), -EINVAL);
+    assert_int_equal(rf_loop_set_pool_threads(NULL, 1), -EINVAL);
     rf_loop *l = NULL;
     assert_int_equal(rf_loop_new(&l, NULL), 0);
-    assert_int_equal(rf_loop_pool_threads(l, RF_POOL_MAX_THREADS + 1), -EINVAL);
-    assert_int_equal(rf_loop_pool_threads(l, RF_POOL_MAX_THREADS), 0);
+    assert_int_equal(rf_loop_set_pool_threads(l, RF_POOL_MAX_THREADS + 1), -EINVAL);
+    assert_int_equal(rf_loop_set_pool_threads(l, RF_POOL_MAX_THREADS), 0);
     assert_int_equal(rf_loop_free(l), 0);
     assert_int_equal(rf_pool_free(p), 0);
 }
@@ -217,7 +217,7 @@ static void test_freed_pool_handle_is_stale(void **state)
     assert_int_equal(rf_pool_free(p[1]), 0);
 }
 
-/* RINGFIBER_POOL_THREADS sizes the default pool; rf_loop_pool_threads
+/* RINGFIBER_POOL_THREADS sizes the default pool; rf_loop_set_pool_threads
  * overrides it. Counted by calls that run at once: n + 1 calls that each
  * hold their worker at a gate; exactly n get there. */
 static gate g_size_gate;
@@ -266,7 +266,7 @@ static void test_default_pool_size(void **state)
 
     rf_loop *l;
     assert_int_equal(rf_loop_new(&l, NULL), 0);
-    assert_int_equal(rf_loop_pool_threads(l, 5), 0);
+    assert_int_equal(rf_loop_set_pool_threads(l, 5), 0);
     rft_begin();
     assert_int_equal(rf_loop_run_until_complete(l, count_threads_body,
                                                 (void *)5, NULL), 0);
@@ -651,7 +651,7 @@ static void shutdown_rounds(rf_pool *shared, int rounds)
         if (shared)
             assert_int_equal(rf_loop_set_pool(l, shared), 0);
         else
-            assert_int_equal(rf_loop_pool_threads(l, 2), 0);
+            assert_int_equal(rf_loop_set_pool_threads(l, 2), 0);
         g_sd_returned = g_sd_refused = 0;
         __atomic_store_n(&g_sd_ran, 0, __ATOMIC_RELAXED);
         rft_begin();

@@ -523,7 +523,7 @@ static void *misuse_task(void *arg)
     RFT_CHECK_INT(rf_mutex_unlock(&m), -EPERM);
     RFT_CHECK_INT(rf_mutex_lock(&m), 0);
     RFT_CHECK_INT(rf_mutex_lock(&m), -EDEADLK);
-    RFT_CHECK_INT(rf_mutex_trylock(&m), -EDEADLK);
+    RFT_CHECK_INT(rf_mutex_try_lock(&m), -EDEADLK);
     RFT_CHECK_INT(rf_mutex_fini(&m), -EBUSY);
     RFT_CHECK_INT(rf_mutex_unlock(&m), 0);
     RFT_CHECK_INT(rf_mutex_fini(&m), 0);
@@ -697,7 +697,7 @@ static void *mutex_fifo(void *arg)
     RFT_CHECK_INT(rf_join(t[2], NULL), -ECANCELED);
     RFT_CHECK_INT(c[2].rc, -ECANCELED);
     RFT_CHECK_INT(rf_mutex_unlock(&m), 0);
-    RFT_CHECK_INT(rf_mutex_trylock(&m), -EBUSY); /* handed to worker 0 */
+    RFT_CHECK_INT(rf_mutex_try_lock(&m), -EBUSY); /* handed to worker 0 */
     RFT_CHECK_INT(rf_mutex_unlock(&m), -EPERM);  /* not ours */
     RFT_CHECK_INT(rf_gather(t, 2, NULL), 0);
     RFT_CHECK_INT(rf_gather(t + 3, 2, NULL), 0);
@@ -707,7 +707,7 @@ static void *mutex_fifo(void *arg)
         RFT_CHECK_INT(order[i], expect[i]);
     for (int i = 0; i < 5; i++)
         rf_task_release(t[i]);
-    RFT_CHECK_INT(rf_mutex_trylock(&m), 0);
+    RFT_CHECK_INT(rf_mutex_try_lock(&m), 0);
     RFT_CHECK_INT(rf_mutex_unlock(&m), 0);
     RFT_CHECK_INT(rf_mutex_fini(&m), 0);
     return NULL;

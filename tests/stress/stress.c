@@ -1020,7 +1020,7 @@ static int scenario_cancel(void)
         return 1;
     }
     rf_loop *l = loop_new("cancel");
-    rf_loop_pool_threads(l, 2);
+    rf_loop_set_pool_threads(l, 2);
     rf_queue_init(&S.q, 16, NULL);
     rf_mutex_init(&S.m);
     rf_cond_init(&S.c);
@@ -1684,7 +1684,7 @@ static int scenario_alloc(void)
             continue;
         }
         loops++;
-        rf_loop_pool_threads(l, 1);
+        rf_loop_set_pool_threads(l, 1);
         fi_on = true;
         rc = rf_loop_run_until_complete(l, fault_main, &F, NULL);
         fi_on = false;
