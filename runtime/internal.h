@@ -109,7 +109,8 @@ enum rf_task_state {
     RF_DONE     /* fn returned; stack released */
 };
 
-/* Someone interested in a task's end: a joiner, an as_completed set. */
+/* Someone interested in a task's end: a joiner, an as_completed set, a
+ * group, an rf_wait (task.c, taskset.c). */
 typedef struct rf_waiter {
     rf_list node;
     void (*fire)(struct rf_waiter *w, rf_task *done);
@@ -480,6 +481,9 @@ void rf__cancel(rf_task *t);
 void rf__interrupt(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
 int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
+void rf__waiter_wake(rf_waiter *w, rf_task *done);
+int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
+                   rf_task **selfp);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
