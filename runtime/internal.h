@@ -264,8 +264,9 @@ struct rf_loop {
     /* op.c: operations on descriptors in flight (rf_op.node), so
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
-    rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
-    rf_list free_acceptors; /* net.c: closed ones, records kept for reuse */
+    rf_list acceptors;     /* acceptor.c: rf_acceptor.node, open ones */
+    rf_list free_acceptors; /* acceptor.c: closed ones, records kept for
+                             * reuse */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     /* Embedding (embed.c). gate: the threadsafe calls in progress (count
@@ -550,6 +551,15 @@ ssize_t rf__xfer_all(rf__xfer_step step, int fd, void *buf, size_t len,
                      int64_t off, int flags, ssize_t on_zero, size_t *done);
 
 /* ---- net.c ---- */
+/* The one backoff of an accept out of descriptors (EMFILE, ENFILE), for
+ * rf_accept and rf_acceptor_next (acceptor.c): *backoff starts at
+ * RF_ACCEPT_BACKOFF_MIN; each call sleeps that long and doubles it, up to
+ * RF_ACCEPT_BACKOFF_MAX. */
+#define RF_ACCEPT_BACKOFF_MIN (1 * RF_NSEC_PER_MSEC)
+#define RF_ACCEPT_BACKOFF_MAX (256 * RF_NSEC_PER_MSEC)
+int rf__accept_backoff(rf_loop *l, uint64_t *backoff);
+
+/* ---- acceptor.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
 void rf__acceptors_fd_closed(rf_loop *l, int fd);
 
