@@ -43,11 +43,6 @@ static inline int rf__size_check(uint64_t v, uint64_t min, uint64_t max)
     return v >= min && v <= max ? 0 : -EINVAL;
 }
 
-/* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
-#define RF_LOOP_KNOWN_FLAGS                                                    \
-    (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
-     RF_LOOP_SERVE)
-
 /* A task's stack size: 0 (the loop's default) or within the limits. */
 static inline int rf__stack_size_check(uint64_t size)
 {
@@ -79,12 +74,6 @@ typedef struct rf_ctx {
 } rf_ctx;
 
 /* ---- stacks ---- */
-typedef struct rf_stack_slab {
-    struct rf_stack_slab *next;
-    void *base;
-    size_t len;
-} rf_stack_slab;
-
 typedef struct rf_stacks {
     size_t page;
     size_t size;      /* usable size of a pooled (default) stack */
@@ -92,7 +81,7 @@ typedef struct rf_stacks {
     size_t slot;      /* guard + size */
     unsigned per_slab;
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
-    rf_stack_slab *slabs;
+    struct rf_stack_slab *slabs; /* stack.c */
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
@@ -511,9 +500,6 @@ int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);
 
 /* ---- embed.c ---- */
-#define RF_GATE_FREEING 1ULL  /* rf_loop_free: every threadsafe call refused */
-#define RF_GATE_SHUTDOWN 2ULL /* shutdown requested: spawns refused */
-#define RF_GATE_ONE 4ULL      /* one threadsafe call in progress */
 void rf__embed_close(rf_loop *l);
 void rf__embed_fini(rf_loop *l);
 
