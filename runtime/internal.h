@@ -109,7 +109,7 @@ typedef struct rf_waiter {
 struct rf_task {
     rf_ctx ctx;
     rf_loop *loop;
-    rf_list node;    /* run queue, or free list */
+    rf_list node;    /* loop->free_tasks while the record is free */
     rf_list alive;   /* loop->alive while not DONE */
     rf_list joiners; /* rf_waiter */
     rf_fn fn;
@@ -169,8 +169,11 @@ typedef struct rf_handler {
     bool uncounted; /* not in loop->inflight (the remote wake-up read) */
 } rf_handler;
 
-/* user_data tags: records are 8-byte aligned, the low bits are free. */
-#define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
+/* user_data tags: records are 8-byte aligned, the low bits are free.
+ * RF_UD_IGNORE marks requests whose CQE only settles accounting: cancel
+ * requests (op.c, acceptor.c, remote.c), linked timeouts (op.c), timeout
+ * removals and updates (time.c). */
+#define RF_UD_IGNORE 1ULL
 #define RF_UD_HANDLER 3ULL /* h | 3: an rf_handler */
 
 static inline uint64_t rf__handler_data(rf_handler *h)
