@@ -42,6 +42,10 @@
 
 /* ---- the gate ---- */
 
+#define RF_GATE_FREEING 1ULL  /* rf_loop_free: every threadsafe call refused */
+#define RF_GATE_SHUTDOWN 2ULL /* shutdown requested: spawns refused */
+#define RF_GATE_ONE 4ULL      /* one threadsafe call in progress */
+
 static int gate_enter(rf_loop *l, uint64_t refused)
 {
     uint64_t v = __atomic_add_fetch(&l->gate, RF_GATE_ONE, __ATOMIC_SEQ_CST);

@@ -43,11 +43,6 @@ static inline int rf__size_check(uint64_t v, uint64_t min, uint64_t max)
     return v >= min && v <= max ? 0 : -EINVAL;
 }
 
-/* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
-#define RF_LOOP_KNOWN_FLAGS                                                    \
-    (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
-     RF_LOOP_SERVE)
-
 /* A task's stack size: 0 (the loop's default) or within the limits. */
 static inline int rf__stack_size_check(uint64_t size)
 {
@@ -79,12 +74,6 @@ typedef struct rf_ctx {
 } rf_ctx;
 
 /* ---- stacks ---- */
-typedef struct rf_stack_slab {
-    struct rf_stack_slab *next;
-    void *base;
-    size_t len;
-} rf_stack_slab;
-
 typedef struct rf_stacks {
     size_t page;
     size_t size;      /* usable size of a pooled (default) stack */
@@ -92,7 +81,7 @@ typedef struct rf_stacks {
     size_t slot;      /* guard + size */
     unsigned per_slab;
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
-    rf_stack_slab *slabs;
+    struct rf_stack_slab *slabs; /* stack.c */
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
@@ -109,7 +98,8 @@ enum rf_task_state {
     RF_DONE     /* fn returned; stack released */
 };
 
-/* Someone interested in a task's end: a joiner, an as_completed set. */
+/* Someone interested in a task's end: a joiner, an as_completed set, a
+ * group, an rf_wait (task.c, taskset.c). */
 typedef struct rf_waiter {
     rf_list node;
     void (*fire)(struct rf_waiter *w, rf_task *done);
@@ -119,7 +109,7 @@ typedef struct rf_waiter {
 struct rf_task {
     rf_ctx ctx;
     rf_loop *loop;
-    rf_list node;    /* run queue, or free list */
+    rf_list node;    /* loop->free_tasks while the record is free */
     rf_list alive;   /* loop->alive while not DONE */
     rf_list joiners; /* rf_waiter */
     rf_fn fn;
@@ -179,8 +169,11 @@ typedef struct rf_handler {
     bool uncounted; /* not in loop->inflight (the remote wake-up read) */
 } rf_handler;
 
-/* user_data tags: records are 8-byte aligned, the low bits are free. */
-#define RF_UD_IGNORE 1ULL /* cancel requests: the CQE only settles accounting */
+/* user_data tags: records are 8-byte aligned, the low bits are free.
+ * RF_UD_IGNORE marks requests whose CQE only settles accounting: cancel
+ * requests (op.c, acceptor.c, remote.c), linked timeouts (op.c), timeout
+ * removals and updates (time.c). */
+#define RF_UD_IGNORE 1ULL
 #define RF_UD_HANDLER 3ULL /* h | 3: an rf_handler */
 
 static inline uint64_t rf__handler_data(rf_handler *h)
@@ -263,8 +256,9 @@ struct rf_loop {
     /* op.c: operations on descriptors in flight (rf_op.node), so
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
-    rf_list acceptors;     /* net.c: rf_acceptor.node, open ones */
-    rf_list free_acceptors; /* net.c: closed ones, records kept for reuse */
+    rf_list acceptors;     /* acceptor.c: rf_acceptor.node, open ones */
+    rf_list free_acceptors; /* acceptor.c: closed ones, records kept for
+                             * reuse */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     /* Embedding (embed.c). gate: the threadsafe calls in progress (count
@@ -480,6 +474,9 @@ void rf__cancel(rf_task *t);
 void rf__interrupt(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
 int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
+void rf__waiter_wake(rf_waiter *w, rf_task *done);
+int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
+                   rf_task **selfp);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
@@ -506,9 +503,6 @@ int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
 void rf__deadline_task_end(rf_loop *l, rf_task *self);
 
 /* ---- embed.c ---- */
-#define RF_GATE_FREEING 1ULL  /* rf_loop_free: every threadsafe call refused */
-#define RF_GATE_SHUTDOWN 2ULL /* shutdown requested: spawns refused */
-#define RF_GATE_ONE 4ULL      /* one threadsafe call in progress */
 void rf__embed_close(rf_loop *l);
 void rf__embed_fini(rf_loop *l);
 
@@ -546,6 +540,15 @@ ssize_t rf__xfer_all(rf__xfer_step step, int fd, void *buf, size_t len,
                      int64_t off, int flags, ssize_t on_zero, size_t *done);
 
 /* ---- net.c ---- */
+/* The one backoff of an accept out of descriptors (EMFILE, ENFILE), for
+ * rf_accept and rf_acceptor_next (acceptor.c): *backoff starts at
+ * RF_ACCEPT_BACKOFF_MIN; each call sleeps that long and doubles it, up to
+ * RF_ACCEPT_BACKOFF_MAX. */
+#define RF_ACCEPT_BACKOFF_MIN (1 * RF_NSEC_PER_MSEC)
+#define RF_ACCEPT_BACKOFF_MAX (256 * RF_NSEC_PER_MSEC)
+int rf__accept_backoff(rf_loop *l, uint64_t *backoff);
+
+/* ---- acceptor.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
 void rf__acceptors_fd_closed(rf_loop *l, int fd);
 

@@ -25,6 +25,11 @@
 
 #include "internal.h"
 
+/* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
+#define RF_LOOP_KNOWN_FLAGS                                                    \
+    (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
+     RF_LOOP_SERVE)
+
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
 bool rf__on_owner_thread(const rf_loop *l)

@@ -1,7 +1,8 @@
 /*
  * The ring: setup with the best flags the kernel accepts, SQE acquisition,
- * the one function that enters the kernel, CQE dispatch, and cancellation
- * of an operation in flight.
+ * the one function that enters the kernel, CQE dispatch, and the pass
+ * end's submit and reap. Cancelling an operation in flight is op.c's
+ * (rf__op_cancel).
  *
  * Accounting: every SQE taken with rf__sqe_get() expects exactly one final
  * CQE (one without IORING_CQE_F_MORE); loop->inflight counts those not yet
@@ -111,7 +112,8 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
         return;
     }
     default:
-        /* RF_UD_IGNORE (cancel requests, linked timeouts): accounting. */
+        /* RF_UD_IGNORE (cancel requests, linked timeouts, timeout
+         * removals and updates): accounting. */
         RF_STAT_SUB(l->inflight, final);
         return;
     }
@@ -188,13 +190,6 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
     }
 }
 
-/*
- * End of a scheduler pass that still has tasks ready: submit what the pass
- * gathered and pick up completions, without blocking. The common pass made
- * only of yields has nothing to submit and nothing to reap; that is found
- * with one load when nothing is in flight, three loads from the ring
- * otherwise, without calling into liburing.
- */
 /* SQEs to submit, CQEs to reap, or completions the kernel holds for us
  * (task work to run, an overflow to flush): three loads from the ring, no
  * call into liburing. */
@@ -206,6 +201,14 @@ bool rf__ring_has_work(const rf_loop *l)
             (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+/*
+ * The end of a scheduler pass (next_ctx in loop.c): take in the mail from
+ * other threads, then submit what the pass gathered and pick up
+ * completions, without blocking. A pass with nothing to submit and
+ * nothing to reap finds it with one load when nothing is in flight, three
+ * loads from the ring otherwise (rf__ring_has_work), without calling into
+ * liburing.
+ */
 void rf__ring_pass_end(rf_loop *l)
 {
     if (rf_unlikely(rf__remote_pending(l)))

@@ -33,6 +33,12 @@
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13 */
 #endif
 
+typedef struct rf_stack_slab {
+    struct rf_stack_slab *next;
+    void *base;
+    size_t len;
+} rf_stack_slab;
+
 #define RF_SLAB_STACKS 64u
 /*
  * 64 KiB of guard below each stack, not one page: a function with a large

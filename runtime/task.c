@@ -1,6 +1,7 @@
 /*
- * Tasks: spawn, the end of a task, join, gather, wait_for, as_completed,
- * cancel, names and references.
+ * Tasks: records and handles, spawn, the end of a task, join, cancel, names
+ * and references. What waits on several tasks (rf_gather, rf_wait_for,
+ * as_completed, groups, rf_wait) is in taskset.c.
  *
  * Everything that waits for a task's end is an rf_waiter on the task's
  * joiners list; when the task returns, each waiter's fire() runs once (a
@@ -211,7 +212,7 @@ rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
 
 /* ---- waiting for tasks ---- */
 
-static void waiter_wake(rf_waiter *w, rf_task *done)
+void rf__waiter_wake(rf_waiter *w, rf_task *done)
 {
     rf__wake(done->loop, w->task);
 }
@@ -222,7 +223,7 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
 {
     if (t->state == RF_DONE)
         return 0;
-    rf_waiter w = {.fire = waiter_wake, .task = self};
+    rf_waiter w = {.fire = rf__waiter_wake, .task = self};
     rf_list_push_back(&t->joiners, &w.node);
     int rc = 0;
     while (t->state != RF_DONE) {
@@ -238,8 +239,8 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
 
 /* Common checks of the calls that wait for the task of handle h from a
  * task; *tp receives its record. */
-static int wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
-                      rf_task **selfp)
+int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
+                   rf_task **selfp)
 {
     if (!h)
         return -EINVAL;
@@ -267,7 +268,7 @@ int rf_join(rf_task *h, void **result)
     rf_task *t;
     rf_loop *l;
     rf_task *self;
-    int rc = wait_check("rf_join", h, &t, &l, &self);
+    int rc = rf__wait_check("rf_join", h, &t, &l, &self);
     if (rc)
         return rc;
     rc = rf__join_wait(l, self, t, RF_WAIT_ANY);
@@ -283,242 +284,13 @@ int rf_join_nocancel(rf_task *h, void **result)
     rf_task *t;
     rf_loop *l;
     rf_task *self;
-    int rc = wait_check("rf_join_nocancel", h, &t, &l, &self);
+    int rc = rf__wait_check("rf_join_nocancel", h, &t, &l, &self);
     if (rc)
         return rc;
     rf__join_wait(l, self, t, 0); /* ends only when t is done */
     if (result)
         *result = t->result;
     return t->status;
-}
-
-/* The record of a handle already checked by this call (the caller holds
- * it: it cannot go stale while the call runs). */
-static inline rf_task *checked(rf_task *const *handles, size_t i)
-{
-    return rf__untag(handles[i]);
-}
-
-int rf_gather(rf_task *const *handles, size_t n, void **results)
-{
-    if (n && !handles)
-        return -EINVAL;
-    rf_loop *l = NULL;
-    rf_task *self = NULL;
-    for (size_t i = 0; i < n; i++) {
-        rf_task *t;
-        int rc = wait_check("rf_gather", handles[i], &t, &l, &self);
-        if (rc)
-            return rc;
-    }
-#define tasks(i) checked(handles, i)
-    if (n == 0)
-        return rf__self() ? 0 : -EPERM;
-    int rc = 0;
-    /* A caller already cancelled (or past its deadline) gets -ECANCELED
-     * (-ETIMEDOUT) from the first join that would wait, and goes through
-     * the same path as a cancellation during the wait: what it gathers is
-     * cancelled and awaited, never left running behind its back. */
-    for (size_t i = 0; i < n; i++) {
-        int wrc = rf__join_wait(l, self, tasks(i), RF_WAIT_ANY);
-        if (wrc == 0)
-            continue;
-        /* The gathering task was cancelled (or reached its deadline):
-         * like asyncio.gather, cancel what it gathers, and wait until all
-         * of it has returned. */
-        for (size_t j = i; j < n; j++)
-            if (tasks(j)->state != RF_DONE)
-                rf__cancel(tasks(j));
-        for (size_t j = i; j < n; j++)
-            rf__join_wait(l, self, tasks(j), 0);
-        rc = wrc;
-        break;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (results)
-            results[i] = tasks(i)->result;
-        if (!rc)
-            rc = tasks(i)->status;
-    }
-    return rc;
-#undef tasks
-}
-
-int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
-{
-    rf_task *t;
-    rf_loop *l;
-    rf_task *self;
-    int rc = wait_check("rf_wait_for", h, &t, &l, &self);
-    if (rc)
-        return rc;
-    if (t->state != RF_DONE) {
-        rf_timer timer;
-        /* Sticky cancellation: the caller does not wait for t, but t is
-         * cancelled and awaited below as when the cancellation comes
-         * during the wait (or the deadline, already past, at any time).
-         * Without a timer (no memory, no SQE) t cannot be bounded: it is
-         * cancelled and awaited below as for a timeout, so t has returned
-         * whatever this call returns. */
-        if (self->cancelled)
-            rc = -ECANCELED;
-        else
-            rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
-        if (rc == 0) {
-            rf_waiter w = {.fire = waiter_wake, .task = self};
-            rf_list_push_back(&t->joiners, &w.node);
-            int wrc = 0;
-            while (t->state != RF_DONE && !timer.done && wrc == 0)
-                wrc = rf__wait(l, self, RF_WAIT_ANY);
-            rf_list_remove(&w.node);
-            rf__timer_stop(l, &timer);
-            /* Time is up, or we were cancelled, or reached our own
-             * deadline. */
-            if (t->state != RF_DONE)
-                rc = wrc ? wrc : -ETIMEDOUT;
-        }
-        if (t->state != RF_DONE) {
-            /* Cancel t and let it unwind before returning, as
-             * asyncio.wait_for does. */
-            rf__cancel(t);
-            rf__join_wait(l, self, t, 0);
-        }
-    }
-    if (result)
-        *result = t->result;
-    return rc ? rc : t->status;
-}
-
-/* ---- as_completed ---- */
-
-typedef struct ac_impl ac_impl;
-
-typedef struct ac_entry {
-    rf_waiter w;
-    rf_list done;
-    rf_task *t;
-    ac_impl *ac;
-} ac_entry;
-
-struct ac_impl {
-    ac_entry *entries;
-    size_t n;
-    size_t remaining;
-    rf_task *waiter;
-    rf_list done;
-};
-
-_Static_assert(sizeof(ac_impl) <= sizeof(rf_as_completed),
-               "rf_as_completed storage too small");
-
-static void ac_fire(rf_waiter *w, rf_task *done)
-{
-    ac_entry *e = rf_container_of(w, ac_entry, w);
-    rf_list_push_back(&e->ac->done, &e->done);
-    if (e->ac->waiter)
-        rf__wake(done->loop, e->ac->waiter);
-}
-
-/*
- * An iterator's state is told by its list head: a live one's points to
- * itself or to finished entries, never to NULL; one that failed to
- * initialise or was finished (fini) has it NULL, so that a call on it is
- * an error rather than "no more tasks".
- */
-static bool ac_live(const ac_impl *ac) { return ac->done.next != NULL; }
-
-int rf_as_completed_init(rf_as_completed *storage, rf_task *const *tasks,
-                         size_t n)
-{
-    if (!storage)
-        return -EINVAL;
-    ac_impl *ac = (ac_impl *)storage;
-    memset(ac, 0, sizeof(*ac)); /* not live until the end */
-    if (n && !tasks)
-        return -EINVAL;
-    rf_loop *l = rf__tls_loop;
-    if (!l || !l->current)
-        return -EPERM;
-    for (size_t i = 0; i < n; i++) {
-        if (!tasks[i])
-            return -EINVAL;
-        rf_task *t = rf__record(tasks[i]);
-        if (!t)
-            return rf__stale("rf_as_completed_init");
-        if (t->loop != l)
-            return -EXDEV;
-    }
-    if (n) {
-        ac->entries = calloc(n, sizeof(ac_entry));
-        if (!ac->entries)
-            return -ENOMEM;
-    }
-    rf_list_init(&ac->done);
-    ac->n = ac->remaining = n;
-    for (size_t i = 0; i < n; i++) {
-        ac_entry *e = &ac->entries[i];
-        e->t = checked(tasks, i);
-        e->ac = ac;
-        e->w.fire = ac_fire;
-        rf_list_init(&e->w.node);
-        rf_list_init(&e->done);
-        if (e->t->state == RF_DONE)
-            rf_list_push_back(&ac->done, &e->done);
-        else
-            rf_list_push_back(&e->t->joiners, &e->w.node);
-    }
-    return 0;
-}
-
-rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
-                              int *status)
-{
-    ac_impl *ac = (ac_impl *)storage;
-    rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (!ac) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!ac_live(ac)) {
-        rf__stale("rf_as_completed_next");
-        return NULL;
-    }
-    if (!self) {
-        errno = EPERM;
-        return NULL;
-    }
-    if (ac->remaining == 0) {
-        errno = 0;
-        return NULL;
-    }
-    while (rf_list_empty(&ac->done)) {
-        ac->waiter = self;
-        int rc = rf__wait(l, self, RF_WAIT_ANY);
-        ac->waiter = NULL;
-        if (rc < 0 && rf_list_empty(&ac->done)) {
-            errno = -rc;
-            return NULL;
-        }
-    }
-    ac_entry *e = rf_container_of(rf_list_pop_front(&ac->done), ac_entry, done);
-    ac->remaining--;
-    if (result)
-        *result = e->t->result;
-    if (status)
-        *status = e->t->status;
-    return rf__handle(e->t);
-}
-
-void rf_as_completed_fini(rf_as_completed *storage)
-{
-    ac_impl *ac = (ac_impl *)storage;
-    if (!ac || !ac_live(ac))
-        return;
-    for (size_t i = 0; i < ac->n; i++)
-        rf_list_remove(&ac->entries[i].w.node);
-    free(ac->entries);
-    memset(ac, 0, sizeof(*ac));
 }
 
 /* ---- cancel, state, names, references ---- */
