@@ -39,14 +39,15 @@ static void *get_results(void *arg)
 
     rf_as_completed ac;
     ex_check(rf_as_completed_init(&ac, tasks, N), "rf_as_completed_init");
+    rf_task *t;
     void *result;
-    int status;
-    while (rf_as_completed_next(&ac, &result, &status) != NULL) {
+    int status, rc;
+    while ((rc = rf_as_completed_next(&ac, &t, &result, &status)) > 0) {
         ex_check(status, "add"); /* nothing here is ever cancelled */
         printf("%d\n", EX_PTR_TO_INT(result));
     }
-    if (errno != 0)
-        ex_die("rf_as_completed_next", -errno);
+    if (rc < 0)
+        ex_die("rf_as_completed_next", rc);
     rf_as_completed_fini(&ac);
     ex_release_all(tasks, N);
     return NULL;

@@ -440,9 +440,9 @@ RF_API int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result);
  *
  *   rf_as_completed ac;
  *   rf_as_completed_init(&ac, tasks, n);
- *   rf_task *t; void *res; int status;
- *   while ((t = rf_as_completed_next(&ac, &res, &status)) != NULL) ...
- *   if (errno == ECANCELED) ...   (the caller was cancelled)
+ *   rf_task *t; void *res; int status, rc;
+ *   while ((rc = rf_as_completed_next(&ac, &t, &res, &status)) > 0) ...
+ *   if (rc == -ECANCELED) ...     (the caller was cancelled)
  *   rf_as_completed_fini(&ac);
  *
  * The iterator must not be copied or moved between init and fini.
@@ -457,15 +457,18 @@ typedef struct rf_as_completed {
 RF_API int rf_as_completed_init(rf_as_completed *ac, rf_task *const *tasks,
                                 size_t n);
 /*
- * Next task to finish, with its result and status (0 or -ECANCELED, as
- * rf_join would return); result and status may be NULL. NULL when every task has been returned (errno 0),
- * or with errno ECANCELED if the caller was cancelled (the set is left as
- * it was; call rf_as_completed_fini), ESRCH if ac was finished
- * (rf_as_completed_fini) or its init failed. Suspends until a task
- * finishes.
+ * The next task to finish: *t receives its handle (one of the set's: no
+ * reference is added), result and status (may be NULL) its return value
+ * and its status (0 or -ECANCELED, as rf_join would return). Returns 1
+ * when *t is set, 0 when every task of the set has been handed out (*t is
+ * NULL), or, with *t NULL: -ECANCELED / -ETIMEDOUT (the caller was
+ * cancelled or reached its deadline; the set is left as it was: call
+ * rf_as_completed_fini), -EPERM (outside a task), -EINVAL (NULL ac or t),
+ * -ESRCH (ac was finished with rf_as_completed_fini, or its init failed).
+ * Suspends until a task finishes, unless one already has.
  */
-RF_API rf_task *rf_as_completed_next(rf_as_completed *ac, void **result,
-                                     int *status);
+RF_API int rf_as_completed_next(rf_as_completed *ac, rf_task **t,
+                                void **result, int *status);
 /* Releases the iterator's memory; a second call is harmless. Does not
  * suspend. */
 RF_API void rf_as_completed_fini(rf_as_completed *ac);

@@ -203,36 +203,27 @@ int rf_as_completed_init(rf_as_completed *storage, rf_task *const *tasks,
     return 0;
 }
 
-rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
-                              int *status)
+int rf_as_completed_next(rf_as_completed *storage, rf_task **t,
+                         void **result, int *status)
 {
     ac_impl *ac = (ac_impl *)storage;
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
-    if (!ac) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!ac_live(ac)) {
-        rf__stale("rf_as_completed_next");
-        return NULL;
-    }
-    if (!self) {
-        errno = EPERM;
-        return NULL;
-    }
-    if (ac->remaining == 0) {
-        errno = 0;
-        return NULL;
-    }
+    if (!ac || !t)
+        return -EINVAL;
+    *t = NULL;
+    if (!ac_live(ac))
+        return rf__stale("rf_as_completed_next");
+    if (!self)
+        return -EPERM;
+    if (ac->remaining == 0)
+        return 0;
     while (rf_list_empty(&ac->done)) {
         ac->waiter = self;
         int rc = rf__wait(l, self, RF_WAIT_ANY);
         ac->waiter = NULL;
-        if (rc < 0 && rf_list_empty(&ac->done)) {
-            errno = -rc;
-            return NULL;
-        }
+        if (rc < 0 && rf_list_empty(&ac->done))
+            return rc;
     }
     ac_entry *e = rf_container_of(rf_list_pop_front(&ac->done), ac_entry, done);
     ac->remaining--;
@@ -240,7 +231,8 @@ rf_task *rf_as_completed_next(rf_as_completed *storage, void **result,
         *result = e->t->result;
     if (status)
         *status = e->t->status;
-    return rf__handle(e->t);
+    *t = rf__handle(e->t);
+    return 1;
 }
 
 void rf_as_completed_fini(rf_as_completed *storage)

@@ -244,6 +244,24 @@ static RFT_UNUSED bool rft_yield_until(volatile int *flag, int max)
     return *flag != 0;
 }
 
+/* rf_as_completed_next as the tests read it: the task, or NULL with errno
+ * 0 (every task handed out) or the error; *t is checked to be NULL
+ * whenever no task is returned. */
+static RFT_UNUSED rf_task *rft_ac_next(rf_as_completed *ac, void **res,
+                                       int *status)
+{
+    rf_task *t = (rf_task *)(uintptr_t)1;
+    int rc = rf_as_completed_next(ac, &t, res, status);
+    if (rc > 0 && rc != 1)
+        fail_msg("rf_as_completed_next returned %d", rc);
+    if (rc == 1)
+        return t;
+    if (t != NULL)
+        fail_msg("rf_as_completed_next: *t not NULL with %d", rc);
+    errno = -rc;
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Forked children                                                          */
 /* ------------------------------------------------------------------------ */

@@ -31,7 +31,7 @@ static void *completion_order(void *arg)
     for (int k = 0; k < N; k++) {
         void *res = NULL;
         int status = 12345;
-        rf_task *d = rf_as_completed_next(&ac, &res, &status);
+        rf_task *d = rft_ac_next(&ac, &res, &status);
         if (!RFT_CHECK(d != NULL))
             break;
         RFT_CHECK_PTR(d, t[expect[k]]);
@@ -42,15 +42,40 @@ static void *completion_order(void *arg)
     errno = 1234;
     void *res = (void *)0x77;
     int status = 12345;
-    RFT_CHECK(rf_as_completed_next(&ac, &res, &status) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, &res, &status) == NULL);
     RFT_CHECK_INT(errno, 0);
     /* Exhausted: stays exhausted. */
     errno = 1234;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, 0);
     rf_as_completed_fini(&ac);
     return NULL;
 }
+
+/* The return codes themselves: 1 and the task, then 0 and NULL, once
+ * every task was handed out; -EINVAL without a place for the task. */
+static void *return_codes(void *arg)
+{
+    rf_task *t[2] = {rf_spawn(sleep_ms_return_arg, (void *)(intptr_t)1),
+                     rf_spawn(sleep_ms_return_arg, (void *)(intptr_t)2)};
+    rf_as_completed ac;
+    RFT_CHECK_INT(rf_as_completed_init(&ac, t, 2), 0);
+    RFT_CHECK_INT(rf_as_completed_next(&ac, NULL, NULL, NULL), -EINVAL);
+    rf_task *d = NULL;
+    RFT_CHECK_INT(rf_as_completed_next(&ac, &d, NULL, NULL), 1);
+    RFT_CHECK_PTR(d, t[0]);
+    RFT_CHECK_INT(rf_as_completed_next(&ac, &d, NULL, NULL), 1);
+    RFT_CHECK_PTR(d, t[1]);
+    RFT_CHECK_INT(rf_as_completed_next(&ac, &d, NULL, NULL), 0);
+    RFT_CHECK_PTR(d, NULL);
+    rf_as_completed_fini(&ac);
+    RFT_CHECK_INT(rf_as_completed_next(&ac, &d, NULL, NULL), -ESRCH);
+    rf_task_release(t[0]);
+    rf_task_release(t[1]);
+    return NULL;
+}
+
+static void test_return_codes(void **state) { rft_run(return_codes, NULL); }
 
 static void test_completion_order(void **state) { rft_run(completion_order, NULL); }
 
@@ -71,7 +96,7 @@ static void *statuses_and_finished(void *arg)
     int status = 12345;
     /* the finished one first, at once */
     rf_stats before = rft_stats();
-    rf_task *d = rf_as_completed_next(&ac, &res, &status);
+    rf_task *d = rft_ac_next(&ac, &res, &status);
     rf_stats after = rft_stats();
     RFT_CHECK_PTR(d, t[2]);
     RFT_CHECK_INT(status, 0);
@@ -79,16 +104,16 @@ static void *statuses_and_finished(void *arg)
     RFT_CHECK_INT(after.switches, before.switches);
 
     RFT_CHECK_INT(rf_cancel(t[1]), 0);
-    d = rf_as_completed_next(&ac, &res, &status);
+    d = rft_ac_next(&ac, &res, &status);
     RFT_CHECK_PTR(d, t[1]);
     RFT_CHECK_INT(status, -ECANCELED);
     RFT_CHECK_PTR(res, (void *)0xCA);
 
     /* result and status may be NULL */
-    d = rf_as_completed_next(&ac, NULL, NULL);
+    d = rft_ac_next(&ac, NULL, NULL);
     RFT_CHECK_PTR(d, t[0]);
     errno = 1234;
-    RFT_CHECK(rf_as_completed_next(&ac, &res, &status) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, &res, &status) == NULL);
     RFT_CHECK_INT(errno, 0);
     rf_as_completed_fini(&ac);
     return NULL;
@@ -104,7 +129,7 @@ static void *empty_set(void *arg)
     rf_as_completed ac;
     RFT_CHECK_INT(rf_as_completed_init(&ac, NULL, 0), 0);
     errno = 1234;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, 0);
     rf_as_completed_fini(&ac);
     return NULL;
@@ -130,12 +155,12 @@ static void *iterate(void *arg)
     it->started = 1;
     uint64_t t0 = rft_now();
     errno = 0;
-    it->got = rf_as_completed_next(&ac, NULL, NULL);
+    it->got = rft_ac_next(&ac, NULL, NULL);
     it->err = errno;
     it->waited = rft_now() - t0;
     /* Sticky: again at once. */
     errno = 0;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, ECANCELED);
     rf_as_completed_fini(&ac);
     return (void *)0x17;
@@ -200,7 +225,7 @@ static void *large_set(void *arg)
     intptr_t last = 0;
     rf_task *d;
     void *res;
-    while ((d = rf_as_completed_next(&ac, &res, NULL)) != NULL) {
+    while ((d = rft_ac_next(&ac, &res, NULL)) != NULL) {
         intptr_t idx = -1;
         for (intptr_t i = 0; i < N; i++)
             if (t[i] == d)
@@ -225,6 +250,7 @@ static void test_large_set(void **state) { rft_run(large_set, NULL); }
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_completion_order),
+    cmocka_unit_test(test_return_codes),
     cmocka_unit_test(test_statuses_and_finished),
     cmocka_unit_test(test_empty_set),
     cmocka_unit_test(test_caller_cancelled),

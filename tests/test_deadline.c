@@ -149,9 +149,9 @@ static void *as_completed_deadline(void *arg)
     rf_as_completed ac;
     RFT_CHECK_INT(rf_as_completed_init(&ac, t, 2), 0);
     rf_deadline_set(rf_now_ns() + 30 * RFT_MS);
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == t[0]);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == t[0]);
     errno = 0;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, ETIMEDOUT);
     rf_as_completed_fini(&ac);
     rf_cancel(t[1]);

@@ -734,7 +734,7 @@ static void *stale_handle_main(void *arg)
     rf_as_completed ac;
     RFT_CHECK_INT(rf_as_completed_init(&ac, set, 2), -ESRCH);
     errno = 0;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, ESRCH); /* never initialised: not "no more" */
     rf_as_completed_fini(&ac);
     errno = 0;
@@ -775,10 +775,10 @@ static void *ac_after_fini_main(void *arg)
     rf_task *t = rf_spawn(return_arg, NULL);
     rf_as_completed ac;
     RFT_CHECK_INT(rf_as_completed_init(&ac, &t, 1), 0);
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == t);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == t);
     rf_as_completed_fini(&ac);
     errno = 0;
-    RFT_CHECK(rf_as_completed_next(&ac, NULL, NULL) == NULL);
+    RFT_CHECK(rft_ac_next(&ac, NULL, NULL) == NULL);
     RFT_CHECK_INT(errno, ESRCH);
     rf_as_completed_fini(&ac); /* twice: harmless */
     rf_task_release(t);

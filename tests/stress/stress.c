@@ -1563,9 +1563,10 @@ static void *fault_main(void *arg)
         int rc = rf_as_completed_init(&ac, t, n);
         fi_rc(F, rc, "as_completed_init");
         if (rc == 0) {
-            rf_task *d = rf_as_completed_next(&ac, NULL, NULL);
-            CHECK(d != NULL || errno == ENOMEM, "alloc: as_completed_next: %s",
-                  strerror(errno));
+            rf_task *d;
+            int nrc = rf_as_completed_next(&ac, &d, NULL, NULL);
+            CHECK(nrc == 1 || nrc == -ENOMEM, "alloc: as_completed_next: %s",
+                  rf_strerror(nrc));
             rf_as_completed_fini(&ac);
         }
         size_t nd = 0;
