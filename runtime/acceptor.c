@@ -178,13 +178,14 @@ int rf_acceptor_open(int lfd, int flags, rf_acceptor **out)
     return 0;
 }
 
-int rf_acceptor_next(rf_acceptor *h)
+/* The checks of next and close on a non-NULL handle h: its record, the
+ * calling task, its loop, and nobody else inside. */
+static int acceptor_enter(const char *call, rf_acceptor *h, rf_acceptor **ap,
+                          rf_task **selfp)
 {
-    if (!h)
-        return -EINVAL;
     rf_acceptor *a = acceptor_record(h);
     if (!a)
-        return rf__stale("rf_acceptor_next");
+        return rf__stale(call);
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
     if (!self)
@@ -193,13 +194,28 @@ int rf_acceptor_next(rf_acceptor *h)
         return -EXDEV;
     if (a->waiter || a->closing)
         return -EBUSY;
+    *ap = a;
+    *selfp = self;
+    return 0;
+}
+
+int rf_acceptor_next(rf_acceptor *h)
+{
+    if (!h)
+        return -EINVAL;
+    rf_acceptor *a = NULL;
+    rf_task *self = NULL;
+    int rc = acceptor_enter("rf_acceptor_next", h, &a, &self);
+    if (rc)
+        return rc;
+    rf_loop *l = a->loop;
     /* Sticky, as for every call: even with a connection queued. */
     if (self->cancelled)
         return -ECANCELED;
     if (self->deadline && rf_now_ns() >= self->deadline)
         return -ETIMEDOUT;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
-    int rc = 0;
+    rc = 0;
     self->in_accept = true;
     for (;;) {
         if (l->accept_stopped) {
@@ -252,17 +268,12 @@ int rf_acceptor_close(rf_acceptor *h)
 {
     if (!h)
         return 0;
-    rf_acceptor *a = acceptor_record(h);
-    if (!a)
-        return rf__stale("rf_acceptor_close");
-    rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (!self)
-        return -EPERM;
-    if (a->loop != l)
-        return -EXDEV;
-    if (a->waiter || a->closing)
-        return -EBUSY;
+    rf_acceptor *a = NULL;
+    rf_task *self = NULL;
+    int rc = acceptor_enter("rf_acceptor_close", h, &a, &self);
+    if (rc)
+        return rc;
+    rf_loop *l = a->loop;
     a->closing = true;
     if (a->armed) {
         acceptor_cancel(a);

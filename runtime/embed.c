@@ -323,12 +323,9 @@ int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns)
 
 rf_event *rf_loop_shutdown_event(rf_loop *loop)
 {
-    if (!loop) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!rf__on_owner_thread(loop)) {
-        errno = EXDEV;
+    int e = rf__owner_errno(loop);
+    if (e) {
+        errno = e;
         return NULL;
     }
     return &loop->shutdown_ev;

@@ -380,6 +380,7 @@ void rf__switch_out(rf_loop *l);
 int rf__loop_check(const rf_loop *l);
 bool rf__loop_work_ready(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);
+int rf__owner_errno(const rf_loop *l);
 
 static inline rf_task *rf__self(void)
 {

@@ -37,6 +37,15 @@ bool rf__on_owner_thread(const rf_loop *l)
     return pthread_equal(l->owner, pthread_self());
 }
 
+/* For the calls on a loop that return a pointer: 0, or the errno to set
+ * (EINVAL for NULL, EXDEV from another thread). */
+int rf__owner_errno(const rf_loop *l)
+{
+    if (!l)
+        return EINVAL;
+    return rf__on_owner_thread(l) ? 0 : EXDEV;
+}
+
 void rf__wake(rf_loop *l, rf_task *t)
 {
     /* One wait, one wake: a task already woken (by its CQE, a join or a

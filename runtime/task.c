@@ -198,12 +198,9 @@ rf_task *rf_spawn(rf_fn fn, void *arg) { return rf_spawn_opts(fn, arg, NULL); }
 rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
                        const rf_spawn_options *opts)
 {
-    if (!loop) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!rf__on_owner_thread(loop)) {
-        errno = EXDEV;
+    int e = rf__owner_errno(loop);
+    if (e) {
+        errno = e;
         return NULL;
     }
     rf_task *t = rf__spawn(loop, fn, arg, opts);
