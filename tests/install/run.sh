@@ -13,6 +13,9 @@
 # static consumers must not depend on libstdc++ or Boost's shared library.
 # Each must print "ok". Where the build's compiler takes
 # -fstack-clash-protection, both ways must pass it on to the consumer.
+# Where the build made the manual pages, man3/rf_spawn.3 and
+# man3/ringfiber.3 must be installed, and `man 3 rf_spawn` (if man is
+# installed) must show rf_spawn's prototype from them.
 # Exit 0 on success, 77 (ctest SKIP_RETURN_CODE) when everything built but
 # io_uring is unavailable so nothing could run, 1 otherwise. The temporary
 # prefix and builds are removed on exit.
@@ -36,6 +39,7 @@ cc=${cc:-cc}
 san=$(cache_get RINGFIBER_SANITIZE)
 san_flags=${san:+-fsanitize=$san}
 stack_clash=$(cache_get RINGFIBER_HAVE_STACK_CLASH_PROTECTION)
+manpages=$(cache_get RINGFIBER_MANPAGES_BUILT)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringfiber-install.XXXXXX")
 if [[ ${KEEP:-0} == 1 ]]; then
@@ -57,6 +61,34 @@ quiet() {
 
 step "install $build -> $prefix"
 quiet "$cmake" --install "$build" --prefix "$prefix"
+
+# ---- manual pages ---------------------------------------------------------
+if [[ $manpages == ON ]]; then
+    # CMAKE_INSTALL_MANDIR may be share/man or man: find the page.
+    page=$(find "$prefix" -path '*/man3/rf_spawn.3' | head -n1)
+    if [[ -z $page ]]; then
+        echo "FAILED: no man3/rf_spawn.3 installed under $prefix" >&2
+        exit 1
+    fi
+    mandir=${page%/man3/rf_spawn.3}
+    step "manual pages in $mandir"
+    if [[ ! -s $mandir/man3/ringfiber.3 ]]; then
+        echo "FAILED: no man3/ringfiber.3 next to $page" >&2
+        exit 1
+    fi
+    if command -v man >/dev/null; then
+        out=$(MANWIDTH=100 man -M "$mandir" 3 rf_spawn 2>&1) || {
+            printf '%s\n' "$out" >&2
+            echo "FAILED: man -M $mandir 3 rf_spawn" >&2
+            exit 1
+        }
+        if ! grep -qF 'rf_task *rf_spawn(rf_fn fn, void *arg);' <<<"$out"; then
+            printf '%s\n' "$out" >&2
+            echo "FAILED: man 3 rf_spawn does not show rf_spawn's prototype" >&2
+            exit 1
+        fi
+    fi
+fi
 
 # ---- CMake consumer -------------------------------------------------------
 step "build consumer with find_package(ringfiber)"
