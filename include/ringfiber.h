@@ -1407,6 +1407,7 @@ RF_API int rf_wait(rf_task *const *tasks, size_t n, int mode,
  */
 RF_API int rf_nop(void);
 
+/* ------------------------------------------------------------------------ */
 /* Blocking calls: offload to a thread pool                                 */
 /* ------------------------------------------------------------------------ */
 
