@@ -210,10 +210,9 @@ int rf_acceptor_next(rf_acceptor *h)
         return rc;
     rf_loop *l = a->loop;
     /* Sticky, as for every call: even with a connection queued. */
-    if (self->cancelled)
-        return -ECANCELED;
-    if (self->deadline && rf_now_ns() >= self->deadline)
-        return -ETIMEDOUT;
+    rc = rf__wait_precheck(self);
+    if (rc)
+        return rc;
     uint64_t backoff = RF_ACCEPT_BACKOFF_MIN;
     rc = 0;
     self->in_accept = true;

@@ -375,6 +375,18 @@ static inline void rf__rq_push(rf_loop *l, rf_task *t)
 int rf__rq_reserve(rf_loop *l, uint64_t tasks);
 extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 void rf__wake(rf_loop *l, rf_task *t);
+
+/* The pre-check of a call that is about to wait or submit: -ECANCELED
+ * once the task is cancelled, -ETIMEDOUT once its deadline has passed
+ * (both sticky, conventions in ringfiber.h), else 0. */
+static inline int rf__wait_precheck(const rf_task *self)
+{
+    if (rf_unlikely(self->cancelled))
+        return -ECANCELED;
+    if (rf_unlikely(self->deadline != 0) && rf_now_ns() >= self->deadline)
+        return -ETIMEDOUT;
+    return 0;
+}
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
 int rf__loop_check(const rf_loop *l);

@@ -68,19 +68,15 @@ struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
         *err = -EOPNOTSUPP;
         return NULL;
     }
-    if (rf_unlikely(self->cancelled)) {
-        *err = -ECANCELED;
+    int rc = rf__wait_precheck(self);
+    if (rc) {
+        *err = rc;
         return NULL;
     }
-    if (rf_unlikely(self->deadline != 0)) {
-        if (rf_now_ns() >= self->deadline) {
-            *err = -ETIMEDOUT;
-            return NULL;
-        }
-        if (io_uring_sq_space_left(&l->ring) < 2 && rf__ring_enter(l, 0) < 0) {
-            *err = -EBUSY;
-            return NULL;
-        }
+    if (rf_unlikely(self->deadline != 0) &&
+        io_uring_sq_space_left(&l->ring) < 2 && rf__ring_enter(l, 0) < 0) {
+        *err = -EBUSY;
+        return NULL;
     }
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe) {

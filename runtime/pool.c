@@ -441,10 +441,9 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     rf_task *self = l ? l->current : NULL;
     if (!self)
         return -EPERM;
-    if (self->cancelled)
-        return -ECANCELED;
-    if (self->deadline && rf_now_ns() >= self->deadline)
-        return -ETIMEDOUT;
+    int rc = rf__wait_precheck(self);
+    if (rc)
+        return rc;
     pool_call c = {.msg.run = call_done, .loop = l, .task = self, .fn = fn,
                    .arg = arg};
     pthread_mutex_lock(&pool->mu);
@@ -454,7 +453,7 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     }
     if (pool->count + pool->reserved >= pool->cap ||
         !rf_list_empty(&pool->room_fifo)) {
-        int rc = wait_for_room(pool, l, self);
+        rc = wait_for_room(pool, l, self);
         if (rc)
             return rc;
         pool->reserved--; /* ours: filled just below */
