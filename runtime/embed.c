@@ -260,7 +260,7 @@ static void *shutdown_main(void *arg)
     bool timed = rf_now_ns() < l->shutdown_end &&
                  rf__timer_start(l, &timer, self, l->shutdown_end) == 0;
     if (timed) {
-        while (others_alive(l) > 0 && !timer.done)
+        while (others_alive(l) > 0 && !timer.w.done)
             if (rf__wait(l, self, RF_WAIT_CANCEL) < 0)
                 break;
         rf__timer_stop(l, &timer);

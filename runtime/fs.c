@@ -348,7 +348,7 @@ static void cancel_listed(rf_loop *l, int fd)
 {
     for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
         rf_op *op = rf_container_of(n, rf_op, node);
-        if (op->fd == fd && !op->done)
+        if (op->fd == fd && !op->w.done)
             rf__op_cancel(l, op);
     }
 }
@@ -413,7 +413,7 @@ int rf_close(int fd)
         io_uring_prep_cancel_fd(cs, fd, IORING_ASYNC_CANCEL_ALL);
         cs->flags |= IOSQE_IO_HARDLINK;
         io_uring_sqe_set_data(cs, &cop);
-        cop.task = self;
+        cop.w.task = self;
     } else {
         cancel_listed(l, fd);
     }
@@ -421,18 +421,18 @@ int rf_close(int fd)
     if (have_close && (sqe = rf__sqe_get(l)) != NULL) {
         io_uring_prep_close(sqe, fd);
         io_uring_sqe_set_data(sqe, &op);
-        op.task = self;
-        while (!op.done || (cs && !cop.done))
-            rf__wait(l, self, 0);
-        res = op.res;
+        rf__waiter_wait(l, self, &op.w, 0);
+        if (cs)
+            rf__waiter_wait(l, self, &cop.w, 0);
+        res = op.w.res;
     } else {
-        while (cs && !cop.done)
-            rf__wait(l, self, 0);
+        if (cs)
+            rf__waiter_wait(l, self, &cop.w, 0);
         /* No close opcode, or no SQE: close(2) does not block for a
          * socket or a local file. */
         res = close(fd) == 0 ? 0 : -errno;
     }
-    if (cs && cop.res == -EINVAL) {
+    if (cs && cop.w.res == -EINVAL) {
         /* A kernel without IORING_ASYNC_CANCEL_FD: cancel one by one. */
         l->no_cancel_fd = true;
         cancel_listed(l, fd);

@@ -98,20 +98,36 @@ enum rf_task_state {
     RF_DONE     /* fn returned; stack released */
 };
 
-/* Someone interested in a task's end: a joiner, an as_completed set, a
- * group, an rf_wait (task.c, taskset.c). */
+/*
+ * The one waiter record (loop.c): a task waiting for one thing to happen
+ * (an operation's final CQE, a timer, an object handing it an item, a
+ * lock or a permit, an offloaded call's return, a room in the pool's
+ * queue). It lives in the record of what it waits for, on the waiting
+ * task's stack. Whoever makes it happen calls rf__waiter_done (result,
+ * done, wake); the task waits with rf__waiter_wait. One wait, one wake:
+ * a record is done once.
+ */
 typedef struct rf_waiter {
-    rf_list node;
-    void (*fire)(struct rf_waiter *w, rf_task *done);
-    rf_task *task; /* the waiting task */
+    rf_task *task; /* the waiting task; NULL: nobody waits now */
+    int32_t res;   /* the result, once done */
+    bool done;
 } rf_waiter;
+
+/* Someone interested in a task's end: a joiner, an as_completed set, a
+ * group, an rf_wait (task.c, taskset.c). fire runs once, as the task
+ * returns; a join's (rf__watch_wake) makes w done. */
+typedef struct rf_watch {
+    rf_list node;
+    void (*fire)(struct rf_watch *w, rf_task *done);
+    rf_waiter w;
+} rf_watch;
 
 struct rf_task {
     rf_ctx ctx;
     rf_loop *loop;
     rf_list node;    /* loop->free_tasks while the record is free */
     rf_list alive;   /* loop->alive while not DONE */
-    rf_list joiners; /* rf_waiter */
+    rf_list joiners; /* rf_watch */
     rf_fn fn;
     void *arg;
     void *result;
@@ -150,11 +166,9 @@ struct rf_task {
  * rf__op_begin sets it up; a record used without it (rf_close's) is made
  * with RF_OP(fd). */
 typedef struct rf_op {
-    rf_task *task;    /* woken by the final CQE; NULL: nobody waits now */
+    rf_waiter w;      /* done at the final CQE, with its res */
     rf_loop *loop;
-    int32_t res;
     uint32_t cflags;
-    bool done;        /* its final CQE was seen */
     int fd;           /* the descriptor it works on; -1: none */
     rf_list node;     /* loop->fd_ops while in flight on fd */
     rf_task *closer;  /* an rf_close waiting for it to end */
@@ -375,6 +389,36 @@ static inline void rf__rq_push(rf_loop *l, rf_task *t)
 int rf__rq_reserve(rf_loop *l, uint64_t tasks);
 extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 void rf__wake(rf_loop *l, rf_task *t);
+int rf__wait(rf_loop *l, rf_task *self, unsigned how);
+
+/*
+ * Wait until w is done: 0, and w->res holds the result. A wait that may
+ * end on cancellation or the deadline (how: RF_WAIT_*) returns -ECANCELED
+ * or -ETIMEDOUT if one came first, with w not done: the caller takes w
+ * out of what it waits on (or, for an operation in the ring, has the
+ * kernel end it and waits again without how). Inline: it is on the path
+ * of every wait, and a call more costs a tenth of an operation.
+ */
+static inline int rf__waiter_wait(rf_loop *l, rf_task *self, rf_waiter *w,
+                                  unsigned how)
+{
+    w->task = self;
+    while (!w->done) {
+        int rc = rf__wait(l, self, how);
+        if (rc < 0 && !w->done)
+            return rc;
+    }
+    return 0;
+}
+
+/* w's event has happened: record res and wake its task (if one waits). */
+static inline void rf__waiter_done(rf_loop *l, rf_waiter *w, int32_t res)
+{
+    w->res = res;
+    w->done = true;
+    if (w->task)
+        rf__wake(l, w->task);
+}
 
 /* The pre-check of a call that is about to wait or submit: -ECANCELED
  * once the task is cancelled, -ETIMEDOUT once its deadline has passed
@@ -387,7 +431,6 @@ static inline int rf__wait_precheck(const rf_task *self)
         return -ETIMEDOUT;
     return 0;
 }
-int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 void rf__switch_out(rf_loop *l);
 int rf__loop_check(const rf_loop *l);
 bool rf__loop_work_ready(rf_loop *l);
@@ -487,7 +530,7 @@ void rf__cancel(rf_task *t);
 void rf__interrupt(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
 int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
-void rf__waiter_wake(rf_waiter *w, rf_task *done);
+void rf__watch_wake(rf_watch *w, rf_task *done);
 int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
                    rf_task **selfp);
 
@@ -501,10 +544,8 @@ uint64_t rf__time_after(uint64_t ns);
  * without a system call or a wait (a no-op once done). */
 typedef struct rf_timer {
     rf_list node;
-    rf_task *task;
+    rf_waiter w; /* done when it fires: res -ETIME */
     struct rf_timer_bucket *bucket;
-    int32_t res;
-    bool done;
 } rf_timer;
 int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end);
 void rf__timer_stop(rf_loop *l, rf_timer *t);

@@ -85,9 +85,9 @@ struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
     }
     /* The record is set up here, not where it is declared: only what is
      * read before the completion writes the rest. */
-    op->task = self;
+    op->w.task = self;
     op->loop = l;
-    op->done = false;
+    op->w.done = false;
     op->fd = fd;
     op->closer = NULL;
     return sqe;
@@ -120,21 +120,18 @@ void rf__op_untrack(rf_op *op)
  * kernel to end op early, and waits on. */
 static int op_wait(rf_loop *l, rf_task *self, rf_op *op)
 {
-    while (!op->done) {
-        if (rf__wait(l, self, RF_WAIT_CANCEL) == -ECANCELED && !op->done) {
-            rf__op_cancel(l, op);
-            while (!op->done)
-                rf__wait(l, self, 0);
-        }
+    if (rf__waiter_wait(l, self, &op->w, RF_WAIT_CANCEL) < 0) {
+        rf__op_cancel(l, op);
+        rf__waiter_wait(l, self, &op->w, 0);
     }
-    op->task = NULL;
-    return op->res;
+    op->w.task = NULL;
+    return op->w.res;
 }
 
 int rf__op_run(rf_op *op, struct io_uring_sqe *sqe)
 {
     rf_loop *l = op->loop;
-    rf_task *self = op->task;
+    rf_task *self = op->w.task;
     io_uring_sqe_set_data(sqe, op);
     uint64_t deadline = self->deadline;
     if (rf_unlikely(deadline != 0)) {

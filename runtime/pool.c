@@ -46,11 +46,10 @@
 typedef struct pool_call {
     rf_remote_msg msg; /* first: the completion, posted by the worker */
     rf_loop *loop;
-    rf_task *task;
+    rf_waiter w;       /* loop thread: done when the completion has run */
     rf_fn fn;
     void *arg;
     void *result;
-    bool done; /* loop thread: the completion has run */
 } pool_call;
 
 typedef struct room_waiter {
@@ -58,9 +57,8 @@ typedef struct room_waiter {
     rf_list node;      /* pool->room_fifo, under pool->mu */
     struct room_waiter *next_grant; /* the worker's list of grants to post */
     rf_loop *loop;
-    rf_task *task;
+    rf_waiter w;  /* loop thread: done when the grant has run */
     bool queued;  /* in room_fifo (pool->mu) */
-    bool granted; /* loop thread: the grant has run */
 } room_waiter;
 
 /* A worker sleeps on its own condition variable, so that the pool can
@@ -145,17 +143,15 @@ static rf_pool *pool_record(const rf_pool *h)
 static void call_done(rf_loop *l, rf_remote_msg *m)
 {
     pool_call *c = (pool_call *)m;
-    c->done = true;
     l->remote_expected--;
-    rf__wake(l, c->task);
+    rf__waiter_done(l, &c->w, 0);
 }
 
 static void room_granted(rf_loop *l, rf_remote_msg *m)
 {
     room_waiter *w = (room_waiter *)m;
-    w->granted = true;
     l->remote_expected--;
-    rf__wake(l, w->task);
+    rf__waiter_done(l, &w->w, 0);
 }
 
 /* ---- pool side ---- */
@@ -398,17 +394,12 @@ unsigned rf_pool_threads(const rf_pool *h)
  * the caller (p->reserved counts it), or an error with the mutex free. */
 static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
 {
-    room_waiter w = {.msg.run = room_granted, .loop = l, .task = self,
-                     .queued = true};
+    room_waiter w = {.msg.run = room_granted, .loop = l, .queued = true};
     rf_list_push_back(&p->room_fifo, &w.node);
     pthread_mutex_unlock(&p->mu);
     l->remote_expected++;
-    int rc = 0;
-    while (!w.granted) {
-        int wrc = rf__wait(l, self, rc ? 0 : RF_WAIT_ANY);
-        if (wrc == 0 || rc)
-            continue;
-        rc = wrc;
+    int rc = rf__waiter_wait(l, self, &w.w, RF_WAIT_ANY);
+    if (rc < 0) {
         pthread_mutex_lock(&p->mu);
         if (w.queued) {
             rf_list_remove(&w.node);
@@ -419,6 +410,7 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
         /* Already granted: its message is on the way and refers to w.
          * Wait for it (uncancellable), then hand the slot on. */
         pthread_mutex_unlock(&p->mu);
+        rf__waiter_wait(l, self, &w.w, 0);
     }
     pthread_mutex_lock(&p->mu);
     if (rc == 0)
@@ -444,8 +436,7 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     int rc = rf__wait_precheck(self);
     if (rc)
         return rc;
-    pool_call c = {.msg.run = call_done, .loop = l, .task = self, .fn = fn,
-                   .arg = arg};
+    pool_call c = {.msg.run = call_done, .loop = l, .fn = fn, .arg = arg};
     pthread_mutex_lock(&pool->mu);
     if (pool->stopping) {
         pthread_mutex_unlock(&pool->mu);
@@ -468,8 +459,7 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     if (wake)
         pthread_cond_signal(&wake->cv);
     l->remote_expected++;
-    while (!c.done)
-        rf__wait(l, self, 0); /* uncancellable: the worker has arg */
+    rf__waiter_wait(l, self, &c.w, 0); /* uncancellable: the worker has arg */
     if (result)
         *result = c.result;
     return 0;

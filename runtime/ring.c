@@ -84,13 +84,6 @@ static bool events_waiting(const rf_loop *l)
            (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
-static void op_complete(rf_loop *l, rf_op *op)
-{
-    op->done = true;
-    if (op->task)
-        rf__wake(l, op->task);
-}
-
 static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -98,9 +91,8 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
     if (rf_likely((ud & 7) == 0 && ud != 0)) {
         rf_op *op = (rf_op *)(uintptr_t)ud;
         RF_STAT_SUB(l->inflight, final);
-        op->res = cqe->res;
         op->cflags = cqe->flags;
-        op_complete(l, op);
+        rf__waiter_done(l, &op->w, cqe->res);
         return;
     }
     switch (ud & 7) {

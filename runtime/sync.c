@@ -35,9 +35,9 @@
 
 typedef struct sync_waiter {
     rf_list node;
-    rf_task *task;
-    void *item;  /* a queue put's item; what a get is handed */
-    int granted; /* 0: waiting; 1: handed what it waited for; < 0: error */
+    rf_waiter w;  /* done when handed what it waited for (res 0), or the
+                   * object's error (res < 0) */
+    void *item;   /* a queue put's item; what a get is handed */
 } sync_waiter;
 
 static inline sync_waiter *waiter_first(rf_list *h)
@@ -45,12 +45,12 @@ static inline sync_waiter *waiter_first(rf_list *h)
     return rf_list_empty(h) ? NULL : rf_container_of(h->next, sync_waiter, node);
 }
 
-/* Hand w its result and make it ready. */
+/* Hand w its result (0: what it waited for; < 0: the object's error) and
+ * make it ready. */
 static inline void waiter_grant(sync_waiter *w, int res)
 {
     rf_list_remove(&w->node);
-    w->granted = res;
-    rf__wake(w->task->loop, w->task);
+    rf__waiter_done(w->w.task->loop, &w->w, res);
 }
 
 /* Wake every waiter of h with res, in one pass. */
@@ -70,7 +70,7 @@ static inline int waker_check(rf_list *h)
     sync_waiter *w = waiter_first(h);
     if (!w)
         return 0;
-    rf_loop *wl = w->task->loop;
+    rf_loop *wl = w->w.task->loop;
     rf_loop *l = rf__tls_loop;
     if (l == wl)
         return 0;
@@ -85,7 +85,7 @@ static inline int waiter_check(rf_list *h, rf_loop **lp, rf_task **selfp)
     if (!self)
         return -EPERM;
     sync_waiter *w = waiter_first(h);
-    if (w && w->task->loop != l)
+    if (w && w->w.task->loop != l)
         return -EXDEV;
     *lp = l;
     *selfp = self;
@@ -93,25 +93,22 @@ static inline int waiter_check(rf_list *h, rf_loop **lp, rf_task **selfp)
 }
 
 /*
- * Wait at the back of h until handed something (returns w->granted: 0 for
- * success, or the object's error) or until the wait ends on cancellation
- * or the deadline (how: RF_WAIT_*), having left h.
+ * Wait at the back of h until handed something (returns 0, or the
+ * object's error) or until the wait ends on cancellation or the deadline
+ * (how: RF_WAIT_*), having left h.
  */
 static int waiter_wait(rf_loop *l, rf_task *self, rf_list *h, sync_waiter *w,
                        unsigned how)
 {
-    w->task = self;
-    w->granted = 0;
+    w->w.task = self;
+    w->w.done = false;
     rf_list_push_back(h, &w->node);
-    for (;;) {
-        int rc = rf__wait(l, self, how);
-        if (w->granted)
-            return w->granted > 0 ? 0 : w->granted;
-        if (rc < 0) {
-            rf_list_remove(&w->node);
-            return rc;
-        }
+    int rc = rf__waiter_wait(l, self, &w->w, how);
+    if (rc < 0) {
+        rf_list_remove(&w->node);
+        return rc;
     }
+    return w->w.res;
 }
 
 /* ---- queue ---- */
@@ -188,7 +185,7 @@ static inline int queue_put_now(queue_impl *q, void *item)
     sync_waiter *g = waiter_first(&q->getters);
     if (g) { /* the queue is empty: hand the item over */
         g->item = item;
-        waiter_grant(g, 1);
+        waiter_grant(g, 0);
     } else if (q->count < q->cap) {
         queue_push(q, item);
     } else {
@@ -207,14 +204,14 @@ static inline int queue_get_now(queue_impl *q, void **item)
         if (p) { /* a slot is free: the first waiting put takes it */
             queue_push(q, p->item);
             q->unfinished++;
-            waiter_grant(p, 1);
+            waiter_grant(p, 0);
         }
         return 0;
     }
     if (p) { /* a rendezvous queue: take the item from the put */
         *item = p->item;
         q->unfinished++;
-        waiter_grant(p, 1);
+        waiter_grant(p, 0);
         return 0;
     }
     return q->closed ? -EPIPE : -EAGAIN;
@@ -290,7 +287,7 @@ int rf_queue_task_done(rf_queue *storage)
     if (rc)
         return rc;
     if (--q->unfinished == 0)
-        waiters_grant_all(&q->joiners, 1);
+        waiters_grant_all(&q->joiners, 0);
     return 0;
 }
 
@@ -379,7 +376,7 @@ int rf_event_set(rf_event *storage)
     if (rc)
         return rc;
     e->set = true;
-    waiters_grant_all(&e->waiters, 1);
+    waiters_grant_all(&e->waiters, 0);
     return 0;
 }
 
@@ -484,9 +481,9 @@ int rf_mutex_unlock(rf_mutex *storage)
     if (!self || m->owner != self)
         return -EPERM;
     sync_waiter *w = waiter_first(&m->waiters);
-    m->owner = w ? w->task : NULL;
+    m->owner = w ? w->w.task : NULL;
     if (w)
-        waiter_grant(w, 1);
+        waiter_grant(w, 0);
     return 0;
 }
 
@@ -560,7 +557,7 @@ int rf_sem_release(rf_sem *storage)
         return rc;
     sync_waiter *w = waiter_first(&s->waiters);
     if (w) {
-        waiter_grant(w, 1);
+        waiter_grant(w, 0);
         return 0;
     }
     if (s->value == s->max)
@@ -635,7 +632,7 @@ int rf_cond_signal(rf_cond *storage)
         return rc;
     sync_waiter *w = waiter_first(&c->waiters);
     if (w)
-        waiter_grant(w, 1);
+        waiter_grant(w, 0);
     return 0;
 }
 
@@ -647,6 +644,6 @@ int rf_cond_broadcast(rf_cond *storage)
     int rc = waker_check(&c->waiters);
     if (rc)
         return rc;
-    waiters_grant_all(&c->waiters, 1);
+    waiters_grant_all(&c->waiters, 0);
     return 0;
 }

@@ -3,7 +3,7 @@
  * and references. What waits on several tasks (rf_gather, rf_wait_for,
  * as_completed, groups, rf_wait) is in taskset.c.
  *
- * Everything that waits for a task's end is an rf_waiter on the task's
+ * Everything that waits for a task's end is an rf_watch on the task's
  * joiners list; when the task returns, each waiter's fire() runs once (a
  * plain join wakes its task, an as_completed set queues the task and wakes
  * the iterating task). Waiters live on the waiting task's stack or in the
@@ -159,7 +159,7 @@ static void task_finish(rf_loop *l, rf_task *t)
     RF_STAT_SUB(l->stats.tasks_alive, 1);
     rf_list *n;
     while ((n = rf_list_pop_front(&t->joiners)) != NULL) {
-        rf_waiter *w = rf_container_of(n, rf_waiter, node);
+        rf_watch *w = rf_container_of(n, rf_watch, node);
         w->fire(w, t);
     }
     /* A graceful shutdown waits for the other tasks to end (embed.c). */
@@ -209,9 +209,9 @@ rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
 
 /* ---- waiting for tasks ---- */
 
-void rf__waiter_wake(rf_waiter *w, rf_task *done)
+void rf__watch_wake(rf_watch *w, rf_task *done)
 {
-    rf__wake(done->loop, w->task);
+    rf__waiter_done(done->loop, &w->w, 0);
 }
 
 /* Returns 0 once t is done; -ECANCELED or -ETIMEDOUT if the wait (how:
@@ -220,16 +220,9 @@ int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
 {
     if (t->state == RF_DONE)
         return 0;
-    rf_waiter w = {.fire = rf__waiter_wake, .task = self};
+    rf_watch w = {.fire = rf__watch_wake};
     rf_list_push_back(&t->joiners, &w.node);
-    int rc = 0;
-    while (t->state != RF_DONE) {
-        int wrc = rf__wait(l, self, how);
-        if (wrc < 0) {
-            rc = t->state == RF_DONE ? 0 : wrc;
-            break;
-        }
-    }
+    int rc = rf__waiter_wait(l, self, &w.w, how);
     rf_list_remove(&w.node);
     return rc;
 }

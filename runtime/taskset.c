@@ -3,7 +3,7 @@
  * a timer), the as_completed iterator, task groups, asyncio.wait (rf_wait)
  * and rf_task_error, which groups and rf_wait judge a task's end by.
  *
- * Each watches tasks' ends as rf_join does (task.c): an rf_waiter on each
+ * Each watches tasks' ends as rf_join does (task.c): an rf_watch on each
  * task's joiners list, whose fire() runs once, in task_finish, as the task
  * returns. Groups and rf_wait do their bookkeeping there, so the waiting
  * task is woken once, when its condition holds, not once per task.
@@ -98,10 +98,10 @@ int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
         else
             rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
         if (rc == 0) {
-            rf_waiter w = {.fire = rf__waiter_wake, .task = self};
+            rf_watch w = {.fire = rf__watch_wake, .w.task = self};
             rf_list_push_back(&t->joiners, &w.node);
             int wrc = 0;
-            while (t->state != RF_DONE && !timer.done && wrc == 0)
+            while (t->state != RF_DONE && !timer.w.done && wrc == 0)
                 wrc = rf__wait(l, self, RF_WAIT_ANY);
             rf_list_remove(&w.node);
             rf__timer_stop(l, &timer);
@@ -127,7 +127,7 @@ int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
 typedef struct ac_impl ac_impl;
 
 typedef struct ac_entry {
-    rf_waiter w;
+    rf_watch w;
     rf_list done;
     rf_task *t;
     ac_impl *ac;
@@ -144,7 +144,7 @@ struct ac_impl {
 _Static_assert(sizeof(ac_impl) <= sizeof(rf_as_completed),
                "rf_as_completed storage too small");
 
-static void ac_fire(rf_waiter *w, rf_task *done)
+static void ac_fire(rf_watch *w, rf_task *done)
 {
     ac_entry *e = rf_container_of(w, ac_entry, w);
     rf_list_push_back(&e->ac->done, &e->done);
@@ -271,7 +271,7 @@ int rf_task_error(const rf_task *h)
 typedef struct group_impl group_impl;
 
 typedef struct group_entry {
-    rf_waiter w;  /* on the member's joiners */
+    rf_watch w;  /* on the member's joiners */
     rf_list node; /* group_impl.members */
     rf_task *t;   /* the group's reference */
     group_impl *g;
@@ -296,7 +296,7 @@ static void group_cancel_all(group_impl *g)
     }
 }
 
-static void group_fire(rf_waiter *w, rf_task *done)
+static void group_fire(rf_watch *w, rf_task *done)
 {
     group_entry *m = rf_container_of(w, group_entry, w);
     group_impl *g = m->g;
@@ -366,7 +366,7 @@ rf_task *rf_group_spawn(rf_group *storage, rf_fn fn, void *arg,
     m->t = t;
     m->g = g;
     m->w.fire = group_fire;
-    m->w.task = NULL;
+    m->w.w.task = NULL;
     rf_list_push_back(&t->joiners, &m->w.node);
     rf_list_push_back(&g->members, &m->node);
     g->running++;
@@ -449,7 +449,7 @@ typedef struct wait_set {
 } wait_set;
 
 typedef struct wait_entry {
-    rf_waiter w;
+    rf_watch w;
     wait_set *ws;
 } wait_entry;
 
@@ -465,7 +465,7 @@ static bool wait_met(const wait_set *ws)
     }
 }
 
-static void wait_fire(rf_waiter *w, rf_task *done)
+static void wait_fire(rf_watch *w, rf_task *done)
 {
     wait_set *ws = rf_container_of(w, wait_entry, w)->ws;
     ws->ndone++;
@@ -490,7 +490,7 @@ static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
     for (size_t i = 0; i < ws->n; i++) {
         e[i].ws = ws;
         e[i].w.fire = wait_fire;
-        e[i].w.task = self;
+        e[i].w.w.task = self;
         rf_list_init(&e[i].w.node);
         rf_task *t = rf__untag(tasks[i]); /* checked by rf_wait */
         if (t->state != RF_DONE)
@@ -498,7 +498,7 @@ static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
     }
     int rc = 0;
     while (!wait_met(ws) && rc == 0) {
-        if (timeout_ns != RF_FOREVER && timer.done)
+        if (timeout_ns != RF_FOREVER && timer.w.done)
             rc = -ETIMEDOUT;
         else
             rc = rf__wait(l, self, RF_WAIT_ANY);

@@ -98,9 +98,7 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     rf_list *n;
     while ((n = rf_list_pop_front(&b->timers)) != NULL) {
         rf_timer *t = rf_container_of(n, rf_timer, node);
-        t->res = cqe->res;
-        t->done = true;
-        rf__wake(l, t->task);
+        rf__waiter_done(l, &t->w, cqe->res);
     }
     free(b);
 }
@@ -160,10 +158,10 @@ int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
 {
     int err = 0;
     rf_timer_bucket *b = bucket_get(l, end, &err);
-    t->task = task;
+    t->w.task = task;
     t->bucket = b;
-    t->res = 0;
-    t->done = false;
+    t->w.res = 0;
+    t->w.done = false;
     if (!b)
         return err;
     rf_list_push_back(&b->timers, &t->node);
@@ -190,7 +188,7 @@ static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
 void rf__timer_stop(rf_loop *l, rf_timer *t)
 {
     rf_timer_bucket *b = t->bucket;
-    if (t->done || !b)
+    if (t->w.done || !b)
         return;
     t->bucket = NULL;
     rf_list_remove(&t->node);
@@ -236,16 +234,14 @@ int rf_sleep(uint64_t ns)
     int rc = rf__timer_start(l, &t, self, end);
     if (rc)
         return rc;
-    while (!t.done) {
-        rc = rf__wait(l, self, RF_WAIT_CANCEL);
-        if (rc < 0 && !t.done) {
-            rf__timer_stop(l, &t);
-            return rc;
-        }
+    rc = rf__waiter_wait(l, self, &t.w, RF_WAIT_CANCEL);
+    if (rc < 0) {
+        rf__timer_stop(l, &t);
+        return rc;
     }
-    if (t.res == -ETIME)
+    if (t.w.res == -ETIME)
         return cut ? -ETIMEDOUT : 0;
-    return t.res; /* -ECANCELED: removed under us (cannot happen), errors */
+    return t.w.res; /* -ECANCELED: removed under us (cannot happen), errors */
 }
 
 /* ---- the task's deadline ---- */
