@@ -357,27 +357,34 @@ static void cancel_listed(rf_loop *l, int fd)
  * ones on the file being closed. Once the close has run, the number can
  * be reused at once (another task's open, socket or accept) and the
  * operations on that new file are none of this close's business. */
-static void claim_listed(rf_loop *l, rf_task *self, int fd)
+static void claim_listed(rf_loop *l, rf_close_wait *c, int fd)
 {
     for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
         rf_op *op = rf_container_of(n, rf_op, node);
-        if (op->fd == fd)
-            op->closer = self;
+        if (op->fd != fd)
+            continue;
+        if (op->closer) /* an earlier rf_close of the fd: this one waits */
+            rf__close_release(l, op->closer);
+        op->closer = c;
+        c->left++;
     }
 }
 
-/* Wait until no operation claimed by self is listed: each one's task
- * unlists it when the operation's final CQE has been seen, and wakes us. */
-static void wait_unlisted(rf_loop *l, rf_task *self)
+/* One claimed operation of c has ended (or was claimed by a later close):
+ * the last one makes c done. */
+void rf__close_release(rf_loop *l, rf_close_wait *c)
 {
-    for (;;) {
-        bool any = false;
-        for (rf_list *n = l->fd_ops.next; n != &l->fd_ops && !any; n = n->next)
-            any = rf_container_of(n, rf_op, node)->closer == self;
-        if (!any)
-            return;
-        rf__wait(l, self, 0);
-    }
+    if (--c->left == 0)
+        rf__waiter_done(l, &c->w, 0);
+}
+
+/* Wait until every operation c claimed has ended: each one's task unlists
+ * it when the operation's final CQE has been seen, and the last one makes
+ * c done (no rescan of the list at each wake). */
+static void wait_unlisted(rf_loop *l, rf_task *self, rf_close_wait *c)
+{
+    if (c->left)
+        rf__waiter_wait(l, self, &c->w, 0);
 }
 
 /*
@@ -401,7 +408,8 @@ int rf_close(int fd)
     rf_task *self = l ? l->current : NULL;
     if (!self)
         return -EPERM;
-    claim_listed(l, self, fd);
+    rf_close_wait claimed = {0};
+    claim_listed(l, &claimed, fd);
     rf__acceptors_fd_closed(l, fd);
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
@@ -437,6 +445,6 @@ int rf_close(int fd)
         l->no_cancel_fd = true;
         cancel_listed(l, fd);
     }
-    wait_unlisted(l, self);
+    wait_unlisted(l, self, &claimed);
     return res;
 }

@@ -171,8 +171,16 @@ typedef struct rf_op {
     uint32_t cflags;
     int fd;           /* the descriptor it works on; -1: none */
     rf_list node;     /* loop->fd_ops while in flight on fd */
-    rf_task *closer;  /* an rf_close waiting for it to end */
+    struct rf_close_wait *closer; /* an rf_close waiting for it to end */
 } rf_op;
+
+/* An rf_close waiting for the operations it claimed on its fd (fs.c):
+ * done when the last of them has ended. */
+typedef struct rf_close_wait {
+    rf_waiter w;
+    unsigned left;
+} rf_close_wait;
+void rf__close_release(rf_loop *l, rf_close_wait *c);
 #define RF_OP(fd_) ((rf_op){.fd = (fd_)})
 
 /* A record whose CQEs go to a function: multishot operations, and the

@@ -113,7 +113,7 @@ void rf__op_untrack(rf_op *op)
 {
     rf_list_remove(&op->node);
     if (op->closer)
-        rf__wake(op->loop, op->closer);
+        rf__close_release(op->loop, op->closer);
 }
 
 /* Suspend until op's final CQE, whatever happens: cancellation asks the
