@@ -1080,7 +1080,11 @@ static void *acceptor_closed_paused(void *arg)
     rf_deadline_set(rf_now_ns() + 2 * RFT_SEC); /* against a hang */
     int handed = 0, fd;
     while ((fd = rf_acceptor_next(f.a)) >= 0) {
-        RFT_CHECK(peer_port(fd) != local_port(c2)); /* not the new one's */
+        /* Not the new listener's: an accepted socket's own port is its
+         * listener's. (Not the peer's port: the kernel may give c2 the
+         * same ephemeral port as one of the flood's clients, since they
+         * connect to different ports.) */
+        RFT_CHECK(local_port(fd) != port2);
         handed++;
         rf_close(fd);
     }
