@@ -517,27 +517,23 @@ int rf_wait(rf_task *const *tasks, size_t n, int mode, uint64_t timeout_ns,
         (mode != RF_FIRST_COMPLETED && mode != RF_FIRST_EXCEPTION &&
          mode != RF_ALL_COMPLETED))
         return -EINVAL;
-    rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (!self)
+    if (!rf__self())
         return -EPERM;
-    wait_set ws = {.self = self, .n = n, .mode = mode};
+    rf_loop *l = NULL;
+    rf_task *self = NULL;
+    wait_set ws = {.n = n, .mode = mode};
     for (size_t i = 0; i < n; i++) {
-        if (!tasks[i])
-            return -EINVAL;
-        rf_task *t = rf__record(tasks[i]);
-        if (!t)
-            return rf__stale("rf_wait");
-        if (t->loop != l)
-            return -EXDEV;
-        if (t == self)
-            return -EDEADLK;
+        rf_task *t;
+        int rc = rf__wait_check("rf_wait", tasks[i], &t, &l, &self);
+        if (rc)
+            return rc;
         if (t->state == RF_DONE) {
             ws.ndone++;
             if (task_error(t))
                 ws.nfailed++;
         }
     }
+    ws.self = self;
     int rc = 0;
     if (!wait_met(&ws)) {
         if (self->cancelled)
