@@ -98,12 +98,14 @@ static void test_fires_for_blocking_task(void **state)
     /* First: who, so far, and where. */
     assert_false(g_reports[first].ended);
     assert_true(g_reports[first].held_ns >= 50 * RF_NSEC_PER_MSEC);
-    assert_true(g_reports[first].held_ns < 300 * RF_NSEC_PER_MSEC);
     assert_true(g_reports[first].bt_len > 0);
-    /* Then the total (the watchdog looks every 1 ms during a stall). */
+    /* Then the total, which grew since the first report. It is counted
+     * from the watchdog's last look at a moving heartbeat, so it can fall
+     * short of the 300 ms by as long as the watchdog was kept from
+     * looking (a loaded machine, a TSan build): no closer bound here. */
     assert_string_equal(g_reports[first + 1].name, "blocker");
     assert_true(g_reports[first + 1].ended);
-    assert_true(g_reports[first + 1].held_ns >= 290 * RF_NSEC_PER_MSEC);
+    assert_true(g_reports[first + 1].held_ns > g_reports[first].held_ns);
     assert_int_equal(g_reports[first + 1].bt_len, 0);
 }
 
@@ -157,7 +159,7 @@ static void test_names_task_when_signals_blocked(void **state)
                         "the loop thread blocks signal SIGRTMIN+3");
     assert_string_equal(g_reports[first + 1].name, "blocker");
     assert_true(g_reports[first + 1].ended);
-    assert_true(g_reports[first + 1].held_ns >= 290 * RF_NSEC_PER_MSEC);
+    assert_true(g_reports[first + 1].held_ns > g_reports[first].held_ns);
     assert_string_equal(g_reports[first + 1].why, "");
 }
 
