@@ -1232,9 +1232,14 @@ void w4_counters(benchmark::State &state) {
 struct W4Ctx {
     benchmark::State *state;
     rf_task *tasks[kW4Tasks];
+    bool deadline; // each worker runs under a deadline (never reached)
 };
 
-void *w4_worker(void *) {
+void *w4_worker(void *arg) {
+    // W4_nop_tasks_deadline: what bounding every operation by the task's
+    // deadline costs, a minute ahead so that it never fires.
+    if (arg)
+        rf_deadline_set(rf_now_ns() + 60 * RF_NSEC_PER_SEC);
     for (size_t i = 0; i < kW4NopsPerTask; i++) {
         int rc = rf_nop();
         if (rc != 0)
@@ -1248,7 +1253,7 @@ int w4_round(W4Ctx *c) {
     size_t n = 0;
     int err = 0;
     for (; n < kW4Tasks; n++) {
-        c->tasks[n] = rf_spawn(w4_worker, nullptr);
+        c->tasks[n] = rf_spawn(w4_worker, c->deadline ? c : nullptr);
         if (!c->tasks[n]) {
             err = -errno;
             break;
@@ -1285,11 +1290,21 @@ void *w4_main(void *arg) {
 }
 
 void W4_nop_tasks(benchmark::State &state) {
-    auto *c = new W4Ctx{&state, {}};
+    auto *c = new W4Ctx{&state, {}, false};
     run_in_loop(state, w4_main, c);
     delete c;
     w4_counters(state);
     state.SetLabel("1 iteration = 1000 tasks x 100 rf_nop (100,000 NOPs)");
+}
+
+// W4 with every task under a deadline that never comes: the price of the
+// deadline on each operation (compare with W4_nop_tasks in the same run).
+void W4_nop_tasks_deadline(benchmark::State &state) {
+    auto *c = new W4Ctx{&state, {}, true};
+    run_in_loop(state, w4_main, c);
+    delete c;
+    w4_counters(state);
+    state.SetLabel("W4 with rf_deadline_set(now + 60 s) in each task");
 }
 
 // The same NOPs on a ring of our own: prepare `batch` SQEs, submit them and
@@ -1412,6 +1427,7 @@ static const int q2_registered = [] {
 BENCHMARK(W3_raw_stack_first_touch_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(W3_raw_stack_populate_baseline)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(W4_nop_tasks)->UseRealTime();
+BENCHMARK(W4_nop_tasks_deadline)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_baseline)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_batch1_baseline)->UseRealTime();
 BENCHMARK(W5_offload_roundtrip)->UseRealTime();
