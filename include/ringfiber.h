@@ -449,7 +449,7 @@ RF_API int rf_wait_for(rf_task *t, uint64_t timeout_ns, void **result);
  */
 typedef struct rf_as_completed {
     /* private */
-    void *impl_[6];
+    void *impl_[8];
 } rf_as_completed;
 
 /* Returns 0, -EINVAL, -ENOMEM, -EPERM (outside a task), -EXDEV, -ESRCH
@@ -538,19 +538,27 @@ RF_API uint64_t rf_now_ns(void);
  * every wait the calling task makes from now on, like a socket timeout
  * that covers a whole request. Set it once; it applies until changed or
  * cleared (0). Once it has passed:
- *  - an I/O operation in flight is cancelled in the kernel (it was
- *    submitted with a linked IORING_OP_LINK_TIMEOUT on absolute
- *    CLOCK_MONOTONIC time, so a deadline costs no extra system call) and
- *    returns -ETIMEDOUT, unless it completed first, in which case its own
- *    result is returned (the kernel's -ECANCELED/-ETIME pair never shows);
+ *  - an I/O operation in flight is cancelled in the kernel and returns
+ *    -ETIMEDOUT once the kernel is done with it, unless it completed
+ *    first, in which case its own result is returned;
  *  - rf_sleep, rf_join, rf_gather, rf_wait_for, rf_as_completed_next and
  *    the waits of the sync objects return -ETIMEDOUT (rf_gather and
  *    rf_wait_for first cancel and await what they wait for, as they do
  *    when the caller is cancelled);
  *  - new waits of those kinds return -ETIMEDOUT at once, without
- *    suspending, until the deadline is moved or cleared.
+ *    suspending, until the deadline is moved or cleared (a join or a
+ *    sync object's wait begun in the moment between the deadline and the
+ *    loop seeing its timer fire suspends until the end of that pass).
  * rf_yield is not bounded by it. A task starts without a deadline; a
  * spawned task does not inherit its parent's.
+ * Cost and precision: the deadline is one timer per task (armed at the
+ * first wait it bounds, kept across waits, shared with the loop's other
+ * timers that end within one timer slack of it, removed without a system
+ * call when the task ends or the deadline moves), not one per operation:
+ * operations under a deadline cost what they cost without one. A wait
+ * ends up to one timer slack (the thread's, prctl PR_SET_TIMERSLACK; 50
+ * us by default) after the deadline, an operation in the ring one
+ * cancellation later still; never before it.
  * rf_deadline_set returns 0, or -EPERM outside a task. Does not suspend.
  */
 RF_API int rf_deadline_set(uint64_t deadline_ns);
@@ -800,9 +808,9 @@ RF_API int rf_loop_timeout_ms(const rf_loop *loop, int *timeout_ms);
  *    (rf_socket and rf_shutdown fall back to their system calls, which do
  *    not block);
  *  - the task's deadline (rf_deadline_set) bounds it: the operation is
- *    submitted with a linked timeout and returns -ETIMEDOUT when the
- *    deadline passes first; past the deadline it returns -ETIMEDOUT
- *    without being submitted;
+ *    cancelled in the kernel and returns -ETIMEDOUT when the deadline
+ *    passes first; past the deadline it returns -ETIMEDOUT without being
+ *    submitted;
  *  - rf_cancel of the task cancels it in the kernel and the call returns
  *    -ECANCELED after the kernel is done with it (its buffers are never
  *    touched after the return). An operation that had already completed

@@ -39,7 +39,8 @@ struct rf_acceptor {
     bool closing;
     bool orphan;     /* the loop is being freed: free at the last CQE */
     int err;         /* error of the last final CQE, 0 none */
-    rf_task *waiter; /* the task in rf_acceptor_next, or in close */
+    rf_waiter w;     /* the task in rf_acceptor_next, or in close: done
+                      * at each CQE (and when its socket is closed) */
     int *q;          /* accepted fds, FIFO */
     uint32_t qcap, qhead, qlen;
     uint16_t gen;    /* handle generation (internal.h): kept across reuse */
@@ -87,8 +88,8 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
     if (a->orphan) {
         if (cqe->res >= 0)
             close(cqe->res);
-        if (!a->armed && a->waiter)
-            rf__wake(l, a->waiter); /* it sees orphan and returns */
+        if (!a->armed && a->w.task)
+            rf__waiter_done(l, &a->w, 0); /* it sees orphan and returns */
         else if (!a->armed && !a->closing)
             acceptor_free(a);
         return;
@@ -118,8 +119,7 @@ static void acceptor_cqe(rf_loop *l, rf_handler *h,
         a->err = cqe->res;
     }
 wake:
-    if (a->waiter)
-        rf__wake(l, a->waiter);
+    rf__waiter_done(l, &a->w, 0);
 }
 
 static int acceptor_arm(rf_acceptor *a)
@@ -192,7 +192,7 @@ static int acceptor_enter(const char *call, rf_acceptor *h, rf_acceptor **ap,
         return -EPERM;
     if (a->loop != l)
         return -EXDEV;
-    if (a->waiter || a->closing)
+    if (a->w.task || a->closing)
         return -EBUSY;
     *ap = a;
     *selfp = self;
@@ -249,9 +249,7 @@ int rf_acceptor_next(rf_acceptor *h)
         }
         if (!a->armed && (rc = acceptor_arm(a)) != 0)
             break;
-        a->waiter = self;
-        rc = rf__wait(l, self, RF_WAIT_ANY);
-        a->waiter = NULL;
+        rc = rf__waiter_next(l, self, &a->w, RF_WAIT_ANY);
         if (rc && !a->qlen)
             break;
         /* A connection that came with the cancellation is handed over;
@@ -276,10 +274,8 @@ int rf_acceptor_close(rf_acceptor *h)
     a->closing = true;
     if (a->armed) {
         acceptor_cancel(a);
-        a->waiter = self;
         while (a->armed)
-            rf__wait(l, self, 0);
-        a->waiter = NULL;
+            rf__waiter_next(l, self, &a->w, 0);
     }
     acceptor_free(a);
     return 0;
@@ -301,8 +297,7 @@ void rf__acceptors_fd_closed(rf_loop *l, int fd)
             continue;
         a->lfd = -1;
         a->err = -ECANCELED;
-        if (a->waiter)
-            rf__wake(l, a->waiter);
+        rf__waiter_done(l, &a->w, 0);
     }
 }
 

@@ -252,23 +252,19 @@ static void *shutdown_main(void *arg)
     rf_loop *l = arg;
     rf_task *self = l->current;
     /* 2: the other tasks have until the end of the grace (counted from
-     * phase 1) to return on their own; task_finish() wakes this task at
-     * each end, the timer at the grace's end. A cancellation
-     * (rf_loop_free) cuts the grace short; so does a timer that cannot be
-     * armed (no SQE, no memory). */
-    rf_timer timer;
-    bool timed = rf_now_ns() < l->shutdown_end &&
-                 rf__timer_start(l, &timer, self, l->shutdown_end) == 0;
-    if (timed) {
-        while (others_alive(l) > 0 && !timer.w.done)
-            if (rf__wait(l, self, RF_WAIT_CANCEL) < 0)
-                break;
-        rf__timer_stop(l, &timer);
-    }
+     * phase 1, this task's deadline) to return on their own; each end
+     * makes l->shutdown_w done (task.c). A cancellation (rf_loop_free)
+     * cuts the grace short; so does a deadline timer that cannot be armed
+     * (no SQE, no memory). */
+    uint64_t saved = rf__deadline_narrow(l, self, l->shutdown_end);
+    while (others_alive(l) > 0)
+        if (rf__waiter_next(l, self, &l->shutdown_w, RF_WAIT_ANY) < 0)
+            break;
+    rf__deadline_restore(l, self, saved);
     /* 3: cancel what is left, and wait until it has all unwound. */
     cancel_others(l);
     while (others_alive(l) > 0)
-        rf__wait(l, self, 0);
+        rf__waiter_next(l, self, &l->shutdown_w, 0);
     /* Nothing of this task is left in the ring: the loop may return. */
     shutdown_end(l);
     return NULL;

@@ -1,6 +1,6 @@
 /*
  * File operations (open, read, write, sync, allocate, statx) and rf_close.
- * Each is one operation on the I/O path of op.c; an operation the
+ * Each is one operation on the I/O path of ring.c; an operation the
  * kernel's io_uring lacks runs its system call on the offload pool
  * instead (see "fallback" below).
  */

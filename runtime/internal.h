@@ -113,6 +113,17 @@ typedef struct rf_waiter {
     bool done;
 } rf_waiter;
 
+/* A timer a task waits on: it joins a shared kernel timeout that fires
+ * within [end, end + timer slack] (time.c), sets done and res (-ETIME)
+ * and wakes task. rf__timer_start returns 0, -ENOMEM or -EBUSY (no SQE);
+ * rf__timer_stop takes a timer that has not fired out of its timeout,
+ * without a system call or a wait (a no-op once done). */
+typedef struct rf_timer {
+    rf_list node;
+    rf_waiter w; /* done when it fires: res -ETIME */
+    struct rf_timer_bucket *bucket;
+} rf_timer;
+
 /* Someone interested in a task's end: a joiner, an as_completed set, a
  * group, an rf_wait (task.c, taskset.c). fire runs once, as the task
  * returns; a join's (rf__watch_wake) makes w done. */
@@ -138,13 +149,11 @@ struct rf_task {
     bool cancelled;        /* rf_cancel was called */
     uint8_t wait_flags;    /* RF_WAIT_* of the current wait */
     bool cancel_woken;     /* the current wait ended on rf_cancel */
-    bool deadline_woken;   /* ... or on the task's deadline timer */
     bool pooled_stack;     /* stack from the loop's pool */
     bool canary;           /* stack has a canary to check */
     int status;            /* 0 or -ECANCELED once DONE */
     uint64_t deadline;     /* rf_deadline_set: absolute ns, 0 none */
-    struct __kernel_timespec deadline_ts; /* the same, for linked timeouts */
-    struct rf_deadline_timer *dtimer; /* for waits outside the ring */
+    rf_timer deadline_timer; /* bounds its waits by it (time.c) */
     bool in_accept;        /* waiting in an accept (graceful shutdown
                             * cancels such tasks: "stop accepting") */
     /* id and name are read by the stall detector's watchdog too, from
@@ -162,7 +171,7 @@ struct rf_task {
 #define RF_WAIT_DEADLINE 2u /* the task's deadline ends it: -ETIMEDOUT */
 #define RF_WAIT_ANY (RF_WAIT_CANCEL | RF_WAIT_DEADLINE)
 
-/* An operation in the ring (op.c); lives on the waiting task's stack.
+/* An operation in the ring (ring.c); lives on the waiting task's stack.
  * rf__op_begin sets it up; a record used without it (rf_close's) is made
  * with RF_OP(fd). */
 typedef struct rf_op {
@@ -193,8 +202,7 @@ typedef struct rf_handler {
 
 /* user_data tags: records are 8-byte aligned, the low bits are free.
  * RF_UD_IGNORE marks requests whose CQE only settles accounting: cancel
- * requests (op.c, acceptor.c, remote.c), linked timeouts (op.c), timeout
- * removals and updates (time.c). */
+ * requests (op.c, acceptor.c, remote.c) and timeout removals (time.c). */
 #define RF_UD_IGNORE 1ULL
 #define RF_UD_HANDLER 3ULL /* h | 3: an rf_handler */
 
@@ -275,7 +283,7 @@ struct rf_loop {
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
-    /* op.c: operations on descriptors in flight (rf_op.node), so
+    /* ring.c: operations on descriptors in flight (rf_op.node), so
      * that rf_close can wait for the ones on the fd it closes. */
     rf_list fd_ops;
     rf_list acceptors;     /* acceptor.c: rf_acceptor.node, open ones */
@@ -292,6 +300,7 @@ struct rf_loop {
     rf_remote_msg shutdown_msg; /* rf_loop_shutdown_threadsafe */
     uint64_t shutdown_grace;    /* written before shutdown_msg is posted */
     rf_task *shutdown_task;     /* waits for the others to finish */
+    rf_waiter shutdown_w;       /* ... here: done at each task's end */
     rf_event shutdown_ev;       /* set when a graceful shutdown begins */
     uint64_t shutdown_end;      /* the grace ends (rf_now_ns scale) */
     int poll_efd;          /* rf_loop_fd: eventfd registered with the ring */
@@ -428,6 +437,23 @@ static inline void rf__waiter_done(rf_loop *l, rf_waiter *w, int32_t res)
         rf__wake(l, w->task);
 }
 
+/*
+ * A source that may fire many times and has one waiting task at a time (an
+ * acceptor's queue, a group's last member, the next of a set of tasks, a
+ * graceful shutdown's count): its rf_waiter is reset at each wait and
+ * named nobody after it, and the source calls rf__waiter_done at each
+ * event (a done waiter without a task is only reset by the next wait).
+ * The caller tests its condition before, and again after, each wait.
+ */
+static inline int rf__waiter_next(rf_loop *l, rf_task *self, rf_waiter *w,
+                                  unsigned how)
+{
+    w->done = false;
+    int rc = rf__waiter_wait(l, self, w, how);
+    w->task = NULL;
+    return rc;
+}
+
 /* The pre-check of a call that is about to wait or submit: -ECANCELED
  * once the task is cancelled, -ETIMEDOUT once its deadline has passed
  * (both sticky, conventions in ringfiber.h), else 0. */
@@ -459,7 +485,7 @@ struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);
 
-/* ---- op.c: the I/O path (see the top of op.c) ---- */
+/* ---- ring.c: the I/O path (see the top of ring.c) ---- */
 struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
                                   const char *what, int *err);
 int rf__op_run(rf_op *op, struct io_uring_sqe *sqe);
@@ -537,32 +563,56 @@ void rf__task_unref(rf_loop *l, rf_task *t);
 void rf__cancel(rf_task *t);
 void rf__interrupt(rf_task *t);
 void rf__tasks_free_all(rf_loop *l);
-int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how);
 void rf__watch_wake(rf_watch *w, rf_task *done);
+
+/* Returns 0 once t is done; -ECANCELED or -ETIMEDOUT if the wait (how:
+ * RF_WAIT_*) ended first on the caller's cancellation or deadline.
+ * Inline: rf_join and rf_wait_for are this and a few checks. */
+static inline int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t,
+                                unsigned how)
+{
+    if (t->state == RF_DONE)
+        return 0;
+    rf_watch w = {.fire = rf__watch_wake};
+    rf_list_push_back(&t->joiners, &w.node);
+    int rc = rf__waiter_wait(l, self, &w.w, how);
+    rf_list_remove(&w.node);
+    return rc;
+}
 int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
                    rf_task **selfp);
 
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
 uint64_t rf__time_after(uint64_t ns);
-/* A timer a task waits on: it joins a shared kernel timeout that fires
- * within [end, end + timer slack] (time.c), sets done and res (-ETIME)
- * and wakes task. rf__timer_start returns 0, -ENOMEM or -EBUSY (no SQE);
- * rf__timer_stop takes a timer that has not fired out of its timeout,
- * without a system call or a wait (a no-op once done). */
-typedef struct rf_timer {
-    rf_list node;
-    rf_waiter w; /* done when it fires: res -ETIME */
-    struct rf_timer_bucket *bucket;
-} rf_timer;
 int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end);
 void rf__timer_stop(rf_loop *l, rf_timer *t);
 /* Remove the idle timeouts (time.c); the loop calls it before it sleeps
  * or decides that nothing is left. */
 void rf__timers_flush_idle(rf_loop *l);
 
-int rf__deadline_wait_prepare(rf_loop *l, rf_task *self);
-void rf__deadline_task_end(rf_loop *l, rf_task *self);
+int rf__deadline_arm(rf_loop *l, rf_task *self);
+void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
+                       bool arm);
+
+/* Bound self's waits by end too (rf_wait_for, rf_wait's timeout, a
+ * shutdown's grace), until rf__deadline_restore(l, self, returned value).
+ * Inline, as the join it bounds. */
+static inline uint64_t rf__deadline_narrow(rf_loop *l, rf_task *self,
+                                           uint64_t end)
+{
+    uint64_t saved = self->deadline;
+    if (saved == 0 || end < saved)
+        rf__deadline_move(l, self, end, true);
+    return saved;
+}
+
+static inline void rf__deadline_restore(rf_loop *l, rf_task *self,
+                                        uint64_t saved)
+{
+    if (self->deadline != saved)
+        rf__deadline_move(l, self, saved, false);
+}
 
 /* ---- embed.c ---- */
 void rf__embed_close(rf_loop *l);

@@ -142,32 +142,38 @@ void rf__switch_out(rf_loop *l) { switch_out(l, l->current); }
 /*
  * Suspend the running task until rf__wake. how (RF_WAIT_*) says what else
  * may end the wait: rf_cancel (-ECANCELED) and the task's deadline
- * (-ETIMEDOUT; armed here as a timer when the task has one). Both are
- * sticky: once cancelled, or past the deadline, such a wait is not begun.
+ * (-ETIMEDOUT: its timer, time.c, wakes the task while it waits here).
+ * Both are sticky: once cancelled, or past the deadline, such a wait is
+ * not begun.
  */
 int rf__wait(rf_loop *l, rf_task *self, unsigned how)
 {
     if ((how & RF_WAIT_CANCEL) && self->cancelled)
         return -ECANCELED;
-    for (;;) {
-        if ((how & RF_WAIT_DEADLINE) && rf_unlikely(self->deadline != 0)) {
-            int rc = rf__deadline_wait_prepare(l, self);
+    bool bounded = (how & RF_WAIT_DEADLINE) && rf_unlikely(self->deadline);
+    if (bounded) {
+        rf_timer *dt = &self->deadline_timer;
+        if (dt->bucket && !dt->w.done) {
+            dt->w.task = self; /* armed: wakes self when it fires */
+        } else {
+            int rc = rf__deadline_arm(l, self);
             if (rc)
                 return rc;
         }
-        self->state = RF_WAITING;
-        self->wait_flags = (uint8_t)how;
-        self->cancel_woken = false;
-        self->deadline_woken = false;
-        switch_out(l, self);
-        self->wait_flags = 0;
-        if (self->cancel_woken)
-            return -ECANCELED;
-        if (!self->deadline_woken)
-            return 0;
-        /* The deadline timer fired; the deadline may have moved since it
-         * was armed: check again, and wait on if it is still ahead. */
     }
+    self->state = RF_WAITING;
+    self->wait_flags = (uint8_t)how;
+    self->cancel_woken = false;
+    switch_out(l, self);
+    self->wait_flags = 0;
+    if (self->cancel_woken)
+        return -ECANCELED;
+    if (bounded) {
+        self->deadline_timer.w.task = NULL; /* wakes no other wait */
+        if (self->deadline_timer.w.done)
+            return -ETIMEDOUT;
+    }
+    return 0;
 }
 
 int rf_yield(void)

@@ -3,9 +3,9 @@
  * a time; the multishot acceptor for servers is in acceptor.c, and shares
  * the backoff here), connect, recv/send (and rf_send_all),
  * recvmsg/sendmsg, shutdown, poll. Each operation
- * takes the I/O path of op.c (rf__op_begin, rf__op_run): it suspends only
- * the caller, carries the task's deadline as a linked timeout, and
- * is cancelled as docs/scheduler.md ("Cancellation") describes.
+ * takes the I/O path of ring.c (rf__op_begin, rf__op_run): it suspends only
+ * the caller, is bounded by the task's deadline and is cancelled as
+ * docs/scheduler.md ("Cancellation", "Deadlines and timers") describes.
  *
  * Measured choices (bench/io_bench.cc, IO_*: a 64-byte TCP ping-pong on
  * 127.0.0.1 in raw liburing, the recv posted before the data it waits

@@ -1,17 +1,320 @@
 /*
- * The ring: setup with the best flags the kernel accepts, SQE acquisition,
- * the one function that enters the kernel, CQE dispatch, and the pass
- * end's submit and reap. Cancelling an operation in flight is op.c's
- * (rf__op_cancel).
+ * The ring, and the I/O path through it: every operation a task submits
+ * goes through one record (rf_op, on the task's stack), one begin and one
+ * run. Read from the top, this file is an operation's life: begin (an
+ * SQE), run (wait for the final CQE), then, at the end of the scheduler's
+ * pass (loop.c), submit and reap, and the dispatch that hands each CQE to
+ * its record and wakes its task. Set-up (flags, the probe) is at the
+ * bottom.
+ *
+ *     rf_op op;
+ *     int err;
+ *     struct io_uring_sqe *sqe =
+ *         rf__op_begin(&op, fd, IORING_OP_X, "rf_x", &err);  (fd -1: none)
+ *     if (!sqe)
+ *         return err;
+ *     io_uring_prep_x(sqe, ...);
+ *     return rf__op_run(&op, sqe);
+ *
+ * begin refuses before anything is submitted: outside a task (-EPERM), an
+ * opcode this kernel's io_uring lacks (-EOPNOTSUPP, said once per loop on
+ * stderr), a cancelled task (-ECANCELED), a task past its deadline
+ * (-ETIMEDOUT), a submission queue that stays full (-EBUSY).
+ *
+ * run lists the operation in loop->fd_ops while it is in flight on a
+ * descriptor (rf_close waits for those) and suspends the task until the
+ * operation's final CQE. A cancellation, or the task's deadline (its
+ * timer, time.c), that ends the wait first asks the kernel to cancel the
+ * operation and keeps waiting for that same CQE: the task resumes only
+ * when the kernel is done with the operation and its buffers. An
+ * operation the kernel ended so returns -ECANCELED or -ETIMEDOUT (which
+ * ended it); one that completed first returns its own result.
  *
  * Accounting: every SQE taken with rf__sqe_get() expects exactly one final
  * CQE (one without IORING_CQE_F_MORE); loop->inflight counts those not yet
  * seen. A loop is not freed while it is non-zero, so no completion can
  * arrive for an operation record that is gone.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* ---- an operation: begin, run ---- */
+
+struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
+                                  const char *what, int *err)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (rf_unlikely(!self)) {
+        *err = -EPERM;
+        return NULL;
+    }
+    /* NOP is in every io_uring: rf_nop, which inlines this, skips the
+     * probe. */
+    if (opcode != IORING_OP_NOP && rf_unlikely(!rf__op_supported(l, opcode))) {
+        rf__op_report_missing(l, opcode, what, "the call returns EOPNOTSUPP");
+        *err = -EOPNOTSUPP;
+        return NULL;
+    }
+    int rc = rf__wait_precheck(self);
+    if (rc) {
+        *err = rc;
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe) {
+        *err = -EBUSY;
+        return NULL;
+    }
+    /* The record is set up here, not where it is declared: only what is
+     * read before the completion writes the rest. */
+    op->w.task = self;
+    op->loop = l;
+    op->w.done = false;
+    op->fd = fd;
+    op->closer = NULL;
+    return sqe;
+}
+
+void rf__op_cancel(rf_loop *l, rf_op *op)
+{
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    if (!sqe)
+        return; /* the operation still completes on its own */
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+}
+
+/* An operation on op->fd is in flight (also the offload fallback of a
+ * file call, fs.c): rf_close(fd) waits until it is untracked. */
+void rf__op_track(rf_op *op)
+{
+    rf_list_push_back(&op->loop->fd_ops, &op->node);
+}
+
+void rf__op_untrack(rf_op *op)
+{
+    rf_list_remove(&op->node);
+    if (op->closer)
+        rf__close_release(op->loop, op->closer);
+}
+
+/* Suspend until op's final CQE, whatever happens: cancellation and the
+ * deadline ask the kernel to end op early, and wait on. */
+static int op_wait(rf_loop *l, rf_task *self, rf_op *op)
+{
+    int rc = rf__waiter_wait(l, self, &op->w, RF_WAIT_ANY);
+    if (rf_unlikely(rc < 0)) {
+        rf__op_cancel(l, op);
+        rf__waiter_wait(l, self, &op->w, 0);
+        /* Ended by the kernel for the deadline (or for a deadline timer
+         * that could not be armed): say so. A cancellation keeps the
+         * kernel's result. */
+        if (rc != -ECANCELED &&
+            (op->w.res == -ECANCELED || op->w.res == -EINTR))
+            op->w.res = rc;
+    }
+    op->w.task = NULL;
+    return op->w.res;
+}
+
+int rf__op_run(rf_op *op, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data(sqe, op);
+    if (op->fd < 0)
+        return op_wait(op->loop, op->w.task, op);
+    rf__op_track(op);
+    int res = op_wait(op->loop, op->w.task, op);
+    rf__op_untrack(op);
+    return res;
+}
+
+/* The ring path alone: an operation that does nothing. */
+int rf_nop(void)
+{
+    rf_op op;
+    int err;
+    struct io_uring_sqe *sqe =
+        rf__op_begin(&op, -1, IORING_OP_NOP, "rf_nop", &err);
+    if (!sqe)
+        return err;
+    io_uring_prep_nop(sqe);
+    return rf__op_run(&op, sqe);
+}
+
+struct io_uring_sqe *rf__sqe_get(rf_loop *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    for (unsigned tries = 0; rf_unlikely(!sqe); tries++) {
+        /* SQ full: hand this pass's SQEs to the kernel early, without
+         * waiting, and carry on gathering. */
+        if (tries == 4 || rf__ring_enter(l, 0) < 0)
+            return NULL;
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    RF_STAT_ADD(l->inflight, 1);
+    return sqe;
+}
+
+/* ---- the pass end: submit, reap, dispatch ---- */
+
+/*
+ * The end of a scheduler pass (next_ctx in loop.c): take in the mail from
+ * other threads, then submit what the pass gathered and pick up
+ * completions, without blocking. A pass with nothing to submit and
+ * nothing to reap finds it with one load when nothing is in flight, three
+ * loads from the ring otherwise (rf__ring_has_work), without calling into
+ * liburing.
+ */
+void rf__ring_pass_end(rf_loop *l)
+{
+    if (rf_unlikely(rf__remote_pending(l)))
+        rf__remote_drain(l);
+    if (l->inflight == 0)
+        return; /* nothing queued, nothing that could complete */
+    if (!rf__ring_has_work(l))
+        return;
+    rf__ring_enter(l, 0);
+    rf__ring_reap(l);
+}
+
+/* SQEs to submit, CQEs to reap, or completions the kernel holds for us
+ * (task work to run, an overflow to flush): three loads from the ring, no
+ * call into liburing. */
+bool rf__ring_has_work(const rf_loop *l)
+{
+    const struct io_uring *r = &l->ring;
+    return io_uring_sq_ready(r) != 0 || io_uring_cq_ready(r) != 0 ||
+           (IO_URING_READ_ONCE(*r->sq.kflags) &
+            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+static bool events_waiting(const rf_loop *l)
+{
+    if (io_uring_cq_has_overflow(&l->ring))
+        return true;
+    return l->taskrun_flag &&
+           (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+/*
+ * The only place that enters the kernel. wait_nr 0: submit and/or process
+ * pending completions if there is anything to do, without blocking.
+ * wait_nr 1: submit and block until a completion is available.
+ */
+int rf__ring_enter(rf_loop *l, unsigned wait_nr)
+{
+    for (unsigned tries = 0;; tries++) {
+        unsigned pending = io_uring_sq_ready(&l->ring);
+        bool events = wait_nr || events_waiting(l);
+        if (!pending && !events)
+            return 0;
+        int ret;
+        if (wait_nr)
+            ret = io_uring_submit_and_wait(&l->ring, wait_nr);
+        else if (!events)
+            ret = io_uring_submit(&l->ring);
+        else if (pending)
+            ret = io_uring_submit_and_get_events(&l->ring);
+        else
+            ret = io_uring_get_events(&l->ring);
+        RF_STAT_ADD(l->stats.enters, 1);
+        if (ret >= 0) {
+            RF_STAT_ADD(l->stats.sqes_submitted, (unsigned)ret);
+            return 0;
+        }
+        switch (ret) {
+        case -EINTR:
+            /* A signal arrived while waiting; nothing was lost. */
+            continue;
+        case -EBUSY:
+        case -EAGAIN:
+            /* The kernel wants CQ room (overflow backlog on older
+             * kernels) or memory before it takes more. Reaping makes room;
+             * completions reaped are what a waiter wanted anyway. */
+            if (rf__ring_reap(l) > 0 && wait_nr)
+                return 0;
+            if (tries < 16)
+                continue;
+            return ret;
+        default:
+            return ret;
+        }
+    }
+}
+
+static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    bool final = !(cqe->flags & IORING_CQE_F_MORE);
+    if (rf_likely((ud & 7) == 0 && ud != 0)) {
+        rf_op *op = (rf_op *)(uintptr_t)ud;
+        RF_STAT_SUB(l->inflight, final);
+        op->cflags = cqe->flags;
+        rf__waiter_done(l, &op->w, cqe->res);
+        return;
+    }
+    switch (ud & 7) {
+    case RF_UD_HANDLER: {
+        rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
+        if (!h->uncounted)
+            RF_STAT_SUB(l->inflight, final);
+        h->fn(l, h, cqe);
+        return;
+    }
+    default:
+        /* RF_UD_IGNORE (cancel requests, timeout removals):
+         * accounting. */
+        RF_STAT_SUB(l->inflight, final);
+        return;
+    }
+}
+
+unsigned rf__ring_reap(rf_loop *l)
+{
+    unsigned total = 0;
+    for (;;) {
+        unsigned head, n = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&l->ring, head, cqe)
+        {
+            dispatch(l, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&l->ring, n);
+        total += n;
+        if (!io_uring_cq_has_overflow(&l->ring))
+            break;
+        /* The CQ was full and the kernel parked completions aside
+         * (IORING_FEAT_NODROP); the ring has room now, have them moved in. */
+        RF_STAT_ADD(l->stats.enters, 1);
+        if (io_uring_get_events(&l->ring) < 0 && n == 0)
+            break;
+    }
+    RF_STAT_ADD(l->stats.cqes_reaped, total);
+    return total;
+}
+
+/* ---- set-up ---- */
+
+bool rf__op_supported(const rf_loop *l, unsigned opcode)
+{
+    return opcode < 256 && (l->probe[opcode / 64] >> (opcode % 64) & 1);
+}
+
+void rf__op_report_missing(rf_loop *l, unsigned opcode, const char *what,
+                           const char *instead)
+{
+    uint64_t bit = 1ULL << (opcode % 64);
+    if (!(l->flags & RF_LOOP_QUIET) && !(l->op_warned[opcode / 64] & bit))
+        fprintf(stderr,
+                "ringfiber: %s: this kernel's io_uring lacks operation %u; "
+                "%s (a newer kernel has it)\n",
+                what, opcode, instead);
+    l->op_warned[opcode / 64] |= bit;
+}
 
 /*
  * Tried in order; the first the kernel accepts wins. -EINVAL means "a flag
@@ -74,155 +377,4 @@ int rf__ring_setup(rf_loop *l, const rf_loop_opts *o)
         io_uring_free_probe(p);
     }
     return 0;
-}
-
-static bool events_waiting(const rf_loop *l)
-{
-    if (io_uring_cq_has_overflow(&l->ring))
-        return true;
-    return l->taskrun_flag &&
-           (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
-}
-
-static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
-{
-    uint64_t ud = cqe->user_data;
-    bool final = !(cqe->flags & IORING_CQE_F_MORE);
-    if (rf_likely((ud & 7) == 0 && ud != 0)) {
-        rf_op *op = (rf_op *)(uintptr_t)ud;
-        RF_STAT_SUB(l->inflight, final);
-        op->cflags = cqe->flags;
-        rf__waiter_done(l, &op->w, cqe->res);
-        return;
-    }
-    switch (ud & 7) {
-    case RF_UD_HANDLER: {
-        rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
-        if (!h->uncounted)
-            RF_STAT_SUB(l->inflight, final);
-        h->fn(l, h, cqe);
-        return;
-    }
-    default:
-        /* RF_UD_IGNORE (cancel requests, linked timeouts, timeout
-         * removals and updates): accounting. */
-        RF_STAT_SUB(l->inflight, final);
-        return;
-    }
-}
-
-unsigned rf__ring_reap(rf_loop *l)
-{
-    unsigned total = 0;
-    for (;;) {
-        unsigned head, n = 0;
-        struct io_uring_cqe *cqe;
-        io_uring_for_each_cqe(&l->ring, head, cqe)
-        {
-            dispatch(l, cqe);
-            n++;
-        }
-        io_uring_cq_advance(&l->ring, n);
-        total += n;
-        if (!io_uring_cq_has_overflow(&l->ring))
-            break;
-        /* The CQ was full and the kernel parked completions aside
-         * (IORING_FEAT_NODROP); the ring has room now, have them moved in. */
-        RF_STAT_ADD(l->stats.enters, 1);
-        if (io_uring_get_events(&l->ring) < 0 && n == 0)
-            break;
-    }
-    RF_STAT_ADD(l->stats.cqes_reaped, total);
-    return total;
-}
-
-/*
- * The only place that enters the kernel. wait_nr 0: submit and/or process
- * pending completions if there is anything to do, without blocking.
- * wait_nr 1: submit and block until a completion is available.
- */
-int rf__ring_enter(rf_loop *l, unsigned wait_nr)
-{
-    for (unsigned tries = 0;; tries++) {
-        unsigned pending = io_uring_sq_ready(&l->ring);
-        bool events = wait_nr || events_waiting(l);
-        if (!pending && !events)
-            return 0;
-        int ret;
-        if (wait_nr)
-            ret = io_uring_submit_and_wait(&l->ring, wait_nr);
-        else if (!events)
-            ret = io_uring_submit(&l->ring);
-        else if (pending)
-            ret = io_uring_submit_and_get_events(&l->ring);
-        else
-            ret = io_uring_get_events(&l->ring);
-        RF_STAT_ADD(l->stats.enters, 1);
-        if (ret >= 0) {
-            RF_STAT_ADD(l->stats.sqes_submitted, (unsigned)ret);
-            return 0;
-        }
-        switch (ret) {
-        case -EINTR:
-            /* A signal arrived while waiting; nothing was lost. */
-            continue;
-        case -EBUSY:
-        case -EAGAIN:
-            /* The kernel wants CQ room (overflow backlog on older
-             * kernels) or memory before it takes more. Reaping makes room;
-             * completions reaped are what a waiter wanted anyway. */
-            if (rf__ring_reap(l) > 0 && wait_nr)
-                return 0;
-            if (tries < 16)
-                continue;
-            return ret;
-        default:
-            return ret;
-        }
-    }
-}
-
-/* SQEs to submit, CQEs to reap, or completions the kernel holds for us
- * (task work to run, an overflow to flush): three loads from the ring, no
- * call into liburing. */
-bool rf__ring_has_work(const rf_loop *l)
-{
-    const struct io_uring *r = &l->ring;
-    return io_uring_sq_ready(r) != 0 || io_uring_cq_ready(r) != 0 ||
-           (IO_URING_READ_ONCE(*r->sq.kflags) &
-            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
-}
-
-/*
- * The end of a scheduler pass (next_ctx in loop.c): take in the mail from
- * other threads, then submit what the pass gathered and pick up
- * completions, without blocking. A pass with nothing to submit and
- * nothing to reap finds it with one load when nothing is in flight, three
- * loads from the ring otherwise (rf__ring_has_work), without calling into
- * liburing.
- */
-void rf__ring_pass_end(rf_loop *l)
-{
-    if (rf_unlikely(rf__remote_pending(l)))
-        rf__remote_drain(l);
-    if (l->inflight == 0)
-        return; /* nothing queued, nothing that could complete */
-    if (!rf__ring_has_work(l))
-        return;
-    rf__ring_enter(l, 0);
-    rf__ring_reap(l);
-}
-
-struct io_uring_sqe *rf__sqe_get(rf_loop *l)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    for (unsigned tries = 0; rf_unlikely(!sqe); tries++) {
-        /* SQ full: hand this pass's SQEs to the kernel early, without
-         * waiting, and carry on gathering. */
-        if (tries == 4 || rf__ring_enter(l, 0) < 0)
-            return NULL;
-        sqe = io_uring_get_sqe(&l->ring);
-    }
-    RF_STAT_ADD(l->inflight, 1);
-    return sqe;
 }

@@ -131,10 +131,9 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->cancelled = l->draining;
     t->wait_flags = 0;
     t->cancel_woken = false;
-    t->deadline_woken = false;
     t->status = 0;
     t->deadline = 0;
-    t->dtimer = NULL;
+    t->deadline_timer = (rf_timer){0};
     t->in_accept = false;
     if (o && o->name)
         rf__task_name_set(t, o->name, strnlen(o->name, RF_TASK_NAME_MAX - 1));
@@ -164,7 +163,7 @@ static void task_finish(rf_loop *l, rf_task *t)
     }
     /* A graceful shutdown waits for the other tasks to end (embed.c). */
     if (rf_unlikely(l->shutdown_task != NULL))
-        rf__wake(l, l->shutdown_task);
+        rf__waiter_done(l, &l->shutdown_w, 0);
     /* Its stack is released by whoever runs next (rf__land). */
     l->dead = t;
 }
@@ -175,8 +174,9 @@ void rf__task_entry(transfer_t tr)
     rf__land(l, tr);
     rf_task *t = l->current;
     t->result = t->fn(t->arg);
-    if (t->dtimer)
-        rf__deadline_task_end(l, t);
+    /* Its deadline's timer, if armed, leaves its kernel timeout (time.c). */
+    if (rf_unlikely(t->deadline_timer.bucket != NULL))
+        rf__timer_stop(l, &t->deadline_timer);
     task_finish(l, t);
     rf__switch_out(l);
     abort(); /* a finished task is never resumed */
@@ -212,19 +212,6 @@ rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
 void rf__watch_wake(rf_watch *w, rf_task *done)
 {
     rf__waiter_done(done->loop, &w->w, 0);
-}
-
-/* Returns 0 once t is done; -ECANCELED or -ETIMEDOUT if the wait (how:
- * RF_WAIT_*) ended first on the caller's cancellation or deadline. */
-int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t, unsigned how)
-{
-    if (t->state == RF_DONE)
-        return 0;
-    rf_watch w = {.fire = rf__watch_wake};
-    rf_list_push_back(&t->joiners, &w.node);
-    int rc = rf__waiter_wait(l, self, &w.w, how);
-    rf_list_remove(&w.node);
-    return rc;
 }
 
 /* Common checks of the calls that wait for the task of handle h from a

@@ -86,33 +86,20 @@ int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
     if (rc)
         return rc;
     if (t->state != RF_DONE) {
-        rf_timer timer;
-        /* Sticky cancellation: the caller does not wait for t, but t is
-         * cancelled and awaited below as when the cancellation comes
-         * during the wait (or the deadline, already past, at any time).
-         * Without a timer (no memory, no SQE) t cannot be bounded: it is
-         * cancelled and awaited below as for a timeout, so t has returned
-         * whatever this call returns. */
-        if (self->cancelled)
-            rc = -ECANCELED;
-        else
-            rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
-        if (rc == 0) {
-            rf_watch w = {.fire = rf__watch_wake, .w.task = self};
-            rf_list_push_back(&t->joiners, &w.node);
-            int wrc = 0;
-            while (t->state != RF_DONE && !timer.w.done && wrc == 0)
-                wrc = rf__wait(l, self, RF_WAIT_ANY);
-            rf_list_remove(&w.node);
-            rf__timer_stop(l, &timer);
-            /* Time is up, or we were cancelled, or reached our own
-             * deadline. */
-            if (t->state != RF_DONE)
-                rc = wrc ? wrc : -ETIMEDOUT;
-        }
+        /* A join bounded by the timeout as by a deadline (time.c): the
+         * wait ends on t's end, the timeout, the caller's own deadline or
+         * its cancellation, whichever comes first. Sticky cancellation
+         * and a deadline already past end it at once. */
+        uint64_t saved = self->deadline;
+        if (timeout_ns != RF_FOREVER)
+            saved = rf__deadline_narrow(l, self, rf__time_after(timeout_ns));
+        rc = rf__join_wait(l, self, t, RF_WAIT_ANY);
+        rf__deadline_restore(l, self, saved);
         if (t->state != RF_DONE) {
             /* Cancel t and let it unwind before returning, as
-             * asyncio.wait_for does. */
+             * asyncio.wait_for does. Whatever ended the wait (a timer
+             * that could not be armed included), t has returned when
+             * this call does. */
             rf__cancel(t);
             rf__join_wait(l, self, t, 0);
         }
@@ -137,7 +124,7 @@ struct ac_impl {
     ac_entry *entries;
     size_t n;
     size_t remaining;
-    rf_task *waiter;
+    rf_waiter w; /* the task in rf_as_completed_next: done at each end */
     rf_list done;
 };
 
@@ -148,8 +135,7 @@ static void ac_fire(rf_watch *w, rf_task *done)
 {
     ac_entry *e = rf_container_of(w, ac_entry, w);
     rf_list_push_back(&e->ac->done, &e->done);
-    if (e->ac->waiter)
-        rf__wake(done->loop, e->ac->waiter);
+    rf__waiter_done(done->loop, &e->ac->w, 0);
 }
 
 /*
@@ -219,9 +205,7 @@ int rf_as_completed_next(rf_as_completed *storage, rf_task **t,
     if (ac->remaining == 0)
         return 0;
     while (rf_list_empty(&ac->done)) {
-        ac->waiter = self;
-        int rc = rf__wait(l, self, RF_WAIT_ANY);
-        ac->waiter = NULL;
+        int rc = rf__waiter_next(l, self, &ac->w, RF_WAIT_ANY);
         if (rc < 0 && rf_list_empty(&ac->done))
             return rc;
     }
@@ -282,7 +266,7 @@ struct group_impl {
     size_t running;  /* members not yet returned */
     rf_task *failed; /* the first member that failed */
     int error;       /* its rf_task_error */
-    rf_task *waiter; /* the task in rf_group_wait */
+    rf_waiter w;     /* the task in rf_group_wait: done when none runs */
 };
 
 _Static_assert(sizeof(group_impl) <= sizeof(rf_group), "rf_group too small");
@@ -307,8 +291,8 @@ static void group_fire(rf_watch *w, rf_task *done)
         g->error = err;
         group_cancel_all(g);
     }
-    if (g->running == 0 && g->waiter)
-        rf__wake(done->loop, g->waiter);
+    if (g->running == 0)
+        rf__waiter_done(done->loop, &g->w, 0);
 }
 
 /* The loop of g's members, NULL if it has none. */
@@ -385,23 +369,21 @@ int rf_group_wait(rf_group *storage)
     rf_loop *gl = group_loop(g);
     if (gl && gl != l)
         return -EXDEV;
-    if (g->waiter)
+    if (g->w.task)
         return -EBUSY;
     int rc = 0;
-    g->waiter = self;
     while (g->running) {
-        rc = rf__wait(l, self, RF_WAIT_ANY);
+        rc = rf__waiter_next(l, self, &g->w, RF_WAIT_ANY);
         if (rc < 0 && g->running) {
             /* The caller gives up (cancelled, deadline): so does the
              * group, and its members do not outlive the wait. */
             group_cancel_all(g);
             while (g->running)
-                rf__wait(l, self, 0);
+                rf__waiter_next(l, self, &g->w, 0);
             break;
         }
         rc = 0;
     }
-    g->waiter = NULL;
     return rc ? rc : g->error;
 }
 
@@ -443,7 +425,7 @@ void rf_group_fini(rf_group *storage)
 /* ---- asyncio.wait ---- */
 
 typedef struct wait_set {
-    rf_task *self;
+    rf_waiter w; /* done when the condition is met */
     size_t n, ndone, nfailed;
     int mode;
 } wait_set;
@@ -471,41 +453,34 @@ static void wait_fire(rf_watch *w, rf_task *done)
     ws->ndone++;
     if (task_error(done))
         ws->nfailed++;
-    if (wait_met(ws))
-        rf__wake(done->loop, ws->self);
+    if (wait_met(ws) && !ws->w.done)
+        rf__waiter_done(done->loop, &ws->w, 0);
 }
 
-/* Waits until ws is met, the timer fires or the wait ends (cancellation,
- * deadline); 0 or the reason it ended. */
-static int wait_watch(rf_loop *l, wait_set *ws, rf_task *const *tasks,
-                      wait_entry *e, uint64_t timeout_ns)
+/* Waits until ws is met, the timeout passes (a deadline narrowed for the
+ * wait, time.c) or the wait ends (cancellation, the caller's deadline);
+ * 0 or the reason it ended. */
+static int wait_watch(rf_loop *l, rf_task *self, wait_set *ws,
+                      rf_task *const *tasks, wait_entry *e,
+                      uint64_t timeout_ns)
 {
-    rf_task *self = ws->self;
-    rf_timer timer = {0};
-    if (timeout_ns != RF_FOREVER) {
-        int rc = rf__timer_start(l, &timer, self, rf__time_after(timeout_ns));
-        if (rc)
-            return rc;
-    }
     for (size_t i = 0; i < ws->n; i++) {
         e[i].ws = ws;
         e[i].w.fire = wait_fire;
-        e[i].w.w.task = self;
+        e[i].w.w.task = NULL;
         rf_list_init(&e[i].w.node);
         rf_task *t = rf__untag(tasks[i]); /* checked by rf_wait */
         if (t->state != RF_DONE)
             rf_list_push_back(&t->joiners, &e[i].w.node);
     }
-    int rc = 0;
-    while (!wait_met(ws) && rc == 0) {
-        if (timeout_ns != RF_FOREVER && timer.w.done)
-            rc = -ETIMEDOUT;
-        else
-            rc = rf__wait(l, self, RF_WAIT_ANY);
-    }
+    uint64_t saved = self->deadline;
+    if (timeout_ns != RF_FOREVER)
+        saved = rf__deadline_narrow(l, self, rf__time_after(timeout_ns));
+    int rc = rf__waiter_wait(l, self, &ws->w, RF_WAIT_ANY);
+    ws->w.task = NULL;
+    rf__deadline_restore(l, self, saved);
     for (size_t i = 0; i < ws->n; i++)
         rf_list_remove(&e[i].w.node);
-    rf__timer_stop(l, &timer); /* a no-op without a timeout */
     return wait_met(ws) ? 0 : rc;
 }
 
@@ -533,7 +508,6 @@ int rf_wait(rf_task *const *tasks, size_t n, int mode, uint64_t timeout_ns,
                 ws.nfailed++;
         }
     }
-    ws.self = self;
     int rc = 0;
     if (!wait_met(&ws)) {
         if (self->cancelled)
@@ -550,7 +524,7 @@ int rf_wait(rf_task *const *tasks, size_t n, int mode, uint64_t timeout_ns,
             if (!e)
                 return -ENOMEM;
         }
-        rc = wait_watch(l, &ws, tasks, e, timeout_ns);
+        rc = wait_watch(l, self, &ws, tasks, e, timeout_ns);
         if (e != small)
             free(e);
         if (rc == -EBUSY || rc == -ENOMEM)

@@ -219,126 +219,102 @@ int rf_sleep(uint64_t ns)
         return -EPERM;
     if (ns == 0)
         return rf_yield();
-    if (self->cancelled)
-        return -ECANCELED;
-    uint64_t end = rf__time_after(ns);
-    bool cut = self->deadline != 0 && self->deadline < end;
-    if (cut) {
-        /* The task's deadline comes first: sleep until it, then report
-         * that it passed. */
-        if (rf_now_ns() >= self->deadline)
-            return -ETIMEDOUT;
-        end = self->deadline;
-    }
-    rf_timer t;
-    int rc = rf__timer_start(l, &t, self, end);
+    int rc = rf__wait_precheck(self);
     if (rc)
         return rc;
-    rc = rf__waiter_wait(l, self, &t.w, RF_WAIT_CANCEL);
+    rf_timer t;
+    rc = rf__timer_start(l, &t, self, rf__time_after(ns));
+    if (rc)
+        return rc;
+    /* The task's deadline, if it comes first, ends the wait (-ETIMEDOUT). */
+    rc = rf__waiter_wait(l, self, &t.w, RF_WAIT_ANY);
     if (rc < 0) {
         rf__timer_stop(l, &t);
         return rc;
     }
-    if (t.w.res == -ETIME)
-        return cut ? -ETIMEDOUT : 0;
-    return t.w.res; /* -ECANCELED: removed under us (cannot happen), errors */
+    return t.w.res == -ETIME ? 0 : t.w.res; /* -ECANCELED: cannot happen */
 }
 
 /* ---- the task's deadline ---- */
 
 /*
- * Operations in the ring carry the deadline as a linked timeout
- * (rf__op_run). Waits outside the ring (a join, a queue, a lock) share one
- * timer per task, armed at the first such wait and left armed across
- * waits until it fires, the deadline moves earlier (it is updated in
- * place), or the task ends (it is removed, and its CQE awaited).
+ * One mechanism bounds every wait by the task's deadline, whatever the
+ * wait is for (an operation in the ring, a sleep, a join, a lock): the
+ * task's own timer, t->deadline_timer, one of the timers above. It is
+ * armed at the first wait that accepts the deadline (RF_WAIT_DEADLINE)
+ * and stays armed across waits until it fires, the deadline moves, or the
+ * task ends; stopping it is a list unlink, without a system call. While
+ * the task waits, the timer's waiter names it: the timer firing wakes it,
+ * and rf__wait returns -ETIMEDOUT, as rf_cancel ends a wait that accepts
+ * cancellation. The waiter then takes itself out of what it waited on;
+ * an operation in the ring is first cancelled in the kernel, and its
+ * final CQE awaited (ring.c). Once fired, the timer stays done: every later
+ * wait returns -ETIMEDOUT at once, until the deadline is moved or cleared.
+ *
+ * So a deadline costs one timer per task, not one per wait: a task that
+ * makes a thousand operations under one deadline arms it once, and the
+ * timers of tasks whose deadlines fall within one timer slack share one
+ * kernel timeout. The price is precision: the wait ends up to one timer
+ * slack after the deadline (as every timer here), and an operation in the
+ * ring one cancellation later still.
+ *
+ * The bounded waits of rf_wait_for, rf_wait and a graceful shutdown's
+ * grace are the same deadline, narrowed for one wait (rf__deadline_narrow,
+ * rf__deadline_restore): asyncio's wait_for is its timeout() likewise.
  */
-typedef struct rf_deadline_timer {
-    rf_handler h;
-    rf_task *task;
-    struct __kernel_timespec ts;
-    uint64_t armed_for;
-    bool armed;
-    bool ending;
-} rf_deadline_timer;
 
-static void deadline_fired(rf_loop *l, rf_handler *h,
-                           const struct io_uring_cqe *cqe)
+/* A deadline that is changed: its timer, armed for the old one, must not
+ * fire for the new one. With arm (a deadline narrowed for one wait, just
+ * computed from the clock), the new one's timer is armed at once, without
+ * reading the clock again; if it cannot be, the wait tries again and
+ * reports why. */
+void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
+                       bool arm)
 {
-    (void)cqe;
-    rf_deadline_timer *dt = (rf_deadline_timer *)h;
-    rf_task *t = dt->task;
-    dt->armed = false;
-    if (t->state != RF_WAITING)
-        return;
-    if (dt->ending) {
-        rf__wake(l, t);
-    } else if (t->wait_flags & RF_WAIT_DEADLINE) {
-        t->deadline_woken = true;
-        rf__wake(l, t);
+    rf_timer *t = &self->deadline_timer;
+    if (t->bucket) {
+        rf__timer_stop(l, t); /* a no-op if it has fired */
+        t->bucket = NULL;
     }
+    t->w.done = false;
+    self->deadline = deadline_ns;
+    if (arm)
+        (void)rf__timer_start(l, t, NULL, deadline_ns);
 }
 
-int rf__deadline_wait_prepare(rf_loop *l, rf_task *self)
+/*
+ * rf__wait, before a wait bounded by the deadline: -ETIMEDOUT once it has
+ * passed, else the timer armed (0, or -ENOMEM/-EBUSY if it cannot be) and
+ * naming self until the wait ends. The clock is read only to arm the
+ * timer: an armed timer that has not fired yet stands for "not passed"
+ * (if the deadline passed a moment ago, the wait ends when the loop sees
+ * the timer fire, in the same pass end that would have begun it). Calls
+ * that submit work read the clock anyway (rf__wait_precheck).
+ */
+int rf__deadline_arm(rf_loop *l, rf_task *self)
 {
-    uint64_t d = self->deadline;
-    if (d == 0)
-        return 0;
-    if (rf_now_ns() >= d)
+    rf_timer *t = &self->deadline_timer;
+    if (t->w.done)
         return -ETIMEDOUT;
-    rf_deadline_timer *dt = self->dtimer;
-    if (!dt) {
-        dt = calloc(1, sizeof(*dt));
-        if (!dt)
-            return -ENOMEM;
-        dt->h.fn = deadline_fired;
-        dt->task = self;
-        self->dtimer = dt;
+    if (!t->bucket) {
+        if (rf_now_ns() >= self->deadline)
+            return -ETIMEDOUT;
+        int rc = rf__timer_start(l, t, NULL, self->deadline);
+        if (rc)
+            return rc;
     }
-    if (dt->armed && dt->armed_for <= d)
-        return 0; /* fires in time (if early, the wait checks again) */
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    if (!sqe)
-        return -EBUSY;
-    rf__abs_timespec(&dt->ts, d);
-    if (dt->armed) {
-        io_uring_prep_timeout_update(sqe, &dt->ts, rf__handler_data(&dt->h),
-                                     IORING_TIMEOUT_ABS);
-        io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    } else {
-        io_uring_prep_timeout(sqe, &dt->ts, 0, IORING_TIMEOUT_ABS);
-        io_uring_sqe_set_data64(sqe, rf__handler_data(&dt->h));
-        dt->armed = true;
-    }
-    dt->armed_for = d;
+    t->w.task = self;
     return 0;
-}
-
-void rf__deadline_task_end(rf_loop *l, rf_task *self)
-{
-    rf_deadline_timer *dt = self->dtimer;
-    if (dt->armed) {
-        struct io_uring_sqe *sqe = rf__sqe_get(l);
-        if (sqe) { /* without one, the timer still fires on its own */
-            io_uring_prep_timeout_remove(sqe, rf__handler_data(&dt->h), 0);
-            io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-        }
-        dt->ending = true;
-        while (dt->armed)
-            rf__wait(l, self, 0);
-    }
-    free(dt);
-    self->dtimer = NULL;
 }
 
 int rf_deadline_set(uint64_t deadline_ns)
 {
-    rf_task *self = rf__self();
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
     if (!self)
         return -EPERM;
-    self->deadline = deadline_ns;
-    if (deadline_ns)
-        rf__abs_timespec(&self->deadline_ts, deadline_ns);
+    if (deadline_ns != self->deadline)
+        rf__deadline_move(l, self, deadline_ns, false);
     return 0;
 }
 

@@ -123,9 +123,9 @@ static void test_cancel_stops_nop_loop(void **state) { rft_run(cancel_in_loop, N
 
 static void *deadline(void *arg)
 {
-    /* A deadline in the future rides along as a linked timeout: the NOP
-     * wins, in one io_uring_enter; the timeout's own completion is
-     * counted, not waited for, and is reaped by a later enter. */
+    /* A deadline in the future: the task's deadline timer is armed by the
+     * first NOP under it and goes to the kernel with it, in one
+     * io_uring_enter; it stays armed (in flight) for the next ones. */
     RFT_CHECK_INT(rf_nop(), 0); /* the loop's own start-up SQEs go with it */
     RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 10 * RFT_SEC), 0);
     rf_stats s0 = rft_stats();
@@ -136,7 +136,7 @@ static void *deadline(void *arg)
     RFT_CHECK(s1.ops_in_flight <= 1);
     for (int i = 0; i < 10 && rft_stats().ops_in_flight != 0; i++)
         RFT_CHECK_INT(rf_nop(), 0);
-    RFT_CHECK(rft_stats().ops_in_flight <= 1); /* at most the last one's */
+    RFT_CHECK(rft_stats().ops_in_flight <= 1); /* at most the timer */
     s1 = rft_stats();
     /* Past the deadline: -ETIMEDOUT without submitting, every time. */
     RFT_CHECK_INT(rf_deadline_set(rf_now_ns() - 1), 0);
@@ -163,7 +163,7 @@ static void *deadline_in_loop(void *arg)
     RFT_CHECK_INT(rc, -ETIMEDOUT);
     RFT_CHECK(rf_now_ns() - t0 >= 20 * RFT_MS);
     RFT_CHECK(count > 0);
-    /* The linked timeouts' completions all come back. */
+    /* The deadline's timer fired: nothing is left in flight. */
     RFT_CHECK_INT(rf_deadline_set(0), 0);
     for (int i = 0; i < 10 && rft_stats().ops_in_flight != 0; i++)
         RFT_CHECK_INT(rf_nop(), 0);
