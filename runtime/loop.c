@@ -152,14 +152,9 @@ int rf__wait(rf_loop *l, rf_task *self, unsigned how)
         return -ECANCELED;
     bool bounded = (how & RF_WAIT_DEADLINE) && rf_unlikely(self->deadline);
     if (bounded) {
-        rf_timer *dt = &self->deadline_timer;
-        if (dt->bucket && !dt->w.done) {
-            dt->w.task = self; /* armed: wakes self when it fires */
-        } else {
-            int rc = rf__deadline_arm(l, self);
-            if (rc)
-                return rc;
-        }
+        int rc = rf__deadline_arm(l, self);
+        if (rc)
+            return rc;
     }
     self->state = RF_WAITING;
     self->wait_flags = (uint8_t)how;

@@ -47,34 +47,26 @@ struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,
 {
     rf_loop *l = rf__tls_loop;
     rf_task *self = l ? l->current : NULL;
-    if (rf_unlikely(!self)) {
-        *err = -EPERM;
-        return NULL;
-    }
+    struct io_uring_sqe *sqe = NULL;
     /* NOP is in every io_uring: rf_nop, which inlines this, skips the
      * probe. */
-    if (opcode != IORING_OP_NOP && rf_unlikely(!rf__op_supported(l, opcode))) {
+    if (rf_unlikely(!self))
+        *err = -EPERM;
+    else if (opcode != IORING_OP_NOP &&
+             rf_unlikely(!rf__op_supported(l, opcode))) {
         rf__op_report_missing(l, opcode, what, "the call returns EOPNOTSUPP");
         *err = -EOPNOTSUPP;
-        return NULL;
-    }
-    int rc = rf__wait_precheck(self);
-    if (rc) {
-        *err = rc;
-        return NULL;
-    }
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    if (!sqe) {
+    } else if ((*err = rf__wait_precheck(self)) == 0 && !(sqe = rf__sqe_get(l)))
         *err = -EBUSY;
-        return NULL;
+    if (rf_likely(sqe != NULL)) {
+        /* The record is set up here, not where it is declared: only what
+         * is read before the completion writes the rest. */
+        op->w.task = self;
+        op->w.done = false;
+        op->loop = l;
+        op->fd = fd;
+        op->closer = NULL;
     }
-    /* The record is set up here, not where it is declared: only what is
-     * read before the completion writes the rest. */
-    op->w.task = self;
-    op->loop = l;
-    op->w.done = false;
-    op->fd = fd;
-    op->closer = NULL;
     return sqe;
 }
 
@@ -200,51 +192,42 @@ static bool events_waiting(const rf_loop *l)
 }
 
 /*
- * The only place that enters the kernel. wait_nr 0: submit and/or process
- * pending completions if there is anything to do, without blocking.
- * wait_nr 1: submit and block until a completion is available.
+ * The only place that enters the kernel. wait_nr 0: submit and/or have the
+ * kernel post the completions it holds, if there is anything to do,
+ * without blocking; wait_nr 1: submit and block until a completion is
+ * available. Both ask for events (IORING_ENTER_GETEVENTS): with
+ * DEFER_TASKRUN that is what makes the kernel post the completions it
+ * holds, which the reap that follows takes.
  */
 int rf__ring_enter(rf_loop *l, unsigned wait_nr)
 {
     for (unsigned tries = 0;; tries++) {
-        unsigned pending = io_uring_sq_ready(&l->ring);
-        bool events = wait_nr || events_waiting(l);
-        if (!pending && !events)
+        if (!wait_nr && !io_uring_sq_ready(&l->ring) && !events_waiting(l))
             return 0;
-        int ret;
-        if (wait_nr)
-            ret = io_uring_submit_and_wait(&l->ring, wait_nr);
-        else if (!events)
-            ret = io_uring_submit(&l->ring);
-        else if (pending)
-            ret = io_uring_submit_and_get_events(&l->ring);
-        else
-            ret = io_uring_get_events(&l->ring);
+        int ret = wait_nr ? io_uring_submit_and_wait(&l->ring, wait_nr)
+                          : io_uring_submit_and_get_events(&l->ring);
         RF_STAT_ADD(l->stats.enters, 1);
         if (ret >= 0) {
             RF_STAT_ADD(l->stats.sqes_submitted, (unsigned)ret);
             return 0;
         }
-        switch (ret) {
-        case -EINTR:
-            /* A signal arrived while waiting; nothing was lost. */
-            continue;
-        case -EBUSY:
-        case -EAGAIN:
-            /* The kernel wants CQ room (overflow backlog on older
-             * kernels) or memory before it takes more. Reaping makes room;
-             * completions reaped are what a waiter wanted anyway. */
-            if (rf__ring_reap(l) > 0 && wait_nr)
-                return 0;
-            if (tries < 16)
-                continue;
+        if (ret == -EINTR)
+            continue; /* a signal came while waiting; nothing was lost */
+        if (ret != -EBUSY && ret != -EAGAIN)
             return ret;
-        default:
+        /* The kernel wants CQ room (overflow backlog on older kernels) or
+         * memory before it takes more. Reaping makes room; completions
+         * reaped are what a waiter wanted anyway. */
+        if (rf__ring_reap(l) > 0 && wait_nr)
+            return 0;
+        if (tries == 16)
             return ret;
-        }
     }
 }
 
+/* A CQE to its record: an operation's waiter is made done (its task
+ * woken); a handler's function runs; an RF_UD_IGNORE request (a cancel,
+ * a timeout removal) is only counted. */
 static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -256,20 +239,12 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
         rf__waiter_done(l, &op->w, cqe->res);
         return;
     }
-    switch (ud & 7) {
-    case RF_UD_HANDLER: {
-        rf_handler *h = (rf_handler *)(uintptr_t)(ud & ~7ULL);
-        if (!h->uncounted)
-            RF_STAT_SUB(l->inflight, final);
-        h->fn(l, h, cqe);
-        return;
-    }
-    default:
-        /* RF_UD_IGNORE (cancel requests, timeout removals):
-         * accounting. */
+    rf_handler *h = (ud & 7) == RF_UD_HANDLER ? (rf_handler *)(ud & ~7ULL)
+                                              : NULL;
+    if (!h || !h->uncounted)
         RF_STAT_SUB(l->inflight, final);
-        return;
-    }
+    if (h)
+        h->fn(l, h, cqe);
 }
 
 unsigned rf__ring_reap(rf_loop *l)
