@@ -6,13 +6,14 @@
  * Every object keeps a FIFO list of waiters. A waiter is a record on the
  * waiting task's stack; the task that makes progress possible unlinks the
  * first waiter, hands it what it waited for (an item, the lock, a permit)
- * and wakes it with rf__wake. The waiter then only reads its record: it
- * never competes again for what it was given. That is what makes the
- * race "woken by a put, then cancelled before it ran" harmless: the item
- * is already the waiter's, and the wait returns it (the cancellation
- * shows at the next suspending call, as everywhere in the runtime). A
- * waiter that was not handed anything and whose wait ends (cancellation,
- * deadline) unlinks itself before it returns.
+ * and makes its rf_waiter done (rf__waiter_done, which wakes it). The
+ * waiter then only reads its record: it never competes again for what it
+ * was given. That is what makes the race "woken by a put, then cancelled
+ * before it ran" harmless: the item is already the waiter's, and the
+ * wait returns it (the cancellation shows at the next suspending call, as
+ * everywhere in the runtime). A waiter that was not handed anything and
+ * whose wait ends (cancellation, deadline) unlinks itself before it
+ * returns.
  *
  * Objects do not remember a loop: while tasks wait on one, the loop of
  * its first waiter is the object's loop, which is all the cross-loop
