@@ -385,7 +385,11 @@ RF_API rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
  *   -ESRCH   t is a stale handle (the calls below that take tasks, too);
  *   -EPERM   not called from a task;
  *   -EDEADLK t is the calling task;
- *   -EXDEV   t belongs to another loop;
+ *   -EXDEV   t belongs to another loop and the handle is not one made
+ *            for it by rf_spawn_on (with such a handle the join waits
+ *            for t across the loops: a round trip of messages, the
+ *            caller suspended, never its thread);
+ *   -ESHUTDOWN t's loop is being freed (a handle of rf_spawn_on);
  *   -ECANCELED the caller itself is cancelled (result untouched; t is not
  *            cancelled: a handle may have many waiters, so cancelling one
  *            waiter leaves the task alone; rf_gather and rf_wait_for, which
@@ -477,13 +481,16 @@ RF_API void rf_as_completed_fini(rf_as_completed *ac);
  * task.cancel(): request cancellation of t (see the conventions at the top).
  * Returns 0 when the request is made (again 0 if it was already pending),
  * -ESRCH if t has already returned (or the handle is stale), -EINVAL for
- * NULL, -EXDEV if t belongs to another loop. A task may cancel itself.
- * Does not suspend.
+ * NULL, -EXDEV if t belongs to another loop (unless the handle is one of
+ * rf_spawn_on: the request then goes to t's loop in a message, from any
+ * thread; -ESHUTDOWN if that loop is being freed). A task may cancel
+ * itself. Does not suspend.
  */
 RF_API int rf_cancel(rf_task *t);
 
 /* task.done(): true once t has returned (also for a stale handle, whose
- * task has returned: errno is then ESRCH). Does not suspend. */
+ * task has returned: errno is then ESRCH). A handle of rf_spawn_on
+ * answers on any loop. Does not suspend. */
 RF_API bool rf_done(const rf_task *t);
 
 /* True if cancellation of t was requested (false, errno ESRCH, for a
@@ -500,8 +507,9 @@ RF_API rf_task *rf_self(void);
 RF_API const char *rf_task_name(const rf_task *t);
 
 /* Add / drop a reference (see above). NULL is ignored; a stale handle is
- * refused (errno ESRCH), having no reference to give or drop. Do not
- * suspend. */
+ * refused (errno ESRCH), having no reference to give or drop. A handle of
+ * rf_spawn_on may be retained and released on any loop (its last release
+ * is a message to the task's loop). Do not suspend. */
 RF_API void rf_task_retain(rf_task *t);
 RF_API void rf_task_release(rf_task *t);
 
@@ -790,6 +798,137 @@ RF_API int rf_loop_run_once(rf_loop *loop, unsigned flags);
  * Does not suspend.
  */
 RF_API int rf_loop_timeout_ms(const rf_loop *loop, int *timeout_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Many cores: a loop per core                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A group of loops, each on a thread of its own, that share nothing: each
+ * has its own ring, run queue, stacks and timers, and they talk only by
+ * messages (the mailbox of the Embedding section). A task lives on one
+ * loop for good.
+ *
+ * What crosses loops:
+ *  - rf_spawn_on() starts a task on another loop and returns a handle to
+ *    it that rf_join, rf_join_nocancel, rf_wait_for, rf_cancel, rf_done,
+ *    rf_task_retain and rf_task_release take from any loop (the waiting
+ *    task suspends; its thread does not block);
+ *  - the _threadsafe calls of the Embedding section.
+ * What does not: every other call on a task handle (rf_gather, rf_wait,
+ * as_completed, groups) and the sync objects (queue, event, mutex,
+ * semaphore, condition) are loop-local and return -EXDEV when used from
+ * another loop's task.
+ */
+typedef struct rf_loops rf_loops;
+
+/* rf_loops_opts.flags */
+#define RF_LOOPS_PIN 1u        /* pin loop i's thread to the i-th CPU of the
+                                * process's affinity mask (i modulo their
+                                * number) */
+#define RF_LOOPS_KEEP_GOING 2u /* a failed entry does not cancel the others */
+
+typedef struct rf_loops_opts {
+    unsigned loops;           /* how many; 0: one per CPU of the process's
+                               * affinity mask (sched_getaffinity) */
+    unsigned flags;           /* RF_LOOPS_* */
+    const rf_loop_opts *loop; /* each loop's options (copied; NULL:
+                               * defaults); RF_LOOP_SERVE is implied */
+} rf_loops_opts;
+
+/* Most loops in a group. */
+#define RF_LOOPS_MAX 1024u
+
+/*
+ * Start a group: create opts->loops threads, each with its own loop
+ * (pinned with RF_LOOPS_PIN), and, once every loop exists, run entry(arg)
+ * as the main task of each (rf_loop_index() tells it which it is). Returns
+ * when every loop runs its entry: 0 with *out set, or, with nothing left
+ * running, -EINVAL (NULL out or entry, loops > RF_LOOPS_MAX, bad loop
+ * options), -ENOMEM, -EAGAIN (no thread), -EBUSY (called from a task), or
+ * the error of the first rf_loop_new that failed.
+ *
+ * The group runs until every entry has returned and then until every task
+ * of every loop has returned (each loop cancels its own after its entry
+ * has returned, as rf_run does, while all loops keep serving each other's
+ * messages); then each thread frees its loop. An entry fails when it
+ * returns RF_ERR_PTR(code) or is cancelled (-ECANCELED); the first to
+ * fail cancels the other entries (asyncio.TaskGroup), unless
+ * RF_LOOPS_KEEP_GOING. Ownership of arg stays with the caller: it must
+ * live until rf_loops_wait() returns. Blocks the calling thread until the
+ * loops are created; does not suspend.
+ */
+RF_API int rf_loops_start(rf_loops **out, rf_fn entry, void *arg,
+                          const rf_loops_opts *opts);
+
+/*
+ * Wait until the group has ended (see rf_loops_start) and its threads
+ * have exited. results (may be NULL): an array of rf_loops_count()
+ * pointers that receives each entry's return value. Returns 0 if no entry
+ * failed, else the first failure's code (-ECANCELED for a cancelled
+ * entry, the code of RF_ERR_PTR, or the loop's run error), with *failed
+ * (may be NULL) set to that loop's index (-1 if none failed). -EINVAL for
+ * NULL ls, -EALREADY if the group was already waited for, -EBUSY from a
+ * task of the group (it would wait for itself). Blocks the calling thread.
+ */
+RF_API int rf_loops_wait(rf_loops *ls, void **results, int *failed);
+
+/*
+ * From any thread: cancel every loop's entry, as a failure does; the group
+ * then ends as described at rf_loops_start. 0, -EINVAL (NULL ls), or
+ * -EALREADY (the group has already ended). Does not suspend or block.
+ */
+RF_API int rf_loops_stop(rf_loops *ls);
+
+/* Free a group that was waited for (NULL: nothing). -EBUSY if it was not
+ * waited for. Does not suspend. */
+RF_API int rf_loops_free(rf_loops *ls);
+
+/*
+ * rf_loops_start, rf_loops_wait and rf_loops_free in one call: the
+ * many-core rf_run. Returns what rf_loops_start returns if it fails, else
+ * what rf_loops_wait returns.
+ */
+RF_API int rf_run_loops(rf_fn entry, void *arg, const rf_loops_opts *opts,
+                        void **results, int *failed);
+
+/* How many loops ls has (0 for NULL). Any thread. Does not suspend. */
+RF_API unsigned rf_loops_count(const rf_loops *ls);
+
+/*
+ * Loop i of ls, from any thread, while the group runs (until its thread
+ * frees it, after every entry and task of the group has returned); NULL
+ * if ls is NULL or i is out of range. Does not suspend.
+ */
+RF_API rf_loop *rf_loops_loop(const rf_loops *ls, unsigned i);
+
+/* The group of the calling thread's loop, NULL if it has none (or the
+ * thread has no loop). Does not suspend. */
+RF_API rf_loops *rf_loops_current(void);
+
+/*
+ * The index of the calling thread's loop in its group (0 for a loop
+ * outside any group), or -EPERM if the thread runs no loop. Does not
+ * suspend.
+ */
+RF_API int rf_loop_index(void);
+
+/*
+ * Spawn fn(arg) as a task on loop (another loop of this process: of a
+ * group, or one that runs on its own thread), from a task; on the calling
+ * task's own loop it is rf_spawn_opts. opts are copied. Returns the
+ * handle, which the caller owns (release it with rf_task_release, from
+ * any loop), or NULL with errno: EINVAL (NULL loop or fn, bad stack size),
+ * EPERM (not called from a task), ECANCELED/ETIMEDOUT (the caller was
+ * cancelled or is past its deadline before the request was sent),
+ * ESHUTDOWN (loop is shutting down or being freed: nothing was spawned),
+ * ENOMEM, or the errors of rf_spawn on that loop. Ownership of arg passes
+ * to fn once the task exists (only then). Suspends: the task is created on
+ * loop's thread, and the handle comes back in a message (a round trip
+ * between the loops; no thread blocks).
+ */
+RF_API rf_task *rf_spawn_on(rf_loop *loop, rf_fn fn, void *arg,
+                            const rf_spawn_options *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Files                                                                    */

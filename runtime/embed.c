@@ -95,6 +95,21 @@ static int post_request(rf_loop *l, rf_remote_msg *m, uint64_t refused)
     return rc;
 }
 
+/* A cross-loop request from a task (cross.c): refused (-ESHUTDOWN) once
+ * the loop is being freed, and, for a spawn, once a shutdown was asked
+ * for. Not counted in the mailbox's bound: each has a task waiting on it
+ * (or lives in a task record) on the other side. */
+int rf__post_gated(rf_loop *l, rf_remote_msg *m, bool spawn)
+{
+    int rc = gate_enter(l, spawn ? RF_GATE_FREEING | RF_GATE_SHUTDOWN
+                                 : RF_GATE_FREEING);
+    if (rc == 0) {
+        rf__remote_post(l, m);
+        gate_leave(l);
+    }
+    return rc;
+}
+
 typedef struct spawn_msg {
     rf_remote_msg m;
     rf_fn fn;
@@ -242,7 +257,9 @@ static uint64_t others_alive(const rf_loop *l)
 static void shutdown_end(rf_loop *l)
 {
     l->shutdown_task = NULL;
-    if (!l->draining && !l->target)
+    if (l->group_draining)
+        rf__loops_drained(l); /* the group stops its loops together */
+    else if (!l->draining && !l->target)
         l->stop = true;
 }
 
@@ -271,7 +288,7 @@ static void *shutdown_main(void *arg)
 }
 
 /* Phase 1, on the loop's thread. */
-static void shutdown_begin(rf_loop *l, uint64_t grace_ns)
+void rf__shutdown_begin(rf_loop *l, uint64_t grace_ns)
 {
     /* Stop accepting: accepts in progress end (-ESHUTDOWN) and later ones
      * are refused; their tasks are not cancelled, only interrupted. */
@@ -300,7 +317,7 @@ static void shutdown_begin(rf_loop *l, uint64_t grace_ns)
 static void shutdown_run(rf_loop *l, rf_remote_msg *m)
 {
     (void)m;
-    shutdown_begin(l, l->shutdown_grace);
+    rf__shutdown_begin(l, l->shutdown_grace);
 }
 
 int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns)
@@ -313,7 +330,7 @@ int rf_loop_shutdown(rf_loop *loop, uint64_t grace_ns)
                                      __ATOMIC_SEQ_CST);
     if (old & RF_GATE_SHUTDOWN)
         return (old & RF_GATE_FREEING) ? -ESHUTDOWN : -EALREADY;
-    shutdown_begin(loop, grace_ns);
+    rf__shutdown_begin(loop, grace_ns);
     return 0;
 }
 

@@ -156,6 +156,7 @@ struct rf_task {
     rf_timer deadline_timer; /* bounds its waits by it (time.c) */
     bool in_accept;        /* waiting in an accept (graceful shutdown
                             * cancels such tasks: "stop accepting") */
+    struct rf_xtask *x;    /* handles held on other loops (cross.c) */
     /* id and name are read by the stall detector's watchdog too, from
      * its thread, while the task holds the loop (stall.c): both are
      * written with atomic stores (rf__task_name_set), the name's first
@@ -299,6 +300,9 @@ struct rf_loop {
     uint32_t stop_posted;       /* __atomic_*: stop_msg is in the mailbox */
     rf_remote_msg shutdown_msg; /* rf_loop_shutdown_threadsafe */
     uint64_t shutdown_grace;    /* written before shutdown_msg is posted */
+    struct rf_loops *group;     /* its group (loops.c), NULL if none */
+    unsigned group_index;       /* its index there */
+    bool group_draining;        /* the group's end: its shutdown counts */
     rf_task *shutdown_task;     /* waits for the others to finish */
     rf_waiter shutdown_w;       /* ... here: done at each task's end */
     rf_event shutdown_ev;       /* set when a graceful shutdown begins */
@@ -514,6 +518,9 @@ void rf__op_untrack(rf_op *op);
  */
 #define RF_HANDLE_SHIFT 48
 #define RF_HANDLE_ADDR ((1ULL << RF_HANDLE_SHIFT) - 1)
+/* The lowest bit (records are 8-byte aligned): a task handle held on
+ * another loop than the task's (cross.c). */
+#define RF_HANDLE_CROSS 1ULL
 
 static inline void *rf__tag(const void *rec, uint16_t gen)
 {
@@ -523,7 +530,14 @@ static inline void *rf__tag(const void *rec, uint16_t gen)
 /* The record a handle points to, whether or not it is stale. */
 static inline void *rf__untag(const void *h)
 {
-    return (void *)((uintptr_t)h & RF_HANDLE_ADDR);
+    return (void *)((uintptr_t)h & RF_HANDLE_ADDR & ~(uintptr_t)RF_HANDLE_CROSS);
+}
+
+/* Whether a task handle was made for another loop than the task's
+ * (rf_spawn_on, cross.c): its reference is counted apart. */
+static inline bool rf__cross(const void *h)
+{
+    return (uintptr_t)h & RF_HANDLE_CROSS;
 }
 
 static inline uint16_t rf__tag_gen(const void *h)
@@ -614,7 +628,19 @@ static inline void rf__deadline_restore(rf_loop *l, rf_task *self,
         rf__deadline_move(l, self, saved, false);
 }
 
+/* ---- cross.c, loops.c ---- */
+void rf__xtask_finish(rf_task *t);
+int rf__xjoin(rf_task *h, void **result, unsigned how, uint64_t timeout_ns);
+int rf__xcancel(rf_task *t);
+bool rf__xdone(const rf_task *t);
+void rf__xretain(rf_task *t);
+void rf__xrelease(rf_task *t);
+void rf__xtask_free(rf_task *t);
+void rf__loops_drained(rf_loop *l);
+
 /* ---- embed.c ---- */
+int rf__post_gated(rf_loop *l, rf_remote_msg *m, bool spawn);
+void rf__shutdown_begin(rf_loop *l, uint64_t grace_ns);
 void rf__embed_close(rf_loop *l);
 void rf__embed_fini(rf_loop *l);
 

@@ -45,8 +45,10 @@ static rf_task *record_get(rf_loop *l)
     c->next = l->chunks;
     __atomic_store_n(&l->chunks, c, __ATOMIC_RELEASE);
     rf_task *t = (rf_task *)c + 1;
-    for (int i = 0; i < RF_TASKS_PER_CHUNK; i++)
+    for (int i = 0; i < RF_TASKS_PER_CHUNK; i++) {
         t[i].gen = 0;
+        t[i].x = NULL;
+    }
     for (int i = 1; i < RF_TASKS_PER_CHUNK; i++)
         rf_list_push_back(&l->free_tasks, &t[i].node);
     return t;
@@ -56,6 +58,8 @@ void rf__task_unref(rf_loop *l, rf_task *t)
 {
     if (--t->refs == 0 && t->state == RF_DONE) {
         t->gen++; /* every handle to the task that was is stale now */
+        if (rf_unlikely(t->x != NULL))
+            rf__xtask_free(t);
         rf_list_push_back(&l->free_tasks, &t->node);
     }
 }
@@ -82,6 +86,10 @@ void rf__tasks_free_all(rf_loop *l)
     rf_task_chunk *c = l->chunks;
     while (c) {
         rf_task_chunk *next = c->next;
+        rf_task *t = (rf_task *)c + 1;
+        for (int i = 0; i < RF_TASKS_PER_CHUNK; i++)
+            if (t[i].x)
+                rf__xtask_free(&t[i]); /* a handle never released */
         free(c);
         c = next;
     }
@@ -156,6 +164,8 @@ static void task_finish(rf_loop *l, rf_task *t)
         l->target_done = true; /* run_until_complete returns */
     rf_list_remove(&t->alive);
     RF_STAT_SUB(l->stats.tasks_alive, 1);
+    if (rf_unlikely(t->x != NULL))
+        rf__xtask_finish(t); /* rf_done on other loops */
     rf_list *n;
     while ((n = rf_list_pop_front(&t->joiners)) != NULL) {
         rf_watch *w = rf_container_of(n, rf_watch, node);
@@ -246,6 +256,8 @@ int rf_join(rf_task *h, void **result)
     rf_loop *l;
     rf_task *self;
     int rc = rf__wait_check("rf_join", h, &t, &l, &self);
+    if (rc == -EXDEV && rf__cross(h))
+        return rf__xjoin(h, result, RF_WAIT_ANY, RF_FOREVER);
     if (rc)
         return rc;
     rc = rf__join_wait(l, self, t, RF_WAIT_ANY);
@@ -262,6 +274,8 @@ int rf_join_nocancel(rf_task *h, void **result)
     rf_loop *l;
     rf_task *self;
     int rc = rf__wait_check("rf_join_nocancel", h, &t, &l, &self);
+    if (rc == -EXDEV && rf__cross(h))
+        return rf__xjoin(h, result, 0, RF_FOREVER);
     if (rc)
         return rc;
     rf__join_wait(l, self, t, 0); /* ends only when t is done */
@@ -297,7 +311,7 @@ int rf_cancel(rf_task *h)
     if (!t)
         return rf__stale("rf_cancel");
     if (!rf__on_owner_thread(t->loop))
-        return -EXDEV;
+        return rf__cross(h) && t->x ? rf__xcancel(t) : -EXDEV;
     if (t->state == RF_DONE)
         return -ESRCH;
     rf__cancel(t);
@@ -315,6 +329,8 @@ bool rf_done(const rf_task *h)
         rf__stale("rf_done");
         return true;
     }
+    if (rf__cross(h) && t->x && !rf__on_owner_thread(t->loop))
+        return rf__xdone(t);
     return t->state == RF_DONE;
 }
 
@@ -371,7 +387,10 @@ void rf_task_retain(rf_task *h)
         rf__stale("rf_task_retain");
         return;
     }
-    t->refs++;
+    if (rf__cross(h) && t->x)
+        rf__xretain(t);
+    else
+        t->refs++;
 }
 
 void rf_task_release(rf_task *h)
@@ -383,6 +402,8 @@ void rf_task_release(rf_task *h)
         rf__stale("rf_task_release");
         return;
     }
-    if (t->refs > 0)
+    if (rf__cross(h) && t->x)
+        rf__xrelease(t);
+    else if (t->refs > 0)
         rf__task_unref(t->loop, t);
 }

@@ -83,6 +83,8 @@ int rf_wait_for(rf_task *h, uint64_t timeout_ns, void **result)
     rf_loop *l;
     rf_task *self;
     int rc = rf__wait_check("rf_wait_for", h, &t, &l, &self);
+    if (rc == -EXDEV && rf__cross(h))
+        return rf__xjoin(h, result, RF_WAIT_ANY, timeout_ns);
     if (rc)
         return rc;
     if (t->state != RF_DONE) {

@@ -102,11 +102,27 @@ def tokenize(text):
             i = j + 1
             continue
         if s.startswith("#"):
+            # Up to the end of the directive: continued lines, and a
+            # trailing comment over as many lines as it takes.
             j = i
+            in_comment = False
             while True:
-                cur = strip_comments(lines[j])
-                if lines[j].rstrip().endswith("\\") or (
-                        "/*" in cur and "*/" not in cur[cur.index("/*"):]):
+                cur = lines[j]
+                k = 0
+                while k < len(cur):
+                    if in_comment:
+                        end = cur.find("*/", k)
+                        if end < 0:
+                            break
+                        in_comment = False
+                        k = end + 2
+                    else:
+                        begin = cur.find("/*", k)
+                        if begin < 0:
+                            break
+                        in_comment = True
+                        k = begin + 2
+                if (cur.rstrip().endswith("\\") or in_comment) and j + 1 < n:
                     j += 1
                     continue
                 break
