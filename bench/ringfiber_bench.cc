@@ -386,6 +386,86 @@ void W2_spawn_join(benchmark::State &state) { w2_spawn_join(state, false); }
 // full and faulted in. The difference to W2_spawn_join is the cold start.
 void W2_spawn_join_warm(benchmark::State &state) { w2_spawn_join(state, true); }
 
+// ===========================================================================
+// S3: W2 on many loops (rf_run_loops). Argument = loops; each loop spawns,
+// joins and releases its share of 1,000,000 empty tasks, in batches of
+// 10,000, on its own stack pool (warmed by one untimed batch). The loops
+// share nothing, so the time should fall as 1/loops up to the CPUs there
+// are. Timed from the moment every loop is ready until the last one has
+// finished (manual time): starting and freeing the loops are not in it.
+// ===========================================================================
+
+constexpr size_t kS3Tasks = 1000000;
+
+struct S3Ctx {
+    unsigned loops;
+    std::atomic<unsigned> ready{0};
+    std::atomic<uint64_t> t0{0};
+    std::atomic<uint64_t> end{0};
+    std::atomic<int> err{0};
+};
+
+void *s3_entry(void *arg) {
+    auto *c = static_cast<S3Ctx *>(arg);
+    auto *batch = new rf_task *[kW2Batch];
+    size_t share = kS3Tasks / c->loops;
+    int rc = 0;
+    size_t n = 0;
+    for (; n < kW2Batch && rc == 0; n++)
+        if (!(batch[n] = rf_spawn(empty_task, nullptr)))
+            rc = -errno;
+    if (rc == 0)
+        rc = w2_join_release(batch, n);
+    // Every loop warm: go together.
+    if (c->ready.fetch_add(1) + 1 == c->loops)
+        c->t0.store(rf_now_ns());
+    while (c->t0.load() == 0)
+        ;
+    for (size_t done = 0; done < share && rc == 0; done += n) {
+        n = std::min(kW2Batch, share - done);
+        for (size_t i = 0; i < n; i++)
+            if (!(batch[i] = rf_spawn(empty_task, nullptr))) {
+                rc = -errno;
+                n = i;
+                break;
+            }
+        int jrc = w2_join_release(batch, n);
+        if (rc == 0)
+            rc = jrc;
+    }
+    uint64_t now = rf_now_ns(), prev = c->end.load();
+    while (now > prev && !c->end.compare_exchange_weak(prev, now))
+        ;
+    if (rc)
+        c->err.store(rc);
+    delete[] batch;
+    return nullptr;
+}
+
+void S3_spawn_join_loops(benchmark::State &state) {
+    unsigned loops = unsigned(state.range(0));
+    for (auto _ : state) {
+        S3Ctx c;
+        c.loops = loops;
+        rf_loops_opts o = {};
+        o.loops = loops;
+        o.flags = RF_LOOPS_PIN;
+        int rc = rf_run_loops(s3_entry, &c, &o, nullptr, nullptr);
+        if (rc == 0)
+            rc = c.err.load();
+        if (rc != 0) {
+            skip_rf(state, "rf_run_loops", rc);
+            break;
+        }
+        state.SetIterationTime(double(c.end.load() - c.t0.load()) / 1e9);
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS3Tasks));
+    state.counters["task"] = benchmark::Counter(
+        double(kS3Tasks), benchmark::Counter::kIsIterationInvariantRate |
+                              benchmark::Counter::kInvert);
+    state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops");
+}
+
 // --- W2 baselines -----------------------------------------------------------
 
 // An empty task body: back to the creator at once; never resumed.
@@ -1411,6 +1491,7 @@ BENCHMARK(W2_spawn_join_warm)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
+BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
 BENCHMARK(T1_wait_for_task_first)->UseRealTime();
 BENCHMARK(T1_join_baseline)->UseRealTime();

@@ -892,6 +892,15 @@ RF_API int rf_loops_free(rf_loops *ls);
 RF_API int rf_run_loops(rf_fn entry, void *arg, const rf_loops_opts *opts,
                         void **results, int *failed);
 
+/*
+ * The counters of every loop of ls, summed (ring_flags and guard_mode:
+ * the first loop's), each loop's read as rf_loop_stats_threadsafe does; a loop's own are
+ * rf_loop_stats_threadsafe(rf_loops_loop(ls, i), ...). Any thread, while
+ * the group runs (see rf_loops_loop). Returns 0, or -EINVAL (NULL ls or
+ * out). Does not suspend.
+ */
+RF_API int rf_loops_stats(const rf_loops *ls, rf_stats *out);
+
 /* How many loops ls has (0 for NULL). Any thread. Does not suspend. */
 RF_API unsigned rf_loops_count(const rf_loops *ls);
 
@@ -1672,6 +1681,8 @@ RF_API int rf_loop_set_pool_threads(rf_loop *loop, unsigned threads);
 
 typedef struct rf_stall_info {
     const rf_loop *loop;
+    int loop_index;         /* its index in its group of loops
+                             * (rf_loop_index), -1 outside any group */
     const char *task_name;  /* the task holding the loop ("task-<id>" if
                              * it has no name); "(scheduler)" outside any
                              * task; "?" if its record could not be read */

@@ -130,8 +130,9 @@ static void *loop_thread(void *arg)
     int rc = rf_loop_new(&l, &ls->lopts);
     pthread_mutex_lock(&ls->mu);
     if (rc == 0) {
-        l->group = ls;
         l->group_index = s->index;
+        /* Release: a stall watchdog already running reads it (stall.c). */
+        __atomic_store_n(&l->group, ls, __ATOMIC_RELEASE);
         s->loop = l;
     } else if (ls->create_rc == 0) {
         ls->create_rc = rc;
@@ -341,6 +342,45 @@ int rf_run_loops(rf_fn entry, void *arg, const rf_loops_opts *opts,
     rc = rf_loops_wait(ls, results, failed);
     rf_loops_free(ls);
     return rc;
+}
+
+/* rf_loops_stats sums the fields one by one: a field added to rf_stats
+ * must be added there. */
+_Static_assert(sizeof(rf_stats) == 15 * sizeof(uint64_t),
+               "rf_stats changed: update rf_loops_stats");
+
+int rf_loops_stats(const rf_loops *ls, rf_stats *out)
+{
+    if (!ls || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < ls->n; i++) {
+        rf_stats st;
+        int rc = rf_loop_stats_threadsafe(ls->slots[i].loop, &st);
+        if (rc)
+            return rc;
+        if (i == 0) {
+            out->ring_flags = st.ring_flags;
+            out->guard_mode = st.guard_mode;
+        }
+#define SUM(f) out->f += st.f
+        SUM(switches);
+        SUM(tasks_spawned);
+        SUM(tasks_alive);
+        SUM(sqes_submitted);
+        SUM(enters);
+        SUM(cqes_reaped);
+        SUM(ops_in_flight);
+        SUM(passes);
+        SUM(stacks_mapped);
+        SUM(accept_emfile);
+        SUM(stalls);
+        SUM(acceptor_pauses);
+        SUM(mail_refused);
+        SUM(spawn_failed);
+#undef SUM
+    }
+    return 0;
 }
 
 unsigned rf_loops_count(const rf_loops *ls) { return ls ? ls->n : 0; }

@@ -281,6 +281,11 @@ static bool holder(const rf_loop *l, uint64_t hb, char name[RF_TASK_NAME_MAX],
 static void report(rf_stall *s, rf_stall_info *info)
 {
     info->loop = s->loop;
+    /* Set by the group's thread once its loop exists; the watchdog may
+     * have started before (RINGFIBER_STALL_MS). */
+    const struct rf_loops *g = __atomic_load_n(&s->loop->group,
+                                               __ATOMIC_ACQUIRE);
+    info->loop_index = g ? (int)s->loop->group_index : -1;
     info->threshold_ns = s->threshold_ns;
     s->fn(info, s->user);
 }
@@ -366,9 +371,12 @@ void rf_stall_report_default(const rf_stall_info *info, void *user)
 {
     (void)user;
     double held = (double)info->held_ns / 1e9;
+    char where[32] = "loop";
+    if (info->loop_index >= 0)
+        snprintf(where, sizeof where, "loop %d", info->loop_index);
     if (info->ended) {
-        fprintf(stderr, "ringfiber: loop stall: task '%s' held the loop for "
-                        "%.3f s in all\n", info->task_name, held);
+        fprintf(stderr, "ringfiber: %s stall: task '%s' held the loop for "
+                        "%.3f s in all\n", where, info->task_name, held);
         return;
     }
     const char *then = "", *why = "";
@@ -378,10 +386,10 @@ void rf_stall_report_default(const rf_stall_info *info, void *user)
         then = "; no backtrace: ";
         why = info->no_backtrace;
     }
-    fprintf(stderr, "ringfiber: loop stall: task '%s' has held the loop for "
+    fprintf(stderr, "ringfiber: %s stall: task '%s' has held the loop for "
                     "%.3f s (threshold %.3f s) without yielding%s%s\n",
-            info->task_name, held, (double)info->threshold_ns / 1e9, then,
-            why);
+            where, info->task_name, held, (double)info->threshold_ns / 1e9,
+            then, why);
     if (info->backtrace_len > 0)
         backtrace_symbols_fd(info->backtrace, info->backtrace_len, 2);
 }
