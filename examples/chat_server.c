@@ -372,7 +372,8 @@ int main(int argc, char **argv)
     room r = {.members = {0}};
     r.members.next = r.members.prev = &r.members;
     ex_server s = {.host = "127.0.0.1", .port = 7001, .grace_s = 2,
-                   .idle_s = 600, .serve = chat, .data = &r};
+                   .idle_s = 600, .serve = chat, .data = &r,
+                   .one_loop_only = true};
     ex_option opts[EX_SERVER_NOPTS + 2] = {{0}};
     ex_server_options(&s, opts);
     opts[EX_SERVER_NOPTS] = (ex_option){"--backlog", "BYTES",

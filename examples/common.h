@@ -449,6 +449,10 @@ typedef struct ex_server {
     void *data;
     long max_conns;              /* --max-conns; 0: EX_MAX_CONNS */
     double idle_s;               /* --idle-timeout, the example's default */
+    long loops;                  /* --loops: 1 (one loop), 0 (one per
+                                  * CPU) or N (a group of loops) */
+    const char *accept_mode;     /* --accept: "reuseport" or "handoff" */
+    bool one_loop_only;          /* the example's state is one loop's */
     /* the skeleton's */
     int lfd;
     bool stopping;               /* a signal came: finish up */
@@ -456,14 +460,28 @@ typedef struct ex_server {
     size_t nconns;
     size_t cancelled;            /* connections the shutdown cancelled */
     rf_sem slots;                /* one permit per connection served */
+    /* many loops (ex_server_run with --loops): */
+    struct ex_group *group;      /* NULL on one loop */
+    rf_event stop_ev;            /* set by loop 0 when a signal comes */
+    size_t served;               /* connections this loop served */
+    unsigned open;               /* __atomic: connections open here */
 } ex_server;
+
+/* A server on many loops (--loops): one ex_server per loop, sharing
+ * nothing but the port and these counters. */
+typedef struct ex_group {
+    ex_server *per;     /* per[k]: loop k's (room for every CPU online) */
+    bool handoff;       /* --accept handoff */
+    int port;           /* __atomic: the port loop 0 got (--port 0) */
+    unsigned listening; /* __atomic: loops ready to serve */
+} ex_group;
 
 /* Default of --max-conns. */
 #define EX_MAX_CONNS 10000
 #define EX_STR_(x) #x
 #define EX_STR(x) EX_STR_(x)
 /* Entries ex_server_options fills; an example's own options follow. */
-#define EX_SERVER_NOPTS 4
+#define EX_SERVER_NOPTS 5
 
 /* Bound the calling connection task's next waits on its client to
  * --idle-timeout seconds from now (no bound when it is 0). */
@@ -478,11 +496,25 @@ static inline void ex_idle_deadline(const ex_server *s)
  * example's default, which the help shows. */
 static inline void ex_server_options(ex_server *s, ex_option *opts)
 {
-    static ex_str_option host[2];
+    static ex_str_option host[3];
     host[0] = (ex_str_option){"--host", "ADDR",
                               "address to listen on (default 127.0.0.1)",
                               &s->host};
+    if (!s->accept_mode)
+        s->accept_mode = "reuseport";
+    host[1] = (ex_str_option){"--accept", "MODE",
+                              "with --loops: reuseport (a listener per loop, "
+                              "the kernel spreads the connections; default) "
+                              "or handoff (loop 0 accepts and hands each "
+                              "connection to the loop with the fewest open)",
+                              &s->accept_mode};
     ex_str_options = host;
+    if (s->loops == 0)
+        s->loops = 1;
+    opts[4] = (ex_option){"--loops", "N",
+                          "loops (threads) serving: 1 (default), N, or 0 "
+                          "for one per CPU",
+                          NULL, NULL, &s->loops};
     opts[0] = (ex_option){"--port", "P", "TCP port to listen on", NULL, NULL,
                           &s->port};
     opts[1] = (ex_option){"--grace", "S",
@@ -505,6 +537,19 @@ static inline void ex_server_options(ex_server *s, ex_option *opts)
                           &s->idle_s, NULL};
 }
 
+/* Link c into its loop's server: open, counted, joined at the end. */
+static inline void ex_conn_link(ex_server *s, ex_conn *c)
+{
+    c->srv = s;
+    c->next = &s->conns;
+    c->prev = s->conns.prev;
+    c->prev->next = c;
+    s->conns.prev = c;
+    s->nconns++;
+    s->served++;
+    __atomic_add_fetch(&s->open, 1, __ATOMIC_RELAXED);
+}
+
 static inline void *ex_conn_task(void *arg)
 {
     ex_conn *c = arg;
@@ -515,7 +560,9 @@ static inline void *ex_conn_task(void *arg)
     c->prev->next = c->next;
     c->next->prev = c->prev;
     c->srv->nconns--;
-    rf_sem_release(&c->srv->slots); /* the acceptor may take one more */
+    __atomic_sub_fetch(&c->srv->open, 1, __ATOMIC_RELAXED);
+    if (!c->srv->group || c->srv->group->handoff == false)
+        rf_sem_release(&c->srv->slots); /* the acceptor may take one more */
     rf_task_release(c->task);
     free(c);
     return NULL;
@@ -558,14 +605,9 @@ static inline void *ex_accept_task(void *arg)
             rf_sem_release(&s->slots);
             continue;
         }
-        c->srv = s;
         c->fd = fd;
         c->task = t;
-        c->next = &s->conns;
-        c->prev = s->conns.prev;
-        c->prev->next = c;
-        s->conns.prev = c;
-        s->nconns++;
+        ex_conn_link(s, c);
     }
 }
 
@@ -578,6 +620,35 @@ static inline void ex_join_conns(ex_server *s)
         rf_join(t, NULL);
         rf_task_release(t);
     }
+}
+
+/* The graceful stop of one loop's server (see the top of this part). */
+static inline void ex_server_stop(ex_server *s, rf_task *acceptor)
+{
+    s->stopping = true;
+    ex_check(rf_loop_shutdown(rf_loop_current(),
+                              (uint64_t)(s->grace_s * (double)RF_NSEC_PER_SEC)),
+             "rf_loop_shutdown");
+    /* The accept ended with the shutdown; an acceptor waiting for a free
+     * slot is not in an accept: it is cancelled. */
+    if (acceptor) {
+        rf_cancel(acceptor);
+        rf_join(acceptor, NULL);
+        rf_task_release(acceptor);
+    }
+    if (s->lfd >= 0)
+        rf_close(s->lfd);
+
+    /* shutdown(2), not rf_shutdown: it never blocks, and a loop that does
+     * not suspend cannot see a connection free itself under its feet. */
+    for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next)
+        shutdown(c->fd, SHUT_RD);
+    /* As long as they take: the shutdown cancels the ones still open at
+     * the end of the grace (this task it spares). */
+    ex_join_conns(s);
+    if (s->cancelled)
+        fprintf(stderr, "%s: cancelled %zu connections after the %.1f s "
+                        "grace\n", ex_prog, s->cancelled, s->grace_s);
 }
 
 static inline void *ex_server_main(void *arg)
@@ -610,29 +681,183 @@ static inline void *ex_server_main(void *arg)
     fprintf(stderr, "%s: %s: stopping (%zu connections open)\n", ex_prog,
             strsignal(sig), s->nconns);
 
-    s->stopping = true;
-    ex_check(rf_loop_shutdown(rf_loop_current(),
-                              (uint64_t)(s->grace_s * (double)RF_NSEC_PER_SEC)),
-             "rf_loop_shutdown");
-    /* The accept ended with the shutdown; an acceptor waiting for a free
-     * slot is not in an accept: it is cancelled. */
-    rf_cancel(acceptor);
-    rf_join(acceptor, NULL);
-    rf_task_release(acceptor);
-    rf_close(s->lfd);
-
-    /* shutdown(2), not rf_shutdown: it never blocks, and a loop that does
-     * not suspend cannot see a connection free itself under its feet. */
-    for (ex_conn *c = s->conns.next; c != &s->conns; c = c->next)
-        shutdown(c->fd, SHUT_RD);
-    /* As long as they take: the shutdown cancels the ones still open at
-     * the end of the grace (this task it spares). */
-    ex_join_conns(s);
-    if (s->cancelled)
-        fprintf(stderr, "%s: cancelled %zu connections after the %.1f s "
-                        "grace\n", ex_prog, s->cancelled, s->grace_s);
+    ex_server_stop(s, acceptor);
     rf_sem_fini(&s->slots);
     return NULL;
+}
+
+/* ---- many loops (--loops) ---- */
+
+/* --accept handoff: a connection accepted on loop 0, now on its loop. */
+static inline void *ex_conn_handed(void *arg)
+{
+    ex_conn *c = arg;
+    ex_group *g = c->srv->group;
+    ex_server *s = &g->per[rf_loop_index()];
+    c->task = rf_self();
+    rf_task_retain(c->task); /* the loop's own handle, for ex_join_conns */
+    __atomic_sub_fetch(&s->open, 1, __ATOMIC_RELAXED); /* counted again: */
+    ex_conn_link(s, c);
+    return ex_conn_task(c);
+}
+
+static inline unsigned ex_open_total(const ex_group *g)
+{
+    unsigned n = 0, loops = rf_loops_count(rf_loops_current());
+    for (unsigned k = 0; k < loops; k++)
+        n += __atomic_load_n(&g->per[k].open, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* --accept handoff, on loop 0: accept, and hand each connection to the
+ * loop with the fewest open (rf_spawn_on: the connection's task runs
+ * there for good). At --max-conns open in all, wait for one to end. */
+static inline void *ex_handoff_task(void *arg)
+{
+    ex_server *s = arg;
+    ex_group *g = s->group;
+    rf_loops *ls = rf_loops_current();
+    for (;;) {
+        while (ex_open_total(g) >= (unsigned)s->max_conns)
+            if (rf_sleep(RF_NSEC_PER_MSEC) != 0)
+                return NULL; /* the server is stopping */
+        int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd == -ECANCELED || fd == -ESHUTDOWN)
+            return NULL;
+        if (fd < 0) {
+            fprintf(stderr, "%s: accept: %s\n", ex_prog, rf_strerror(fd));
+            if (rf_sleep(10 * RF_NSEC_PER_MSEC) == -ECANCELED)
+                return NULL;
+            continue;
+        }
+        ex_nodelay(fd);
+        unsigned best = 0;
+        for (unsigned k = 1; k < rf_loops_count(ls); k++)
+            if (__atomic_load_n(&g->per[k].open, __ATOMIC_RELAXED) <
+                __atomic_load_n(&g->per[best].open, __ATOMIC_RELAXED))
+                best = k;
+        ex_conn *c = calloc(1, sizeof *c);
+        rf_task *t = NULL;
+        if (c) {
+            c->fd = fd;
+            c->srv = s; /* for its group; relinked on its loop */
+            /* Counted now, so that the next choice sees it. */
+            __atomic_add_fetch(&g->per[best].open, 1, __ATOMIC_RELAXED);
+            rf_spawn_options o = {.name = "conn"};
+            t = rf_spawn_on(rf_loops_loop(ls, best), ex_conn_handed, c, &o);
+            if (!t)
+                __atomic_sub_fetch(&g->per[best].open, 1, __ATOMIC_RELAXED);
+        }
+        if (!t) {
+            free(c); /* not spawned: still ours (the loop is stopping, or
+                      * out of memory) */
+            rf_close(fd);
+            continue;
+        }
+        rf_task_release(t); /* the task is its loop's now */
+    }
+}
+
+static inline void ex_stop_call(void *arg)
+{
+    ex_server *s = arg;
+    rf_event_set(&s->stop_ev);
+}
+
+/* Each loop's main task. */
+static inline void *ex_loop_main(void *arg)
+{
+    ex_group *g = arg;
+    unsigned k = (unsigned)rf_loop_index();
+    ex_server *s = &g->per[k];
+    rf_loops *ls = rf_loops_current();
+    unsigned n = rf_loops_count(ls);
+    s->lfd = -1;
+    bool listens = !g->handoff || k == 0;
+    if (listens) {
+        /* Loop 0 first: --port 0 picks a port, the others take it. */
+        int port = (int)s->port;
+        if (k != 0)
+            while ((port = __atomic_load_n(&g->port, __ATOMIC_ACQUIRE)) < 0)
+                rf_sleep(RF_NSEC_PER_MSEC);
+        ex_check(rf_tcp_listen_flags(s->host, (uint16_t)port, 1024,
+                                     g->handoff ? 0 : RF_TCP_REUSEPORT,
+                                     &s->lfd),
+                 "listen");
+        if (k == 0) {
+            port = rf_sock_port(s->lfd);
+            if (port < 0)
+                ex_die("getsockname", port);
+            __atomic_store_n(&g->port, port, __ATOMIC_RELEASE);
+        }
+    }
+    s->conns.next = s->conns.prev = &s->conns;
+    ex_check(rf_sem_init(&s->slots, (unsigned)s->max_conns,
+                         (unsigned)s->max_conns),
+             "rf_sem_init");
+    ex_check(rf_event_init(&s->stop_ev), "rf_event_init");
+    __atomic_add_fetch(&g->listening, 1, __ATOMIC_ACQ_REL);
+    rf_task *acceptor = NULL;
+    if (listens)
+        acceptor = ex_spawn(g->handoff ? ex_handoff_task : ex_accept_task, s,
+                            "acceptor");
+    if (k == 0) {
+        while (__atomic_load_n(&g->listening, __ATOMIC_ACQUIRE) < n)
+            rf_sleep(RF_NSEC_PER_MSEC);
+        bool v6 = strchr(s->host, ':') && s->host[0] != '[';
+        printf("listening on %s%s%s:%d (%u loops, %s)\n", v6 ? "[" : "",
+               s->host, v6 ? "]" : "", g->port, n,
+               g->handoff ? "handoff" : "reuseport");
+        fflush(stdout);
+        sigset_t stop_sigs;
+        sigemptyset(&stop_sigs);
+        sigaddset(&stop_sigs, SIGINT);
+        sigaddset(&stop_sigs, SIGTERM);
+        int sig = rf_signal_wait(&stop_sigs, NULL);
+        if (sig < 0)
+            ex_die("rf_signal_wait", sig);
+        fprintf(stderr, "%s: %s: stopping (%u connections open)\n",
+                ex_prog, strsignal(sig), ex_open_total(g));
+        for (unsigned j = 1; j < n; j++)
+            ex_check(rf_loop_call_threadsafe(rf_loops_loop(ls, j),
+                                             ex_stop_call, &g->per[j]),
+                     "rf_loop_call_threadsafe");
+    } else {
+        rf_event_wait(&s->stop_ev);
+    }
+    ex_server_stop(s, acceptor);
+    /* How the connections were spread: reuseport hashes them, handoff
+     * evens them out. */
+    fprintf(stderr, "%s: loop %u served %zu connections\n", ex_prog, k,
+            s->served);
+    rf_event_fini(&s->stop_ev);
+    rf_sem_fini(&s->slots);
+    return NULL;
+}
+
+static inline int ex_server_run_loops(ex_server *s)
+{
+    /* --loops 0: one per CPU of the affinity mask, at most one per CPU
+     * online. */
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = s->loops ? (unsigned)s->loops
+                          : (unsigned)(online > 0 ? online : 1);
+    ex_group g = {.port = -1,
+                  .handoff = strcmp(s->accept_mode, "handoff") == 0};
+    g.per = calloc(n, sizeof *g.per);
+    if (!g.per)
+        ex_die("calloc", -ENOMEM);
+    for (unsigned k = 0; k < n; k++) {
+        g.per[k] = *s;
+        g.per[k].group = &g;
+    }
+    rf_loops_opts o = {.loops = (unsigned)s->loops, .flags = RF_LOOPS_PIN};
+    int failed = -1;
+    int rc = rf_run_loops(ex_loop_main, &g, &o, NULL, &failed);
+    if (rc)
+        ex_die("rf_run_loops", rc);
+    free(g.per);
+    return 0;
 }
 
 /*
@@ -658,6 +883,22 @@ static inline int ex_server_run(ex_server *s)
                 ex_prog);
         exit(2);
     }
+    if (s->loops < 0 || s->loops > RF_LOOPS_MAX) {
+        fprintf(stderr, "%s: --loops must be 0..%u\n", ex_prog,
+                RF_LOOPS_MAX);
+        exit(2);
+    }
+    if (strcmp(s->accept_mode, "reuseport") != 0 &&
+        strcmp(s->accept_mode, "handoff") != 0) {
+        fprintf(stderr, "%s: --accept must be reuseport or handoff\n",
+                ex_prog);
+        exit(2);
+    }
+    if (s->loops != 1 && s->one_loop_only) {
+        fprintf(stderr, "%s: --loops: this server's state is one loop's; "
+                        "it runs on one\n", ex_prog);
+        exit(2);
+    }
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -666,6 +907,8 @@ static inline int ex_server_run(ex_server *s)
      * rf_signal_wait is called stays pending for it. */
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
         ex_die("sigprocmask", -errno);
+    if (s->loops != 1)
+        return ex_server_run_loops(s);
     ex_run(ex_server_main, s);
     return 0;
 }

@@ -1085,6 +1085,19 @@ RF_API int rf_addr_parse(const char *host, uint16_t port,
  */
 RF_API int rf_tcp_listen(const char *host, uint16_t port, int backlog, int *fd);
 
+/*
+ * rf_tcp_listen with flags: RF_TCP_REUSEPORT sets SO_REUSEPORT, so that
+ * each loop of a group can listen on the same port with a socket of its
+ * own and the kernel spreads the connections among them (by a hash of
+ * each connection's addresses and ports: even over many connections,
+ * lumpy over a few; see Many cores in the README). Every socket bound to
+ * the port must have it, from the same user. -EINVAL for an unknown flag;
+ * otherwise as rf_tcp_listen. Does not suspend.
+ */
+#define RF_TCP_REUSEPORT 1u
+RF_API int rf_tcp_listen_flags(const char *host, uint16_t port, int backlog,
+                               unsigned flags, int *fd);
+
 /* The local port a socket is bound to (getsockname), or a negative errno.
  * Does not suspend. */
 RF_API int rf_sock_port(int fd);

@@ -637,6 +637,7 @@ void rf__xretain(rf_task *t);
 void rf__xrelease(rf_task *t);
 void rf__xtask_free(rf_task *t);
 void rf__loops_drained(rf_loop *l);
+int rf__loops_pool(struct rf_loops *ls, rf_pool **out);
 
 /* ---- embed.c ---- */
 int rf__post_gated(rf_loop *l, rf_remote_msg *m, bool spawn);

@@ -61,8 +61,23 @@ struct rf_loops {
     int failed;          /* under mu: index of the first failure, -1 */
     unsigned busy;       /* __atomic: loops not yet drained */
     int waited;          /* __atomic: rf_loops_wait was called */
+    rf_pool *pool;       /* under mu: the loops' shared default pool */
     slot *slots;
 };
+
+/* The group's default pool for rf_to_thread (pool.c), created by the
+ * first loop that needs it; freed by rf_loops_wait, once every loop has
+ * been freed (and so has no call left in it). */
+int rf__loops_pool(rf_loops *ls, rf_pool **out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ls->mu);
+    if (!ls->pool)
+        rc = rf_pool_new(0, 0, &ls->pool);
+    *out = ls->pool;
+    pthread_mutex_unlock(&ls->mu);
+    return rc;
+}
 
 /* ---- messages between the group's loops ---- */
 
@@ -290,6 +305,9 @@ int rf_loops_wait(rf_loops *ls, void **results, int *failed)
         return -EALREADY;
     for (unsigned i = 0; i < ls->n; i++)
         pthread_join(ls->slots[i].thread, NULL);
+    if (ls->pool)
+        rf_pool_free(ls->pool);
+    ls->pool = NULL;
     if (results)
         for (unsigned i = 0; i < ls->n; i++)
             results[i] = ls->slots[i].result;

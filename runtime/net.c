@@ -97,9 +97,17 @@ int rf_addr_parse(const char *host, uint16_t port, struct sockaddr_storage *ss,
 
 int rf_tcp_listen(const char *host, uint16_t port, int backlog, int *fdp)
 {
+    return rf_tcp_listen_flags(host, port, backlog, 0, fdp);
+}
+
+int rf_tcp_listen_flags(const char *host, uint16_t port, int backlog,
+                        unsigned flags, int *fdp)
+{
     if (!fdp)
         return -EFAULT;
     *fdp = -1;
+    if (flags & ~RF_TCP_REUSEPORT)
+        return -EINVAL;
     struct sockaddr_storage ss;
     socklen_t len;
     int rc = rf_addr_parse(host, port, &ss, &len);
@@ -111,6 +119,8 @@ int rf_tcp_listen(const char *host, uint16_t port, int backlog, int *fdp)
         return -errno;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        ((flags & RF_TCP_REUSEPORT) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         bind(fd, (struct sockaddr *)&ss, len) < 0 ||
         listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
         rc = -errno;

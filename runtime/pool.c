@@ -31,8 +31,11 @@
  * Every loop has a default pool for rf_to_thread: created at the first
  * call, RINGFIBER_POOL_THREADS threads (or rf_loop_set_pool_threads, or
  * asyncio's default executor size, min(32, CPUs + 4)), joined by
- * rf_loop_free once the loop's calls are done. rf_loop_set_pool replaces
- * it with a pool of the user's, which loops on several threads may share.
+ * rf_loop_free once the loop's calls are done. The loops of a group share
+ * one such pool (created at the first call of any of them, freed when the
+ * group has ended) unless a loop was given a size of its own.
+ * rf_loop_set_pool replaces it with a pool of the user's, which loops on
+ * several threads may share.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,10 +505,15 @@ int rf_to_thread(rf_fn fn, void *arg, void **result)
     if (!fn)
         return -EINVAL;
     if (!l->pool) {
-        int rc = rf_pool_new(l->pool_threads, 0, &l->pool);
+        /* A loop of a group shares the group's pool (loops.c): one set of
+         * workers for the process, not one per loop; each completion
+         * still goes back to its own loop's mailbox. */
+        int rc = l->group && !l->pool_threads
+                     ? rf__loops_pool(l->group, &l->pool)
+                     : rf_pool_new(l->pool_threads, 0, &l->pool);
         if (rc)
             return rc;
-        l->pool_owned = true;
+        l->pool_owned = !l->group || l->pool_threads;
     }
     return rf_pool_call(l->pool, fn, arg, result);
 }

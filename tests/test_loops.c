@@ -530,6 +530,75 @@ static void test_spawn_on_shut_down_loop(void **state)
     rft_end();
 }
 
+/* ---- offload from every loop ---------------------------------------------- */
+
+static void *blocking_call(void *arg)
+{
+    struct timespec d = {0, 2 * 1000 * 1000};
+    nanosleep(&d, NULL); /* a blocking call: on a worker, not a loop */
+    return (void *)((intptr_t)arg + 1);
+}
+
+static void *offload_one(void *arg)
+{
+    void *res = NULL;
+    int rc = rf_to_thread(blocking_call, arg, &res);
+    return rc ? RF_ERR_PTR(rc) : res;
+}
+
+static unsigned threads_now(void)
+{
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static unsigned g_max_threads;
+
+static void *offload_entry(void *arg)
+{
+    (void)arg;
+    /* Many calls at once from each loop: each loop's tasks, each
+     * completion back on its own loop. */
+    enum { N = 16 };
+    rf_task *t[N];
+    for (intptr_t i = 0; i < N; i++)
+        t[i] = rf_spawn(offload_one, (void *)i);
+    for (int i = 0; i < N; i++) {
+        void *res = NULL;
+        RFT_CHECK_INT(rf_join(t[i], &res), 0);
+        RFT_CHECK_INT((intptr_t)res, i + 1);
+        rf_task_release(t[i]);
+    }
+    unsigned now = threads_now(), prev = g_max_threads;
+    while (now > prev &&
+           !__atomic_compare_exchange_n(&g_max_threads, &prev, now, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    return NULL;
+}
+
+static void test_offload_shared_by_the_loops(void **state)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned pool = (unsigned)(cpus + 4 < 32 ? cpus + 4 : 32);
+    unsigned before = threads_now();
+    g_max_threads = 0;
+    rft_begin();
+    rf_loops_opts o = loops_n(4);
+    assert_int_equal(rf_run_loops(offload_entry, NULL, &o, NULL, NULL), 0);
+    rft_end();
+    /* The 4 loops' threads and one pool's workers: a pool per loop would
+     * have had 4 times the workers. */
+    assert_true(g_max_threads <= before + 4 + pool);
+    assert_int_equal(threads_now(), before); /* all joined */
+}
+
 /* ---- observability ------------------------------------------------------- */
 
 static unsigned g_arrived;
@@ -633,6 +702,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_storm_4),
     cmocka_unit_test(test_storm_8),
     cmocka_unit_test(test_spawn_on_shut_down_loop),
+    cmocka_unit_test(test_offload_shared_by_the_loops),
     cmocka_unit_test(test_stats_summed),
     cmocka_unit_test(test_stall_names_the_loop),
 };

@@ -260,8 +260,10 @@ static void *shared_timers(void *arg)
     printf("%d wait_for timeouts over %.2f ms: %llu SQEs (bound %llu)\n", SHARED_N,
            (double)(g_last_call - g_first_call) / 1e6, (unsigned long long)sqes,
            (unsigned long long)(3 * windows + 10));
+    /* The bound follows the span: on a machine slow enough (a sanitizer
+     * build under load) that each call takes longer than the slack, no
+     * two timers can share, and that is right. */
     RFT_CHECK(sqes <= 3 * windows + 10);
-    RFT_CHECK(sqes < SHARED_N);
     for (int i = 0; i < SHARED_N; i++)
         rf_task_release(t[i]);
     free(t);
@@ -320,8 +322,7 @@ static void *reuse_body(void *arg)
     printf("1000 wait_for, task first, over %.2f ms: %llu SQEs (bound %llu)\n",
            (double)span / 1e6, (unsigned long long)sqes,
            (unsigned long long)(2 * windows + 10));
-    RFT_CHECK(sqes <= 2 * windows + 10);
-    RFT_CHECK(sqes < 1000);
+    RFT_CHECK(sqes <= 2 * windows + 10); /* (as in shared_timers) */
     /* At most RF_IDLE_BUCKETS (16) are kept (older ones are being
      * removed, and their removals may still be in flight): timeouts 1 s apart,
      * far more than a slack, each leave a bucket of their own. */

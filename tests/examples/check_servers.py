@@ -57,7 +57,9 @@ class Server:
             [path, "--port", "0", *args], preexec_fn=pre,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first = self._first_line()
-        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", self.first or "")
+        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)"
+                         r"(?: \((\d+) loops, (reuseport|handoff)\))?\n",
+                         self.first or "")
         if not check(m is not None, f"ready line: {self.first!r}"):
             self.kill()
             raise SystemExit(report())
@@ -776,6 +778,47 @@ def run_chat_idle(args):
         srv.kill()
 
 
+# ---------------------------------------------------------------- loops
+
+
+def run_loops(args, kind):
+    # --loops 2: 64 clients at once, every one served; each loop says how
+    # many it served, and the counts add up. With --accept handoff, loop 0
+    # hands each connection to the loop with the fewest open: 64 clients
+    # open together end up 32 and 32.
+    srv = Server(args.server, "--loops", "2", "--accept", args.accept)
+    clients = 64
+    try:
+        socks = [srv.connect() for _ in range(clients)]
+        ok = 0
+        for rnd in range(3):
+            for i, s in enumerate(socks):
+                if kind == "echo":
+                    msg = f"client {i} round {rnd}\n".encode()
+                    s.sendall(msg)
+                    ok += recv_exact(s, len(msg)) == msg
+                else:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    st, h, body, buf = response(s, b"")
+                    ok += st == 200 and body == HELLO
+        check(ok == 3 * clients,
+              f"{kind} --loops 2 --accept {args.accept}: {ok} of "
+              f"{3 * clients} exchanges right over {clients} connections")
+        err = stop_and_check(srv, f"{kind} --loops 2",
+                             rf"stopping \({clients} connections open\)")
+        served = [int(n) for n in
+                  re.findall(r"loop \d served (\d+) connections", err)]
+        check(len(served) == 2 and sum(served) == clients,
+              f"each loop says what it served, {clients} in all: {served}")
+        if args.accept == "handoff":
+            check(served == [clients // 2, clients // 2],
+                  f"handoff evens the loops out: {served}")
+        for s in socks:
+            s.close()
+    finally:
+        srv.kill()
+
+
 def report():
     if failures:
         print(f"{len(failures)} check(s) failed", flush=True)
@@ -788,14 +831,18 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["echo", "http", "chat", "http-deadlines",
                                     "http-bad-requests", "conn-cap",
-                                    "echo-idle", "chat-idle"])
+                                    "echo-idle", "chat-idle", "echo-loops",
+                                    "http-loops"])
     p.add_argument("--server", required=True)
     p.add_argument("--client")
+    p.add_argument("--accept", default="reuseport")
     args = p.parse_args()
     {"echo": run_echo, "http": run_http, "chat": run_chat,
      "http-deadlines": run_http_deadlines,
      "http-bad-requests": run_http_bad_requests, "conn-cap": run_conn_cap,
-     "echo-idle": run_echo_idle, "chat-idle": run_chat_idle}[args.mode](args)
+     "echo-idle": run_echo_idle, "chat-idle": run_chat_idle,
+     "echo-loops": lambda a: run_loops(a, "echo"),
+     "http-loops": lambda a: run_loops(a, "http")}[args.mode](args)
     return report()
 
 
