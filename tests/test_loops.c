@@ -575,7 +575,8 @@ static void *offload_entry(void *arg)
         RFT_CHECK_INT((intptr_t)res, i + 1);
         rf_task_release(t[i]);
     }
-    unsigned now = threads_now(), prev = g_max_threads;
+    unsigned now = threads_now();
+    unsigned prev = __atomic_load_n(&g_max_threads, __ATOMIC_RELAXED);
     while (now > prev &&
            !__atomic_compare_exchange_n(&g_max_threads, &prev, now, false,
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
