@@ -939,6 +939,79 @@ RF_API int rf_loop_index(void);
 RF_API rf_task *rf_spawn_on(rf_loop *loop, rf_fn fn, void *arg,
                             const rf_spawn_options *opts);
 
+/* ---- rf_chan: a bounded channel between loops ---- */
+
+/*
+ * A channel carries pointers from tasks of any loop (or, without waiting,
+ * any thread) to the tasks of one loop: the loop that created it, the
+ * receiving loop. One sender's items arrive in the order it sent them. A
+ * receiving loop that sleeps is woken once for a burst of items (one
+ * mailbox message and at most one eventfd write, not one per item). A
+ * full channel makes senders wait (backpressure); a closed one refuses
+ * sends and, once emptied, receives. Ownership of an item passes from
+ * the sender to the receiver. See docs/loops.md, "Channels".
+ */
+typedef struct rf_chan rf_chan;
+
+/* Most items a channel holds. */
+#define RF_CHAN_MAX (1u << 24)
+
+/*
+ * Create a channel of capacity items (1..RF_CHAN_MAX, rounded up to a
+ * power of two, at least 2) whose receiving loop is the calling thread's
+ * loop. On
+ * success *out owns it (rf_chan_free). Returns 0, -EINVAL (NULL out, a
+ * capacity out of range), -EPERM (the thread runs no loop), -ENOMEM.
+ * Does not suspend.
+ */
+RF_API int rf_chan_new(rf_chan **out, size_t capacity);
+
+/*
+ * Send item, from a task of any loop: 0 once it is in the channel;
+ * -EPIPE if the channel is closed (before or while waiting: the item was
+ * not sent); -ECANCELED / -ETIMEDOUT (the caller's cancellation or
+ * deadline, before there was room: not sent); -EPERM outside a task;
+ * -EINVAL for NULL ch. Suspends while the channel is full.
+ */
+RF_API int rf_chan_send(rf_chan *ch, void *item);
+
+/* rf_chan_send without waiting, from any thread: -EAGAIN when full. */
+RF_API int rf_chan_try_send(rf_chan *ch, void *item);
+
+/*
+ * Receive the next item into *item, from a task of the receiving loop:
+ * 0; -EPIPE once the channel is closed and empty; -ECANCELED /
+ * -ETIMEDOUT (nothing received); -EXDEV from another loop; -EPERM
+ * outside a task; -EINVAL for NULL ch or item. Suspends while the
+ * channel is empty; meanwhile the loop waits for other threads' sends
+ * (it does not end with -EDEADLK: close the channel to end the wait).
+ */
+RF_API int rf_chan_recv(rf_chan *ch, void **item);
+
+/* rf_chan_recv without waiting, on the receiving loop's thread: -EAGAIN
+ * when empty (and not closed). */
+RF_API int rf_chan_try_recv(rf_chan *ch, void **item);
+
+/*
+ * Close ch, from any thread: sends are refused with -EPIPE from now on,
+ * waiting senders get -EPIPE, and receivers get the items left, then
+ * -EPIPE. Closing twice is harmless. 0, or -EINVAL for NULL. Does not
+ * suspend.
+ */
+RF_API int rf_chan_close(rf_chan *ch);
+
+/*
+ * Free ch, on the receiving loop's thread: it is closed first (senders
+ * waiting for room get -EPIPE), then the senders still inside a call are
+ * waited for, without suspending (a few instructions, or a message round
+ * trip to a sender's loop, whose messages this loop runs meanwhile); no
+ * call may be made with ch after. Items still in it are dropped (they are
+ * pointers: take them first with rf_chan_try_recv if they own memory).
+ * 0 (NULL: nothing), -EBUSY (receivers still wait on it), -EXDEV (another
+ * thread), -EPERM (no loop). Blocks briefly; does not suspend.
+ */
+RF_API int rf_chan_free(rf_chan *ch);
+
 /* ------------------------------------------------------------------------ */
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */

@@ -23,8 +23,9 @@
  *    watch is still linked, it is unlinked and the reply says "not
  *    ended"; if it has fired, its reply is already on its way. Messages
  *    from one thread run in the order they were sent, so "give up" never
- *    overtakes the join. Either way one reply comes, and the joiner waits
- *    for it before its stack, which holds the request, can go.
+ *    overtakes the join. Either way one reply comes; "give up" is
+ *    acknowledged too, and the joiner waits for both before its stack,
+ *    which holds the request and its messages, can go.
  *
  * A handle made for another loop (rf_spawn_on) has the low bit set
  * (RF_HANDLE_CROSS): its references are counted in the task's rf_xtask,
@@ -62,8 +63,11 @@ typedef struct xreq {
     rf_remote_msg msg;   /* to the task's loop */
     rf_remote_msg give_up; /* to the task's loop: a join ended early */
     rf_remote_msg reply; /* back to the origin */
+    rf_remote_msg ack;   /* back to the origin: give_up has run */
     rf_loop *origin;
-    rf_waiter w;         /* the origin's task: done at the reply */
+    rf_waiter w;         /* the origin's task: done when every message
+                          * to the origin has come */
+    unsigned expect;     /* origin only: messages still to come */
     rf_task *t;          /* the task (a record) */
     /* spawn */
     rf_fn fn;
@@ -80,11 +84,22 @@ typedef struct xreq {
     int status;
 } xreq;
 
+/* On the origin: one of the messages r waits for has come. */
+static void arrived(rf_loop *l, xreq *r)
+{
+    l->remote_expected--;
+    if (--r->expect == 0)
+        rf__waiter_done(l, &r->w, 0);
+}
+
 static void reply_run(rf_loop *l, rf_remote_msg *m)
 {
-    xreq *r = rf_container_of(m, xreq, reply);
-    l->remote_expected--;
-    rf__waiter_done(l, &r->w, 0);
+    arrived(l, rf_container_of(m, xreq, reply));
+}
+
+static void ack_run(rf_loop *l, rf_remote_msg *m)
+{
+    arrived(l, rf_container_of(m, xreq, ack));
 }
 
 /* On the task's loop: answer r (once). */
@@ -101,6 +116,7 @@ static int request(rf_loop *l, rf_loop *to, xreq *r, bool spawn,
 {
     r->origin = l;
     r->w = (rf_waiter){0};
+    r->expect = 1;
     r->msg.run = run;
     l->remote_expected++;
     int rc = rf__post_gated(to, &r->msg, spawn);
@@ -224,11 +240,15 @@ static void give_up_run(rf_loop *l, rf_remote_msg *m)
 {
     (void)l;
     xreq *r = rf_container_of(m, xreq, give_up);
-    if (!r->watching)
-        return; /* it fired: its reply is on its way */
-    rf_list_remove(&r->watch.node);
-    r->watching = false;
-    reply(r); /* not ended */
+    if (r->watching) {
+        rf_list_remove(&r->watch.node);
+        r->watching = false;
+        reply(r); /* not ended */
+    } /* else it fired: its reply is on its way */
+    /* Either way, say that this message has run: the record, on the
+     * joiner's stack, must outlive it. */
+    r->ack.run = ack_run;
+    rf__remote_post(r->origin, &r->ack);
 }
 
 /* Cancel t, from another loop: at most one message in flight. */
@@ -268,8 +288,12 @@ static int xjoin_once(rf_loop *l, rf_task *self, rf_task *t, unsigned how,
         /* Give up, and wait for the one reply. */
         r->give_up.run = give_up_run;
         /* Refused only by a loop being freed: it cancels t, whose end
-         * replies. */
-        (void)rf__post_gated(t->loop, &r->give_up, false);
+         * replies. Accepted, it is answered by an ack as well. */
+        r->w.done = false;
+        if (rf__post_gated(t->loop, &r->give_up, false) == 0) {
+            r->expect++;
+            l->remote_expected++;
+        }
         rf__waiter_wait(l, self, &r->w, 0);
         if (r->ended)
             rc = 0;

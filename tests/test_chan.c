@@ -1,0 +1,312 @@
+/*
+ * Channels between loops (rf_chan_*): order per sender, nothing lost or
+ * duplicated, backpressure, close, cancellation and deadlines of senders
+ * and receivers, misuse. The storms run over 2 and 4 loops.
+ */
+#include <pthread.h>
+#include <sched.h>
+
+#include "helpers.h"
+
+static rf_loops_opts loops_n(unsigned n)
+{
+    return (rf_loops_opts){.loops = n};
+}
+
+/* ---- one loop ------------------------------------------------------------- */
+
+static void *basics(void *arg)
+{
+    (void)arg;
+    rf_chan *ch;
+    RFT_CHECK_INT(rf_chan_new(&ch, 3), 0); /* rounded up to 4 */
+    for (intptr_t i = 0; i < 4; i++)
+        RFT_CHECK_INT(rf_chan_try_send(ch, (void *)(i + 1)), 0);
+    RFT_CHECK_INT(rf_chan_try_send(ch, (void *)9), -EAGAIN);
+    void *v;
+    for (intptr_t i = 0; i < 4; i++) {
+        RFT_CHECK_INT(rf_chan_recv(ch, &v), 0);
+        RFT_CHECK_INT((intptr_t)v, i + 1);
+    }
+    RFT_CHECK_INT(rf_chan_try_recv(ch, &v), -EAGAIN);
+    RFT_CHECK_INT(rf_chan_send(ch, (void *)7), 0);
+    RFT_CHECK_INT(rf_chan_close(ch), 0);
+    RFT_CHECK_INT(rf_chan_close(ch), 0);
+    RFT_CHECK_INT(rf_chan_try_send(ch, (void *)8), -EPIPE);
+    RFT_CHECK_INT(rf_chan_send(ch, (void *)8), -EPIPE);
+    RFT_CHECK_INT(rf_chan_recv(ch, &v), 0); /* what was left */
+    RFT_CHECK_INT((intptr_t)v, 7);
+    RFT_CHECK_INT(rf_chan_recv(ch, &v), -EPIPE);
+    RFT_CHECK_INT(rf_chan_try_recv(ch, &v), -EPIPE);
+    RFT_CHECK_INT(rf_chan_free(ch), 0);
+    return NULL;
+}
+
+static void test_basics(void **state) { rft_run(basics, NULL); }
+
+static void *misuse(void *arg)
+{
+    (void)arg;
+    rf_chan *ch = (rf_chan *)&ch;
+    RFT_CHECK_INT(rf_chan_new(NULL, 4), -EINVAL);
+    RFT_CHECK_INT(rf_chan_new(&ch, 0), -EINVAL);
+    RFT_CHECK(ch == NULL);
+    RFT_CHECK_INT(rf_chan_new(&ch, (size_t)RF_CHAN_MAX + 1), -EINVAL);
+    RFT_CHECK_INT(rf_chan_send(NULL, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_try_send(NULL, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_recv(NULL, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_try_recv(NULL, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_close(NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_free(NULL), 0);
+    RFT_CHECK_INT(rf_chan_new(&ch, 1), 0);
+    RFT_CHECK_INT(rf_chan_recv(ch, NULL), -EINVAL);
+    RFT_CHECK_INT(rf_chan_free(ch), 0);
+    return NULL;
+}
+
+static void test_misuse(void **state)
+{
+    rf_chan *ch;
+    assert_int_equal(rf_chan_new(&ch, 4), -EPERM); /* no loop here */
+    rft_run(misuse, NULL);
+}
+
+/* A receiver that waits, cancelled or past its deadline; a deadline that
+ * does not come. */
+static void *receiver(void *arg)
+{
+    void *v = NULL;
+    int rc = rf_chan_recv(arg, &v);
+    return rc ? RF_ERR_PTR(rc) : v;
+}
+
+static void *recv_waits(void *arg)
+{
+    (void)arg;
+    rf_chan *ch;
+    RFT_CHECK_INT(rf_chan_new(&ch, 2), 0);
+    rf_task *r = rf_spawn(receiver, ch);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(rf_cancel(r), 0);
+    void *res;
+    RFT_CHECK_INT(rf_join(r, &res), -ECANCELED);
+    RFT_CHECK_INT((intptr_t)res, -ECANCELED);
+    rf_task_release(r);
+    RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 5 * RFT_MS), 0);
+    void *v;
+    RFT_CHECK_INT(rf_chan_recv(ch, &v), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    /* A receiver that waits gets what is sent after. */
+    r = rf_spawn(receiver, ch);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(rf_chan_send(ch, (void *)42), 0);
+    RFT_CHECK_INT(rf_join(r, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, 42);
+    rf_task_release(r);
+    /* Close wakes a waiting receiver. */
+    r = rf_spawn(receiver, ch);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(rf_chan_close(ch), 0);
+    RFT_CHECK_INT(rf_join(r, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, -EPIPE);
+    rf_task_release(r);
+    RFT_CHECK_INT(rf_chan_free(ch), 0);
+    return NULL;
+}
+
+static void test_receiver_waits(void **state) { rft_run(recv_waits, NULL); }
+
+/* ---- across loops --------------------------------------------------------- */
+
+/* Loop 0 creates the channel and receives; the other loops send. */
+static rf_chan *g_ch;
+static int g_per;          /* items per sender */
+static size_t g_capacity;
+static int g_received;
+
+static void *stream_entry(void *arg)
+{
+    (void)arg;
+    rf_loops *ls = rf_loops_current();
+    int n = (int)rf_loops_count(ls), me = rf_loop_index();
+    if (me == 0) {
+        rf_chan *ch;
+        RFT_CHECK_INT(rf_chan_new(&ch, g_capacity), 0);
+        __atomic_store_n(&g_ch, ch, __ATOMIC_RELEASE);
+        int *next = calloc((size_t)n, sizeof *next);
+        int total = (n - 1) * g_per, got = 0;
+        while (got < total) {
+            void *v;
+            int rc = rf_chan_recv(ch, &v);
+            if (!RFT_CHECK_INT(rc, 0))
+                break;
+            intptr_t x = (intptr_t)v;
+            int from = (int)(x >> 32), seq = (int)(x & 0xffffffff);
+            /* In order per sender: nothing lost, nothing twice. */
+            if (!RFT_CHECK(from > 0 && from < n && seq == next[from]))
+                break;
+            next[from]++;
+            got++;
+        }
+        g_received = got;
+        free(next);
+        void *v;
+        RFT_CHECK_INT(rf_chan_try_recv(ch, &v), -EAGAIN);
+        RFT_CHECK_INT(rf_chan_close(ch), 0);
+        RFT_CHECK_INT(rf_chan_recv(ch, &v), -EPIPE);
+        RFT_CHECK_INT(rf_chan_free(ch), 0);
+        return NULL;
+    }
+    rf_chan *ch;
+    while (!(ch = __atomic_load_n(&g_ch, __ATOMIC_ACQUIRE)))
+        rf_sleep(RFT_MS / 10);
+    /* (Before the last send: then the receiver may free the channel.) */
+    void *v;
+    RFT_CHECK_INT(rf_chan_recv(ch, &v), -EXDEV); /* not its loop */
+    RFT_CHECK_INT(rf_chan_try_recv(ch, &v), -EXDEV);
+    for (int i = 0; i < g_per; i++) {
+        intptr_t x = ((intptr_t)me << 32) | i;
+        if (!RFT_CHECK_INT(rf_chan_send(ch, (void *)x), 0))
+            break;
+    }
+    return NULL;
+}
+
+static void stream(unsigned loops, int total, size_t capacity)
+{
+    g_ch = NULL;
+    g_per = total / (int)(loops - 1);
+    g_capacity = capacity;
+    g_received = 0;
+    rft_begin();
+    rf_loops_opts o = loops_n(loops);
+    assert_int_equal(rf_run_loops(stream_entry, NULL, &o, NULL, NULL), 0);
+    rft_end();
+    assert_int_equal(g_received, g_per * (int)(loops - 1));
+}
+
+/* 1,000,000 messages (fewer under the sanitizers, which are 10-50 times
+ * slower), through a small channel: backpressure all the time. */
+static int storm_total(void) { return RFT_ASAN || RFT_TSAN ? 100000 : 1000000; }
+
+static void test_storm_2_loops(void **state) { stream(2, storm_total(), 256); }
+static void test_storm_4_loops(void **state) { stream(4, storm_total(), 64); }
+/* The smallest channel (2 cells): senders wait nearly all the time. */
+static void test_capacity_one(void **state) { stream(3, 20000, 1); }
+
+/* A sender that waits for room, cancelled or closed on. */
+static void *sender(void *arg)
+{
+    return (void *)(intptr_t)rf_chan_send(arg, (void *)1);
+}
+
+static void *full_entry(void *arg)
+{
+    (void)arg;
+    int me = rf_loop_index();
+    if (me == 0) {
+        rf_chan *ch;
+        RFT_CHECK_INT(rf_chan_new(&ch, 1), 0); /* 2 cells */
+        RFT_CHECK_INT(rf_chan_try_send(ch, (void *)4), 0);
+        RFT_CHECK_INT(rf_chan_try_send(ch, (void *)5), 0); /* full */
+        RFT_CHECK_INT(rf_chan_try_send(ch, (void *)6), -EAGAIN);
+        __atomic_store_n(&g_ch, ch, __ATOMIC_RELEASE);
+        /* Wait until loop 1 says its senders are done. */
+        while (__atomic_load_n(&g_received, __ATOMIC_ACQUIRE) == 0)
+            rf_sleep(RFT_MS);
+        void *v;
+        RFT_CHECK_INT(rf_chan_recv(ch, &v), 0);
+        RFT_CHECK_INT((intptr_t)v, 4);
+        RFT_CHECK_INT(rf_chan_recv(ch, &v), 0);
+        RFT_CHECK_INT((intptr_t)v, 5);
+        RFT_CHECK_INT(rf_chan_try_recv(ch, &v), -EPIPE); /* nothing else */
+        RFT_CHECK_INT(rf_chan_free(ch), 0);
+        return NULL;
+    }
+    rf_chan *ch;
+    while (!(ch = __atomic_load_n(&g_ch, __ATOMIC_ACQUIRE)))
+        rf_sleep(RFT_MS / 10);
+    /* Cancelled while it waits for room: not sent. */
+    rf_task *s = rf_spawn(sender, ch);
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
+    RFT_CHECK(!rf_done(s));
+    RFT_CHECK_INT(rf_cancel(s), 0);
+    void *res;
+    RFT_CHECK_INT(rf_join(s, &res), -ECANCELED);
+    RFT_CHECK_INT((intptr_t)res, -ECANCELED);
+    rf_task_release(s);
+    /* Past its deadline while it waits: not sent. */
+    RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + 5 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_chan_send(ch, (void *)6), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    /* Closed while it waits: -EPIPE. */
+    s = rf_spawn(sender, ch);
+    RFT_CHECK_INT(rf_sleep(2 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_chan_close(ch), 0);
+    RFT_CHECK_INT(rf_join(s, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, -EPIPE);
+    rf_task_release(s);
+    __atomic_store_n(&g_received, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void test_full_channel_senders(void **state)
+{
+    g_ch = NULL;
+    g_received = 0;
+    rft_begin();
+    rf_loops_opts o = loops_n(2);
+    assert_int_equal(rf_run_loops(full_entry, NULL, &o, NULL, NULL), 0);
+    rft_end();
+}
+
+/* From a plain thread: try_send, never waiting. */
+static void *plain_sender(void *arg)
+{
+    rf_chan *ch = arg;
+    for (intptr_t i = 0; i < 1000;) {
+        int rc = rf_chan_try_send(ch, (void *)(i + 1));
+        if (rc == -EAGAIN) {
+            sched_yield();
+            continue;
+        }
+        if (rc != 0)
+            return (void *)(intptr_t)rc;
+        i++;
+    }
+    return NULL;
+}
+
+static void *thread_sender_body(void *arg)
+{
+    (void)arg;
+    rf_chan *ch;
+    RFT_CHECK_INT(rf_chan_new(&ch, 8), 0);
+    pthread_t th;
+    RFT_CHECK_INT(pthread_create(&th, NULL, plain_sender, ch), 0);
+    for (intptr_t i = 0; i < 1000; i++) {
+        void *v;
+        RFT_CHECK_INT(rf_chan_recv(ch, &v), 0);
+        RFT_CHECK_INT((intptr_t)v, i + 1);
+    }
+    void *rc;
+    pthread_join(th, &rc);
+    RFT_CHECK(rc == NULL);
+    RFT_CHECK_INT(rf_chan_free(ch), 0);
+    return NULL;
+}
+
+static void test_sender_thread(void **state) { rft_run(thread_sender_body, NULL); }
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_basics),
+    cmocka_unit_test(test_misuse),
+    cmocka_unit_test(test_receiver_waits),
+    cmocka_unit_test(test_storm_2_loops),
+    cmocka_unit_test(test_storm_4_loops),
+    cmocka_unit_test(test_capacity_one),
+    cmocka_unit_test(test_full_channel_senders),
+    cmocka_unit_test(test_sender_thread),
+};
+
+RFT_MAIN(tests)
