@@ -466,6 +466,266 @@ void S3_spawn_join_loops(benchmark::State &state) {
     state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops");
 }
 
+// ===========================================================================
+// S1, S2: messages between loops (rf_chan), against two pthreads doing the
+// same with an eventfd, in the same run. Two loops of a group (pinned to
+// the first two CPUs of the affinity mask); the benchmark's loop runs on
+// loop 0's task.
+// ===========================================================================
+
+struct S12Ctx {
+    benchmark::State *state;
+    bool stream;                    // S2: one way, else S1: round trips
+    std::atomic<rf_chan *> to1{nullptr}; // loop 1 receives
+    std::atomic<rf_chan *> to0{nullptr}; // loop 0 receives
+    int err = 0;
+};
+
+constexpr size_t kS2Batch = 1000; // S2: items per iteration
+
+void *s12_entry(void *arg) {
+    auto *c = static_cast<S12Ctx *>(arg);
+    int me = rf_loop_index();
+    rf_chan *mine = nullptr;
+    int rc = rf_chan_new(&mine, c->stream ? 1024 : 16);
+    if (rc) {
+        c->err = rc;
+        return nullptr;
+    }
+    (me == 0 ? c->to0 : c->to1).store(mine);
+    while (!c->to0.load() || !c->to1.load())
+        rf_sleep(RF_NSEC_PER_MSEC / 10);
+    void *v;
+    if (me == 1) {
+        // The echo (S1) or the consumer (S2), until loop 0 closes.
+        rf_chan *back = c->to0.load();
+        while ((rc = rf_chan_recv(mine, &v)) == 0)
+            if (!c->stream && rf_chan_send(back, v) != 0)
+                break;
+        // Both channels are freed by their receivers once the other
+        // side has stopped sending.
+        rf_chan_close(back);
+        while (rf_chan_recv(mine, &v) == 0)
+            ;
+        rf_chan_free(mine);
+        return nullptr;
+    }
+    benchmark::State &state = *c->state;
+    rf_chan *out = c->to1.load();
+    uintptr_t i = 0;
+    for (auto _ : state) {
+        if (c->stream) {
+            for (size_t k = 0; k < kS2Batch; k++)
+                if ((rc = rf_chan_send(out, reinterpret_cast<void *>(++i))) != 0)
+                    break;
+        } else {
+            rc = rf_chan_send(out, reinterpret_cast<void *>(++i));
+            if (rc == 0)
+                rc = rf_chan_recv(mine, &v);
+        }
+        if (rc) {
+            skip_rf(state, "rf_chan", rc);
+            break;
+        }
+    }
+    rf_chan_close(out);
+    while (rf_chan_recv(mine, &v) == 0)
+        ;
+    rf_chan_free(mine);
+    return nullptr;
+}
+
+void s12_run(benchmark::State &state, bool stream) {
+    S12Ctx c;
+    c.state = &state;
+    c.stream = stream;
+    rf_loops_opts o = {};
+    o.loops = 2;
+    o.flags = RF_LOOPS_PIN;
+    int rc = rf_run_loops(s12_entry, &c, &o, nullptr, nullptr);
+    if (rc == 0)
+        rc = c.err;
+    if (rc != 0 && !state.error_occurred())
+        skip_rf(state, "rf_run_loops", rc);
+}
+
+void S1_cross_loop_pingpong(benchmark::State &state) {
+    s12_run(state, false);
+    state.SetLabel("1 iteration = a message to a task of another loop and "
+                   "its answer (rf_chan both ways)");
+}
+
+void S2_cross_loop_stream(benchmark::State &state) {
+    s12_run(state, true);
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
+    state.SetLabel("1 iteration = 1,000 messages from one loop to another "
+                   "(rf_chan of 1,024)");
+}
+
+// The baselines: two pthreads pinned like the loops. S1: each has a
+// mutex-protected queue and an eventfd; a message is a push under the lock
+// and an eventfd write, the receiver blocks in read(). S2: a lock-free
+// single-producer ring of 1,024 and an eventfd the consumer sleeps on when
+// the ring is empty (it says so first, Dekker's pattern, as rf_chan does).
+struct MutexQueue {
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    std::vector<uintptr_t> items;
+    int efd = -1;
+    void push(uintptr_t v) {
+        pthread_mutex_lock(&mu);
+        items.push_back(v);
+        pthread_mutex_unlock(&mu);
+        uint64_t one = 1;
+        (void)!write(efd, &one, sizeof one);
+    }
+    uintptr_t pop() {
+        for (;;) {
+            pthread_mutex_lock(&mu);
+            if (!items.empty()) {
+                uintptr_t v = items.front();
+                items.erase(items.begin());
+                pthread_mutex_unlock(&mu);
+                return v;
+            }
+            pthread_mutex_unlock(&mu);
+            uint64_t n;
+            (void)!read(efd, &n, sizeof n);
+        }
+    }
+};
+
+void pin_to(int nth) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return;
+    int seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &set) && seen++ == nth) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+}
+
+struct S1Base {
+    MutexQueue to_main, to_echo;
+};
+
+void *s1_echo(void *arg) {
+    auto *b = static_cast<S1Base *>(arg);
+    pin_to(1);
+    for (;;) {
+        uintptr_t v = b->to_echo.pop();
+        b->to_main.push(v);
+        if (v == 0)
+            return nullptr;
+    }
+}
+
+void S1_eventfd_mutex_pingpong_baseline(benchmark::State &state) {
+    S1Base b;
+    b.to_main.efd = eventfd(0, EFD_CLOEXEC);
+    b.to_echo.efd = eventfd(0, EFD_CLOEXEC);
+    cpu_set_t saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    pin_to(0);
+    pthread_t th;
+    pthread_create(&th, nullptr, s1_echo, &b);
+    uintptr_t i = 0;
+    for (auto _ : state) {
+        b.to_echo.push(++i);
+        benchmark::DoNotOptimize(b.to_main.pop());
+    }
+    b.to_echo.push(0);
+    b.to_main.pop();
+    pthread_join(th, nullptr);
+    sched_setaffinity(0, sizeof saved, &saved);
+    close(b.to_main.efd);
+    close(b.to_echo.efd);
+    state.SetLabel("1 iteration = a message to another thread and its "
+                   "answer (mutex + eventfd both ways)");
+}
+
+struct S2Base {
+    static constexpr size_t kCap = 1024;
+    uintptr_t ring[kCap];
+    alignas(64) std::atomic<uint64_t> head{0}; // consumer's
+    alignas(64) std::atomic<uint64_t> tail{0}; // producer's
+    alignas(64) std::atomic<int> sleeping{0};
+    std::atomic<int> full_sleeping{0};
+    int efd = -1, full_efd = -1;
+};
+
+void *s2_consumer(void *arg) {
+    auto *b = static_cast<S2Base *>(arg);
+    pin_to(1);
+    uint64_t h = 0;
+    for (;;) {
+        if (h == b->tail.load(std::memory_order_acquire)) {
+            b->sleeping.store(1, std::memory_order_seq_cst);
+            if (h == b->tail.load(std::memory_order_seq_cst)) {
+                uint64_t n;
+                (void)!read(b->efd, &n, sizeof n);
+            }
+            b->sleeping.store(0, std::memory_order_relaxed);
+            continue;
+        }
+        uintptr_t v = b->ring[h % S2Base::kCap];
+        b->head.store(++h, std::memory_order_seq_cst);
+        if (b->full_sleeping.load(std::memory_order_seq_cst) &&
+            b->full_sleeping.exchange(0)) {
+            uint64_t one = 1;
+            (void)!write(b->full_efd, &one, sizeof one);
+        }
+        if (v == 0)
+            return nullptr;
+    }
+}
+
+void s2_push(S2Base *b, uintptr_t v) {
+    uint64_t t = b->tail.load(std::memory_order_relaxed);
+    while (t - b->head.load(std::memory_order_acquire) == S2Base::kCap) {
+        b->full_sleeping.store(1, std::memory_order_seq_cst);
+        if (t - b->head.load(std::memory_order_seq_cst) == S2Base::kCap) {
+            uint64_t n;
+            (void)!read(b->full_efd, &n, sizeof n);
+        }
+        b->full_sleeping.store(0, std::memory_order_relaxed);
+    }
+    b->ring[t % S2Base::kCap] = v;
+    b->tail.store(t + 1, std::memory_order_seq_cst);
+    if (b->sleeping.load(std::memory_order_seq_cst) && b->sleeping.exchange(0)) {
+        uint64_t one = 1;
+        (void)!write(b->efd, &one, sizeof one);
+    }
+}
+
+void S2_spsc_eventfd_baseline(benchmark::State &state) {
+    auto *b = new S2Base;
+    b->efd = eventfd(0, EFD_CLOEXEC);
+    b->full_efd = eventfd(0, EFD_CLOEXEC);
+    cpu_set_t saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    pin_to(0);
+    pthread_t th;
+    pthread_create(&th, nullptr, s2_consumer, b);
+    uintptr_t i = 0;
+    for (auto _ : state)
+        for (size_t k = 0; k < kS2Batch; k++)
+            s2_push(b, ++i);
+    s2_push(b, 0);
+    pthread_join(th, nullptr);
+    sched_setaffinity(0, sizeof saved, &saved);
+    close(b->efd);
+    close(b->full_efd);
+    delete b;
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
+    state.SetLabel("1 iteration = 1,000 messages to another thread "
+                   "(SPSC ring of 1,024 + eventfd)");
+}
+
 // --- W2 baselines -----------------------------------------------------------
 
 // An empty task body: back to the creator at once; never resumed.
@@ -1491,6 +1751,10 @@ BENCHMARK(W2_spawn_join_warm)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
+BENCHMARK(S1_cross_loop_pingpong)->UseRealTime();
+BENCHMARK(S1_eventfd_mutex_pingpong_baseline)->UseRealTime();
+BENCHMARK(S2_cross_loop_stream)->UseRealTime();
+BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
 BENCHMARK(T1_wait_for_task_first)->UseRealTime();
