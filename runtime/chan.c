@@ -55,13 +55,8 @@ typedef struct chan_tx {
     struct chan_tx *next;    /* tx_head, while there */
     rf_list node;            /* tx_fifo, on the receiving loop */
     rf_remote_msg give_up;   /* to the receiving loop */
-    rf_remote_msg reply;     /* back to the sender's loop */
-    rf_remote_msg ack;       /* back to the sender's loop: give_up ran */
+    rf_xwait xw;             /* the sender's wait: the answer, the ack */
     struct rf_chan *ch;
-    rf_loop *origin;
-    rf_waiter w;             /* the sender: done when every message to
-                              * it has come */
-    unsigned expect;         /* sender's loop only: messages to come */
     bool replied;            /* receiving loop only */
     bool in_fifo;            /* receiving loop only */
     int answer;              /* 0 room, -EPIPE closed, -ECANCELED gave up */
@@ -158,24 +153,6 @@ static void wake_run(rf_loop *l, rf_remote_msg *m)
     wake_receivers(ch);
 }
 
-/* On the sender's loop: one of the messages tx waits for has come. */
-static void tx_arrived(rf_loop *l, chan_tx *tx)
-{
-    l->remote_expected--;
-    if (--tx->expect == 0)
-        rf__waiter_done(l, &tx->w, 0);
-}
-
-static void tx_reply_run(rf_loop *l, rf_remote_msg *m)
-{
-    tx_arrived(l, rf_container_of(m, chan_tx, reply));
-}
-
-static void tx_ack_run(rf_loop *l, rf_remote_msg *m)
-{
-    tx_arrived(l, rf_container_of(m, chan_tx, ack));
-}
-
 /* Answer tx (once). */
 static void tx_answer(chan_tx *tx, int answer)
 {
@@ -185,8 +162,7 @@ static void tx_answer(chan_tx *tx, int answer)
         rf_list_remove(&tx->node);
         tx->in_fifo = false;
     }
-    tx->reply.run = tx_reply_run;
-    rf__remote_post(tx->origin, &tx->reply);
+    rf__xwait_reply(&tx->xw);
 }
 
 /* Move the senders waiting on tx_head into tx_fifo, oldest first. */
@@ -224,8 +200,7 @@ static void give_up_run(rf_loop *l, rf_remote_msg *m)
     if (!tx->replied)
         tx_answer(tx, -ECANCELED);
     /* The record, on the sender's stack, must outlive this message. */
-    tx->ack.run = tx_ack_run;
-    rf__remote_post(tx->origin, &tx->ack);
+    rf__xwait_ack(&tx->xw);
 }
 
 static void close_run(rf_loop *l, rf_remote_msg *m)
@@ -320,11 +295,11 @@ int rf_chan_try_send(rf_chan *ch, void *item)
 /* Send tx's give_up: answered by an ack as well as the reply. */
 static bool tx_give_up(rf_loop *l, chan_tx *tx)
 {
-    if (rf__post_gated(tx->ch->loop, &tx->give_up, false) != 0)
-        return false;
-    tx->expect++;
-    l->remote_expected++;
-    return true;
+    rf__xwait_expect(l, &tx->xw);
+    if (rf__post_gated(tx->ch->loop, &tx->give_up, false) == 0)
+        return true;
+    rf__xwait_cancel(l, &tx->xw);
+    return false;
 }
 
 static int chan_send(rf_loop *l, rf_task *self, rf_chan *ch, void *item);
@@ -352,9 +327,9 @@ static int chan_send(rf_loop *l, rf_task *self, rf_chan *ch, void *item)
         rc = rf__wait_precheck(self);
         if (rc)
             return rc;
-        chan_tx tx = {.ch = ch, .origin = l, .expect = 1};
+        chan_tx tx = {.ch = ch};
         tx.give_up.run = give_up_run;
-        l->remote_expected++; /* the one reply to come */
+        rf__xwait_begin(l, &tx.xw); /* the one answer to come */
         chan_tx *old = __atomic_load_n(&ch->tx_head, __ATOMIC_RELAXED);
         do
             tx.next = old;
@@ -367,13 +342,13 @@ static int chan_send(rf_loop *l, rf_task *self, rf_chan *ch, void *item)
         bool gave_up = false;
         if (!ring_full(ch) || __atomic_load_n(&ch->closed, __ATOMIC_SEQ_CST))
             gave_up = tx_give_up(l, &tx);
-        rc = rf__waiter_wait(l, self, &tx.w, RF_WAIT_ANY);
+        rc = rf__waiter_wait(l, self, &tx.xw.w, RF_WAIT_ANY);
         if (rc < 0) {
             if (!gave_up)
                 tx_give_up(l, &tx);
-            rf__waiter_wait(l, self, &tx.w, 0); /* the reply, the ack */
+            rf__waiter_wait(l, self, &tx.xw.w, 0); /* the answer, the ack */
         }
-        tx.w.task = NULL;
+        tx.xw.w.task = NULL;
         if (rc < 0)
             return rc; /* not sent */
         if (tx.answer == -EPIPE)

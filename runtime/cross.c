@@ -62,12 +62,7 @@ typedef struct rf_xtask {
 typedef struct xreq {
     rf_remote_msg msg;   /* to the task's loop */
     rf_remote_msg give_up; /* to the task's loop: a join ended early */
-    rf_remote_msg reply; /* back to the origin */
-    rf_remote_msg ack;   /* back to the origin: give_up has run */
-    rf_loop *origin;
-    rf_waiter w;         /* the origin's task: done when every message
-                          * to the origin has come */
-    unsigned expect;     /* origin only: messages still to come */
+    rf_xwait xw;         /* the origin's wait: the reply, the acks */
     rf_task *t;          /* the task (a record) */
     /* spawn */
     rf_fn fn;
@@ -84,29 +79,10 @@ typedef struct xreq {
     int status;
 } xreq;
 
-/* On the origin: one of the messages r waits for has come. */
-static void arrived(rf_loop *l, xreq *r)
-{
-    l->remote_expected--;
-    if (--r->expect == 0)
-        rf__waiter_done(l, &r->w, 0);
-}
-
-static void reply_run(rf_loop *l, rf_remote_msg *m)
-{
-    arrived(l, rf_container_of(m, xreq, reply));
-}
-
-static void ack_run(rf_loop *l, rf_remote_msg *m)
-{
-    arrived(l, rf_container_of(m, xreq, ack));
-}
-
 /* On the task's loop: answer r (once). */
 static void reply(xreq *r)
 {
-    r->reply.run = reply_run;
-    rf__remote_post(r->origin, &r->reply);
+    rf__xwait_reply(&r->xw);
 }
 
 /* On the origin: send r->msg to `to` and count the reply to come.
@@ -114,14 +90,11 @@ static void reply(xreq *r)
 static int request(rf_loop *l, rf_loop *to, xreq *r, bool spawn,
                 void (*run)(rf_loop *, rf_remote_msg *))
 {
-    r->origin = l;
-    r->w = (rf_waiter){0};
-    r->expect = 1;
+    rf__xwait_begin(l, &r->xw);
     r->msg.run = run;
-    l->remote_expected++;
     int rc = rf__post_gated(to, &r->msg, spawn);
     if (rc)
-        l->remote_expected--;
+        rf__xwait_cancel(l, &r->xw);
     return rc;
 }
 
@@ -191,8 +164,8 @@ rf_task *rf_spawn_on(rf_loop *loop, rf_fn fn, void *arg,
     }
     rc = request(l, loop, &r, true, spawn_run);
     if (rc == 0)
-        rf__waiter_wait(l, self, &r.w, 0); /* see the top */
-    r.w.task = NULL;
+        rf__waiter_wait(l, self, &r.xw.w, 0); /* see the top */
+    r.xw.w.task = NULL;
     if (rc == 0 && !r.t)
         rc = r.err;
     if (rc) {
@@ -247,8 +220,7 @@ static void give_up_run(rf_loop *l, rf_remote_msg *m)
     } /* else it fired: its reply is on its way */
     /* Either way, say that this message has run: the record, on the
      * joiner's stack, must outlive it. */
-    r->ack.run = ack_run;
-    rf__remote_post(r->origin, &r->ack);
+    rf__xwait_ack(&r->xw);
 }
 
 /* Cancel t, from another loop: at most one message in flight. */
@@ -283,22 +255,20 @@ static int xjoin_once(rf_loop *l, rf_task *self, rf_task *t, unsigned how,
     int rc = request(l, t->loop, r, false, join_run);
     if (rc)
         return rc;
-    rc = rf__waiter_wait(l, self, &r->w, how);
+    rc = rf__waiter_wait(l, self, &r->xw.w, how);
     if (rc < 0) {
         /* Give up, and wait for the one reply. */
         r->give_up.run = give_up_run;
         /* Refused only by a loop being freed: it cancels t, whose end
          * replies. Accepted, it is answered by an ack as well. */
-        r->w.done = false;
-        if (rf__post_gated(t->loop, &r->give_up, false) == 0) {
-            r->expect++;
-            l->remote_expected++;
-        }
-        rf__waiter_wait(l, self, &r->w, 0);
+        rf__xwait_expect(l, &r->xw);
+        if (rf__post_gated(t->loop, &r->give_up, false) != 0)
+            rf__xwait_cancel(l, &r->xw);
+        rf__waiter_wait(l, self, &r->xw.w, 0);
         if (r->ended)
             rc = 0;
     }
-    r->w.task = NULL;
+    r->xw.w.task = NULL;
     return rc;
 }
 

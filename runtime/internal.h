@@ -628,6 +628,27 @@ static inline void rf__deadline_restore(rf_loop *l, rf_task *self,
         rf__deadline_move(l, self, saved, false);
 }
 
+/*
+ * A task's request to another loop (remote.c; used by cross.c and chan.c):
+ * the requester waits on w until every message addressed to it has come,
+ * the one reply and an ack for each "give up" it sent (which may still be
+ * in the other loop's mailbox when the reply comes: the record, on the
+ * requester's stack, must outlive it). The origin loop counts each in
+ * remote_expected meanwhile.
+ */
+typedef struct rf_xwait {
+    rf_waiter w;
+    rf_loop *origin;
+    unsigned expect;     /* origin's thread only: messages still to come */
+    rf_remote_msg reply; /* posted by the other loop, once */
+    rf_remote_msg ack;   /* posted by the other loop, per give-up */
+} rf_xwait;
+void rf__xwait_begin(rf_loop *l, rf_xwait *x);
+void rf__xwait_expect(rf_loop *l, rf_xwait *x);
+void rf__xwait_cancel(rf_loop *l, rf_xwait *x);
+void rf__xwait_reply(rf_xwait *x);
+void rf__xwait_ack(rf_xwait *x);
+
 /* ---- cross.c, loops.c ---- */
 void rf__xtask_finish(rf_task *t);
 int rf__xjoin(rf_task *h, void **result, unsigned how, uint64_t timeout_ns);

@@ -218,3 +218,62 @@ bool rf__remote_drain(rf_loop *l)
     }
     return true;
 }
+
+/* ---- a task's request to another loop (internal.h, rf_xwait) ---- */
+
+/* On the origin: one of the messages x waits for has come. */
+static void xwait_arrived(rf_loop *l, rf_xwait *x)
+{
+    l->remote_expected--;
+    if (--x->expect == 0)
+        rf__waiter_done(l, &x->w, 0);
+}
+
+static void xwait_reply_run(rf_loop *l, rf_remote_msg *m)
+{
+    xwait_arrived(l, rf_container_of(m, rf_xwait, reply));
+}
+
+static void xwait_ack_run(rf_loop *l, rf_remote_msg *m)
+{
+    xwait_arrived(l, rf_container_of(m, rf_xwait, ack));
+}
+
+/* On the origin, before the request is posted: one reply to come. */
+void rf__xwait_begin(rf_loop *l, rf_xwait *x)
+{
+    x->w = (rf_waiter){0};
+    x->origin = l;
+    x->expect = 1;
+    l->remote_expected++;
+}
+
+/* On the origin: one message more to come (an ack for a give-up, posted
+ * by the caller right after). */
+void rf__xwait_expect(rf_loop *l, rf_xwait *x)
+{
+    x->expect++;
+    l->remote_expected++;
+}
+
+/* On the origin: the message counted last will not come (its post was
+ * refused). */
+void rf__xwait_cancel(rf_loop *l, rf_xwait *x)
+{
+    x->expect--;
+    l->remote_expected--;
+}
+
+/* On the other loop: the reply (once). */
+void rf__xwait_reply(rf_xwait *x)
+{
+    x->reply.run = xwait_reply_run;
+    rf__remote_post(x->origin, &x->reply);
+}
+
+/* On the other loop: a give-up has run. */
+void rf__xwait_ack(rf_xwait *x)
+{
+    x->ack.run = xwait_ack_run;
+    rf__remote_post(x->origin, &x->ack);
+}
