@@ -3,6 +3,7 @@
  *
  *   echo_server [--port 7000] [--host 127.0.0.1] [--grace 2]
  *               [--max-conns 10000] [--idle-timeout 60]
+ *               [--loops 1] [--accept reuseport|handoff]
  *
  * One task per connection, written as blocking code would be: receive,
  * send it all back (rf_send_all: a peer that has gone is -EPIPE, never
@@ -13,6 +14,8 @@
  * seconds, or reads none of its echo for as long, is disconnected, so an
  * idle or stuck client does not hold a connection for ever. At most
  * --max-conns connections are served at once (see ex_server in common.h).
+ * With --loops N it serves on N loops, one per thread (see "many loops"
+ * in common.h and Many cores in the README).
  * Prints "listening on HOST:PORT" when ready; SIGINT or SIGTERM stops it
  * gracefully (see ex_server_main in common.h) with exit status 0.
  * Try it with echo_client, or `nc 127.0.0.1 7000`.

@@ -3,7 +3,7 @@
  *
  *   http_hello [--port 8080] [--host 127.0.0.1] [--grace 2]
  *              [--max-conns 10000] [--idle-timeout 60]
- *              [--header-timeout 10]
+ *              [--header-timeout 10] [--loops 1] [--accept reuseport]
  *
  * Enough HTTP for `curl -v` and for `wrk`:
  *  - keep-alive: HTTP/1.1 connections stay open unless the request says
