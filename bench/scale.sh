@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Many cores, measured: the echo and HTTP example servers at each loop
+# count, loaded by rfload over loopback, and the server's CPU per message
+# (its user + system time, from /proc/PID/stat, over the messages rfload
+# counted). Share-nothing loops should keep CPU per message flat as loops
+# are added; on a machine whose client competes with the server for the
+# CPUs (2 CPUs here), throughput cannot show the scaling, CPU per message
+# can.
+#
+# usage: bench/scale.sh [--loops 1,2] [--duration 5] [--connections 64]
+#                       [--accept reuseport|handoff] [--build DIR]
+#
+# DIR is a build tree with examples/ and tools/rfload/ (default: build).
+# Prints a table, then one JSON object on the last line:
+#   {"echo_cpu_per_msg_ratio_2v1": ..., "http_rps_ratio_2v1": ..., ...}
+# (the ratios are against the first loop count given, for the second).
+# Loopback only; each server is stopped by its PID.
+set -euo pipefail
+
+loops=1,2 duration=5 conns=64 accept=reuseport build=build
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --loops) loops=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --connections) conns=$2; shift 2 ;;
+    --accept) accept=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+rfload=$build/tools/rfload/rfload
+for b in "$build/examples/echo_server" "$build/examples/http_hello" "$rfload"; do
+    [[ -x $b ]] || { echo "scale.sh: $b is not built" >&2; exit 2; }
+done
+tmp=$(mktemp -d)
+server_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill -KILL "$server_pid" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+ticks=$(getconf CLK_TCK)
+
+# CPU seconds (user + system) of process $1 so far.
+cpu_s() {
+    awk -v t="$ticks" '{ print ($14 + $15) / t }' "/proc/$1/stat"
+}
+
+# run KIND LOOPS: start the server, load it, print "requests cpu_s rps".
+run() {
+    local kind=$1 n=$2 bin url
+    case $kind in
+    echo) bin=$build/examples/echo_server ;;
+    http) bin=$build/examples/http_hello ;;
+    esac
+    "$bin" --port 0 --loops "$n" --accept "$accept" >"$tmp/out" 2>"$tmp/err" &
+    server_pid=$!
+    local port=
+    for _ in $(seq 100); do
+        port=$(grep -o '127\.0\.0\.1:[0-9]*' "$tmp/out" 2>/dev/null | cut -d: -f2 || true)
+        [[ -n $port ]] && break
+        sleep 0.05
+    done
+    [[ -n $port ]] || { echo "scale.sh: $kind server did not start" >&2; exit 1; }
+    case $kind in
+    echo) url=echo://127.0.0.1:$port ;;
+    http) url=http://127.0.0.1:$port/ ;;
+    esac
+    local c0 c1
+    c0=$(cpu_s "$server_pid")
+    "$rfload" -q -c "$conns" -d "${duration}s" --json "$tmp/load.json" "$url" \
+        >/dev/null 2>&1
+    c1=$(cpu_s "$server_pid")
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+    server_pid=
+    python3 - "$tmp/load.json" "$c0" "$c1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cpu = float(sys.argv[3]) - float(sys.argv[2])
+print(r["requests"], cpu, r["requests_per_s"], r["errors"]["total"])
+EOF
+}
+
+IFS=, read -r -a counts <<<"$loops"
+printf '%-6s %5s %12s %10s %14s %7s\n' server loops msg/s cpu_s 'cpu/msg (us)' errors
+declare -A rps cpm
+for kind in echo http; do
+    for n in "${counts[@]}"; do
+        read -r req cpu r errs < <(run "$kind" "$n")
+        per=$(python3 -c "print(f'{$cpu / max($req, 1) * 1e6:.3f}')")
+        printf '%-6s %5s %12.0f %10.2f %14s %7s\n' "$kind" "$n" "$r" "$cpu" "$per" "$errs"
+        rps[$kind,$n]=$r
+        cpm[$kind,$n]=$per
+    done
+done
+a=${counts[0]} b=${counts[1]:-${counts[0]}}
+python3 - <<EOF
+import json
+print(json.dumps({
+    "loops": [$a, $b],
+    "echo_cpu_per_msg_ratio_${b}v${a}": round(${cpm[echo,$b]} / ${cpm[echo,$a]}, 3),
+    "http_cpu_per_msg_ratio_${b}v${a}": round(${cpm[http,$b]} / ${cpm[http,$a]}, 3),
+    "echo_rps_ratio_${b}v${a}": round(${rps[echo,$b]} / ${rps[echo,$a]}, 3),
+    "http_rps_ratio_${b}v${a}": round(${rps[http,$b]} / ${rps[http,$a]}, 3),
+}))
+EOF
