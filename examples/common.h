@@ -568,6 +568,33 @@ static inline void *ex_conn_task(void *arg)
     return NULL;
 }
 
+/* One accept for the acceptors below: 1 with *fd (TCP_NODELAY set), 0
+ * after a passing error (a connection reset before it was taken, out of
+ * fds: said on stderr, and a 10 ms pause), -1 when the server is
+ * stopping. */
+static inline int ex_accept_next(ex_server *s, int *fd)
+{
+    *fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (*fd == -ECANCELED || *fd == -ESHUTDOWN)
+        return -1;
+    if (*fd < 0) {
+        fprintf(stderr, "%s: accept: %s\n", ex_prog, rf_strerror(*fd));
+        return rf_sleep(10 * RF_NSEC_PER_MSEC) == -ECANCELED ? -1 : 0;
+    }
+    ex_nodelay(*fd);
+    return 1;
+}
+
+/* The one line a server prints when it is ready (suffix: "" or more). */
+static inline void ex_print_ready(const ex_server *s, int port,
+                                  const char *suffix)
+{
+    bool v6 = strchr(s->host, ':') && s->host[0] != '[';
+    printf("listening on %s%s%s:%d%s\n", v6 ? "[" : "", s->host,
+           v6 ? "]" : "", port, suffix);
+    fflush(stdout);
+}
+
 /* Accepts until cancelled, while fewer than --max-conns connections are
  * open (the slot taken here is given back by ex_conn_task). */
 static inline void *ex_accept_task(void *arg)
@@ -581,20 +608,13 @@ static inline void *ex_accept_task(void *arg)
                         ex_prog, rf_strerror(rc));
             return NULL; /* the server is stopping */
         }
-        int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
+        int fd, got = ex_accept_next(s, &fd);
+        if (got <= 0) {
             rf_sem_release(&s->slots);
-        if (fd == -ECANCELED || fd == -ESHUTDOWN)
-            return NULL; /* the server is stopping */
-        if (fd < 0) {
-            /* A connection reset before we took it, or out of fds: say so
-             * and go on serving the connections already open. */
-            fprintf(stderr, "%s: accept: %s\n", ex_prog, rf_strerror(fd));
-            if (rf_sleep(10 * RF_NSEC_PER_MSEC) == -ECANCELED)
-                return NULL;
-            continue;
+            if (got < 0)
+                return NULL; /* the server is stopping */
+            continue;        /* go on serving the connections open */
         }
-        ex_nodelay(fd);
         ex_conn *c = calloc(1, sizeof *c);
         rf_spawn_options o = {.name = "conn"};
         rf_task *t = c ? rf_spawn_opts(ex_conn_task, c, &o) : NULL;
@@ -660,10 +680,7 @@ static inline void *ex_server_main(void *arg)
     int port = rf_sock_port(s->lfd);
     if (port < 0)
         ex_die("getsockname", port);
-    bool v6 = strchr(s->host, ':') && s->host[0] != '[';
-    printf("listening on %s%s%s:%d\n", v6 ? "[" : "", s->host, v6 ? "]" : "",
-           port);
-    fflush(stdout);
+    ex_print_ready(s, port, "");
 
     s->conns.next = s->conns.prev = &s->conns;
     ex_check(rf_sem_init(&s->slots, (unsigned)s->max_conns,
@@ -721,16 +738,11 @@ static inline void *ex_handoff_task(void *arg)
         while (ex_open_total(g) >= (unsigned)s->max_conns)
             if (rf_sleep(RF_NSEC_PER_MSEC) != 0)
                 return NULL; /* the server is stopping */
-        int fd = rf_accept(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED || fd == -ESHUTDOWN)
+        int fd, got = ex_accept_next(s, &fd);
+        if (got < 0)
             return NULL;
-        if (fd < 0) {
-            fprintf(stderr, "%s: accept: %s\n", ex_prog, rf_strerror(fd));
-            if (rf_sleep(10 * RF_NSEC_PER_MSEC) == -ECANCELED)
-                return NULL;
+        if (got == 0)
             continue;
-        }
-        ex_nodelay(fd);
         unsigned best = 0;
         for (unsigned k = 1; k < rf_loops_count(ls); k++)
             if (__atomic_load_n(&g->per[k].open, __ATOMIC_RELAXED) <
@@ -804,11 +816,10 @@ static inline void *ex_loop_main(void *arg)
     if (k == 0) {
         while (__atomic_load_n(&g->listening, __ATOMIC_ACQUIRE) < n)
             rf_sleep(RF_NSEC_PER_MSEC);
-        bool v6 = strchr(s->host, ':') && s->host[0] != '[';
-        printf("listening on %s%s%s:%d (%u loops, %s)\n", v6 ? "[" : "",
-               s->host, v6 ? "]" : "", g->port, n,
-               g->handoff ? "handoff" : "reuseport");
-        fflush(stdout);
+        char how[64];
+        snprintf(how, sizeof how, " (%u loops, %s)", n,
+                 g->handoff ? "handoff" : "reuseport");
+        ex_print_ready(s, g->port, how);
         sigset_t stop_sigs;
         sigemptyset(&stop_sigs);
         sigaddset(&stop_sigs, SIGINT);
