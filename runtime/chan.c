@@ -370,6 +370,15 @@ static int chan_check_rx(rf_chan *ch, rf_loop **lp)
     return 0;
 }
 
+static int try_recv(rf_chan *ch, void **item)
+{
+    if (ring_pop(ch, item)) {
+        tx_room(ch);
+        return 0;
+    }
+    return __atomic_load_n(&ch->closed, __ATOMIC_SEQ_CST) ? -EPIPE : -EAGAIN;
+}
+
 int rf_chan_try_recv(rf_chan *ch, void **item)
 {
     rf_loop *l;
@@ -378,11 +387,7 @@ int rf_chan_try_recv(rf_chan *ch, void **item)
         return rc;
     if (!item)
         return -EINVAL;
-    if (ring_pop(ch, item)) {
-        tx_room(ch);
-        return 0;
-    }
-    return __atomic_load_n(&ch->closed, __ATOMIC_SEQ_CST) ? -EPIPE : -EAGAIN;
+    return try_recv(ch, item);
 }
 
 int rf_chan_recv(rf_chan *ch, void **item)
@@ -397,7 +402,7 @@ int rf_chan_recv(rf_chan *ch, void **item)
     if (!item)
         return -EINVAL;
     for (;;) {
-        rc = rf_chan_try_recv(ch, item);
+        rc = try_recv(ch, item);
         if (rc != -EAGAIN)
             return rc;
         rc = rf__wait_precheck(self);
@@ -405,7 +410,7 @@ int rf_chan_recv(rf_chan *ch, void **item)
             return rc;
         /* Say so, then look again (see the top). */
         __atomic_store_n(&ch->rx_sleeping, 1, __ATOMIC_SEQ_CST);
-        rc = rf_chan_try_recv(ch, item);
+        rc = try_recv(ch, item);
         if (rc != -EAGAIN)
             return rc;
         /* Items come from other threads: while a receiver waits, its loop
