@@ -421,13 +421,8 @@ int rf_chan_recv(rf_chan *ch, void **item)
         rc = rf__waiter_next(l, self, &rx.w, RF_WAIT_ANY);
         l->remote_expected--;
         rf_list_remove(&rx.node);
-        if (rc < 0) {
-            /* An item that came meanwhile is the next receiver's: wake
-             * one still waiting, if any. */
-            if (!rf_list_empty(&ch->rx_waiting))
-                __atomic_store_n(&ch->rx_sleeping, 1, __ATOMIC_SEQ_CST);
-            return rc;
-        }
+        if (rc < 0)
+            return rc; /* a wake-up wakes every receiver: none is lost */
     }
 }
 
