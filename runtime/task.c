@@ -141,7 +141,9 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->cancel_woken = false;
     t->status = 0;
     t->deadline = 0;
-    t->deadline_timer = (rf_timer){0};
+    /* Not armed (rf__timer_start sets the rest when it is). */
+    t->deadline_timer.bucket = NULL;
+    t->deadline_timer.w.done = false;
     t->in_accept = false;
     if (o && o->name)
         rf__task_name_set(t, o->name, strnlen(o->name, RF_TASK_NAME_MAX - 1));
