@@ -48,6 +48,8 @@ static rf_task *record_get(rf_loop *l)
     for (int i = 0; i < RF_TASKS_PER_CHUNK; i++) {
         t[i].gen = 0;
         t[i].x = NULL;
+        t[i].deadline_timer.bucket = NULL; /* unarmed, and kept so */
+        t[i].deadline_timer.w.done = false;
     }
     for (int i = 1; i < RF_TASKS_PER_CHUNK; i++)
         rf_list_push_back(&l->free_tasks, &t[i].node);
@@ -141,9 +143,6 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->cancel_woken = false;
     t->status = 0;
     t->deadline = 0;
-    /* Not armed (rf__timer_start sets the rest when it is). */
-    t->deadline_timer.bucket = NULL;
-    t->deadline_timer.w.done = false;
     t->in_accept = false;
     if (o && o->name)
         rf__task_name_set(t, o->name, strnlen(o->name, RF_TASK_NAME_MAX - 1));
@@ -186,9 +185,10 @@ void rf__task_entry(transfer_t tr)
     rf__land(l, tr);
     rf_task *t = l->current;
     t->result = t->fn(t->arg);
-    /* Its deadline's timer, if armed, leaves its kernel timeout (time.c). */
-    if (rf_unlikely(t->deadline_timer.bucket != NULL))
-        rf__timer_stop(l, &t->deadline_timer);
+    /* Its deadline's timer, if armed, leaves its kernel timeout, and the
+     * record is left with it unarmed (time.c). */
+    if (rf_unlikely(t->deadline != 0))
+        rf__deadline_move(l, t, 0, false);
     task_finish(l, t);
     rf__switch_out(l);
     abort(); /* a finished task is never resumed */
