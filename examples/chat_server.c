@@ -46,6 +46,16 @@
  *
  * Lines starting with "* " are the room's own notices: a newcomer gets
  * "* welcome userN", the others "* userN joined" / "* userN left".
+ *
+ * Many loops (--loops N, --accept reuseport|handoff): each loop has a room
+ * of its own, the members whose connections it serves, touched by its
+ * tasks only. A line said on loop i is delivered to loop i's members as
+ * above, and a copy of it is sent to every other loop through that loop's
+ * relay channel (rf_chan): the loop's relay task receives it and delivers
+ * it to its members. The loops share nothing but the channels. A sender
+ * whose line finds another loop's channel full waits (its reader task
+ * suspends: backpressure on the client that talks, never a lost line);
+ * the room's list is never held across that wait.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -81,7 +91,18 @@ typedef struct room {
     size_t backlog;        /* bytes queued per member, at most */
     size_t capacity;       /* messages queued per member, at most */
     long next_id;
+    /* many loops */
+    unsigned index;        /* this room's loop */
+    rf_chan *link;         /* lines from the other loops (relay_task) */
+    rf_task *relay;
 } room;
+
+/* Many loops: links[k] is loop k's relay channel; set once loop k is
+ * ready, NULL on one loop. */
+enum { LINK_CAPACITY = 4096 };
+static rf_chan *links[RF_LOOPS_MAX];
+static unsigned nloops = 1;    /* __atomic */
+static unsigned loops_done;    /* __atomic: loops that send no more lines */
 
 static long backlog_opt = 64 * 1024;
 
@@ -234,9 +255,10 @@ static void deliver(room *r, member *m, msg *p)
     m->queued += p->len;
 }
 
-static void broadcast(room *r, member *from, const char *text, size_t len)
+/* Deliver p to this loop's members but from, and release the caller's
+ * reference to p (NULL: no memory for it). Never suspends. */
+static void fanout(room *r, member *from, msg *p)
 {
-    msg *p = msg_new(text, len);
     for (member *m = r->members.next; m != &r->members; m = m->next) {
         if (m != from)
             deliver(r, m, p);
@@ -253,6 +275,72 @@ static void broadcast(room *r, member *from, const char *text, size_t len)
         }
         m = next;
     }
+}
+
+/* A line for the room: this loop's members, then a copy for each other
+ * loop. May suspend (after this loop's members have it) while another
+ * loop's channel is full. */
+static void broadcast(room *r, member *from, const char *text, size_t len)
+{
+    fanout(r, from, msg_new(text, len));
+    unsigned n = __atomic_load_n(&nloops, __ATOMIC_RELAXED);
+    for (unsigned k = 0; k < n; k++) {
+        rf_chan *ch = __atomic_load_n(&links[k], __ATOMIC_ACQUIRE);
+        if (k == r->index || !ch)
+            continue;
+        msg *copy = msg_new(text, len);
+        /* -EPIPE: that loop is stopping; -ECANCELED: this one is. */
+        if (copy && rf_chan_send(ch, copy) != 0)
+            free(copy);
+    }
+}
+
+/* Many loops: the lines said on the other loops, to this loop's members,
+ * until the channel is closed and drained. */
+static void *relay_task(void *arg)
+{
+    room *r = arg;
+    void *p;
+    while (rf_chan_recv(r->link, &p) == 0)
+        fanout(r, NULL, p); /* the copy is this loop's now */
+    return NULL;
+}
+
+/* Many loops: each loop's room, before the loop serves (ex_loop_main). */
+static void room_open(ex_server *s)
+{
+    const room *tmpl = s->data; /* main's, for the sizes */
+    room *r = calloc(1, sizeof *r);
+    if (!r)
+        ex_die("calloc", -ENOMEM);
+    r->members.next = r->members.prev = &r->members;
+    r->backlog = tmpl->backlog;
+    r->capacity = tmpl->capacity;
+    r->index = (unsigned)rf_loop_index();
+    __atomic_store_n(&nloops, rf_loops_count(rf_loops_current()),
+                     __ATOMIC_RELAXED);
+    ex_check(rf_chan_new(&r->link, LINK_CAPACITY), "rf_chan_new");
+    r->relay = ex_spawn(relay_task, r, "relay");
+    __atomic_store_n(&links[r->index], r->link, __ATOMIC_RELEASE);
+    s->data = r;
+}
+
+/* Many loops: after this loop's connections have ended. Its channel is
+ * closed (other loops' lines to it are refused from now on) and drained;
+ * it is freed once no loop can send any more. */
+static void room_close(ex_server *s)
+{
+    room *r = s->data;
+    __atomic_add_fetch(&loops_done, 1, __ATOMIC_ACQ_REL);
+    rf_chan_close(r->link);
+    rf_join_nocancel(r->relay, NULL);
+    rf_task_release(r->relay);
+    unsigned n = __atomic_load_n(&nloops, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&loops_done, __ATOMIC_ACQUIRE) < n)
+        rf_sleep(RF_NSEC_PER_MSEC);
+    __atomic_store_n(&links[r->index], NULL, __ATOMIC_RELEASE);
+    rf_chan_free(r->link);
+    free(r);
 }
 
 static void notice(room *r, member *from, const char *fmt, const char *name)
@@ -288,7 +376,10 @@ static void chat(ex_conn *c)
         return;
     }
     m->conn = c;
-    snprintf(m->name, sizeof m->name, "user%ld", ++r->next_id);
+    /* user1, user2, ... on one loop; on N, loop k names k+1, k+1+N, ... */
+    unsigned loops_n = __atomic_load_n(&nloops, __ATOMIC_RELAXED);
+    snprintf(m->name, sizeof m->name, "user%ld",
+             r->next_id++ * (long)loops_n + (long)r->index + 1);
     rf_spawn_options o = {.name = "writer"};
     m->writer = rf_spawn_opts(writer_task, m, &o);
     if (!m->writer) {
@@ -373,7 +464,7 @@ int main(int argc, char **argv)
     r.members.next = r.members.prev = &r.members;
     ex_server s = {.host = "127.0.0.1", .port = 7001, .grace_s = 2,
                    .idle_s = 600, .serve = chat, .data = &r,
-                   .one_loop_only = true};
+                   .loop_open = room_open, .loop_close = room_close};
     ex_option opts[EX_SERVER_NOPTS + 2] = {{0}};
     ex_server_options(&s, opts);
     opts[EX_SERVER_NOPTS] = (ex_option){"--backlog", "BYTES",

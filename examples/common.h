@@ -452,7 +452,10 @@ typedef struct ex_server {
     long loops;                  /* --loops: 1 (one loop), 0 (one per
                                   * CPU) or N (a group of loops) */
     const char *accept_mode;     /* --accept: "reuseport" or "handoff" */
-    bool one_loop_only;          /* the example's state is one loop's */
+    /* many loops: called on each loop, before it serves and after its
+     * connections have ended (may suspend); data starts as main's */
+    void (*loop_open)(struct ex_server *s);
+    void (*loop_close)(struct ex_server *s);
     /* the skeleton's */
     int lfd;
     bool stopping;               /* a signal came: finish up */
@@ -804,6 +807,8 @@ static inline void *ex_loop_main(void *arg)
         }
     }
     s->conns.next = s->conns.prev = &s->conns;
+    if (s->loop_open)
+        s->loop_open(s);
     ex_check(rf_sem_init(&s->slots, (unsigned)s->max_conns,
                          (unsigned)s->max_conns),
              "rf_sem_init");
@@ -837,6 +842,8 @@ static inline void *ex_loop_main(void *arg)
         rf_event_wait(&s->stop_ev);
     }
     ex_server_stop(s, acceptor);
+    if (s->loop_close)
+        s->loop_close(s);
     /* How the connections were spread: reuseport hashes them, handoff
      * evens them out. */
     fprintf(stderr, "%s: loop %u served %zu connections\n", ex_prog, k,
@@ -903,11 +910,6 @@ static inline int ex_server_run(ex_server *s)
         strcmp(s->accept_mode, "handoff") != 0) {
         fprintf(stderr, "%s: --accept must be reuseport or handoff\n",
                 ex_prog);
-        exit(2);
-    }
-    if (s->loops != 1 && s->one_loop_only) {
-        fprintf(stderr, "%s: --loops: this server's state is one loop's; "
-                        "it runs on one\n", ex_prog);
         exit(2);
     }
     sigset_t mask;

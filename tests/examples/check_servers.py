@@ -364,7 +364,7 @@ class Reader(threading.Thread):
         self.sock, self.want = sock, want
         self.lines = []
         self.buf = b""
-        self.name = None
+        self.member = None  # the name the room gave (not Thread.name)
 
     def run(self):
         try:
@@ -376,7 +376,7 @@ class Reader(threading.Thread):
                 *full, self.buf = self.buf.split(b"\n")
                 for line in full:
                     if line.startswith(b"* welcome "):
-                        self.name = line[10:].decode()
+                        self.member = line[10:].decode()
                     elif not line.startswith(b"* "):
                         self.lines.append(line)
         except OSError:
@@ -781,6 +781,21 @@ def run_chat_idle(args):
 # ---------------------------------------------------------------- loops
 
 
+def stop_loops(srv, kind, clients, accept):
+    """Stop a --loops 2 server with `clients` open: each loop says how many
+    it served, they add up, and handoff (fewest open first) splits them
+    evenly between the loops."""
+    err = stop_and_check(srv, f"{kind} --loops 2",
+                         rf"stopping \({clients} connections open\)")
+    served = [int(n) for n in
+              re.findall(r"loop \d served (\d+) connections", err)]
+    check(len(served) == 2 and sum(served) == clients,
+          f"each loop says what it served, {clients} in all: {served}")
+    if accept == "handoff":
+        check(served == [clients // 2, clients // 2],
+              f"handoff evens the loops out: {served}")
+
+
 def run_loops(args, kind):
     # --loops 2: 64 clients at once, every one served; each loop says how
     # many it served, and the counts add up. With --accept handoff, loop 0
@@ -804,15 +819,41 @@ def run_loops(args, kind):
         check(ok == 3 * clients,
               f"{kind} --loops 2 --accept {args.accept}: {ok} of "
               f"{3 * clients} exchanges right over {clients} connections")
-        err = stop_and_check(srv, f"{kind} --loops 2",
-                             rf"stopping \({clients} connections open\)")
-        served = [int(n) for n in
-                  re.findall(r"loop \d served (\d+) connections", err)]
-        check(len(served) == 2 and sum(served) == clients,
-              f"each loop says what it served, {clients} in all: {served}")
-        if args.accept == "handoff":
-            check(served == [clients // 2, clients // 2],
-                  f"handoff evens the loops out: {served}")
+        stop_loops(srv, kind, clients, args.accept)
+        for s in socks:
+            s.close()
+    finally:
+        srv.kill()
+
+
+def run_chat_loops(args):
+    # --loops 2: a line said by a member on one loop reaches the members on
+    # the other (through the loops' relay channels), and nobody gets a line
+    # twice or their own back. With --accept handoff the clients alternate
+    # between the loops (the one with fewer open), so half the lines cross.
+    srv = Server(args.server, "--loops", "2", "--accept", args.accept)
+    clients = 8
+    try:
+        socks = [srv.connect() for _ in range(clients)]
+        readers = [Reader(s, clients - 1) for s in socks]
+        for r in readers:
+            r.start()
+        until = time.monotonic() + TIMEOUT
+        while time.monotonic() < until and any(r.member is None for r in readers):
+            time.sleep(0.01)
+        names = [r.member for r in readers]
+        check(None not in names and len(set(names)) == clients,
+              f"every member welcomed, names unique across loops: {names}")
+        for i, s in enumerate(socks):
+            s.sendall(f"line {i}\n".encode())
+        for r in readers:
+            r.join(TIMEOUT)
+        for i, r in enumerate(readers):
+            want = sorted(f"{names[j]}: line {j}".encode()
+                          for j in range(clients) if j != i)
+            check(sorted(r.lines) == want,
+                  f"client {i} got every other member's line once: {r.lines}")
+        stop_loops(srv, "chat", clients, args.accept)
         for s in socks:
             s.close()
     finally:
@@ -832,7 +873,7 @@ def main():
     p.add_argument("mode", choices=["echo", "http", "chat", "http-deadlines",
                                     "http-bad-requests", "conn-cap",
                                     "echo-idle", "chat-idle", "echo-loops",
-                                    "http-loops"])
+                                    "http-loops", "chat-loops"])
     p.add_argument("--server", required=True)
     p.add_argument("--client")
     p.add_argument("--accept", default="reuseport")
@@ -842,7 +883,8 @@ def main():
      "http-bad-requests": run_http_bad_requests, "conn-cap": run_conn_cap,
      "echo-idle": run_echo_idle, "chat-idle": run_chat_idle,
      "echo-loops": lambda a: run_loops(a, "echo"),
-     "http-loops": lambda a: run_loops(a, "http")}[args.mode](args)
+     "http-loops": lambda a: run_loops(a, "http"),
+     "chat-loops": run_chat_loops}[args.mode](args)
     return report()
 
 
