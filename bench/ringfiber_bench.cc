@@ -476,6 +476,7 @@ void S3_spawn_join_loops(benchmark::State &state) {
 struct S12Ctx {
     benchmark::State *state;
     bool stream;                    // S2: one way, else S1: round trips
+    unsigned loop_flags = 0;        // RF_LOOP_WAKE_MSG_RING: that transport
     std::atomic<rf_chan *> to1{nullptr}; // loop 1 receives
     std::atomic<rf_chan *> to0{nullptr}; // loop 0 receives
     int err = 0;
@@ -528,6 +529,19 @@ void *s12_entry(void *arg) {
             break;
         }
     }
+    // How the loops were woken: a check that the variant runs the
+    // transport its name says.
+    rf_stats st;
+    if (rf_loops_stats(rf_loops_current(), &st) == 0 && state.iterations()) {
+        double n = double(state.iterations());
+        state.counters["wake_efd"] = double(st.wakeups_eventfd) / n;
+        state.counters["wake_ring"] = double(st.wakeups_msg_ring) / n;
+        state.counters["enters"] = double(st.enters) / n;
+        state.counters["passes"] = double(st.passes) / n;
+        state.counters["sqes"] = double(st.sqes_submitted) / n;
+        state.counters["cqes"] = double(st.cqes_reaped) / n;
+        state.counters["switches"] = double(st.switches) / n;
+    }
     rf_chan_close(out);
     while (rf_chan_recv(mine, &v) == 0)
         ;
@@ -535,13 +549,16 @@ void *s12_entry(void *arg) {
     return nullptr;
 }
 
-void s12_run(benchmark::State &state, bool stream) {
+void s12_run(benchmark::State &state, bool stream, unsigned loop_flags) {
     S12Ctx c;
     c.state = &state;
     c.stream = stream;
+    rf_loop_opts lo = {};
+    lo.flags = loop_flags;
     rf_loops_opts o = {};
     o.loops = 2;
     o.flags = RF_LOOPS_PIN;
+    o.loop = &lo;
     int rc = rf_run_loops(s12_entry, &c, &o, nullptr, nullptr);
     if (rc == 0)
         rc = c.err;
@@ -549,17 +566,31 @@ void s12_run(benchmark::State &state, bool stream) {
         skip_rf(state, "rf_run_loops", rc);
 }
 
+// The default transport (an eventfd write wakes a sleeping loop), and
+// IORING_OP_MSG_RING (RF_LOOP_WAKE_MSG_RING): the pairs are the
+// measurement that chose the default (docs/loops.md, "Waking a loop").
 void S1_cross_loop_pingpong(benchmark::State &state) {
-    s12_run(state, false);
+    s12_run(state, false, 0);
     state.SetLabel("1 iteration = a message to a task of another loop and "
                    "its answer (rf_chan both ways)");
 }
 
+void S1_cross_loop_pingpong_msg_ring(benchmark::State &state) {
+    s12_run(state, false, RF_LOOP_WAKE_MSG_RING);
+    state.SetLabel("as S1_cross_loop_pingpong, loops woken by MSG_RING");
+}
+
 void S2_cross_loop_stream(benchmark::State &state) {
-    s12_run(state, true);
+    s12_run(state, true, 0);
     state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
     state.SetLabel("1 iteration = 1,000 messages from one loop to another "
                    "(rf_chan of 1,024)");
+}
+
+void S2_cross_loop_stream_msg_ring(benchmark::State &state) {
+    s12_run(state, true, RF_LOOP_WAKE_MSG_RING);
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
+    state.SetLabel("as S2_cross_loop_stream, loops woken by MSG_RING");
 }
 
 // The baselines: two pthreads pinned like the loops. S1: each has a
@@ -646,6 +677,102 @@ void S1_eventfd_mutex_pingpong_baseline(benchmark::State &state) {
     close(b.to_echo.efd);
     state.SetLabel("1 iteration = a message to another thread and its "
                    "answer (mutex + eventfd both ways)");
+}
+
+// The kernel's floor for S1's shape: two pthreads pinned like the loops,
+// each with its own ring (the loops' setup flags), a message is a store
+// and an IORING_OP_MSG_RING to the other ring, each thread sleeps in
+// io_uring_enter for the other's CQE. What S1 costs above this is the
+// runtime's (scheduler, channel, task switches).
+struct S1Ring {
+    struct io_uring ring;
+    std::atomic<uintptr_t> box{0};
+    S1Ring *peer = nullptr;
+    int cpu = 0;
+    int err = 0;
+    bool init() {
+        int rc = io_uring_queue_init(
+            64, &ring,
+            IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+        err = rc;
+        return rc == 0;
+    }
+    void send(uintptr_t v) {
+        peer->box.store(v, std::memory_order_release);
+        io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_msg_ring(sqe, peer->ring.ring_fd, 0, 1, 0);
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+        io_uring_submit(&ring);
+    }
+    uintptr_t recv() {
+        for (;;) {
+            uintptr_t v = box.exchange(0, std::memory_order_acquire);
+            if (v)
+                return v;
+            io_uring_cqe *cqe;
+            if (io_uring_wait_cqe(&ring, &cqe) == 0)
+                io_uring_cqe_seen(&ring, cqe);
+        }
+    }
+};
+
+struct S1RingPair {
+    S1Ring a, b;
+    pthread_barrier_t ready;
+};
+
+void *s1_ring_echo(void *arg) {
+    auto *p = static_cast<S1RingPair *>(arg);
+    pin_to(1);
+    bool ok = p->b.init(); // SINGLE_ISSUER: made on the thread that uses it
+    pthread_barrier_wait(&p->ready); // both rings made, or one failed
+    if (!ok || p->a.err != 0) {
+        if (ok)
+            io_uring_queue_exit(&p->b.ring);
+        return nullptr;
+    }
+    for (;;) {
+        uintptr_t v = p->b.recv();
+        p->b.send(v);
+        if (v == UINTPTR_MAX)
+            break;
+    }
+    io_uring_queue_exit(&p->b.ring);
+    return nullptr;
+}
+
+void S1_msg_ring_pingpong_baseline(benchmark::State &state) {
+    auto *p = new S1RingPair;
+    p->a.peer = &p->b;
+    p->b.peer = &p->a;
+    pthread_barrier_init(&p->ready, nullptr, 2);
+    cpu_set_t saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    pin_to(0);
+    pthread_t th;
+    pthread_create(&th, nullptr, s1_ring_echo, p);
+    bool ok = p->a.init();
+    pthread_barrier_wait(&p->ready);
+    if (ok && p->b.err == 0) {
+        uintptr_t i = 0;
+        for (auto _ : state) {
+            p->a.send(++i);
+            benchmark::DoNotOptimize(p->a.recv());
+        }
+        p->a.send(UINTPTR_MAX);
+        p->a.recv();
+    } else {
+        state.SkipWithError("io_uring_queue_init (DEFER_TASKRUN) failed");
+    }
+    pthread_join(th, nullptr);
+    if (ok)
+        io_uring_queue_exit(&p->a.ring);
+    sched_setaffinity(0, sizeof saved, &saved);
+    pthread_barrier_destroy(&p->ready);
+    delete p;
+    state.SetLabel("1 iteration = a message to another thread and its "
+                   "answer (raw liburing, MSG_RING both ways)");
 }
 
 struct S2Base {
@@ -1752,8 +1879,11 @@ BENCHMARK(W2_raw_fcontext_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(S1_cross_loop_pingpong)->UseRealTime();
+BENCHMARK(S1_cross_loop_pingpong_msg_ring)->UseRealTime();
 BENCHMARK(S1_eventfd_mutex_pingpong_baseline)->UseRealTime();
+BENCHMARK(S1_msg_ring_pingpong_baseline)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream)->UseRealTime();
+BENCHMARK(S2_cross_loop_stream_msg_ring)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();

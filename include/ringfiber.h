@@ -190,6 +190,15 @@ typedef struct rf_loop_opts {
  * the fallback used on kernels before 6.13 (each guard then costs a
  * mapping, and slots beyond vm.max_map_count rely on a canary). */
 #define RF_LOOP_GUARD_MPROTECT 0x4u
+/* Wake other loops, and be woken by them, with IORING_OP_MSG_RING (a CQE
+ * put in the sleeping loop's ring) instead of an eventfd write, where both
+ * loops have this flag and run on kernels that have it (6.1+: the rings
+ * must run with DEFER_TASKRUN); elsewhere, and after a refused message,
+ * the eventfd is used. Threads that are not loops (the offload pool, a
+ * host's threads) always write the eventfd. Measured against the eventfd
+ * on 6.18: equal round trips, 12% fewer messages/s in streams
+ * (docs/loops.md, "Waking a loop"); hence not the default. */
+#define RF_LOOP_WAKE_MSG_RING 0x100u
 
 /*
  * Create a loop owned by the calling thread. opts may be NULL.
@@ -296,6 +305,10 @@ typedef struct rf_stats {
     uint64_t spawn_failed;    /* accepted rf_loop_spawn_threadsafe
                                * requests whose task could not be created
                                * on the loop's thread */
+    uint64_t wakeups_eventfd; /* times a message from another thread woke
+                               * the sleeping loop through its eventfd */
+    uint64_t wakeups_msg_ring; /* .. through a CQE another loop put in its
+                                * ring (IORING_OP_MSG_RING) */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */

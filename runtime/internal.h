@@ -285,8 +285,13 @@ struct rf_loop {
                             * host's rf_loop_fd), clearing it (__atomic_*,
                             * rf__remote_awake) */
     bool remote_armed;     /* a read of remote_efd is in the ring */
+    bool wake_ring;        /* RF_LOOP_WAKE_MSG_RING, and the kernel can:
+                            * this loop sends and accepts wake-ups by
+                            * IORING_OP_MSG_RING (remote.c) */
     uint64_t remote_buf;
     rf_handler remote_h;
+    rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
+    rf_handler wake_fail_h;  /* one this loop sent was refused */
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
     /* ring.c: operations on descriptors in flight (rf_op.node), so

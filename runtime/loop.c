@@ -28,7 +28,7 @@
 /* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
 #define RF_LOOP_KNOWN_FLAGS                                                    \
     (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
-     RF_LOOP_SERVE)
+     RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING)
 
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
@@ -604,6 +604,8 @@ static void stats_snapshot(const rf_loop *l, rf_stats *out)
     out->acceptor_pauses = RF_STAT_GET(s->acceptor_pauses);
     out->mail_refused = RF_STAT_GET(l->mail_refused);
     out->spawn_failed = RF_STAT_GET(s->spawn_failed);
+    out->wakeups_eventfd = RF_STAT_GET(s->wakeups_eventfd);
+    out->wakeups_msg_ring = RF_STAT_GET(s->wakeups_msg_ring);
 #undef RF_STAT_GET
 }
 

@@ -172,7 +172,8 @@ static void *stream_entry(void *arg)
     return NULL;
 }
 
-static void stream(unsigned loops, int total, size_t capacity)
+static void stream_flags(unsigned loops, int total, size_t capacity,
+                         unsigned loop_flags)
 {
     g_ch = NULL;
     g_per = total / (int)(loops - 1);
@@ -180,9 +181,16 @@ static void stream(unsigned loops, int total, size_t capacity)
     g_received = 0;
     rft_begin();
     rf_loops_opts o = loops_n(loops);
+    rf_loop_opts lo = {.flags = loop_flags};
+    o.loop = &lo;
     assert_int_equal(rf_run_loops(stream_entry, NULL, &o, NULL, NULL), 0);
     rft_end();
     assert_int_equal(g_received, g_per * (int)(loops - 1));
+}
+
+static void stream(unsigned loops, int total, size_t capacity)
+{
+    stream_flags(loops, total, capacity, 0);
 }
 
 /* 1,000,000 messages (fewer under the sanitizers, which are 10-50 times
@@ -191,6 +199,11 @@ static int storm_total(void) { return RFT_ASAN || RFT_TSAN ? 100000 : 1000000; }
 
 static void test_storm_2_loops(void **state) { stream(2, storm_total(), 256); }
 static void test_storm_4_loops(void **state) { stream(4, storm_total(), 64); }
+/* The same with the loops woken through IORING_OP_MSG_RING. */
+static void test_storm_4_loops_msg_ring(void **state)
+{
+    stream_flags(4, storm_total() / 4, 64, RF_LOOP_WAKE_MSG_RING);
+}
 /* The smallest channel (2 cells): senders wait nearly all the time. */
 static void test_capacity_one(void **state) { stream(3, 20000, 1); }
 
@@ -304,6 +317,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_receiver_waits),
     cmocka_unit_test(test_storm_2_loops),
     cmocka_unit_test(test_storm_4_loops),
+    cmocka_unit_test(test_storm_4_loops_msg_ring),
     cmocka_unit_test(test_capacity_one),
     cmocka_unit_test(test_full_channel_senders),
     cmocka_unit_test(test_sender_thread),

@@ -167,7 +167,7 @@ static void test_loop_new_sizes_checked(void **state)
     o.cq_entries = 2 * RF_RING_MAX_ENTRIES + 1;
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     memset(&o, 0, sizeof o);
-    o.flags = RF_LOOP_QUIET | 0x100u; /* a flag that does not exist */
+    o.flags = RF_LOOP_QUIET | 0x8000u; /* a flag that does not exist */
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     assert_null(loop);
 

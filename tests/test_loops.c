@@ -4,6 +4,7 @@
  * rf_task_retain/release on them). More loops than CPUs must work: these
  * run 2, 4 and 8 loops on any machine.
  */
+#include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -652,6 +653,60 @@ static void test_stats_summed(void **state)
     rft_end();
 }
 
+/* Waking a loop: by eventfd unless both loops ask for MSG_RING and the
+ * kernel has it (rings with DEFER_TASKRUN); rf_stats counts each way. A
+ * ping-pong of spawns, each side sleeping between, wakes the other loop
+ * each time. */
+static void *wake_pong(void *arg) { return arg; }
+
+static void *wake_entry(void *arg)
+{
+    unsigned flags = (unsigned)(uintptr_t)arg;
+    rf_loops *ls = rf_loops_current();
+    if (rf_loop_index() != 0)
+        return NULL;
+    rf_loop *other = rf_loops_loop(ls, 1);
+    for (int i = 0; i < 200; i++) {
+        if (i % 10 == 0) /* loop 1 is asleep when this spawn comes */
+            RFT_CHECK_INT(rf_sleep(RFT_MS / 10), 0);
+        rf_task *t = rf_spawn_on(other, wake_pong, (void *)(intptr_t)i, NULL);
+        void *res = NULL;
+        if (!RFT_CHECK(t != NULL) || !RFT_CHECK_INT(rf_join(t, &res), 0))
+            break;
+        RFT_CHECK_INT((intptr_t)res, i);
+        rf_task_release(t);
+    }
+    rf_stats one;
+    RFT_CHECK_INT(rf_loop_stats_threadsafe(other, &one), 0);
+    bool ring = (flags & RF_LOOP_WAKE_MSG_RING) &&
+                (one.ring_flags & IORING_SETUP_DEFER_TASKRUN);
+    if (ring) {
+        /* Loop 1 slept between the spawns: woken by loop 0's ring. */
+        RFT_CHECK(one.wakeups_msg_ring > 0);
+    } else {
+        RFT_CHECK_INT(one.wakeups_msg_ring, 0);
+        RFT_CHECK(one.wakeups_eventfd > 0);
+    }
+    return NULL;
+}
+
+static void wake_by(unsigned flags)
+{
+    rft_begin();
+    rf_loops_opts o = loops_n(2);
+    rf_loop_opts lo = {.flags = flags};
+    o.loop = &lo;
+    assert_int_equal(
+        rf_run_loops(wake_entry, (void *)(uintptr_t)flags, &o, NULL, NULL), 0);
+    rft_end();
+}
+
+static void test_wake_eventfd(void **state) { wake_by(0); }
+static void test_wake_msg_ring(void **state)
+{
+    wake_by(RF_LOOP_WAKE_MSG_RING);
+}
+
 /* A stall report names the loop it happened on. */
 static int g_stall_index = -2;
 
@@ -705,6 +760,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_joiner_cancelled_across),
     cmocka_unit_test(test_end_with_cross_joins_in_flight),
     cmocka_unit_test(test_storm_2),
+    cmocka_unit_test(test_wake_eventfd),
+    cmocka_unit_test(test_wake_msg_ring),
     cmocka_unit_test(test_storm_4),
     cmocka_unit_test(test_storm_8),
     cmocka_unit_test(test_spawn_on_shut_down_loop),
