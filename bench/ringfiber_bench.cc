@@ -1885,7 +1885,7 @@ BENCHMARK(S1_msg_ring_pingpong_baseline)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream_msg_ring)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
-BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
 BENCHMARK(T1_wait_for_task_first)->UseRealTime();
 BENCHMARK(T1_join_baseline)->UseRealTime();

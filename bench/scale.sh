@@ -7,17 +7,26 @@
 # CPUs (2 CPUs here), throughput cannot show the scaling, CPU per message
 # can.
 #
-# usage: bench/scale.sh [--loops 1,2] [--duration 5] [--connections 64]
+# usage: bench/scale.sh [--loops 1,2,4,8,16] [--duration 5]
+#                       [--connections 64] [--client-threads 1]
 #                       [--accept reuseport|handoff] [--build DIR]
+#                       [--bench PATH]
 #
-# DIR is a build tree with examples/ and tools/rfload/ (default: build).
+# DIR is a build tree with examples/ and tools/rfload/ (default: build);
+# one configured with -DRINGFIBER_STATIC_BINARIES=ON holds static
+# executables that run, copied as they are, on a machine without the
+# build packages. --client-threads: rfload's loops (-t); on a machine with
+# spare cores give the client enough that the server is the bottleneck.
+# --bench: a ringfiber_bench to run S3_spawn_join_loops at each loop count
+# too (registered: 1, 2, 4, 8, 16).
 # Prints a table, then one JSON object on the last line:
-#   {"echo_cpu_per_msg_ratio_2v1": ..., "http_rps_ratio_2v1": ..., ...}
-# (the ratios are against the first loop count given, for the second).
+#   {"echo_cpu_per_msg_ratio_2v1": ..., "http_rps_ratio_2v1": ...,
+#    "s3_speedup_2": ..., ...}
+# (each ratio is a loop count's figure over the first count's).
 # Loopback only; each server is stopped by its PID.
 set -euo pipefail
 
-loops=1,2 duration=5 conns=64 accept=reuseport build=build
+loops=1,2 duration=5 conns=64 accept=reuseport build=build cthreads=1 bench=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --loops) loops=$2; shift 2 ;;
@@ -25,7 +34,9 @@ while [[ $# -gt 0 ]]; do
     --connections) conns=$2; shift 2 ;;
     --accept) accept=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    --client-threads) cthreads=$2; shift 2 ;;
+    --bench) bench=$2; shift 2 ;;
+    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 rfload=$build/tools/rfload/rfload
@@ -68,7 +79,7 @@ run() {
     esac
     local c0 c1
     c0=$(cpu_s "$server_pid")
-    "$rfload" -q -c "$conns" -d "${duration}s" --json "$tmp/load.json" "$url" \
+    "$rfload" -q -c "$conns" -t "$cthreads" -d "${duration}s" --json "$tmp/load.json" "$url" \
         >/dev/null 2>&1
     c1=$(cpu_s "$server_pid")
     kill -TERM "$server_pid"
@@ -94,14 +105,37 @@ for kind in echo http; do
         cpm[$kind,$n]=$per
     done
 done
-a=${counts[0]} b=${counts[1]:-${counts[0]}}
-python3 - <<EOF
-import json
-print(json.dumps({
-    "loops": [$a, $b],
-    "echo_cpu_per_msg_ratio_${b}v${a}": round(${cpm[echo,$b]} / ${cpm[echo,$a]}, 3),
-    "http_cpu_per_msg_ratio_${b}v${a}": round(${cpm[http,$b]} / ${cpm[http,$a]}, 3),
-    "echo_rps_ratio_${b}v${a}": round(${rps[echo,$b]} / ${rps[echo,$a]}, 3),
-    "http_rps_ratio_${b}v${a}": round(${rps[http,$b]} / ${rps[http,$a]}, 3),
-}))
-EOF
+declare -A s3
+if [[ -n $bench ]]; then
+    for n in "${counts[@]}"; do
+        s3[$n]=$("$bench" --benchmark_filter="^S3_spawn_join_loops/$n/" \
+            --benchmark_format=json 2>/dev/null | python3 -c '
+import json, sys
+b = [x for x in json.load(sys.stdin)["benchmarks"] if "real_time" in x]
+print(b[0]["real_time"] if b else "null")')
+        printf '%-6s %5s %12.1f ms for 1,000,000 tasks\n' S3 "$n" "${s3[$n]}"
+    done
+fi
+{
+    for n in "${counts[@]}"; do
+        echo "$n ${cpm[echo,$n]} ${cpm[http,$n]} ${rps[echo,$n]} ${rps[http,$n]} ${s3[$n]:-null}"
+    done
+} | python3 -c '
+import json, sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+base = rows[0]
+out = {"loops": [int(r[0]) for r in rows]}
+def ratio(r, i):
+    try:
+        return round(float(r[i]) / float(base[i]), 3)
+    except (ValueError, ZeroDivisionError):
+        return None
+for r in rows[1:]:
+    n, a = r[0], base[0]
+    out[f"echo_cpu_per_msg_ratio_{n}v{a}"] = ratio(r, 1)
+    out[f"http_cpu_per_msg_ratio_{n}v{a}"] = ratio(r, 2)
+    out[f"echo_rps_ratio_{n}v{a}"] = ratio(r, 3)
+    out[f"http_rps_ratio_{n}v{a}"] = ratio(r, 4)
+    if r[5] != "null" and base[5] != "null":
+        out[f"s3_speedup_{n}"] = round(float(base[5]) / float(r[5]), 3)
+print(json.dumps(out))'
