@@ -145,6 +145,24 @@ static RFT_UNUSED void *rft_run(rf_fn body, void *arg)
     return result;
 }
 
+/*
+ * Run entry(arg) on every loop of a group of `loops` loops, each created
+ * with loop_flags (rf_run_loops). Asserts that the group returned 0 and
+ * that no RFT_CHECK failed inside.
+ */
+static RFT_UNUSED void rft_run_loops(rf_fn entry, void *arg, unsigned loops,
+                                     unsigned loop_flags)
+{
+    rft_begin();
+    rf_loop_opts lo = {.flags = loop_flags};
+    rf_loops_opts o = {.loops = loops, .loop = &lo};
+    int rc = rf_run_loops(entry, arg, &o, NULL, NULL);
+    if (rc != 0)
+        fprintf(stderr, "rf_run_loops returned %d (%s)\n", rc, rf_strerror(rc));
+    assert_int_equal(rc, 0);
+    rft_end();
+}
+
 /* ------------------------------------------------------------------------ */
 /* Clocks and counts                                                        */
 /* ------------------------------------------------------------------------ */

@@ -8,11 +8,6 @@
 
 #include "helpers.h"
 
-static rf_loops_opts loops_n(unsigned n)
-{
-    return (rf_loops_opts){.loops = n};
-}
-
 /* ---- one loop ------------------------------------------------------------- */
 
 static void *basics(void *arg)
@@ -179,12 +174,7 @@ static void stream_flags(unsigned loops, int total, size_t capacity,
     g_per = total / (int)(loops - 1);
     g_capacity = capacity;
     g_received = 0;
-    rft_begin();
-    rf_loops_opts o = loops_n(loops);
-    rf_loop_opts lo = {.flags = loop_flags};
-    o.loop = &lo;
-    assert_int_equal(rf_run_loops(stream_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(stream_entry, NULL, loops, loop_flags);
     assert_int_equal(g_received, g_per * (int)(loops - 1));
 }
 
@@ -267,10 +257,7 @@ static void test_full_channel_senders(void **state)
 {
     g_ch = NULL;
     g_received = 0;
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(rf_run_loops(full_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(full_entry, NULL, 2, 0);
 }
 
 /* From a plain thread: try_send, never waiting. */

@@ -233,10 +233,7 @@ static void test_misuse(void **state)
     errno = 0;
     assert_null(rf_spawn_on(NULL, sleeper, NULL, NULL));
     assert_int_equal(errno, EINVAL);
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(rf_run_loops(misuse_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(misuse_entry, NULL, 2, 0);
 }
 
 /* A loop alone (rf_run) is loop 0 of no group. */
@@ -280,10 +277,7 @@ static void *spawn_join_entry(void *arg)
 
 static void test_spawn_join_across(void **state)
 {
-    rft_begin();
-    rf_loops_opts o = loops_n(4);
-    assert_int_equal(rf_run_loops(spawn_join_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(spawn_join_entry, NULL, 4, 0);
 }
 
 /* Cancel, wait_for, a joiner that gives up, retain and release. */
@@ -344,10 +338,7 @@ static void *cross_ops_entry(void *arg)
 
 static void test_cancel_wait_for_across(void **state)
 {
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(rf_run_loops(cross_ops_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(cross_ops_entry, NULL, 2, 0);
 }
 
 /* A joiner cancelled while it waits for a task of another loop. */
@@ -382,11 +373,7 @@ static void *joiner_cancelled_entry(void *arg)
 
 static void test_joiner_cancelled_across(void **state)
 {
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(
-        rf_run_loops(joiner_cancelled_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(joiner_cancelled_entry, NULL, 2, 0);
 }
 
 /* The group's end while tasks still join across loops: entry 0 returns
@@ -476,11 +463,7 @@ static void *storm_entry(void *arg)
 
 static void storm(unsigned loops, int per)
 {
-    rft_begin();
-    rf_loops_opts o = loops_n(loops);
-    assert_int_equal(
-        rf_run_loops(storm_entry, (void *)(intptr_t)per, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(storm_entry, (void *)(intptr_t)per, loops, 0);
 }
 
 static void test_storm_2(void **state) { storm(2, 2000); }
@@ -525,10 +508,7 @@ static void *refused_entry(void *arg)
 static void test_spawn_on_shut_down_loop(void **state)
 {
     g_ran = 0;
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(rf_run_loops(refused_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(refused_entry, NULL, 2, 0);
 }
 
 /* ---- offload from every loop ---------------------------------------------- */
@@ -591,10 +571,7 @@ static void test_offload_shared_by_the_loops(void **state)
     unsigned pool = (unsigned)(cpus + 4 < 32 ? cpus + 4 : 32);
     unsigned before = threads_now();
     g_max_threads = 0;
-    rft_begin();
-    rf_loops_opts o = loops_n(4);
-    assert_int_equal(rf_run_loops(offload_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(offload_entry, NULL, 4, 0);
     /* The 4 loops' threads and one pool's workers (and, in a sanitizer
      * build, a helper thread or two of the sanitizer's): a pool per loop
      * would have had 4 times the workers. */
@@ -645,12 +622,9 @@ static void *stats_entry(void *arg)
 static void test_stats_summed(void **state)
 {
     g_arrived = 0;
-    rft_begin();
-    rf_loops_opts o = loops_n(3);
-    assert_int_equal(rf_run_loops(stats_entry, NULL, &o, NULL, NULL), 0);
+    rft_run_loops(stats_entry, NULL, 3, 0);
     rf_stats st;
     assert_int_equal(rf_loops_stats(NULL, &st), -EINVAL);
-    rft_end();
 }
 
 /* Waking a loop: by eventfd unless both loops ask for MSG_RING and the
@@ -692,13 +666,7 @@ static void *wake_entry(void *arg)
 
 static void wake_by(unsigned flags)
 {
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    rf_loop_opts lo = {.flags = flags};
-    o.loop = &lo;
-    assert_int_equal(
-        rf_run_loops(wake_entry, (void *)(uintptr_t)flags, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(wake_entry, (void *)(uintptr_t)flags, 2, flags);
 }
 
 static void test_wake_eventfd(void **state) { wake_by(0); }
@@ -738,10 +706,7 @@ static void *stall_entry(void *arg)
 static void test_stall_names_the_loop(void **state)
 {
     g_stall_index = -2;
-    rft_begin();
-    rf_loops_opts o = loops_n(2);
-    assert_int_equal(rf_run_loops(stall_entry, NULL, &o, NULL, NULL), 0);
-    rft_end();
+    rft_run_loops(stall_entry, NULL, 2, 0);
     assert_int_equal(g_stall_index, 1);
 }
 
