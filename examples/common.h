@@ -674,6 +674,26 @@ static inline void ex_server_stop(ex_server *s, rf_task *acceptor)
                         "grace\n", ex_prog, s->cancelled, s->grace_s);
 }
 
+static inline unsigned ex_open_total(const ex_group *g);
+
+/* The main task (one loop) or loop 0's (many): wait for SIGINT or SIGTERM,
+ * which ex_server_run blocked before any loop existed, taken through the
+ * ring (rf_signal_wait), and say so with the connections open then (on
+ * every loop of a group). */
+static inline void ex_wait_stop_signal(const ex_server *s)
+{
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    int sig = rf_signal_wait(&stop_sigs, NULL);
+    if (sig < 0)
+        ex_die("rf_signal_wait", sig);
+    size_t open = s->group ? ex_open_total(s->group) : s->nconns;
+    fprintf(stderr, "%s: %s: stopping (%zu connections open)\n", ex_prog,
+            strsignal(sig), open);
+}
+
 static inline void *ex_server_main(void *arg)
 {
     ex_server *s = arg;
@@ -691,15 +711,7 @@ static inline void *ex_server_main(void *arg)
              "rf_sem_init");
     rf_task *acceptor = ex_spawn(ex_accept_task, s, "acceptor");
 
-    sigset_t stop_sigs;
-    sigemptyset(&stop_sigs);
-    sigaddset(&stop_sigs, SIGINT);
-    sigaddset(&stop_sigs, SIGTERM);
-    int sig = rf_signal_wait(&stop_sigs, NULL);
-    if (sig < 0)
-        ex_die("rf_signal_wait", sig);
-    fprintf(stderr, "%s: %s: stopping (%zu connections open)\n", ex_prog,
-            strsignal(sig), s->nconns);
+    ex_wait_stop_signal(s);
 
     ex_server_stop(s, acceptor);
     rf_sem_fini(&s->slots);
@@ -825,15 +837,7 @@ static inline void *ex_loop_main(void *arg)
         snprintf(how, sizeof how, " (%u loops, %s)", n,
                  g->handoff ? "handoff" : "reuseport");
         ex_print_ready(s, g->port, how);
-        sigset_t stop_sigs;
-        sigemptyset(&stop_sigs);
-        sigaddset(&stop_sigs, SIGINT);
-        sigaddset(&stop_sigs, SIGTERM);
-        int sig = rf_signal_wait(&stop_sigs, NULL);
-        if (sig < 0)
-            ex_die("rf_signal_wait", sig);
-        fprintf(stderr, "%s: %s: stopping (%u connections open)\n",
-                ex_prog, strsignal(sig), ex_open_total(g));
+        ex_wait_stop_signal(s);
         for (unsigned j = 1; j < n; j++)
             ex_check(rf_loop_call_threadsafe(rf_loops_loop(ls, j),
                                              ex_stop_call, &g->per[j]),
