@@ -293,10 +293,10 @@ void rf__op_report_missing(rf_loop *l, unsigned opcode, const char *what,
 
 /*
  * Tried in order; the first the kernel accepts wins. -EINVAL means "a flag
- * this kernel does not know": go down one rung. Any other error (-EPERM:
- * io_uring disabled or forbidden by seccomp; -ENOSYS: no io_uring;
- * -ENOMEM: locked-memory limit) ends the ladder: rf__ring_setup returns it
- * and rf_loop_new says why on stderr (rf__setup_error_report, error.c).
+ * this kernel does not know": go down one rung. Any other error ends the
+ * ladder, and rf__ring_setup returns it: -EPERM (io_uring disabled, or
+ * forbidden by seccomp), -ENOSYS (no io_uring), -ENOMEM (the locked-memory
+ * limit). rf_loop_new says why on stderr (rf__setup_error_report, error.c).
  *  - DEFER_TASKRUN (6.1): completions are processed only when this thread
  *    enters the kernel to wait, never by interrupting it; requires
  *    SINGLE_ISSUER, which our one-loop-per-thread model gives for free.
