@@ -625,10 +625,19 @@ struct MutexQueue {
     }
 };
 
+// Pin the calling thread to the nth CPU of the process's affinity mask as
+// it was before any pinning (taken at the first call, which the thread
+// that starts a baseline makes before it pins itself): a thread created
+// after its creator was pinned inherits the creator's one CPU, and must
+// not look for its own CPU in that.
 void pin_to(int nth) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) != 0)
-        return;
+    static const cpu_set_t set = [] {
+        cpu_set_t s;
+        CPU_ZERO(&s);
+        if (sched_getaffinity(0, sizeof s, &s) != 0)
+            CPU_ZERO(&s);
+        return s;
+    }();
     int seen = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
         if (CPU_ISSET(cpu, &set) && seen++ == nth) {

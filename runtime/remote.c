@@ -40,13 +40,13 @@
  * DEFER_TASKRUN. Threads without a ring always write the eventfd, so the
  * read stays armed either way. Measured on 6.18, 2 vCPUs, one run with
  * both (bench/ringfiber_bench, S1_cross_loop_pingpong*, S2_*, medians of
- * 12 and 20 interleaved repetitions): a round trip between two loops 25.4
- * us by MSG_RING, 25.5 us by eventfd (the raw floor of each, two threads
- * and no runtime: 8.0 and 7.8 us); a stream of messages 3.12 M/s by
- * MSG_RING, 3.53 M/s by eventfd. The ring wakes the receiver sooner, so
- * it sleeps and is woken again more often (18.6 wake-ups per 1,000
- * messages against 6.5), each costing the sender a system call. So the
- * eventfd is the default, and MSG_RING the option.
+ * 12 interleaved repetitions): a round trip between two loops 27.1 us by
+ * MSG_RING, 27.2 us by eventfd (the floor of each, two bare threads on two
+ * CPUs: 24.8 and 23.4 us); a stream of messages 3.24 M/s by MSG_RING, 3.45
+ * M/s by eventfd. The ring wakes the receiver sooner, so it sleeps and is
+ * woken again more often (8.4 wake-ups per 1,000 messages against 5.7),
+ * each costing the sender a system call. So the eventfd is the default,
+ * and MSG_RING the option (docs/loops.md, "Waking a loop").
  */
 #include <sched.h>
 #include <sys/eventfd.h>
