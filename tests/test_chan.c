@@ -260,6 +260,121 @@ static void test_full_channel_senders(void **state)
     rft_run_loops(full_entry, NULL, 2, 0);
 }
 
+/*
+ * A loop that dies mid-storm: loops 1..3 send to loop 0's channel as fast
+ * as they can (and spawn and join tasks on each other), until the loop
+ * g_dying fails (returns RF_ERR_PTR(-EIO)) and the group cancels the
+ * others. Nothing vanishes: every send that returned 0 is received, once,
+ * in its sender's order, and every other send returned an error (-EPIPE:
+ * closed; -ECANCELED). The receiver, cancelled or dying, closes its
+ * channel, takes in what is left, and frees it once no loop sends.
+ */
+static unsigned g_dying;
+static uint64_t g_sent_ok, g_got;
+static unsigned g_senders_done;
+static uint64_t g_next_seq[8];
+
+static void *echo_index(void *arg) { return arg; }
+
+static void *senders_done(void *arg)
+{
+    unsigned senders = (unsigned)(uintptr_t)arg;
+    while (__atomic_load_n(&g_senders_done, __ATOMIC_ACQUIRE) < senders)
+        if (!RFT_CHECK_INT(rf_sleep(RFT_MS / 10), 0))
+            break;
+    return NULL;
+}
+
+static bool take(void *v)
+{
+    uintptr_t x = (uintptr_t)v;
+    unsigned from = (unsigned)(x >> 32);
+    uint64_t seq = x & 0xffffffffu;
+    if (!RFT_CHECK(from > 0 && from < 8 && seq == g_next_seq[from]))
+        return false;
+    g_next_seq[from]++;
+    g_got++;
+    return true;
+}
+
+static void *dies_entry(void *arg)
+{
+    (void)arg;
+    rf_loops *ls = rf_loops_current();
+    unsigned n = rf_loops_count(ls), me = (unsigned)rf_loop_index();
+    if (me == 0) {
+        rf_chan *ch;
+        RFT_CHECK_INT(rf_chan_new(&ch, 64), 0);
+        __atomic_store_n(&g_ch, ch, __ATOMIC_RELEASE);
+        void *v;
+        int rc;
+        while ((rc = rf_chan_recv(ch, &v)) == 0)
+            if (!take(v) || (g_dying == 0 && g_got == 20000))
+                break;
+        RFT_CHECK(rc == 0 || rc == -ECANCELED);
+        RFT_CHECK_INT(rf_chan_close(ch), 0);
+        /* Every sender ends (refused from now on); then what they put in
+         * before the close is all there. Cancelled, this task waits in a
+         * task that is not. */
+        rf_task *w = rf_spawn(senders_done, (void *)(uintptr_t)(n - 1));
+        RFT_CHECK_INT(rf_join_nocancel(w, NULL), 0);
+        rf_task_release(w);
+        while ((rc = rf_chan_try_recv(ch, &v)) == 0)
+            take(v);
+        RFT_CHECK_INT(rc, -EPIPE);
+        RFT_CHECK_INT(rf_chan_free(ch), 0);
+        return g_dying == 0 ? RF_ERR_PTR(-EIO) : NULL;
+    }
+    rf_chan *ch;
+    while (!(ch = __atomic_load_n(&g_ch, __ATOMIC_ACQUIRE)))
+        rf_sleep(RFT_MS / 10);
+    rf_loop *next = rf_loops_loop(ls, me % (n - 1) + 1);
+    uint64_t ok = 0;
+    int rc;
+    for (;;) {
+        rc = rf_chan_send(ch, (void *)(((uintptr_t)me << 32) | ok));
+        if (rc != 0)
+            break;
+        if (++ok == 5000 && me == g_dying)
+            break;
+        if (ok % 256 == 0) { /* a spawn and a join in flight too */
+            rf_task *t = rf_spawn_on(next, echo_index, (void *)(uintptr_t)ok,
+                                     NULL);
+            if (t) {
+                void *res = NULL;
+                int jrc = rf_join(t, &res);
+                RFT_CHECK(jrc == 0 ? (uintptr_t)res == ok
+                                   : jrc == -ECANCELED);
+                rf_task_release(t);
+            }
+        }
+    }
+    RFT_CHECK(rc == 0 || rc == -EPIPE || rc == -ECANCELED);
+    __atomic_add_fetch(&g_sent_ok, ok, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&g_senders_done, 1, __ATOMIC_RELEASE);
+    return me == g_dying ? RF_ERR_PTR(-EIO) : NULL;
+}
+
+static void loop_dies(unsigned dying)
+{
+    g_ch = NULL;
+    g_dying = dying;
+    g_sent_ok = g_got = 0;
+    g_senders_done = 0;
+    memset(g_next_seq, 0, sizeof g_next_seq);
+    rft_begin();
+    rf_loops_opts o = {.loops = 4};
+    int failed = -1;
+    assert_int_equal(rf_run_loops(dies_entry, NULL, &o, NULL, &failed), -EIO);
+    rft_end();
+    assert_int_equal(failed, (int)dying);
+    assert_true(g_sent_ok > 0);
+    assert_int_equal(g_got, g_sent_ok);
+}
+
+static void test_receiver_dies_mid_storm(void **state) { loop_dies(0); }
+static void test_sender_dies_mid_storm(void **state) { loop_dies(2); }
+
 /* From a plain thread: try_send, never waiting. */
 static void *plain_sender(void *arg)
 {
@@ -306,6 +421,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_storm_4_loops),
     cmocka_unit_test(test_storm_4_loops_msg_ring),
     cmocka_unit_test(test_capacity_one),
+    cmocka_unit_test(test_receiver_dies_mid_storm),
+    cmocka_unit_test(test_sender_dies_mid_storm),
     cmocka_unit_test(test_full_channel_senders),
     cmocka_unit_test(test_sender_thread),
 };

@@ -658,6 +658,12 @@ static void test_threads(void **state)
     assert_int_equal(r->hist.total, 1001);
     assert_int_equal(r->connects, 5);
     assert_int_equal(errors(r), 0);
+    /* Two loops of a group, each with its share (3 and 2 connections,
+     * 600 and 401 requests), reported apart. */
+    assert_int_equal(r->loops, 2);
+    assert_int_equal(r->per_loop[0].completed, 600);
+    assert_int_equal(r->per_loop[1].completed, 401);
+    assert_true(r->per_loop[0].elapsed_s > 0 && r->per_loop[1].elapsed_s > 0);
     free(r);
     server_stop(&s);
 }
@@ -691,10 +697,10 @@ static void test_json(void **state)
     close(fd);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/\"quoted\"", s.port);
-    char *argv[] = {"rfload", "-q", "-c", "2", "-n", "100", "--json", path,
-                    url};
-    assert_int_equal(rfl_main(9, argv), 0);
-    char cmd[256];
+    char *argv[] = {"rfload", "-q", "-c", "2", "-t", "2", "-n", "100",
+                    "--json", path, url};
+    assert_int_equal(rfl_main(11, argv), 0);
+    char cmd[512];
     snprintf(cmd, sizeof cmd, "python3 -m json.tool %s > /dev/null", path);
     int rc = system(cmd);
     if (WIFEXITED(rc) && WEXITSTATUS(rc) == 127) {
@@ -705,9 +711,11 @@ static void test_json(void **state)
     assert_int_equal(rc, 0);
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+             "p=d[\"per_loop\"]; "
              "sys.exit(0 if d[\"requests\"] == 100 and "
              "d[\"latency_ns\"][\"count\"] == 100 and d[\"mode\"] == "
-             "\"closed\" else 1)' %s", path);
+             "\"closed\" and len(p) == 2 and "
+             "sum(x[\"requests\"] for x in p) == 100 else 1)' %s", path);
     assert_int_equal(system(cmd), 0);
     unlink(path);
     server_stop(&s);

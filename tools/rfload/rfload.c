@@ -1,8 +1,9 @@
 /*
  * rfload: the command line, the connection tasks and the reports.
  *
- * One loop per thread (one thread unless --threads), one task per
- * connection, each written as blocking code: send a request, receive the
+ * A group of loops (rf_run_loops: one loop unless --threads), each with its
+ * share of the connections, one task per connection, each written as
+ * blocking code: send a request, receive the
  * whole answer, record the latency, again. Each task keeps one request in
  * flight, as wrk does.
  *
@@ -31,7 +32,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -45,7 +45,7 @@
 enum {
     IN_SIZE = 16384,        /* HTTP: the largest response head */
     MAX_CONNECTIONS = 100000,
-    MAX_THREADS = 256,
+    MAX_THREADS = RFL_MAX_THREADS,
     MAX_SIZE = 16 << 20,    /* echo: the largest message */
     CONNECT_RETRIES = 100,  /* consecutive failed reconnects before a
                              * connection gives up */
@@ -369,14 +369,14 @@ typedef struct worker {
     rfl_result res;
     /* Read by the progress task of worker 0, written only here. */
     _Atomic uint64_t pub_completed, pub_errors, pub_lat_sum_us;
-    pthread_t thread;
 } worker;
 
 struct shared {
     const rfl_config *cfg;
     worker *workers;
     unsigned nworkers;
-    pthread_barrier_t barrier;
+    atomic_uint arrived;   /* workers whose connections are opened (or
+                            * failed): the clock starts when all are */
     atomic_int failed;     /* a first connection could not be opened */
     atomic_uint running;   /* workers not done */
 };
@@ -696,8 +696,10 @@ static void *worker_main(void *arg)
     }
     if (rc != 0)
         atomic_store(&sh->failed, 1);
-    if (sh->nworkers > 1)
-        pthread_barrier_wait(&sh->barrier);
+    atomic_fetch_add(&sh->arrived, 1);
+    while (atomic_load(&sh->arrived) < sh->nworkers)
+        if (rf_sleep(50 * RF_NSEC_PER_USEC) != 0)
+            break;
     if (atomic_load(&sh->failed)) {
         if (rc == 0)
             rc = -ECANCELED;
@@ -759,17 +761,11 @@ out:
     return NULL;
 }
 
-static void *worker_thread(void *arg)
+/* Each loop's entry: the worker of its index. */
+static void *worker_entry(void *arg)
 {
-    worker *w = arg;
-    int rc = rf_run(worker_main, w, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "rfload: the loop failed: %s\n", rf_strerror(rc));
-        if (w->rc == 0)
-            w->rc = rc;
-        atomic_store(&w->sh->failed, 1);
-    }
-    return NULL;
+    shared *sh = arg;
+    return worker_main(&sh->workers[rf_loop_index()]);
 }
 
 int rfl_run(const rfl_config *cfg, rfl_result *res)
@@ -778,6 +774,7 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
     shared sh = {.cfg = cfg, .nworkers = nw};
     atomic_init(&sh.failed, 0);
     atomic_init(&sh.running, nw);
+    atomic_init(&sh.arrived, 0);
     worker *ws = calloc(nw, sizeof *ws);
     if (!ws)
         return -ENOMEM;
@@ -811,32 +808,11 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
         rfl_hist_init(&w->res.hist);
     }
     int rc = 0;
-    if (nw == 1) {
-        worker_thread(&ws[0]);
-    } else {
-        pthread_barrier_init(&sh.barrier, NULL, nw);
-        unsigned started = 0;
-        for (; started < nw; started++) {
-            int e = pthread_create(&ws[started].thread, NULL, worker_thread,
-                                   &ws[started]);
-            if (e != 0) {
-                /* The barrier counts on every worker: without this one,
-                 * none can pass. Give up before any is started instead. */
-                fprintf(stderr, "rfload: pthread_create: %s\n", strerror(e));
-                rc = -e;
-                break;
-            }
-        }
-        if (rc != 0) {
-            /* Threads already started wait at the barrier for nw
-             * arrivals: stand in for the missing ones. */
-            atomic_store(&sh.failed, 1);
-            for (unsigned i = started; i < nw; i++)
-                pthread_barrier_wait(&sh.barrier);
-        }
-        for (unsigned i = 0; i < started; i++)
-            pthread_join(ws[i].thread, NULL);
-        pthread_barrier_destroy(&sh.barrier);
+    rf_loops_opts lo = {.loops = nw};
+    int grc = rf_run_loops(worker_entry, &sh, &lo, NULL, NULL);
+    if (grc != 0) {
+        fprintf(stderr, "rfload: the loops failed: %s\n", rf_strerror(grc));
+        rc = grc;
     }
     memset(res, 0, sizeof *res);
     rfl_hist_init(&res->hist);
@@ -860,7 +836,10 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
         res->late += r->late;
         if (r->elapsed_s > res->elapsed_s)
             res->elapsed_s = r->elapsed_s;
+        res->per_loop[i].completed = r->completed;
+        res->per_loop[i].elapsed_s = r->elapsed_s;
     }
+    res->loops = nw;
     if (rc == 0 && atomic_load(&sh.failed))
         rc = -ECONNREFUSED;
     free(req);
@@ -882,6 +861,12 @@ static uint64_t errors_of(const rfl_result *r)
            r->err_mismatch;
 }
 
+static double loop_rps(const rfl_result *res, unsigned i)
+{
+    double s = res->per_loop[i].elapsed_s;
+    return s > 0 ? (double)res->per_loop[i].completed / s : 0;
+}
+
 void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
 {
     char a[32], b[32], c[32];
@@ -897,6 +882,13 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
                 cfg->rate, res->late);
     fprintf(out, "  requests     %" PRIu64 " in %.2f s: %.1f req/s\n",
             res->completed, res->elapsed_s, rps);
+    if (res->loops > 1) {
+        /* Each loop's rate: an uneven spread shows here. */
+        fprintf(out, "  per loop    ");
+        for (unsigned i = 0; i < res->loops; i++)
+            fprintf(out, " %.1f", loop_rps(res, i));
+        fprintf(out, " req/s\n");
+    }
     if (cfg->proto == RFL_HTTP)
         fprintf(out, "  status       2xx %" PRIu64 ", non-2xx %" PRIu64 "\n",
                 res->status_2xx, res->status_other);
@@ -957,6 +949,11 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
     fprintf(out, "  \"elapsed_s\": %.6f,\n  \"requests\": %" PRIu64
                  ",\n  \"requests_per_s\": %.3f,\n",
             res->elapsed_s, res->completed, rps);
+    fprintf(out, "  \"per_loop\": [");
+    for (unsigned i = 0; i < res->loops; i++)
+        fprintf(out, "%s{\"requests\": %" PRIu64 ", \"requests_per_s\": %.3f}",
+                i ? ", " : "", res->per_loop[i].completed, loop_rps(res, i));
+    fprintf(out, "],\n");
     fprintf(out, "  \"status_2xx\": %" PRIu64 ",\n  \"status_other\": %"
                  PRIu64 ",\n", res->status_2xx, res->status_other);
     fprintf(out, "  \"errors\": {\"total\": %" PRIu64 ", \"connect\": %"

@@ -112,8 +112,12 @@ typedef struct rfl_config {
     const char *url;        /* as given, for the reports */
 } rfl_config;
 
+/* Most --threads. */
+#define RFL_MAX_THREADS 256
+
 typedef struct rfl_result {
-    rfl_hist hist;          /* latencies in ns */
+    rfl_hist hist;          /* latencies in ns: every loop's, merged by
+                             * adding their buckets (rfl_hist_merge) */
     uint64_t completed;     /* requests answered (any status) */
     uint64_t status_2xx;
     uint64_t status_other;  /* HTTP answers with a status outside 2xx */
@@ -127,6 +131,11 @@ typedef struct rfl_result {
     uint64_t connects;      /* connections opened */
     uint64_t late;          /* open loop: sends that left after their time */
     double elapsed_s;       /* the measured interval */
+    unsigned loops;         /* --threads: each loop's share below */
+    struct {
+        uint64_t completed;
+        double elapsed_s;
+    } per_loop[RFL_MAX_THREADS];
 } rfl_result;
 
 /*
