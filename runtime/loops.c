@@ -25,6 +25,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,11 @@ static void *loop_thread(void *arg)
 {
     slot *s = arg;
     rf_loops *ls = s->ls;
+    /* "rf-loop-3" in top -H, ps -L and /proc/PID/task/TID/comm: each
+     * loop's CPU time apart, so an uneven spread is visible. */
+    char name[16];
+    snprintf(name, sizeof name, "rf-loop-%u", s->index);
+    (void)pthread_setname_np(pthread_self(), name);
     if (s->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);

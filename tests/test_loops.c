@@ -28,6 +28,11 @@ static void *index_entry(void *arg)
     RFT_CHECK(ls != NULL);
     RFT_CHECK(rf_loops_loop(ls, (unsigned)i) == rf_loop_current());
     __atomic_add_fetch(&g_seen[i], 1, __ATOMIC_RELAXED);
+    /* Its thread is named for it (top -H, ps -L). */
+    char name[16], want[16];
+    snprintf(want, sizeof want, "rf-loop-%d", i);
+    RFT_CHECK_INT(pthread_getname_np(pthread_self(), name, sizeof name), 0);
+    RFT_CHECK(strcmp(name, want) == 0);
     /* Every loop exists from the entry's first instruction. */
     for (unsigned k = 0; k < rf_loops_count(ls); k++)
         RFT_CHECK(rf_loops_loop(ls, k) != NULL);
