@@ -10,7 +10,8 @@
 # usage: bench/scale.sh [--loops 1,2,4,8,16] [--duration 5]
 #                       [--connections 64] [--client-threads 1]
 #                       [--accept reuseport|handoff] [--build DIR]
-#                       [--bench PATH]
+#                       [--bench PATH] [--rate R]
+#                       [--server-cpus LIST] [--client-cpus LIST]
 #
 # DIR is a build tree with examples/ and tools/rfload/ (default: build);
 # one configured with -DRINGFIBER_STATIC_BINARIES=ON holds static
@@ -18,7 +19,15 @@
 # build packages. --client-threads: rfload's loops (-t); on a machine with
 # spare cores give the client enough that the server is the bottleneck.
 # --bench: a ringfiber_bench to run S3_spawn_join_loops at each loop count
-# too (registered: 1, 2, 4, 8, 16).
+# too (registered: 1, 2, 4, 8, 16). --rate R: open loop at R requests/s in
+# all instead of as fast as the client goes: every loop count then serves
+# the same load, and CPU per message compares like with like.
+# --server-cpus / --client-cpus: taskset CPU lists for each side (the
+# server's loops pin themselves within its list). On a machine with few
+# CPUs, --server-cpus 0 --client-cpus 1 keeps the client off the server's
+# CPU: the loops then share one CPU, so throughput cannot grow, but CPU
+# per message is the per-message cost of share-nothing alone, without the
+# client's threads preempting the loops.
 # Prints a table, then one JSON object on the last line:
 #   {"echo_cpu_per_msg_ratio_2v1": ..., "http_rps_ratio_2v1": ...,
 #    "s3_speedup_2": ..., ...}
@@ -27,6 +36,7 @@
 set -euo pipefail
 
 loops=1,2 duration=5 conns=64 accept=reuseport build=build cthreads=1 bench=
+rate= scpus= ccpus=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --loops) loops=$2; shift 2 ;;
@@ -36,7 +46,10 @@ while [[ $# -gt 0 ]]; do
     --build) build=$2; shift 2 ;;
     --client-threads) cthreads=$2; shift 2 ;;
     --bench) bench=$2; shift 2 ;;
-    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --server-cpus) scpus=$2; shift 2 ;;
+    --client-cpus) ccpus=$2; shift 2 ;;
+    *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 rfload=$build/tools/rfload/rfload
@@ -64,7 +77,8 @@ run() {
     echo) bin=$build/examples/echo_server ;;
     http) bin=$build/examples/http_hello ;;
     esac
-    "$bin" --port 0 --loops "$n" --accept "$accept" >"$tmp/out" 2>"$tmp/err" &
+    ${scpus:+taskset -c "$scpus"} "$bin" --port 0 --loops "$n" \
+        --accept "$accept" >"$tmp/out" 2>"$tmp/err" &
     server_pid=$!
     local port=
     for _ in $(seq 100); do
@@ -79,7 +93,7 @@ run() {
     esac
     local c0 c1
     c0=$(cpu_s "$server_pid")
-    "$rfload" -q -c "$conns" -t "$cthreads" -d "${duration}s" --json "$tmp/load.json" "$url" \
+    ${ccpus:+taskset -c "$ccpus"} "$rfload" -q -c "$conns" -t "$cthreads" ${rate:+-R "$rate"} -d "${duration}s" --json "$tmp/load.json" "$url" \
         >/dev/null 2>&1
     c1=$(cpu_s "$server_pid")
     kill -TERM "$server_pid"
@@ -125,6 +139,12 @@ import json, sys
 rows = [l.split() for l in sys.stdin if l.strip()]
 base = rows[0]
 out = {"loops": [int(r[0]) for r in rows]}
+def num(v):
+    return None if v == "null" else float(v)
+out["per_loops"] = {r[0]: {"echo_cpu_per_msg_us": num(r[1]),
+                           "http_cpu_per_msg_us": num(r[2]),
+                           "echo_rps": num(r[3]), "http_rps": num(r[4]),
+                           "s3_ms": num(r[5])} for r in rows}
 def ratio(r, i):
     try:
         return round(float(r[i]) / float(base[i]), 3)
