@@ -399,6 +399,7 @@ constexpr size_t kS3Tasks = 1000000;
 
 struct S3Ctx {
     unsigned loops;
+    size_t batch; // tasks alive at once per loop
     std::atomic<unsigned> ready{0};
     std::atomic<uint64_t> t0{0};
     std::atomic<uint64_t> end{0};
@@ -407,11 +408,11 @@ struct S3Ctx {
 
 void *s3_entry(void *arg) {
     auto *c = static_cast<S3Ctx *>(arg);
-    auto *batch = new rf_task *[kW2Batch];
+    auto *batch = new rf_task *[c->batch];
     size_t share = kS3Tasks / c->loops;
     int rc = 0;
     size_t n = 0;
-    for (; n < kW2Batch && rc == 0; n++)
+    for (; n < c->batch && rc == 0; n++)
         if (!(batch[n] = rf_spawn(empty_task, nullptr)))
             rc = -errno;
     if (rc == 0)
@@ -422,7 +423,7 @@ void *s3_entry(void *arg) {
     while (c->t0.load() == 0)
         ;
     for (size_t done = 0; done < share && rc == 0; done += n) {
-        n = std::min(kW2Batch, share - done);
+        n = std::min(c->batch, share - done);
         for (size_t i = 0; i < n; i++)
             if (!(batch[i] = rf_spawn(empty_task, nullptr))) {
                 rc = -errno;
@@ -442,11 +443,12 @@ void *s3_entry(void *arg) {
     return nullptr;
 }
 
-void S3_spawn_join_loops(benchmark::State &state) {
+void s3_run(benchmark::State &state, size_t batch) {
     unsigned loops = unsigned(state.range(0));
     for (auto _ : state) {
         S3Ctx c;
         c.loops = loops;
+        c.batch = batch;
         rf_loops_opts o = {};
         o.loops = loops;
         o.flags = RF_LOOPS_PIN;
@@ -463,7 +465,22 @@ void S3_spawn_join_loops(benchmark::State &state) {
     state.counters["task"] = benchmark::Counter(
         double(kS3Tasks), benchmark::Counter::kIsIterationInvariantRate |
                               benchmark::Counter::kInvert);
-    state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops");
+}
+
+void S3_spawn_join_loops(benchmark::State &state) {
+    s3_run(state, kW2Batch);
+    state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops, "
+                   "10,000 alive per loop");
+}
+
+// The same with 100 tasks alive per loop: what each loop touches per batch
+// (stacks' tops, records) stays in its core's own caches, where with
+// 10,000 (about 10 MB per batch) two loops compete for the shared cache
+// and the memory bus.
+void S3_spawn_join_loops_batch100(benchmark::State &state) {
+    s3_run(state, 100);
+    state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops, "
+                   "100 alive per loop");
 }
 
 // ===========================================================================
@@ -1895,6 +1912,7 @@ BENCHMARK(S2_cross_loop_stream)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream_msg_ring)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(S3_spawn_join_loops_batch100)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
 BENCHMARK(T1_wait_for_task_first)->UseRealTime();
 BENCHMARK(T1_join_baseline)->UseRealTime();
