@@ -284,7 +284,8 @@ struct rf_loop {
                             * next poster writes remote_efd (and the
                             * host's rf_loop_fd), clearing it (__atomic_*,
                             * rf__remote_awake) */
-    bool remote_armed;     /* a read of remote_efd is in the ring */
+    bool remote_armed;     /* a wait for remote_efd is in the ring */
+    bool remote_poll;      /* .. a multishot poll, not a read (remote.c) */
     bool wake_ring;        /* RF_LOOP_WAKE_MSG_RING, and the kernel can:
                             * this loop sends and accepts wake-ups by
                             * IORING_OP_MSG_RING (remote.c) */

@@ -4,7 +4,7 @@
  *
  * A mailbox of messages: other threads push onto a lock-free LIFO; the loop
  * takes the whole list with one exchange and runs the messages in the order
- * they were posted. The loop keeps a read of its eventfd in its ring while
+ * they were posted. The loop keeps a wait for its eventfd in its ring while
  * it sleeps, and says so in remote_wake before it sleeps; the first pusher
  * that finds remote_wake set clears it and writes the eventfd. So a burst
  * of N messages costs one write and wakes the loop once, and a loop that
@@ -48,6 +48,7 @@
  * each costing the sender a system call. So the eventfd is the default,
  * and MSG_RING the option (docs/loops.md, "Waking a loop").
  */
+#include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -58,13 +59,16 @@
 #define RF_POSTERS_MASK 0xffffffffull
 #define RF_SLOT (1ull << 32)
 
+/* The eventfd became readable (the scheduler drains the mailbox), or the
+ * wait for it ended (its cancellation at the end). */
 static void remote_woken(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
 {
     (void)h;
-    (void)cqe;
-    l->remote_armed = false; /* the scheduler drains the mailbox */
-    RF_STAT_ADD(l->stats.wakeups_eventfd, 1);
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        l->remote_armed = false; /* re-armed before the next sleep */
+    if (cqe->res > 0)
+        RF_STAT_ADD(l->stats.wakeups_eventfd, 1);
 }
 
 /* The CQE another loop's IORING_OP_MSG_RING put in this loop's ring. */
@@ -96,6 +100,8 @@ int rf__remote_init(rf_loop *l)
     /* Not an operation anyone waits for: it must not keep a loop from
      * reporting a deadlock, nor cost the pass end its fast path. */
     l->remote_h.uncounted = true;
+    l->remote_poll = l->stats.ring_flags & (IORING_SETUP_DEFER_TASKRUN |
+                                            IORING_SETUP_COOP_TASKRUN);
     l->ring_woken_h.fn = remote_woken_by_ring;
     l->ring_woken_h.uncounted = true;
     l->wake_fail_h.fn = wake_ring_failed;
@@ -111,7 +117,15 @@ int rf__remote_init(rf_loop *l)
     return 0;
 }
 
-/* Keep a read of the eventfd in the ring; called before the loop sleeps. */
+/*
+ * Keep a wait for the eventfd in the ring; called before the loop sleeps.
+ * A multishot poll where the kernel has it (5.13; taken as there with the
+ * task-run flags of 5.19+): it stays armed across wake-ups and posts a CQE
+ * for each write (io_uring's polls are edge-triggered), so the counter
+ * needs no read and the wait no re-arming; the counter only grows, by
+ * one per wake, never near its 2^64 limit. Else a read, re-armed after
+ * each wake.
+ */
 void rf__remote_arm(rf_loop *l)
 {
     if (l->remote_armed)
@@ -120,8 +134,11 @@ void rf__remote_arm(rf_loop *l)
     if (!sqe)
         return; /* the SQ is full: this sleep ends on those CQEs anyway */
     RF_STAT_SUB(l->inflight, 1); /* see remote_h.uncounted */
-    io_uring_prep_read(sqe, l->remote_efd, &l->remote_buf,
-                       sizeof(l->remote_buf), 0);
+    if (l->remote_poll)
+        io_uring_prep_poll_multishot(sqe, l->remote_efd, POLLIN);
+    else
+        io_uring_prep_read(sqe, l->remote_efd, &l->remote_buf,
+                           sizeof(l->remote_buf), 0);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&l->remote_h));
     l->remote_armed = true;
 }
@@ -137,7 +154,8 @@ void rf__remote_awake(rf_loop *l, bool awake)
     __atomic_store_n(&l->remote_wake, awake ? 0u : 1u, __ATOMIC_SEQ_CST);
 }
 
-/* Cancel the armed read and wait for its CQE; then close the eventfd. */
+/* Cancel the armed wait and wait for its last CQE; then close the
+ * eventfd. */
 void rf__remote_fini(rf_loop *l)
 {
     while ((__atomic_load_n(&l->remote_posting, __ATOMIC_ACQUIRE) &
@@ -145,13 +163,24 @@ void rf__remote_fini(rf_loop *l)
         sched_yield();
     if (l->remote_armed) {
         struct io_uring_sqe *sqe = rf__sqe_get(l);
+        /* A multishot poll ends only when cancelled: make room for the
+         * cancel (completions reaped free CQ room for the SQ to drain). */
+        while (!sqe && l->remote_poll) {
+            if (rf__ring_enter(l, 1) < 0)
+                break;
+            rf__ring_reap(l);
+            sqe = rf__sqe_get(l);
+        }
         if (sqe) {
             io_uring_prep_cancel64(sqe, rf__handler_data(&l->remote_h), 0);
             io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-        } else {
+        } else if (!l->remote_poll) {
             /* No SQE: complete the read the ordinary way. */
             uint64_t one = 1;
             (void)!write(l->remote_efd, &one, sizeof(one));
+        } else {
+            /* The ring refuses work: the poll dies with it. */
+            l->remote_armed = false;
         }
         while (l->remote_armed || l->inflight) {
             if (rf__ring_enter(l, 1) < 0)
@@ -226,7 +255,7 @@ static void remote_wake_up(rf_loop *l)
     while (write(l->remote_efd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
     /* A loop driven from a host's poll (rf_loop_fd, embed.c) is woken
-     * directly: the ring's read of remote_efd completes inside the
+     * directly: the ring's wait for remote_efd completes inside the
      * eventfd's wake-up, where the kernel defers the signal of the
      * ring's registered eventfd, and 6.18 delivers such a deferred
      * signal only once per registration. The push, this load,
