@@ -38,13 +38,13 @@
  * puts a CQE in the sleeping loop's ring: no eventfd read to re-arm after
  * each wake-up. Both loops must ask (RF_LOOP_WAKE_MSG_RING) and run with
  * DEFER_TASKRUN. Threads without a ring always write the eventfd, so the
- * read stays armed either way. Measured on 6.18, 2 vCPUs, one run with
+ * wait stays armed either way. Measured on 6.18, 2 vCPUs, one run with
  * both (bench/ringfiber_bench, S1_cross_loop_pingpong*, S2_*, medians of
- * 12 interleaved repetitions): a round trip between two loops 27.1 us by
- * MSG_RING, 27.2 us by eventfd (the floor of each, two bare threads on two
- * CPUs: 24.8 and 23.4 us); a stream of messages 3.24 M/s by MSG_RING, 3.45
+ * 12 interleaved repetitions): a round trip between two loops 25.7 us by
+ * MSG_RING, 24.6 us by eventfd (the floor of each, two bare threads on two
+ * CPUs: 22.6 and 20.5 us); a stream of messages 3.12 M/s by MSG_RING, 3.38
  * M/s by eventfd. The ring wakes the receiver sooner, so it sleeps and is
- * woken again more often (8.4 wake-ups per 1,000 messages against 5.7),
+ * woken again more often (9.7 wake-ups per 1,000 messages against 5.0),
  * each costing the sender a system call. So the eventfd is the default,
  * and MSG_RING the option (docs/loops.md, "Waking a loop").
  */
