@@ -291,8 +291,6 @@ struct rf_loop {
                             * IORING_OP_MSG_RING (remote.c) */
     uint64_t remote_buf;
     rf_handler remote_h;
-    rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
-    rf_handler wake_fail_h;  /* one this loop sent was refused */
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
     /* ring.c: operations on descriptors in flight (rf_op.node), so
@@ -339,6 +337,10 @@ struct rf_loop {
     struct rf_stall *stall;
     uint64_t stall_count;  /* stalls of detectors since stopped */
     uint32_t idle;
+    /* Cold (remote.c, RF_LOOP_WAKE_MSG_RING): kept out of the fields
+     * above, whose offsets the hot paths are tuned for. */
+    rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
+    rf_handler wake_fail_h;  /* one this loop sent was refused */
     rf_stats stats;
 };
 
