@@ -15,8 +15,9 @@
  * No message is missed: the loop sets remote_wake and then looks at the
  * mailbox; a pusher pushes and then looks at remote_wake (both sequentially
  * consistent, Dekker's pattern): either the loop sees the message and does
- * not sleep, or the pusher sees the flag and writes. The eventfd counter
- * remembers a write made while no read was armed.
+ * not sleep, or the pusher sees the flag and writes. A write made while
+ * no wait was armed is not lost: the eventfd stays readable, and a wait
+ * armed later completes at once.
  *
  * The mailbox is bounded for what users post (rf_loop_spawn_threadsafe,
  * rf_loop_call_threadsafe): a poster takes a slot before it pushes, in the
@@ -35,10 +36,10 @@
  *
  * Two ways to wake, chosen by measurement. A poster that runs on another
  * loop may instead submit an IORING_OP_MSG_RING from its own ring, which
- * puts a CQE in the sleeping loop's ring: no eventfd read to re-arm after
- * each wake-up. Both loops must ask (RF_LOOP_WAKE_MSG_RING) and run with
- * DEFER_TASKRUN. Threads without a ring always write the eventfd, so the
- * wait stays armed either way. Measured on 6.18, 2 vCPUs, one run with
+ * puts a CQE in the sleeping loop's ring without a file in between.
+ * Both loops must ask (RF_LOOP_WAKE_MSG_RING) and run with DEFER_TASKRUN.
+ * Threads without a ring always write the eventfd, so the wait stays
+ * armed either way. Measured on 6.18, 2 vCPUs, one run with
  * both (bench/ringfiber_bench, S1_cross_loop_pingpong*, S2_*, medians of
  * 12 interleaved repetitions): a round trip between two loops 25.7 us by
  * MSG_RING, 24.6 us by eventfd (the floor of each, two bare threads on two
