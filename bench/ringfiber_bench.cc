@@ -558,6 +558,7 @@ void *s12_entry(void *arg) {
         state.counters["sqes"] = double(st.sqes_submitted) / n;
         state.counters["cqes"] = double(st.cqes_reaped) / n;
         state.counters["switches"] = double(st.switches) / n;
+        state.counters["avoided"] = double(st.sleeps_avoided) / n;
     }
     rf_chan_close(out);
     while (rf_chan_recv(mine, &v) == 0)
@@ -566,12 +567,14 @@ void *s12_entry(void *arg) {
     return nullptr;
 }
 
-void s12_run(benchmark::State &state, bool stream, unsigned loop_flags) {
+void s12_run(benchmark::State &state, bool stream, unsigned loop_flags,
+             unsigned spin_ns = 0) {
     S12Ctx c;
     c.state = &state;
     c.stream = stream;
     rf_loop_opts lo = {};
     lo.flags = loop_flags;
+    lo.spin_ns = spin_ns;
     rf_loops_opts o = {};
     o.loops = 2;
     o.flags = RF_LOOPS_PIN;
@@ -597,11 +600,30 @@ void S1_cross_loop_pingpong_msg_ring(benchmark::State &state) {
     state.SetLabel("as S1_cross_loop_pingpong, loops woken by MSG_RING");
 }
 
+// Loops that spin before they sleep (rf_loop_opts.spin_ns): a message
+// that comes within 50 us costs neither side a system call. Compare with
+// S1_spin_pingpong_baseline (two threads spinning), not with the sleeping
+// baselines: this burns the idle time of both CPUs.
+constexpr unsigned kS12SpinNs = 50000;
+
+void S1_cross_loop_pingpong_spin(benchmark::State &state) {
+    s12_run(state, false, 0, kS12SpinNs);
+    state.SetLabel("as S1_cross_loop_pingpong, loops spin 50 us before "
+                   "sleeping");
+}
+
 void S2_cross_loop_stream(benchmark::State &state) {
     s12_run(state, true, 0);
     state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
     state.SetLabel("1 iteration = 1,000 messages from one loop to another "
                    "(rf_chan of 1,024)");
+}
+
+void S2_cross_loop_stream_spin(benchmark::State &state) {
+    s12_run(state, true, 0, kS12SpinNs);
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS2Batch));
+    state.SetLabel("as S2_cross_loop_stream, loops spin 50 us before "
+                   "sleeping");
 }
 
 void S2_cross_loop_stream_msg_ring(benchmark::State &state) {
@@ -799,6 +821,53 @@ void S1_msg_ring_pingpong_baseline(benchmark::State &state) {
     delete p;
     state.SetLabel("1 iteration = a message to another thread and its "
                    "answer (raw liburing, MSG_RING both ways)");
+}
+
+// The floor of any round trip between two cores: two pthreads pinned like
+// the loops, a message is a store to a word the other thread spins on
+// (pause between loads). Against this, not the sleeping baselines, is
+// S1_cross_loop_pingpong_spin to be read.
+struct S1Spin {
+    alignas(64) std::atomic<uintptr_t> to_echo{0};
+    alignas(64) std::atomic<uintptr_t> to_main{0};
+};
+
+uintptr_t s1_spin_take(std::atomic<uintptr_t> &box) {
+    uintptr_t v;
+    while ((v = box.exchange(0, std::memory_order_acquire)) == 0)
+        __builtin_ia32_pause();
+    return v;
+}
+
+void *s1_spin_echo(void *arg) {
+    auto *b = static_cast<S1Spin *>(arg);
+    pin_to(1);
+    for (;;) {
+        uintptr_t v = s1_spin_take(b->to_echo);
+        b->to_main.store(v, std::memory_order_release);
+        if (v == ~uintptr_t(0))
+            return nullptr;
+    }
+}
+
+void S1_spin_pingpong_baseline(benchmark::State &state) {
+    S1Spin b;
+    cpu_set_t saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    pin_to(0);
+    pthread_t th;
+    pthread_create(&th, nullptr, s1_spin_echo, &b);
+    uintptr_t i = 0;
+    for (auto _ : state) {
+        b.to_echo.store(++i, std::memory_order_release);
+        benchmark::DoNotOptimize(s1_spin_take(b.to_main));
+    }
+    b.to_echo.store(~uintptr_t(0), std::memory_order_release);
+    s1_spin_take(b.to_main);
+    pthread_join(th, nullptr);
+    sched_setaffinity(0, sizeof saved, &saved);
+    state.SetLabel("1 iteration = a word to another thread and back "
+                   "(both spin)");
 }
 
 struct S2Base {
@@ -1906,10 +1975,13 @@ BENCHMARK(W2_raw_fcontext_batch_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(W2_raw_fcontext_batch_warm_baseline)->Iterations(kW2Tasks)->UseRealTime();
 BENCHMARK(S1_cross_loop_pingpong)->UseRealTime();
 BENCHMARK(S1_cross_loop_pingpong_msg_ring)->UseRealTime();
+BENCHMARK(S1_cross_loop_pingpong_spin)->UseRealTime();
 BENCHMARK(S1_eventfd_mutex_pingpong_baseline)->UseRealTime();
 BENCHMARK(S1_msg_ring_pingpong_baseline)->UseRealTime();
+BENCHMARK(S1_spin_pingpong_baseline)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream)->UseRealTime();
 BENCHMARK(S2_cross_loop_stream_msg_ring)->UseRealTime();
+BENCHMARK(S2_cross_loop_stream_spin)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(S3_spawn_join_loops_batch100)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -151,7 +151,24 @@ typedef struct rf_loop_opts {
                                 * the loop has not taken in yet; beyond
                                 * it they are refused with -EAGAIN.
                                 * 1..RF_MAILBOX_MAX; 0 = RF_MAILBOX_DEFAULT */
+    unsigned spin_ns;          /* with nothing ready, poll for up to this
+                                * long before sleeping in the ring, for
+                                * mail from other threads and for
+                                * completions (0 = never; at most
+                                * RF_SPIN_MAX_NS). Work that comes within
+                                * it costs no sleep and no wake-up (no
+                                * eventfd write by the poster, no kernel
+                                * wake of this thread), at the price of
+                                * the CPU kept busy that long each time
+                                * the loop runs dry: for loops that trade
+                                * messages on cores of their own
+                                * (docs/loops.md, "Spinning before a
+                                * sleep"); rf_stats.sleeps_avoided counts
+                                * what it saved */
 } rf_loop_opts;
+
+/* Longest rf_loop_opts.spin_ns: one second. */
+#define RF_SPIN_MAX_NS 1000000000u
 
 /* Default bound of a loop's mailbox: 65,536 requests (about 6 MiB of
  * pending spawns), far above what a loop that runs drains between two
@@ -309,6 +326,9 @@ typedef struct rf_stats {
                                * the sleeping loop through its eventfd */
     uint64_t wakeups_msg_ring; /* .. through a CQE another loop put in its
                                 * ring (IORING_OP_MSG_RING) */
+    uint64_t sleeps_avoided;  /* times the loop ran dry and work came while
+                               * it spun (rf_loop_opts.spin_ns), so it
+                               * did not sleep */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */

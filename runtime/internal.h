@@ -341,6 +341,7 @@ struct rf_loop {
      * above, whose offsets the hot paths are tuned for. */
     rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
     rf_handler wake_fail_h;  /* one this loop sent was refused */
+    uint64_t spin_ns;        /* rf_loop_opts.spin_ns (loop.c, loop_spin) */
     rf_stats stats;
 };
 
@@ -612,6 +613,16 @@ int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
 uint64_t rf__time_after(uint64_t ns);
+
+/* A busy-wait's pause: lets the sibling hyperthread run and saves power. */
+static inline void rf__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end);
 void rf__timer_stop(rf_loop *l, rf_timer *t);
 /* Remove the idle timeouts (time.c); the loop calls it before it sleeps

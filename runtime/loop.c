@@ -285,6 +285,54 @@ static int loop_sleep(rf_loop *l)
 }
 
 /*
+ * Before a sleep, with rf_loop_opts.spin_ns: watch, without a system call,
+ * what would end the sleep: the mailbox, the CQ, and the flag the kernel
+ * raises in the SQ ring when it holds completions for this ring to run
+ * (IORING_SQ_TASKRUN, in events_waiting: with DEFER_TASKRUN completions
+ * are posted only when the loop enters). The loop stays awake to posters
+ * meanwhile (remote_wake clear), so they push and write nothing. What the
+ * last pass gathered is submitted first: a spin must not hold back I/O.
+ * Returns true if anything came (the caller looks again), false after
+ * spin_ns of nothing (the caller sleeps) or on a ring error (*rc).
+ */
+static bool loop_spin(rf_loop *l, int *rc)
+{
+    if (io_uring_sq_ready(&l->ring)) {
+        *rc = rf__ring_enter(l, 0);
+        if (*rc < 0)
+            return false;
+        /* Whatever was reaped, the caller looks again: a completion may
+         * have ended the run (the last operation of a loop being freed)
+         * as well as made a task ready. */
+        if (rf__ring_reap(l))
+            return true;
+    }
+    /* Idle to the stall detector, as a sleep is. */
+    __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
+    uint64_t until = rf_now_ns() + l->spin_ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (__atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) ||
+                rf__ring_has_work(l))
+                goto found;
+            rf__cpu_relax();
+        }
+        if (rf_now_ns() >= until) {
+            __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
+            return false;
+        }
+    }
+found:
+    __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
+    RF_STAT_ADD(l->stats.sleeps_avoided, 1);
+    *rc = rf__ring_enter(l, 0);
+    if (*rc < 0)
+        return false;
+    rf__ring_reap(l);
+    return true;
+}
+
+/*
  * The scheduler, as libuv's uv_run: every way of running a loop is this
  * function in one of three modes.
  *  - RUN_DEFAULT (rf_run, rf_loop_run_until_complete,
@@ -356,6 +404,10 @@ static int loop_run(rf_loop *l, enum run_mode mode)
                 rc = -EDEADLK;
             break;
         }
+        if (l->spin_ns && loop_spin(l, &rc))
+            continue;
+        if (rc < 0)
+            break;
         rc = loop_sleep(l);
         if (rc < 0)
             break;
@@ -431,7 +483,8 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     if (rf__stack_size_check(o.default_stack_size) ||
         rf__size_check(o.mailbox_capacity, 0, RF_MAILBOX_MAX) ||
         rf__size_check(o.sq_entries, 0, RF_RING_MAX_ENTRIES) ||
-        rf__size_check(o.cq_entries, 0, 2 * RF_RING_MAX_ENTRIES))
+        rf__size_check(o.cq_entries, 0, 2 * RF_RING_MAX_ENTRIES) ||
+        o.spin_ns > RF_SPIN_MAX_NS)
         return -EINVAL;
     size_t stack = o.default_stack_size ? o.default_stack_size
                                         : RF_DEFAULT_STACK_SIZE;
@@ -445,6 +498,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     /* At most RF_MAILBOX_MAX: the slot count has 32 bits (remote.c),
      * posters in flight included. */
     l->mail_cap = o.mailbox_capacity ? o.mailbox_capacity : RF_MAILBOX_DEFAULT;
+    l->spin_ns = o.spin_ns;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
@@ -606,6 +660,7 @@ static void stats_snapshot(const rf_loop *l, rf_stats *out)
     out->spawn_failed = RF_STAT_GET(s->spawn_failed);
     out->wakeups_eventfd = RF_STAT_GET(s->wakeups_eventfd);
     out->wakeups_msg_ring = RF_STAT_GET(s->wakeups_msg_ring);
+    out->sleeps_avoided = RF_STAT_GET(s->sleeps_avoided);
 #undef RF_STAT_GET
 }
 

@@ -209,15 +209,6 @@ static pool_worker *worker_to_wake(rf_pool *p)
  */
 #define RF_POOL_SPIN_NS (10 * RF_NSEC_PER_USEC)
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Without the mutex: until a call is queued, or RF_POOL_SPIN_NS. */
 static void spin_for_work(rf_pool *p)
 {
@@ -226,7 +217,7 @@ static void spin_for_work(rf_pool *p)
         for (int i = 0; i < 32; i++) {
             if (__atomic_load_n(&p->count, __ATOMIC_RELAXED) != 0)
                 return;
-            cpu_relax();
+            rf__cpu_relax();
         }
         if (rf_now_ns() > until)
             return;

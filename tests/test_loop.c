@@ -167,6 +167,12 @@ static void test_loop_new_sizes_checked(void **state)
     o.cq_entries = 2 * RF_RING_MAX_ENTRIES + 1;
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.spin_ns = RF_SPIN_MAX_NS + 1;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    o.spin_ns = UINT32_MAX;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    memset(&o, 0, sizeof o);
     o.flags = RF_LOOP_QUIET | 0x8000u; /* a flag that does not exist */
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     assert_null(loop);
