@@ -1014,6 +1014,123 @@ void W2_raw_fcontext_batch_warm_baseline(benchmark::State &state) {
     w2_raw_batch(state, true);
 }
 
+// S3's in-run baselines: what this machine gives two threads that share
+// nothing, for the same shape of work without a runtime. Argument =
+// threads, each pinned to its own CPU of the affinity mask, each doing its
+// share of 1,000,000 units; timed from the moment every thread is ready
+// until the last has finished. Their 2-vs-1 ratio is the ceiling S3's can
+// be held to on this machine:
+//  - raw_fcontext: W2_raw_fcontext_batch_warm_baseline's work (a context
+//    made on each of 10,000 prefaulted stacks, then each run once), on each
+//    thread's own stacks: the same memory traffic as S3 without a runtime;
+//  - compute: a register-only loop, no memory at all: whether the two
+//    CPUs run two threads at full speed at once.
+struct S3BaseCtx {
+    unsigned threads;
+    bool compute;
+    std::atomic<unsigned> ready{0};
+    std::atomic<bool> go{false};
+    std::atomic<uint64_t> t0{0};
+    std::atomic<uint64_t> end{0};
+    std::atomic<int> err{0};
+};
+
+struct S3BaseArg {
+    S3BaseCtx *c;
+    unsigned nth;
+};
+
+uint64_t s3_mono_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+void *s3_base_thread(void *arg) {
+    auto *a = static_cast<S3BaseArg *>(arg);
+    S3BaseCtx *c = a->c;
+    pin_to(int(a->nth));
+    size_t share = kS3Tasks / c->threads;
+    RawStacks stacks(c->compute ? 1 : kW2Batch);
+    std::vector<fcontext_t> ctx(kW2Batch);
+    if (!stacks.ok())
+        c->err.store(-ENOMEM);
+    else if (!c->compute)
+        for (size_t i = 0; i < kW2Batch; i++)
+            jump_fcontext(make_fcontext(stacks.top(i), kRawStackSize, raw_once),
+                          nullptr);
+    if (c->ready.fetch_add(1) + 1 == c->threads) {
+        c->t0.store(s3_mono_ns());
+        c->go.store(true);
+    }
+    while (!c->go.load())
+        ;
+    if (c->compute) {
+        // About as long per unit as one task of S3 (some tens of ns).
+        uint64_t x = a->nth + 1;
+        for (size_t i = 0; i < share * 32; i++)
+            x = x * 6364136223846793005u + 1442695040888963407u;
+        benchmark::DoNotOptimize(x);
+    } else if (stacks.ok()) {
+        for (size_t done = 0; done < share;) {
+            size_t n = std::min(kW2Batch, share - done);
+            for (size_t i = 0; i < n; i++)
+                ctx[i] = make_fcontext(stacks.top(i), kRawStackSize, raw_once);
+            for (size_t i = 0; i < n; i++)
+                benchmark::DoNotOptimize(jump_fcontext(ctx[i], nullptr));
+            done += n;
+        }
+    }
+    uint64_t now = s3_mono_ns(), prev = c->end.load();
+    while (now > prev && !c->end.compare_exchange_weak(prev, now))
+        ;
+    return nullptr;
+}
+
+void s3_base_run(benchmark::State &state, bool compute) {
+    unsigned threads = unsigned(state.range(0));
+    for (auto _ : state) {
+        S3BaseCtx c;
+        c.threads = threads;
+        c.compute = compute;
+        std::vector<pthread_t> th(threads);
+        std::vector<S3BaseArg> args(threads);
+        unsigned started = 0;
+        for (; started < threads; started++) {
+            args[started] = {&c, started};
+            if (pthread_create(&th[started], nullptr, s3_base_thread,
+                               &args[started]) != 0)
+                break;
+        }
+        if (started < threads)
+            c.go.store(true); // let the started ones finish
+        for (unsigned i = 0; i < started; i++)
+            pthread_join(th[i], nullptr);
+        if (started < threads || c.err.load()) {
+            state.SkipWithError(started < threads ? "pthread_create failed"
+                                                  : "mmap failed");
+            break;
+        }
+        state.SetIterationTime(double(c.end.load() - c.t0.load()) / 1e9);
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(kS3Tasks));
+    state.counters["task"] = benchmark::Counter(
+        double(kS3Tasks), benchmark::Counter::kIsIterationInvariantRate |
+                              benchmark::Counter::kInvert);
+}
+
+void S3_raw_fcontext_threads_baseline(benchmark::State &state) {
+    s3_base_run(state, false);
+    state.SetLabel("1 iteration = 1,000,000 raw contexts spread over the "
+                   "threads, 10,000 prefaulted stacks per thread");
+}
+
+void S3_compute_threads_baseline(benchmark::State &state) {
+    s3_base_run(state, true);
+    state.SetLabel("1 iteration = 1,000,000 units of register-only work "
+                   "spread over the threads");
+}
+
 // ===========================================================================
 // W5: offload of a trivial function to a thread pool. Two figures:
 //  - round trip: one task, one call at a time (1 iteration = 1 call);
@@ -1985,6 +2102,8 @@ BENCHMARK(S2_cross_loop_stream_spin)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(S3_spawn_join_loops_batch100)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(S3_raw_fcontext_threads_baseline)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(S3_compute_threads_baseline)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
 BENCHMARK(T1_wait_for_task_first)->UseRealTime();
 BENCHMARK(T1_join_baseline)->UseRealTime();
