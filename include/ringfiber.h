@@ -216,6 +216,23 @@ typedef struct rf_loop_opts {
  * on 6.18: 4% slower round trips, 8% fewer messages/s in streams
  * (docs/loops.md, "Waking a loop"); hence not the default. */
 #define RF_LOOP_WAKE_MSG_RING 0x100u
+/* Run the loop on a virtual clock that starts at 0 (docs/virtual-time.md):
+ * rf_now_ns() on the loop's thread and every timer of the loop (sleeps,
+ * deadlines, rf_wait_for, a shutdown's grace) use it. When no task is
+ * ready and nothing real is in flight (no operation in the ring, no
+ * offloaded call, no mail), the clock jumps to the earliest timer, so
+ * sleeps of hours end at once, at exactly their virtual instant. Timers
+ * due at one instant fire in the order they were armed. While real work
+ * is in flight the clock stands still: a deadline over a real operation
+ * is a runtime timer (the task's), so it too waits for the clock, never
+ * for the wall. rf_clock_advance() moves it by hand. For tests. */
+#define RF_LOOP_VIRTUAL_TIME 0x200u
+
+/* rf_run on a loop made with opts (rf_loop_new's, may be NULL): e.g.
+ * RF_LOOP_VIRTUAL_TIME. Returns what rf_run returns, and rf_loop_new's
+ * errors. Blocks the calling thread. */
+RF_API int rf_run_opts(rf_fn main, void *arg, void **result,
+                       const rf_loop_opts *opts);
 
 /*
  * Create a loop owned by the calling thread. opts may be NULL.
@@ -571,8 +588,30 @@ RF_API int rf_yield(void);
  */
 RF_API int rf_sleep(uint64_t ns);
 
-/* CLOCK_MONOTONIC in nanoseconds. Does not suspend. */
+/* CLOCK_MONOTONIC in nanoseconds; on the thread of a loop that runs with
+ * RF_LOOP_VIRTUAL_TIME (while it runs), that loop's virtual clock. Does
+ * not suspend. */
 RF_API uint64_t rf_now_ns(void);
+
+/*
+ * A loop's clock, from any thread: its virtual time (RF_LOOP_VIRTUAL_TIME)
+ * or CLOCK_MONOTONIC, in *ns. Returns 0, or -EINVAL (NULL loop or ns).
+ * Does not suspend.
+ */
+RF_API int rf_loop_time(const rf_loop *loop, uint64_t *ns);
+
+/*
+ * Move the virtual clock of loop (NULL: the calling task's loop, which it
+ * must be) forward by ns, timer by timer: each timer due by then fires at its own instant (rf_now_ns()
+ * reads its deadline), in order, and the tasks it wakes run before the
+ * clock moves on and before this call returns; then the clock reads the
+ * old time + ns. Timers the woken tasks arm within the span fire in it
+ * too. Returns 0, -EPERM (not called from a task), -EXDEV (loop is not
+ * the caller's), -EINVAL (the loop does not run on virtual time),
+ * -ECANCELED (the caller was cancelled: the clock stops where it was).
+ * May suspend (it yields to the woken tasks).
+ */
+RF_API int rf_clock_advance(rf_loop *loop, uint64_t ns);
 
 /*
  * The task's deadline: one absolute time (rf_now_ns() scale) that bounds

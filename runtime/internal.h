@@ -342,6 +342,14 @@ struct rf_loop {
     rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
     rf_handler wake_fail_h;  /* one this loop sent was refused */
     uint64_t spin_ns;        /* rf_loop_opts.spin_ns (loop.c, loop_spin) */
+    /* RF_LOOP_VIRTUAL_TIME (time.c): the clock (__atomic_*: other threads
+     * read it), and the armed timer buckets in a heap by (deadline,
+     * seq), none of them in the ring nor counted in inflight. */
+    bool vtime;
+    uint64_t vnow;
+    uint64_t vseq;
+    struct rf_timer_bucket **vheap;
+    size_t vheap_n, vheap_cap;
     rf_stats stats;
 };
 
@@ -613,6 +621,13 @@ int rf__wait_check(const char *call, rf_task *h, rf_task **tp, rf_loop **lp,
 /* ---- time.c ---- */
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns);
 uint64_t rf__time_after(uint64_t ns);
+/* CLOCK_MONOTONIC, whatever clock the loop runs on: for what must keep
+ * real time (spinning, the stall detector, the pool). */
+uint64_t rf__real_now_ns(void);
+/* RF_LOOP_VIRTUAL_TIME: with nothing real in flight, move the clock to
+ * the earliest timer and fire what is due; false if it cannot move. */
+bool rf__vclock_auto_advance(rf_loop *l);
+void rf__vclock_fini(rf_loop *l);
 
 /* A busy-wait's pause: lets the sibling hyperthread run and saves power. */
 static inline void rf__cpu_relax(void)

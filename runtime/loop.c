@@ -28,7 +28,7 @@
 /* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
 #define RF_LOOP_KNOWN_FLAGS                                                    \
     (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
-     RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING)
+     RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING | RF_LOOP_VIRTUAL_TIME)
 
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
@@ -309,7 +309,7 @@ static bool loop_spin(rf_loop *l, int *rc)
     }
     /* Idle to the stall detector, as a sleep is. */
     __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
-    uint64_t until = rf_now_ns() + l->spin_ns;
+    uint64_t until = rf__real_now_ns() + l->spin_ns;
     for (;;) {
         for (int i = 0; i < 32; i++) {
             if (__atomic_load_n(&l->remote_head, __ATOMIC_RELAXED) ||
@@ -317,7 +317,7 @@ static bool loop_spin(rf_loop *l, int *rc)
                 goto found;
             rf__cpu_relax();
         }
-        if (rf_now_ns() >= until) {
+        if (rf__real_now_ns() >= until) {
             __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
             return false;
         }
@@ -393,6 +393,9 @@ static int loop_run(rf_loop *l, enum run_mode mode)
         }
         if (mode == RUN_NOWAIT)
             break;
+        /* Virtual time with nothing real in flight: to the next timer. */
+        if (l->vtime && rf__vclock_auto_advance(l))
+            continue;
         /* Idle timeouts are not waited for: removed before a sleep (or
          * the verdict that nothing is left), they cannot wake it late. */
         if (l->nidle)
@@ -502,6 +505,10 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
+    /* Virtual time: every timer at its exact instant (time.c). */
+    l->vtime = (o.flags & RF_LOOP_VIRTUAL_TIME) != 0;
+    if (l->vtime)
+        l->timer_slack_ns = 0;
     rf_list_init(&l->alive);
     rf_list_init(&l->free_tasks);
     rf_list_init(&l->fd_ops);
@@ -623,6 +630,7 @@ int rf_loop_free(rf_loop *loop)
     }
     rf__acceptors_release(loop, true);
     rf__remote_fini(loop);
+    rf__vclock_fini(loop);
     io_uring_queue_exit(&loop->ring);
     rf__embed_fini(loop);
     rf__stacks_fini(&loop->stacks);
@@ -684,12 +692,17 @@ int rf_loop_stats_threadsafe(const rf_loop *loop, rf_stats *out)
 
 int rf_run(rf_fn main, void *arg, void **result)
 {
+    return rf_run_opts(main, arg, result, NULL);
+}
+
+int rf_run_opts(rf_fn main, void *arg, void **result, const rf_loop_opts *opts)
+{
     if (!main)
         return -EINVAL;
     if (rf__tls_loop)
         return -EBUSY;
     rf_loop *l;
-    int rc = rf_loop_new(&l, NULL);
+    int rc = rf_loop_new(&l, opts);
     if (rc)
         return rc;
     rc = rf_loop_run_until_complete(l, main, arg, result);

@@ -212,14 +212,14 @@ static pool_worker *worker_to_wake(rf_pool *p)
 /* Without the mutex: until a call is queued, or RF_POOL_SPIN_NS. */
 static void spin_for_work(rf_pool *p)
 {
-    uint64_t until = rf_now_ns() + RF_POOL_SPIN_NS;
+    uint64_t until = rf__real_now_ns() + RF_POOL_SPIN_NS;
     for (;;) {
         for (int i = 0; i < 32; i++) {
             if (__atomic_load_n(&p->count, __ATOMIC_RELAXED) != 0)
                 return;
             rf__cpu_relax();
         }
-        if (rf_now_ns() > until)
+        if (rf__real_now_ns() > until)
             return;
     }
 }

@@ -202,13 +202,13 @@ static const char *capture(rf_stall *s, uint64_t hb)
         __atomic_store_n(&s->cap, CAP_IDLE, __ATOMIC_RELAXED);
         return why_not_sent;
     }
-    uint64_t give_up = rf_now_ns() + RF_STALL_CAPTURE_WAIT_NS;
+    uint64_t give_up = rf__real_now_ns() + RF_STALL_CAPTURE_WAIT_NS;
     struct timespec tick = {0, 200 * 1000};
     for (;;) {
         uint32_t c = __atomic_load_n(&s->cap, __ATOMIC_ACQUIRE);
         if (c == CAP_DONE)
             return s->bt_heartbeat == hb ? NULL : why_moved_on;
-        if (c == CAP_REQUESTED && rf_now_ns() > give_up) {
+        if (c == CAP_REQUESTED && rf__real_now_ns() > give_up) {
             uint32_t want = CAP_REQUESTED;
             if (__atomic_compare_exchange_n(&s->cap, &want, CAP_IDLE, false,
                                             __ATOMIC_ACQUIRE,
@@ -319,7 +319,7 @@ static void *watchdog(void *arg)
     if (period < RF_NSEC_PER_MSEC)
         period = RF_NSEC_PER_MSEC;
     uint64_t last_hb = heartbeat(l);
-    uint64_t since = rf_now_ns(); /* when the heartbeat was last seen moving */
+    uint64_t since = rf__real_now_ns(); /* when the heartbeat was last seen moving */
     bool stalled = false;
     char name[RF_TASK_NAME_MAX];
     uint64_t task_id = 0;
@@ -338,7 +338,7 @@ static void *watchdog(void *arg)
         if (s->stop)
             break;
         pthread_mutex_unlock(&s->mu);
-        uint64_t now = rf_now_ns();
+        uint64_t now = rf__real_now_ns();
         uint64_t hb = heartbeat(l);
         bool idle = __atomic_load_n(&l->idle, __ATOMIC_RELAXED) != 0;
         if (idle || hb != last_hb) {

@@ -9,11 +9,28 @@
 
 #include "internal.h"
 
-uint64_t rf_now_ns(void)
+uint64_t rf__real_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * RF_NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rf_now_ns(void)
+{
+    rf_loop *l = rf__tls_loop;
+    if (rf_unlikely(l && l->vtime))
+        return l->vnow; /* written on this thread only */
+    return rf__real_now_ns();
+}
+
+int rf_loop_time(const rf_loop *loop, uint64_t *ns)
+{
+    if (!loop || !ns)
+        return -EINVAL;
+    *ns = loop->vtime ? __atomic_load_n(&loop->vnow, __ATOMIC_RELAXED)
+                      : rf__real_now_ns();
+    return 0;
 }
 
 void rf__abs_timespec(struct __kernel_timespec *ts, uint64_t deadline_ns)
@@ -62,6 +79,8 @@ typedef struct rf_timer_bucket {
     rf_handler h;
     struct __kernel_timespec ts;
     uint64_t deadline;
+    uint64_t seq;      /* virtual time: arming order, for equal deadlines */
+    size_t heap_i;     /* virtual time: index in l->vheap */
     rf_list timers;
     rf_list idle_node; /* l->idle_buckets, while idle */
     bool idle;         /* no timer in it; not counted in l->inflight */
@@ -103,6 +122,153 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     free(b);
 }
 
+/* ---- virtual time (RF_LOOP_VIRTUAL_TIME) ----
+ *
+ * The same buckets, with no kernel timeout behind them: a binary min-heap
+ * by (deadline, arming order) holds the armed ones, and the clock fires
+ * them itself, in that order, when it moves (timer slack is 0: a bucket
+ * holds the timers of one exact instant, in the order they were armed).
+ * They are not operations: not in the ring, not counted in l->inflight,
+ * so "nothing real in flight" is l->inflight == 0. A bucket its last
+ * timer leaves is freed at once (no kernel timeout to keep for reuse).
+ */
+
+static bool vbefore(const rf_timer_bucket *a, const rf_timer_bucket *b)
+{
+    return a->deadline < b->deadline ||
+           (a->deadline == b->deadline && a->seq < b->seq);
+}
+
+static void vheap_set(rf_loop *l, size_t i, rf_timer_bucket *b)
+{
+    l->vheap[i] = b;
+    b->heap_i = i;
+}
+
+static void vheap_up(rf_loop *l, size_t i)
+{
+    rf_timer_bucket *b = l->vheap[i];
+    while (i > 0 && vbefore(b, l->vheap[(i - 1) / 2])) {
+        vheap_set(l, i, l->vheap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    vheap_set(l, i, b);
+}
+
+static void vheap_down(rf_loop *l, size_t i)
+{
+    rf_timer_bucket *b = l->vheap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->vheap_n)
+            break;
+        if (c + 1 < l->vheap_n && vbefore(l->vheap[c + 1], l->vheap[c]))
+            c++;
+        if (!vbefore(l->vheap[c], b))
+            break;
+        vheap_set(l, i, l->vheap[c]);
+        i = c;
+    }
+    vheap_set(l, i, b);
+}
+
+static int vheap_push(rf_loop *l, rf_timer_bucket *b)
+{
+    if (l->vheap_n == l->vheap_cap) {
+        size_t cap = l->vheap_cap ? 2 * l->vheap_cap : 64;
+        rf_timer_bucket **h = realloc(l->vheap, cap * sizeof(*h));
+        if (!h)
+            return -ENOMEM;
+        l->vheap = h;
+        l->vheap_cap = cap;
+    }
+    b->seq = l->vseq++;
+    vheap_set(l, l->vheap_n++, b);
+    vheap_up(l, l->vheap_n - 1);
+    return 0;
+}
+
+static void vheap_remove(rf_loop *l, rf_timer_bucket *b)
+{
+    size_t i = b->heap_i;
+    rf_timer_bucket *last = l->vheap[--l->vheap_n];
+    if (i == l->vheap_n)
+        return;
+    vheap_set(l, i, last);
+    vheap_up(l, i);
+    vheap_down(l, last->heap_i);
+}
+
+static void bucket_fired(rf_loop *l, rf_handler *h,
+                         const struct io_uring_cqe *cqe);
+
+/* Fire every bucket due at the clock's present reading, in order. */
+static bool vclock_fire_due(rf_loop *l)
+{
+    bool fired = false;
+    static const struct io_uring_cqe expired = {.res = -ETIME};
+    while (l->vheap_n && l->vheap[0]->deadline <= l->vnow) {
+        rf_timer_bucket *b = l->vheap[0];
+        vheap_remove(l, b);
+        bucket_fired(l, &b->h, &expired);
+        fired = true;
+    }
+    return fired;
+}
+
+static void vclock_set(rf_loop *l, uint64_t t)
+{
+    if (t > l->vnow)
+        __atomic_store_n(&l->vnow, t, __ATOMIC_RELAXED);
+}
+
+bool rf__vclock_auto_advance(rf_loop *l)
+{
+    if (!l->vheap_n || l->inflight || l->remote_expected ||
+        rf__remote_pending(l))
+        return false;
+    vclock_set(l, l->vheap[0]->deadline);
+    return vclock_fire_due(l);
+}
+
+/* At rf_loop_free: no task is left, so no timer either; the heap goes. */
+void rf__vclock_fini(rf_loop *l)
+{
+    while (l->vheap_n) {
+        rf_timer_bucket *b = l->vheap[0];
+        vheap_remove(l, b);
+        free(b);
+    }
+    free(l->vheap);
+    l->vheap = NULL;
+    l->vheap_cap = 0;
+}
+
+int rf_clock_advance(rf_loop *loop, uint64_t ns)
+{
+    rf_loop *l = rf__tls_loop;
+    rf_task *self = l ? l->current : NULL;
+    if (!self)
+        return -EPERM;
+    if (loop && loop != l)
+        return -EXDEV;
+    if (!l->vtime)
+        return -EINVAL;
+    uint64_t target = ns > UINT64_MAX / 4 - l->vnow ? UINT64_MAX / 4
+                                                    : l->vnow + ns;
+    while (l->vheap_n && l->vheap[0]->deadline <= target) {
+        vclock_set(l, l->vheap[0]->deadline);
+        vclock_fire_due(l);
+        /* The woken tasks were queued before this yield puts the caller
+         * back: they run at this instant, before the clock moves on. */
+        int rc = rf_yield();
+        if (rc)
+            return rc;
+    }
+    vclock_set(l, target);
+    return 0;
+}
+
 /*
  * The bucket for a sleep whose exact end is `end`: one that fires within
  * [end, end + slack], or a new one that fires at end + slack. So every
@@ -134,6 +300,20 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
     if (!b) {
         *err = -ENOMEM;
         return NULL;
+    }
+    if (rf_unlikely(l->vtime)) {
+        b->h.fn = bucket_fired;
+        b->h.uncounted = true;
+        b->deadline = deadline;
+        b->idle = false;
+        b->removing = false;
+        rf_list_init(&b->timers);
+        if ((*err = vheap_push(l, b)) != 0) {
+            free(b);
+            return NULL;
+        }
+        l->timer_cache[i] = b;
+        return b;
     }
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe) {
@@ -194,6 +374,14 @@ void rf__timer_stop(rf_loop *l, rf_timer *t)
     rf_list_remove(&t->node);
     if (!rf_list_empty(&b->timers) || b->removing)
         return;
+    if (rf_unlikely(l->vtime)) {
+        unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
+        if (l->timer_cache[i] == b)
+            l->timer_cache[i] = NULL;
+        vheap_remove(l, b);
+        free(b);
+        return;
+    }
     /* Idle: kept armed for the next timers that end near it. */
     b->idle = true;
     b->h.uncounted = true;

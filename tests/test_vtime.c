@@ -1,0 +1,424 @@
+/*
+ * Virtual time (RF_LOOP_VIRTUAL_TIME): the clock starts at 0, jumps to the
+ * next timer when nothing real is in flight, stands still while something
+ * real is, and fires timers of one instant in the order they were armed.
+ * Every expected time below is exact: nothing here depends on the speed
+ * of the machine.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define SEC RF_NSEC_PER_SEC
+
+static void vrun(rf_fn body, void *arg)
+{
+    rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
+    rft_begin();
+    int rc = rf_run_opts(body, arg, NULL, &o);
+    if (rc != 0)
+        fprintf(stderr, "rf_run_opts returned %d (%s)\n", rc, rf_strerror(rc));
+    assert_int_equal(rc, 0);
+    rft_end();
+}
+
+/* ---- the clock ------------------------------------------------------------ */
+
+static void *hour_sleeper(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(3600 * SEC), 0);
+    RFT_CHECK_INT(rf_now_ns(), 3600 * SEC);
+    return arg;
+}
+
+#define SLEEPERS 10000
+static void *many_body(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_now_ns(), 0);
+    rf_task **t = calloc(SLEEPERS, sizeof(*t));
+    for (int i = 0; i < SLEEPERS; i++)
+        if (!RFT_CHECK((t[i] = rf_spawn(hour_sleeper, (void *)(intptr_t)i))))
+            break;
+    for (int i = 0; i < SLEEPERS && t[i]; i++) {
+        void *res = NULL;
+        RFT_CHECK_INT(rf_join(t[i], &res), 0);
+        RFT_CHECK_INT((intptr_t)res, i);
+        rf_task_release(t[i]);
+    }
+    RFT_CHECK_INT(rf_now_ns(), 3600 * SEC);
+    free(t);
+    return NULL;
+}
+
+/* Ten thousand tasks sleep an hour: the clock reads exactly 3600 s. */
+static void test_hour_of_sleepers(void **state) { vrun(many_body, NULL); }
+
+/* ---- order ---------------------------------------------------------------- */
+
+static int g_order[16];
+static int g_norder;
+
+static void *record_after(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    int id = (int)(v & 0xff);
+    uint64_t pre = (v >> 8) * SEC, ns = 3 * SEC - pre;
+    if (pre)
+        RFT_CHECK_INT(rf_sleep(pre), 0);
+    RFT_CHECK_INT(rf_sleep(ns), 0); /* all end at 3 s */
+    RFT_CHECK_INT(rf_now_ns(), 3 * SEC);
+    g_order[g_norder++] = id;
+    return NULL;
+}
+
+/* Timers due at one instant fire in the order they were armed: task i
+ * arms its 3-second end at second pre(i), so the arming order is by pre,
+ * then by spawn order; not by spawn order alone. */
+static void *order_body(void *arg)
+{
+    (void)arg;
+    static const int pre[8] = {2, 0, 1, 0, 2, 1, 0, 2};
+    static const int expect[8] = {1, 3, 6, 2, 5, 0, 4, 7};
+    rf_task *t[8];
+    g_norder = 0;
+    for (int i = 0; i < 8; i++)
+        t[i] = rf_spawn(record_after,
+                        (void *)(((uintptr_t)pre[i] << 8) | (uintptr_t)i));
+    for (int i = 0; i < 8; i++) {
+        RFT_CHECK_INT(rf_join(t[i], NULL), 0);
+        rf_task_release(t[i]);
+    }
+    RFT_CHECK_INT(g_norder, 8);
+    for (int i = 0; i < 8; i++)
+        RFT_CHECK_INT(g_order[i], expect[i]);
+    return NULL;
+}
+
+static void test_same_instant_in_arming_order(void **state)
+{
+    vrun(order_body, NULL);
+}
+
+/* A deadline and a sleep that end at one instant: the one armed first
+ * wins. rf_sleep arms its own timer before the wait begins, and the wait
+ * arms the task's deadline: the sleep ends normally at exactly 5 s, and
+ * the deadline, fired in the same instant, ends the next wait at once. */
+static void *deadline_body(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_deadline_set(5 * SEC), 0);
+    RFT_CHECK_INT(rf_sleep(5 * SEC), 0);
+    RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+    RFT_CHECK_INT(rf_sleep(1), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    /* A deadline in the middle of a longer sleep. */
+    RFT_CHECK_INT(rf_deadline_set(7 * SEC), 0);
+    RFT_CHECK_INT(rf_sleep(100 * SEC), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_now_ns(), 7 * SEC);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    return NULL;
+}
+
+static void test_deadline_and_sleep(void **state) { vrun(deadline_body, NULL); }
+
+static void *sleep_then(void *arg)
+{
+    int rc = rf_sleep((uint64_t)(uintptr_t)arg);
+    return (void *)(intptr_t)(rc ? rc : 42);
+}
+
+/* rf_wait_for(t, 1 s) over a task that sleeps exactly 1 s: both timers
+ * fire at 1 s, in the order they were armed. Spawned just before, t has
+ * not run when the wait arms its timer: the wait's fires first, so the
+ * wait times out, -ETIMEDOUT; t's wake is already queued, so its sleep
+ * ends normally and the result it returns is still delivered. Given a
+ * turn first, t arms its sleep first and returns in that instant, before
+ * the wait sees its timer: 0. */
+static void *wait_for_body(void *arg)
+{
+    (void)arg;
+    void *res = NULL;
+    rf_task *t = rf_spawn(sleep_then, (void *)(uintptr_t)SEC);
+    RFT_CHECK_INT(rf_wait_for(t, SEC, &res), -ETIMEDOUT);
+    RFT_CHECK_INT((intptr_t)res, 42);
+    RFT_CHECK_INT(rf_now_ns(), SEC);
+    rf_task_release(t);
+    t = rf_spawn(sleep_then, (void *)(uintptr_t)SEC);
+    RFT_CHECK_INT(rf_yield(), 0);
+    res = NULL;
+    RFT_CHECK_INT(rf_wait_for(t, SEC, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, 42);
+    RFT_CHECK_INT(rf_now_ns(), 2 * SEC);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_wait_for_at_its_timeout(void **state)
+{
+    vrun(wait_for_body, NULL);
+}
+
+/* A cancellation made by a task the clock woke: the victim's hour-long
+ * sleep ends -ECANCELED at 5 s, and the clock does not jump to the hour. */
+static void *canceller(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(5 * SEC), 0);
+    RFT_CHECK_INT(rf_cancel((rf_task *)arg), 0);
+    return NULL;
+}
+
+static void *victim(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_sleep(3600 * SEC), -ECANCELED);
+    RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+    return NULL;
+}
+
+static void *cancel_body(void *arg)
+{
+    (void)arg;
+    rf_task *v = rf_spawn(victim, NULL);
+    rf_task *c = rf_spawn(canceller, v);
+    RFT_CHECK_INT(rf_join(v, NULL), -ECANCELED); /* asked, so reported */
+    RFT_CHECK_INT(rf_join(c, NULL), 0);
+    RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+    rf_task_release(v);
+    rf_task_release(c);
+    return NULL;
+}
+
+static void test_cancel_during_advance(void **state) { vrun(cancel_body, NULL); }
+
+/* ---- what stops the clock ---------------------------------------------- */
+
+static int g_seq;
+static int g_sleeper_seen, g_io_seen;
+
+static void *short_sleeper(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(rf_now_ns(), RFT_MS);
+    g_sleeper_seen = ++g_seq;
+    return NULL;
+}
+
+static void *real_nap(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20 * 1000 * 1000}; /* 20 ms of real time */
+    nanosleep(&ts, NULL);
+    return (void *)(uintptr_t)7;
+}
+
+/* An offloaded call in flight holds the clock: the sleeper's 1 ms (of
+ * virtual time) does not end during the call's 20 ms of real time. */
+static void *offload_body(void *arg)
+{
+    (void)arg;
+    g_seq = 0;
+    rf_task *s = rf_spawn(short_sleeper, NULL);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_to_thread(real_nap, NULL, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, 7);
+    RFT_CHECK_INT(rf_now_ns(), 0);
+    g_io_seen = ++g_seq;
+    RFT_CHECK_INT(rf_join(s, NULL), 0);
+    rf_task_release(s);
+    RFT_CHECK_INT(g_io_seen, 1);
+    RFT_CHECK_INT(g_sleeper_seen, 2);
+    RFT_CHECK_INT(rf_now_ns(), RFT_MS);
+    return NULL;
+}
+
+static void test_offload_freezes_clock(void **state)
+{
+    vrun(offload_body, NULL);
+}
+
+static void *late_writer(void *arg)
+{
+    int fd = *(int *)arg;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    (void)!write(fd, "x", 1);
+    return NULL;
+}
+
+/* A read in the ring holds the clock the same way: the pipe's writer is a
+ * plain thread that writes after 20 ms of real time. */
+static void *io_body(void *arg)
+{
+    (void)arg;
+    int p[2];
+    if (!RFT_CHECK_INT(pipe(p), 0))
+        return NULL;
+    pthread_t th;
+    pthread_create(&th, NULL, late_writer, &p[1]);
+    g_seq = 0;
+    rf_task *s = rf_spawn(short_sleeper, NULL);
+    char c = 0;
+    RFT_CHECK_INT(rf_read(p[0], &c, 1, -1), 1);
+    RFT_CHECK_INT(rf_now_ns(), 0);
+    g_io_seen = ++g_seq;
+    RFT_CHECK_INT(rf_join(s, NULL), 0);
+    rf_task_release(s);
+    RFT_CHECK_INT(g_io_seen, 1);
+    RFT_CHECK_INT(g_sleeper_seen, 2);
+    pthread_join(th, NULL);
+    close(p[0]);
+    close(p[1]);
+    return NULL;
+}
+
+static void test_io_freezes_clock(void **state) { vrun(io_body, NULL); }
+
+/* ---- the README's example: a retry with backoff, tested in virtual time -- */
+
+/* Calls op until it succeeds, sleeping 100 ms, 200 ms, 400 ms ... between
+ * tries; gives up after `tries` tries with op's last error. */
+static int retry_with_backoff(int (*op)(void *), void *arg, int tries)
+{
+    uint64_t backoff = 100 * RF_NSEC_PER_MSEC;
+    int rc = op(arg);
+    for (int i = 1; i < tries && rc != 0; i++) {
+        int src = rf_sleep(backoff);
+        if (src)
+            return src; /* cancelled, or past the task's deadline */
+        backoff *= 2;
+        rc = op(arg);
+    }
+    return rc;
+}
+
+static uint64_t g_tried_at[8];
+static int g_tries;
+
+static int flaky(void *arg)
+{
+    g_tried_at[g_tries++] = rf_now_ns();
+    return g_tries < *(int *)arg ? -EAGAIN : 0; /* fails until try n */
+}
+
+static void *retry_body(void *arg)
+{
+    (void)arg;
+    int succeed_at = 4;
+    g_tries = 0;
+    RFT_CHECK_INT(retry_with_backoff(flaky, &succeed_at, 5), 0);
+    RFT_CHECK_INT(g_tries, 4);
+    static const uint64_t at_ms[] = {0, 100, 300, 700};
+    for (int i = 0; i < 4; i++)
+        RFT_CHECK_INT(g_tried_at[i], at_ms[i] * RF_NSEC_PER_MSEC);
+    /* Never succeeds: five tries, then the last error, at 1.5 s. */
+    succeed_at = 100;
+    g_tries = 0;
+    uint64_t t0 = rf_now_ns();
+    RFT_CHECK_INT(retry_with_backoff(flaky, &succeed_at, 5), -EAGAIN);
+    RFT_CHECK_INT(rf_now_ns() - t0, 1500 * RF_NSEC_PER_MSEC);
+    /* Under a deadline of 1 s the fifth try never happens. */
+    g_tries = 0;
+    RFT_CHECK_INT(rf_deadline_set(rf_now_ns() + RF_NSEC_PER_SEC), 0);
+    RFT_CHECK_INT(retry_with_backoff(flaky, &succeed_at, 5), -ETIMEDOUT);
+    RFT_CHECK_INT(g_tries, 4);
+    return NULL;
+}
+
+static void test_retry_with_backoff(void **state) { vrun(retry_body, NULL); }
+
+/* ---- by hand -------------------------------------------------------------- */
+
+static uint64_t g_woke[3];
+
+static void *woke_at(void *arg)
+{
+    uintptr_t i = (uintptr_t)arg;
+    RFT_CHECK_INT(rf_sleep((i + 1) * SEC), 0);
+    g_woke[i] = rf_now_ns();
+    return NULL;
+}
+
+static void *loop_time_reader(void *arg)
+{
+    uint64_t ns = 0;
+    int rc = rf_loop_time((rf_loop *)arg, &ns);
+    return rc ? (void *)(intptr_t)-1 : (void *)(uintptr_t)ns;
+}
+
+/* rf_clock_advance fires each timer at its own instant and lets its task
+ * run before the clock moves on; rf_loop_time reads the clock from
+ * another thread. */
+static void *advance_body(void *arg)
+{
+    (void)arg;
+    rf_task *t[3];
+    for (uintptr_t i = 0; i < 3; i++)
+        t[i] = rf_spawn(woke_at, (void *)i);
+    RFT_CHECK_INT(rf_yield(), 0); /* they arm their sleeps */
+    RFT_CHECK_INT(rf_clock_advance(NULL, 10 * SEC), 0);
+    RFT_CHECK_INT(rf_now_ns(), 10 * SEC);
+    for (int i = 0; i < 3; i++) {
+        RFT_CHECK_INT(g_woke[i], (uint64_t)(i + 1) * SEC);
+        RFT_CHECK(rf_done(t[i]));
+        rf_task_release(t[i]);
+    }
+    RFT_CHECK_INT(rf_clock_advance(rf_loop_current(), 5), 0);
+    RFT_CHECK_INT(rf_now_ns(), 10 * SEC + 5);
+    void *res = NULL;
+    RFT_CHECK_INT(rf_to_thread(loop_time_reader, rf_loop_current(), &res), 0);
+    RFT_CHECK_INT((uintptr_t)res, 10 * SEC + 5);
+    return NULL;
+}
+
+static void test_clock_advance(void **state) { vrun(advance_body, NULL); }
+
+static void *advance_refused_body(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_clock_advance(NULL, SEC), -EINVAL); /* a real loop */
+    return NULL;
+}
+
+static void test_clock_advance_errors(void **state)
+{
+    assert_int_equal(rf_clock_advance(NULL, SEC), -EPERM);
+    rft_run(advance_refused_body, NULL);
+    rf_loop *other = NULL;
+    rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
+    assert_int_equal(rf_loop_new(&other, &o), 0);
+    uint64_t ns = 1;
+    assert_int_equal(rf_loop_time(other, &ns), 0);
+    assert_int_equal(ns, 0);
+    assert_int_equal(rf_loop_time(NULL, &ns), -EINVAL);
+    assert_int_equal(rf_loop_time(other, NULL), -EINVAL);
+    assert_int_equal(rf_loop_free(other), 0);
+    /* A loop on real time reads CLOCK_MONOTONIC. */
+    rf_loop *real = NULL;
+    assert_int_equal(rf_loop_new(&real, NULL), 0);
+    uint64_t before = rft_now();
+    assert_int_equal(rf_loop_time(real, &ns), 0);
+    assert_true(ns >= before);
+    assert_int_equal(rf_loop_free(real), 0);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_hour_of_sleepers),
+    cmocka_unit_test(test_same_instant_in_arming_order),
+    cmocka_unit_test(test_deadline_and_sleep),
+    cmocka_unit_test(test_wait_for_at_its_timeout),
+    cmocka_unit_test(test_cancel_during_advance),
+    cmocka_unit_test(test_offload_freezes_clock),
+    cmocka_unit_test(test_io_freezes_clock),
+    cmocka_unit_test(test_retry_with_backoff),
+    cmocka_unit_test(test_clock_advance),
+    cmocka_unit_test(test_clock_advance_errors),
+};
+
+RFT_MAIN(tests)
