@@ -43,7 +43,7 @@ static int run_add(rf_loop *loop, int x, int y)
 static void part1_run_until_complete(void)
 {
     rf_loop *loop;
-    ex_check(rf_loop_new(&loop, NULL), "rf_loop_new");
+    ex_check(rf_loop_new(&loop, ex_loop_opts()), "rf_loop_new");
     int result1 = run_add(loop, 3, 4);
     int result2 = run_add(loop, 5, 5);
     printf("%d\n", result1); /* Prints 7 */
@@ -72,7 +72,7 @@ static void *get_results_and_stop(void *arg)
 static void part2_run_forever(void)
 {
     rf_loop *loop;
-    ex_check(rf_loop_new(&loop, NULL), "rf_loop_new");
+    ex_check(rf_loop_new(&loop, ex_loop_opts()), "rf_loop_new");
     rf_task *t = rf_loop_spawn(loop, get_results_and_stop, NULL, NULL);
     if (!t)
         ex_die("rf_loop_spawn", -errno);

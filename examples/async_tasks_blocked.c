@@ -53,7 +53,7 @@ static void *task_b(void *arg)
 static void *run_tasks_async_blocked(void *arg)
 {
     bool reverse = *(const bool *)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
     /* gather() turns its arguments into tasks in argument order, and
      * tasks start in the order they were created. */
     rf_task *tasks[2];

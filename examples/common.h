@@ -33,6 +33,10 @@
 static const char *ex_prog = "example";
 /* Every duration is divided by this (--scale). */
 static double ex_scale = 1.0;
+/* --virtual-time: the loops run on a virtual clock (RF_LOOP_VIRTUAL_TIME),
+ * so the example prints what it prints at real speed, times included, in
+ * a fraction of a second. */
+static bool ex_virtual_time = false;
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -93,13 +97,15 @@ static inline const char *ex_option_spec(const ex_option *o, char *buf,
 static inline void ex_usage(FILE *out, const ex_option *opts)
 {
     char spec[64];
-    fprintf(out, "usage: %s [--scale N]", ex_prog);
+    fprintf(out, "usage: %s [--scale N] [--virtual-time]", ex_prog);
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, " [%s]", ex_option_spec(o, spec, sizeof spec));
     for (const ex_str_option *o = ex_str_options; o && o->name; o++)
         fprintf(out, " [%s %s]", o->name, o->metavar);
     fprintf(out, "\n  %-12s %s\n", "--scale N",
             "divide every duration by N (default 1)");
+    fprintf(out, "  %-12s %s\n", "--virtual-time",
+            "run on a virtual clock: same output, no waiting");
     for (const ex_option *o = opts; o && o->name; o++)
         fprintf(out, "  %-12s %s\n", ex_option_spec(o, spec, sizeof spec),
                 o->help);
@@ -168,6 +174,8 @@ static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
 {
     static const ex_option scale = {"--scale", "N", "", NULL, &ex_scale,
                                     NULL};
+    static const ex_option vtime = {"--virtual-time", NULL, "",
+                                    &ex_virtual_time, NULL, NULL};
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     if (argc > 0)
         ex_prog = slash ? slash + 1 : argv[0];
@@ -180,8 +188,9 @@ static inline void ex_parse_args(int argc, char **argv, const ex_option *opts)
             ex_usage(stdout, opts);
             exit(0);
         }
-        const ex_option *o = strcmp(argv[i], "--scale") == 0
-                                 ? &scale
+        const ex_option *o = strcmp(argv[i], "--scale") == 0 ? &scale
+                             : strcmp(argv[i], "--virtual-time") == 0
+                                 ? &vtime
                                  : ex_find(opts, argv[i]);
         const ex_str_option *so = ex_str_options;
         while (!o && so && so->name && strcmp(so->name, argv[i]) != 0)
@@ -240,6 +249,13 @@ static inline int sleep_s(double seconds)
 static inline void block_s(double seconds)
 {
     uint64_t ns = ex_ns(seconds);
+    if (ex_virtual_time && rf_loop_current()) {
+        /* On the virtual clock a blocking call is the clock jumping by
+         * its length while no other task runs. (Offloaded to a worker, it
+         * takes real time, while the loop's clock stands still.) */
+        ex_check(rf_clock_jump(NULL, ns), "rf_clock_jump");
+        return;
+    }
     struct timespec left = {(time_t)(ns / RF_NSEC_PER_SEC),
                             (long)(ns % RF_NSEC_PER_SEC)};
     while (nanosleep(&left, &left) != 0 && errno == EINTR)
@@ -250,10 +266,13 @@ static inline void block_s(double seconds)
 /* Elapsed time, printed as the tutorials print it                     */
 /* ------------------------------------------------------------------ */
 
-/* Seconds since start_ns (a value of rf_now_ns()). Real time, unscaled. */
+static inline uint64_t ex_now(void);
+
+/* Seconds since start_ns (a value of ex_now()). Real time (or the virtual
+ * clock's), unscaled. */
 static inline double ex_elapsed_s(uint64_t start_ns)
 {
-    return (double)(rf_now_ns() - start_ns) / (double)RF_NSEC_PER_SEC;
+    return (double)(ex_now() - start_ns) / (double)RF_NSEC_PER_SEC;
 }
 
 /* print(f"Executed in {end-start:0.2f} seconds") */
@@ -359,10 +378,47 @@ static inline void ex_release_all(rf_task *const *tasks, size_t n)
 
 /* asyncio.run(main(arg)); exits 1 if the loop cannot run at all (no
  * io_uring, for one: the library has already said why on stderr). */
+/* The options every loop of an example is made with: NULL, or the
+ * virtual clock with --virtual-time. */
+static inline const rf_loop_opts *ex_loop_opts(void)
+{
+    static const rf_loop_opts virt = {.flags = RF_LOOP_VIRTUAL_TIME};
+    return ex_virtual_time ? &virt : NULL;
+}
+
+/* --virtual-time: the virtual time the runs so far have taken (each run's
+ * clock starts at 0), so that a time read outside the runs (the program's
+ * "start" before asyncio.run) and one read inside add up as real ones do. */
+static uint64_t ex_vclock_before = 0;
+
+/* rf_now_ns(), or with --virtual-time the program's virtual time. */
+static inline uint64_t ex_now(void)
+{
+    if (!ex_virtual_time)
+        return rf_now_ns();
+    return ex_vclock_before + (rf_loop_current() ? rf_now_ns() : 0);
+}
+
+typedef struct ex_run_args {
+    rf_fn fn;
+    void *arg;
+} ex_run_args;
+
+static inline void *ex_run_main(void *p)
+{
+    ex_run_args *a = p;
+    void *res = a->fn(a->arg);
+    if (ex_virtual_time)
+        ex_vclock_before += rf_now_ns(); /* this run's end */
+    return res;
+}
+
 static inline void *ex_run(rf_fn main_fn, void *arg)
 {
     void *result = NULL;
-    ex_check(rf_run(main_fn, arg, &result), "rf_run");
+    ex_run_args a = {main_fn, arg};
+    ex_check(rf_run_opts(ex_run_main, &a, &result, ex_loop_opts()),
+             "rf_run");
     return result;
 }
 

@@ -31,7 +31,7 @@ static void *task_b(void *arg)
 static void *create_tasks(void *arg)
 {
     (void)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
 
     rf_task *t_a = ex_spawn(task_a, NULL, "task_a");
     printf("Task A created...\n");

@@ -38,7 +38,7 @@ static void *task_c(void *arg)
 static void *gather_tasks(void *arg)
 {
     (void)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
     /* gather() wraps each coroutine in a task, in argument order. */
     rf_task *tasks[] = {ex_spawn(task_a, NULL, "task_a"),
                         ex_spawn(task_b, NULL, "task_b"),

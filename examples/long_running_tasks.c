@@ -70,7 +70,7 @@ static void *main_tasks(void *arg)
 /* s = time.perf_counter(); asyncio.run(main()); print elapsed */
 static void run_timed(rf_fn main_fn, void *arg)
 {
-    uint64_t s = rf_now_ns();
+    uint64_t s = ex_now();
     ex_run(main_fn, arg);
     ex_print_execution_time(s);
 }

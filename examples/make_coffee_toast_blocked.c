@@ -48,7 +48,7 @@ static const char *toast_bread(void)
 static void *make_coffee_toast(void *arg)
 {
     (void)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
     /* result = await asyncio.gather(boil_water(), grind_coffee_bean()) */
     rf_task *tasks[] = {
         ex_spawn(boil_water, NULL, "boil_water"),

@@ -56,7 +56,7 @@ static void gather2(rf_fn a, void *arg_a, const char *name_a, rf_fn b,
 static void *make_coffee_toast(void *arg)
 {
     (void)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
     /* result1 + result2, stored side by side */
     void *result[4];
     gather2(boil_water, NULL, "boil_water", grind_coffee_bean, NULL,

@@ -35,7 +35,7 @@ static void *brew_coffee(void *arg)
 static void *make_coffee(void *arg)
 {
     (void)arg;
-    uint64_t start = rf_now_ns();
+    uint64_t start = ex_now();
     rf_task *tasks[] = {
         ex_spawn(boil_water, NULL, "boil_water"),
         ex_spawn(grind_coffee_bean, NULL, "grind_coffee_bean"),

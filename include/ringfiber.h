@@ -614,6 +614,17 @@ RF_API int rf_loop_time(const rf_loop *loop, uint64_t *ns);
 RF_API int rf_clock_advance(rf_loop *loop, uint64_t ns);
 
 /*
+ * Move the virtual clock of loop (NULL: the calling task's loop, which it
+ * must be) forward by ns at once, as a blocking call that took ns would
+ * (Trio's MockClock.jump): the timers due by then fire now, in order, and
+ * their tasks run after the caller next suspends, all reading the new
+ * time. Returns 0, -EPERM (not called from a task), -EXDEV (loop is not
+ * the caller's), -EINVAL (the loop does not run on virtual time). Does
+ * not suspend.
+ */
+RF_API int rf_clock_jump(rf_loop *loop, uint64_t ns);
+
+/*
  * The task's deadline: one absolute time (rf_now_ns() scale) that bounds
  * every wait the calling task makes from now on, like a socket timeout
  * that covers a whole request. Set it once; it applies until changed or

@@ -244,24 +244,48 @@ void rf__vclock_fini(rf_loop *l)
     l->vheap_cap = 0;
 }
 
-int rf_clock_advance(rf_loop *loop, uint64_t ns)
+/* For rf_clock_advance and rf_clock_jump: the caller's virtual loop, or
+ * an error; *target the clock's reading ns from now (saturated). */
+static int vclock_caller(rf_loop *loop, uint64_t ns, rf_loop **out,
+                         uint64_t *target)
 {
     rf_loop *l = rf__tls_loop;
-    rf_task *self = l ? l->current : NULL;
-    if (!self)
+    if (!l || !l->current)
         return -EPERM;
     if (loop && loop != l)
         return -EXDEV;
     if (!l->vtime)
         return -EINVAL;
-    uint64_t target = ns > UINT64_MAX / 4 - l->vnow ? UINT64_MAX / 4
-                                                    : l->vnow + ns;
+    *out = l;
+    *target = ns > UINT64_MAX / 4 - l->vnow ? UINT64_MAX / 4 : l->vnow + ns;
+    return 0;
+}
+
+int rf_clock_jump(rf_loop *loop, uint64_t ns)
+{
+    rf_loop *l;
+    uint64_t target;
+    int rc = vclock_caller(loop, ns, &l, &target);
+    if (rc)
+        return rc;
+    vclock_set(l, target);
+    vclock_fire_due(l);
+    return 0;
+}
+
+int rf_clock_advance(rf_loop *loop, uint64_t ns)
+{
+    rf_loop *l;
+    uint64_t target;
+    int rc = vclock_caller(loop, ns, &l, &target);
+    if (rc)
+        return rc;
     while (l->vheap_n && l->vheap[0]->deadline <= target) {
         vclock_set(l, l->vheap[0]->deadline);
         vclock_fire_due(l);
         /* The woken tasks were queued before this yield puts the caller
          * back: they run at this instant, before the clock moves on. */
-        int rc = rf_yield();
+        rc = rf_yield();
         if (rc)
             return rc;
     }

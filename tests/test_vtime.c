@@ -379,20 +379,53 @@ static void *advance_body(void *arg)
 
 static void test_clock_advance(void **state) { vrun(advance_body, NULL); }
 
+/* rf_clock_jump: a blocking call that took 3 s. The timers due by then
+ * fire, and their tasks run once the caller suspends, at the new time. */
+static void *jump_body(void *arg)
+{
+    (void)arg;
+    memset(g_woke, 0, sizeof g_woke);
+    rf_task *t[3];
+    for (uintptr_t i = 0; i < 3; i++)
+        t[i] = rf_spawn(woke_at, (void *)i);
+    RFT_CHECK_INT(rf_yield(), 0); /* they arm 1 s, 2 s, 3 s */
+    RFT_CHECK_INT(rf_clock_jump(NULL, 2 * SEC + SEC / 2), 0);
+    RFT_CHECK_INT(rf_now_ns(), 2 * SEC + SEC / 2);
+    RFT_CHECK_INT(g_woke[0], 0); /* not run yet: the caller has not
+                                    suspended */
+    RFT_CHECK_INT(rf_yield(), 0);
+    RFT_CHECK_INT(g_woke[0], 2 * SEC + SEC / 2);
+    RFT_CHECK_INT(g_woke[1], 2 * SEC + SEC / 2);
+    RFT_CHECK_INT(g_woke[2], 0);
+    for (int i = 0; i < 3; i++) {
+        RFT_CHECK_INT(rf_join(t[i], NULL), 0);
+        rf_task_release(t[i]);
+    }
+    RFT_CHECK_INT(g_woke[2], 3 * SEC); /* auto-advanced to its instant */
+    return NULL;
+}
+
+static void test_clock_jump(void **state) { vrun(jump_body, NULL); }
+
 static void *advance_refused_body(void *arg)
 {
     (void)arg;
     RFT_CHECK_INT(rf_clock_advance(NULL, SEC), -EINVAL); /* a real loop */
+    RFT_CHECK_INT(rf_clock_jump(NULL, SEC), -EINVAL);
+    rf_loop *other = (rf_loop *)arg;
+    RFT_CHECK_INT(rf_clock_advance(other, SEC), -EXDEV);
+    RFT_CHECK_INT(rf_clock_jump(other, SEC), -EXDEV);
     return NULL;
 }
 
 static void test_clock_advance_errors(void **state)
 {
     assert_int_equal(rf_clock_advance(NULL, SEC), -EPERM);
-    rft_run(advance_refused_body, NULL);
+    assert_int_equal(rf_clock_jump(NULL, SEC), -EPERM);
     rf_loop *other = NULL;
     rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
     assert_int_equal(rf_loop_new(&other, &o), 0);
+    rft_run(advance_refused_body, other);
     uint64_t ns = 1;
     assert_int_equal(rf_loop_time(other, &ns), 0);
     assert_int_equal(ns, 0);
@@ -418,6 +451,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_io_freezes_clock),
     cmocka_unit_test(test_retry_with_backoff),
     cmocka_unit_test(test_clock_advance),
+    cmocka_unit_test(test_clock_jump),
     cmocka_unit_test(test_clock_advance_errors),
 };
 
