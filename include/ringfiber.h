@@ -165,6 +165,14 @@ typedef struct rf_loop_opts {
                                 * (docs/loops.md, "Spinning before a
                                 * sleep"); rf_stats.sleeps_avoided counts
                                 * what it saved */
+    uint64_t autojump_ns;      /* with RF_LOOP_VIRTUAL_TIME (else -EINVAL):
+                                * when real work is in flight and nothing
+                                * has happened for this long in real time,
+                                * move the virtual clock to the next timer
+                                * anyway (Trio's autojump_threshold); 0 =
+                                * never: the clock waits for the real work.
+                                * Needs IORING_FEAT_EXT_ARG (5.11), else
+                                * rf_loop_new returns -EOPNOTSUPP */
 } rf_loop_opts;
 
 /* Longest rf_loop_opts.spin_ns: one second. */

@@ -346,6 +346,7 @@ struct rf_loop {
      * read it), and the armed timer buckets in a heap by (deadline,
      * seq), none of them in the ring nor counted in inflight. */
     bool vtime;
+    uint64_t autojump_ns;  /* rf_loop_opts.autojump_ns */
     uint64_t vnow;
     uint64_t vseq;
     struct rf_timer_bucket **vheap;
@@ -627,6 +628,11 @@ uint64_t rf__real_now_ns(void);
 /* RF_LOOP_VIRTUAL_TIME: with nothing real in flight, move the clock to
  * the earliest timer and fire what is due; false if it cannot move. */
 bool rf__vclock_auto_advance(rf_loop *l);
+/* autojump_ns of real time passed with nothing done: to the next timer. */
+void rf__vclock_autojump(rf_loop *l);
+/* ring.c: as rf__ring_enter(l, 1), for at most ns of real time (-ETIME
+ * then). */
+int rf__ring_enter_timeout(rf_loop *l, uint64_t ns);
 void rf__vclock_fini(rf_loop *l);
 
 /* A busy-wait's pause: lets the sibling hyperthread run and saves power. */

@@ -225,6 +225,25 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
     }
 }
 
+/* Only for a virtual clock's autojump (time.c): a real timeout on the
+ * wait, as an argument of the enter (IORING_FEAT_EXT_ARG, checked when the
+ * loop is made), not an SQE. */
+int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
+{
+    struct __kernel_timespec ts = {.tv_sec = (long long)(ns / RF_NSEC_PER_SEC),
+                                   .tv_nsec = (long long)(ns % RF_NSEC_PER_SEC)};
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        int ret = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts,
+                                                   NULL);
+        RF_STAT_ADD(l->stats.enters, 1);
+        if (ret >= 0)
+            return 0;
+        if (ret != -EINTR)
+            return ret; /* -ETIME: the time passed with nothing */
+    }
+}
+
 /* A CQE to its record: an operation's waiter is made done (its task
  * woken); a handler's function runs; an RF_UD_IGNORE request (a cancel,
  * a timeout removal) is only counted. */

@@ -231,6 +231,14 @@ bool rf__vclock_auto_advance(rf_loop *l)
     return vclock_fire_due(l);
 }
 
+void rf__vclock_autojump(rf_loop *l)
+{
+    if (l->vheap_n) {
+        vclock_set(l, l->vheap[0]->deadline);
+        vclock_fire_due(l);
+    }
+}
+
 /* At rf_loop_free: no task is left, so no timer either; the heap goes. */
 void rf__vclock_fini(rf_loop *l)
 {

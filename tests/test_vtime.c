@@ -5,6 +5,7 @@
  * Every expected time below is exact: nothing here depends on the speed
  * of the machine.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +281,109 @@ static void *io_body(void *arg)
 
 static void test_io_freezes_clock(void **state) { vrun(io_body, NULL); }
 
+/* autojump_ns: a read nobody will ever answer is in flight, so the clock
+ * would wait for it; with an autojump of 5 ms (real) it moves on to the
+ * sleeper's hour anyway. */
+static void *never_read(void *arg)
+{
+    char c;
+    RFT_CHECK_INT(rf_read(*(int *)arg, &c, 1, -1), -ECANCELED);
+    return NULL;
+}
+
+static void *autojump_body(void *arg)
+{
+    (void)arg;
+    int p[2];
+    if (!RFT_CHECK_INT(pipe(p), 0))
+        return NULL;
+    rf_task *r = rf_spawn(never_read, &p[0]);
+    RFT_CHECK_INT(rf_sleep(3600 * SEC), 0);
+    RFT_CHECK_INT(rf_now_ns(), 3600 * SEC);
+    RFT_CHECK(!rf_done(r)); /* still reading */
+    RFT_CHECK_INT(rf_cancel(r), 0);
+    RFT_CHECK_INT(rf_join(r, NULL), -ECANCELED);
+    rf_task_release(r);
+    close(p[0]);
+    close(p[1]);
+    return NULL;
+}
+
+static void test_autojump(void **state)
+{
+    rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME,
+                      .autojump_ns = 5 * RFT_MS};
+    rft_begin();
+    int rc = rf_run_opts(autojump_body, NULL, NULL, &o);
+    if (rc == -EOPNOTSUPP) {
+        rft_end();
+        skip(); /* a kernel without IORING_FEAT_EXT_ARG */
+    }
+    assert_int_equal(rc, 0);
+    rft_end();
+    /* Only with a virtual clock. */
+    rf_loop *l = NULL;
+    o.flags = RF_LOOP_QUIET;
+    assert_int_equal(rf_loop_new(&l, &o), -EINVAL);
+    assert_null(l);
+}
+
+/* The stall detector keeps real time: an hour of virtual sleep is no
+ * stall (the loop is idle, and it takes no real time), and a task that
+ * blocks the thread for 100 ms of real time is one, with the virtual
+ * clock standing still meanwhile. */
+static int g_stalls;
+static uint64_t g_stall_held;
+
+static void count_stall(const rf_stall_info *info, void *user)
+{
+    (void)user;
+    if (info->ended) {
+        __atomic_add_fetch(&g_stalls, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&g_stall_held, info->held_ns, __ATOMIC_RELAXED);
+    }
+}
+
+static void *wait_stall_report(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 1000 * 1000};
+    for (int i = 0; i < 10000 && !__atomic_load_n(&g_stalls, __ATOMIC_RELAXED);
+         i++)
+        nanosleep(&ts, NULL);
+    return NULL;
+}
+
+static void *stall_body(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_loop_stall_detector(rf_loop_current(), 20, count_stall,
+                                         NULL),
+                  0);
+    RFT_CHECK_INT(rf_sleep(3600 * SEC), 0);
+    RFT_CHECK_INT(__atomic_load_n(&g_stalls, __ATOMIC_RELAXED), 0);
+    /* 100 ms of real time, across the detector's signal (EINTR). */
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    RFT_CHECK_INT(rf_now_ns(), 3600 * SEC);
+    /* The watchdog reports the end when it sees the loop move again: wait
+     * for it in a worker (the loop idles meanwhile, its clock still). */
+    RFT_CHECK_INT(rf_to_thread(wait_stall_report, NULL, NULL), 0);
+    RFT_CHECK_INT(rf_now_ns(), 3600 * SEC);
+    RFT_CHECK_INT(rf_loop_stall_detector(rf_loop_current(), 0, NULL, NULL),
+                  0);
+    RFT_CHECK_INT(__atomic_load_n(&g_stalls, __ATOMIC_RELAXED), 1);
+    RFT_CHECK(__atomic_load_n(&g_stall_held, __ATOMIC_RELAXED) >=
+              100 * RFT_MS - 20 * RFT_MS);
+    return NULL;
+}
+
+static void test_stall_detector_keeps_real_time(void **state)
+{
+    vrun(stall_body, NULL);
+}
+
 /* ---- the README's example: a retry with backoff, tested in virtual time -- */
 
 /* Calls op until it succeeds, sleeping 100 ms, 200 ms, 400 ms ... between
@@ -449,6 +553,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_during_advance),
     cmocka_unit_test(test_offload_freezes_clock),
     cmocka_unit_test(test_io_freezes_clock),
+    cmocka_unit_test(test_autojump),
+    cmocka_unit_test(test_stall_detector_keeps_real_time),
     cmocka_unit_test(test_retry_with_backoff),
     cmocka_unit_test(test_clock_advance),
     cmocka_unit_test(test_clock_jump),
