@@ -173,7 +173,24 @@ typedef struct rf_loop_opts {
                                 * never: the clock waits for the real work.
                                 * Needs IORING_FEAT_EXT_ARG (5.11), else
                                 * rf_loop_new returns -EOPNOTSUPP */
+    uint64_t shuffle_seed;     /* not 0: shake the schedule with this seed
+                                * (docs/shuffle.md): the tasks of each pass
+                                * run in an order drawn from it instead of
+                                * the order they became ready (so do the
+                                * tasks that completions reaped together,
+                                * or yields, made ready), every promise of
+                                * the API kept. Same seed, same program,
+                                * same inputs (virtual time): the same
+                                * schedule. 0: the environment's
+                                * RINGFIBER_SHUFFLE_SEED if set, else none */
 } rf_loop_opts;
+
+/*
+ * The seed loop shakes its schedule with (rf_loop_opts.shuffle_seed, or
+ * RINGFIBER_SHUFFLE_SEED), 0 if none: print it when a test fails, and
+ * replay the failure with it. Any thread. Does not suspend. 0 for NULL.
+ */
+RF_API uint64_t rf_loop_shuffle_seed(const rf_loop *loop);
 
 /* Longest rf_loop_opts.spin_ns: one second. */
 #define RF_SPIN_MAX_NS 1000000000u

@@ -257,6 +257,10 @@ struct rf_loop {
     bool stop;
     bool once;             /* rf_loop_run_once: return at this pass's end */
     bool target_done;      /* target has returned */
+    /* A shuffled schedule (rf_loop_opts.shuffle_seed): every pass end
+     * takes the slow path, which permutes the next pass (loop.c). In the
+     * padding after the bools: no offset above moves. */
+    bool shuffle;
     bool draining;         /* rf_loop_free: cancel every task spawned */
     bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
     bool own_altstack;
@@ -341,17 +345,21 @@ struct rf_loop {
      * above, whose offsets the hot paths are tuned for. */
     rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
     rf_handler wake_fail_h;  /* one this loop sent was refused */
+    rf_stats stats;
+    /* Cold, and after stats so that its offset stays where the hot paths
+     * were measured with it. */
     uint64_t spin_ns;        /* rf_loop_opts.spin_ns (loop.c, loop_spin) */
     /* RF_LOOP_VIRTUAL_TIME (time.c): the clock (__atomic_*: other threads
      * read it), and the armed timer buckets in a heap by (deadline,
      * seq), none of them in the ring nor counted in inflight. */
     bool vtime;
     uint64_t autojump_ns;  /* rf_loop_opts.autojump_ns */
+    uint64_t shuffle_seed; /* the seed in use, 0: none */
+    uint64_t shuffle_rng;  /* its generator's state */
     uint64_t vnow;
     uint64_t vseq;
     struct rf_timer_bucket **vheap;
     size_t vheap_n, vheap_cap;
-    rf_stats stats;
 };
 
 /*

@@ -86,6 +86,40 @@ static bool must_return(const rf_loop *l)
     return l->stop || l->once || l->target_done;
 }
 
+/*
+ * A shuffled schedule (docs/shuffle.md): before a pass, the tasks ready
+ * for it are put in an order drawn from the loop's seed (Fisher-Yates,
+ * splitmix64). Only the order of tasks that are ready together changes:
+ * each still runs once per pass, and what a primitive hands to whom (a
+ * queue's item, a lock) is decided where it is handed, not by who runs
+ * first, so every promise of the API holds.
+ */
+static uint64_t shuffle_next(rf_loop *l)
+{
+    uint64_t z = (l->shuffle_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void shuffle_pass(rf_loop *l)
+{
+    uint32_t n = rf__nready(l);
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(shuffle_next(l) % i);
+        rf_task **a = &l->rq[(l->rq_head + i - 1) & l->rq_mask];
+        rf_task **b = &l->rq[(l->rq_head + j) & l->rq_mask];
+        rf_task *t = *a;
+        *a = *b;
+        *b = t;
+    }
+}
+
+uint64_t rf_loop_shuffle_seed(const rf_loop *loop)
+{
+    return loop ? loop->shuffle_seed : 0;
+}
+
 /* Pops the next ready task and makes it current; the queue is not empty. */
 static inline rf_task *run_next(rf_loop *l)
 {
@@ -108,11 +142,13 @@ static inline rf_ctx *next_ctx(rf_loop *l)
          * the loop in short runs sees its mail and its completions at
          * every pass. */
         if (rf_unlikely(l->inflight != 0 ||
-                        (l->stop | l->once | l->target_done) ||
+                        (l->stop | l->once | l->target_done | l->shuffle) ||
                         rf__remote_pending(l))) {
             rf__ring_pass_end(l);
             if (must_return(l))
                 goto sched;
+            if (l->shuffle)
+                shuffle_pass(l);
         }
         l->budget = rf__nready(l);
         RF_STAT_ADD(l->stats.passes, 1);
@@ -260,6 +296,8 @@ static bool drained(const rf_loop *l)
 static void run_pass(rf_loop *l, bool one_pass)
 {
     l->once = one_pass;
+    if (l->shuffle)
+        shuffle_pass(l);
     l->budget = rf__nready(l);
     RF_STAT_ADD(l->stats.passes, 1);
     rf_task *t = run_next(l);
@@ -519,6 +557,14 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     /* Virtual time: every timer at its exact instant (time.c). */
     l->vtime = (o.flags & RF_LOOP_VIRTUAL_TIME) != 0;
     l->autojump_ns = o.autojump_ns;
+    l->shuffle_seed = o.shuffle_seed;
+    if (!l->shuffle_seed) {
+        const char *e = getenv("RINGFIBER_SHUFFLE_SEED");
+        if (e && *e)
+            l->shuffle_seed = strtoull(e, NULL, 0);
+    }
+    l->shuffle = l->shuffle_seed != 0;
+    l->shuffle_rng = l->shuffle_seed;
     if (l->vtime)
         l->timer_slack_ns = 0;
     rf_list_init(&l->alive);

@@ -1947,12 +1947,18 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
         if (strcmp(argv[1], scenarios[i].name))
             continue;
-        fprintf(stderr, "%s: --seconds %g --seed %" PRIu64 "\n", argv[1],
-                opt.seconds, opt.seed);
+        /* A shaken schedule (docs/shuffle.md) is part of what reproduces
+         * a failure: its seed goes into every line that says how. */
+        const char *shuffle = getenv("RINGFIBER_SHUFFLE_SEED");
+        char env[64] = "";
+        if (shuffle && *shuffle)
+            snprintf(env, sizeof env, "RINGFIBER_SHUFFLE_SEED=%s ", shuffle);
+        fprintf(stderr, "%s: %s--seconds %g --seed %" PRIu64 "\n", argv[1],
+                env, opt.seconds, opt.seed);
         snprintf(hang_msg, sizeof(hang_msg),
                  "%s: HUNG (not done %g s after its end); reproduce with: "
-                 "rf_stress %s --seconds %g --seed %" PRIu64 "\n",
-                 argv[1], 60.0, argv[1], opt.seconds, opt.seed);
+                 "%srf_stress %s --seconds %g --seed %" PRIu64 "\n",
+                 argv[1], 60.0, env, argv[1], opt.seconds, opt.seed);
         signal(SIGALRM, on_alarm);
         alarm((unsigned)opt.seconds + 60);
         int rc = scenarios[i].fn();
@@ -1960,9 +1966,9 @@ int main(int argc, char **argv)
             rc = 1;
         if (rc)
             fprintf(stderr, "%s: FAILED (%llu errors; reproduce with: "
-                            "rf_stress %s --seconds %g --seed %" PRIu64 ")\n",
-                    argv[1], (unsigned long long)errors, argv[1], opt.seconds,
-                    opt.seed);
+                            "%srf_stress %s --seconds %g --seed %" PRIu64 ")\n",
+                    argv[1], (unsigned long long)errors, env, argv[1],
+                    opt.seconds, opt.seed);
         return rc;
     }
     return usage();
