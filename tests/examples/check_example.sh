@@ -21,19 +21,18 @@
 # test's own timeout bounds it).
 #
 # Timing: S is the run time at scale 1 (the seed's number); the measured
-# wall time of the whole process must lie in
-#     [min_ratio * S/N,  max_ratio * S/N + slack].
-# The lower bound can sit close to 1 (default 0.9) without being flaky:
+# wall time of the whole process must be at least min_ratio * S/N. This
+# lower bound can sit close to 1 (default 0.9) without being flaky:
 # sleeps are absolute CLOCK_MONOTONIC deadlines and never end early, and
-# noise only ever makes a run slower. It is what catches a blocking sleep
-# that failed to block (3.00 s expected, 2.00 s measured). The upper bound
-# is generous (default 3x + 0.2 s) because loaded machines are slow:
-# under "ctest -j8" on two CPUs, starting the process alone can take
-# 0.1 s. (It only catches gross slowness; the ratio tests, see
-# check_ratio.sh, are what compare timings with each other.)
+# a busy machine only ever makes a run slower. It is what catches a
+# blocking sleep that failed to block (3.00 s expected, 2.00 s measured).
+# There is no upper bound unless --max-ratio asks for one: how slow a run
+# may be is the machine's load's to decide (scripts/test --under-load runs
+# the suite beside six CPU-bound processes), and the test's timeout bounds
+# a hang.
 set -u
 
-expected=() seconds="" scale=100 min_ratio=0.9 max_ratio=3 slack=0.2
+expected=() seconds="" scale=100 min_ratio=0.9 max_ratio=0 slack=0.2
 stderr_contains="" virtual=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -116,9 +115,13 @@ fi
 awk -v ns="$((end - start))" -v s="$seconds" -v n="$scale" \
     -v lo="$min_ratio" -v hi="$max_ratio" -v slack="$slack" 'BEGIN {
     got = ns / 1e9; want = s / n; min = lo * want; max = hi * want + slack
-    ok = got >= min && got <= max
-    printf "%s: took %.4f s; expected %.4f s (%s s / %s), window [%.4f, %.4f]\n",
-           ok ? "ok" : "FAIL", got, want, s, n, min, max
+    ok = got >= min && (hi == 0 || got <= max)
+    if (hi == 0)
+        printf "%s: took %.4f s; expected %.4f s (%s s / %s), at least %.4f\n",
+               ok ? "ok" : "FAIL", got, want, s, n, min
+    else
+        printf "%s: took %.4f s; expected %.4f s (%s s / %s), window [%.4f, %.4f]\n",
+               ok ? "ok" : "FAIL", got, want, s, n, min, max
     exit !ok
 }' || fail=1
 

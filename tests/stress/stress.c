@@ -82,7 +82,9 @@ static struct {
     unsigned tasks; /* 0: the scenario's default */
     unsigned sq, cq;
     unsigned fail_every; /* cancel: fail every Nth allocation (0: none) */
-} opt = {2.0, 1, 0, 0, 0, 0};
+    double hang_after;   /* a run not done this long after its end is a
+                          * hang: report it, with how to reproduce it */
+} opt = {2.0, 1, 0, 0, 0, 0, 60.0};
 
 static atomic_ullong errors;
 
@@ -1849,9 +1851,13 @@ static int scenario_remote(void)
     while (!atomic_load(&R.returned))
         sched_yield();
     /* The loop has returned; the posters still post (calls are queued for
-     * rf_loop_free, spawns refused) until they are stopped. */
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+     * rf_loop_free, spawns refused) until they are stopped: until they
+     * have met the mailbox's bound, however long that takes them on a
+     * busy machine (a fixed 5 ms here was sometimes too short under
+     * load), and at most 30 s. */
+    struct timespec ts = {0, 1000 * 1000};
+    for (int i = 0; i < 30000 && atomic_load(&R.full) == 0; i++)
+        nanosleep(&ts, NULL);
     atomic_store(&R.stop, true);
     for (int i = 0; i < REMOTE_POSTERS; i++)
         pthread_join(pt[i], NULL);
@@ -1908,7 +1914,8 @@ static void on_alarm(int sig)
 static int usage(void)
 {
     fprintf(stderr, "usage: rf_stress <scenario> [--seconds S] [--seed N] "
-                    "[--tasks N] [--sq N] [--cq N] [--fail-every N]\nscenarios:");
+                    "[--tasks N] [--sq N] [--cq N] [--fail-every N] "
+                    "[--hang-after S]\nscenarios:");
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)
         fprintf(stderr, " %s", scenarios[i].name);
     fputc('\n', stderr);
@@ -1937,6 +1944,8 @@ int main(int argc, char **argv)
             opt.cq = (unsigned)strtoul(v, &e, 0);
         else if (!strcmp(a, "--fail-every"))
             opt.fail_every = (unsigned)strtoul(v, &e, 0);
+        else if (!strcmp(a, "--hang-after"))
+            opt.hang_after = strtod(v, &e);
         else
             return usage();
         if (*e || e == v)
@@ -1958,9 +1967,10 @@ int main(int argc, char **argv)
         snprintf(hang_msg, sizeof(hang_msg),
                  "%s: HUNG (not done %g s after its end); reproduce with: "
                  "%srf_stress %s --seconds %g --seed %" PRIu64 "\n",
-                 argv[1], 60.0, env, argv[1], opt.seconds, opt.seed);
+                 argv[1], opt.hang_after, env, argv[1], opt.seconds,
+                 opt.seed);
         signal(SIGALRM, on_alarm);
-        alarm((unsigned)opt.seconds + 60);
+        alarm((unsigned)(opt.seconds + opt.hang_after));
         int rc = scenarios[i].fn();
         if (rc == 0 && errors)
             rc = 1;
