@@ -322,7 +322,6 @@ static int loop_sleep(rf_loop *l)
     __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     rf__remote_awake(l, true);
     if (jump && rc == -ETIME) {
-        rc = 0;
         if (!rf__ring_reap(l) && !rf__remote_pending(l))
             rf__vclock_autojump(l);
         return 0;

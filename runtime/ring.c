@@ -192,7 +192,8 @@ static bool events_waiting(const rf_loop *l)
 }
 
 /*
- * The only place that enters the kernel. wait_nr 0: submit and/or have the
+ * The only place that enters the kernel (with rf__ring_enter_timeout
+ * below, its timed variant for a virtual clock's autojump). wait_nr 0: submit and/or have the
  * kernel post the completions it holds, if there is anything to do,
  * without blocking; wait_nr 1: submit and block until a completion is
  * available. Both ask for events (IORING_ENTER_GETEVENTS): with
@@ -230,8 +231,8 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * loop is made), not an SQE. */
 int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
 {
-    struct __kernel_timespec ts = {.tv_sec = (long long)(ns / RF_NSEC_PER_SEC),
-                                   .tv_nsec = (long long)(ns % RF_NSEC_PER_SEC)};
+    struct __kernel_timespec ts;
+    rf__abs_timespec(&ts, ns); /* a relative timeout, the same split */
     for (;;) {
         struct io_uring_cqe *cqe;
         int ret = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts,

@@ -638,15 +638,13 @@ static void test_stats_summed(void **state)
  * each time. */
 static void *wake_pong(void *arg) { return arg; }
 
-static void *wake_entry(void *arg)
+/* n spawns on other, each joined and checked; every `nap`-th (0: none)
+ * after a short sleep of the caller's, so that other is asleep when it
+ * comes. */
+static void spawn_pongs(rf_loop *other, int n, int nap)
 {
-    unsigned flags = (unsigned)(uintptr_t)arg;
-    rf_loops *ls = rf_loops_current();
-    if (rf_loop_index() != 0)
-        return NULL;
-    rf_loop *other = rf_loops_loop(ls, 1);
-    for (int i = 0; i < 200; i++) {
-        if (i % 10 == 0) /* loop 1 is asleep when this spawn comes */
+    for (int i = 0; i < n; i++) {
+        if (nap && i % nap == 0)
             RFT_CHECK_INT(rf_sleep(RFT_MS / 10), 0);
         rf_task *t = rf_spawn_on(other, wake_pong, (void *)(intptr_t)i, NULL);
         void *res = NULL;
@@ -655,6 +653,16 @@ static void *wake_entry(void *arg)
         RFT_CHECK_INT((intptr_t)res, i);
         rf_task_release(t);
     }
+}
+
+static void *wake_entry(void *arg)
+{
+    unsigned flags = (unsigned)(uintptr_t)arg;
+    rf_loops *ls = rf_loops_current();
+    if (rf_loop_index() != 0)
+        return NULL;
+    rf_loop *other = rf_loops_loop(ls, 1);
+    spawn_pongs(other, 200, 10);
     rf_stats one;
     RFT_CHECK_INT(rf_loop_stats_threadsafe(other, &one), 0);
     bool ring = (flags & RF_LOOP_WAKE_MSG_RING) &&
@@ -704,14 +712,7 @@ static void *spin_entry(void *arg)
      * would be if the spin did not see completions. */
     RFT_CHECK(after.sleeps_avoided > before.sleeps_avoided);
     rf_loop *other = rf_loops_loop(ls, 1);
-    for (int i = 0; i < 100; i++) {
-        rf_task *t = rf_spawn_on(other, wake_pong, (void *)(intptr_t)i, NULL);
-        void *res = NULL;
-        if (!RFT_CHECK(t != NULL) || !RFT_CHECK_INT(rf_join(t, &res), 0))
-            break;
-        RFT_CHECK_INT((intptr_t)res, i);
-        rf_task_release(t);
-    }
+    spawn_pongs(other, 100, 0);
     rf_stats one;
     RFT_CHECK_INT(rf_loop_stats_threadsafe(other, &one), 0);
     /* Each spawn that finds loop 1 dry finds it spinning; some come
