@@ -17,6 +17,7 @@
  * that could not be forwarded from the 8-byte store just before it, a
  * stall that cost a third of a yield.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,21 @@ static inline rf_task *run_next(rf_loop *l)
     return t;
 }
 
+/* stop, once, target_done and shuffle, adjacent bytes, tested as one
+ * word: four byte loads and their ORs cost W1 8% (bench/ab.sh, medians of
+ * 16 alternating runs: 1.085 against 1.003 for its baseline). */
+_Static_assert(offsetof(rf_loop, once) == offsetof(rf_loop, stop) + 1 &&
+                   offsetof(rf_loop, target_done) ==
+                       offsetof(rf_loop, stop) + 2 &&
+                   offsetof(rf_loop, shuffle) == offsetof(rf_loop, stop) + 3,
+               "the pass end's flags must be adjacent bytes");
+static inline uint32_t pass_flags(const rf_loop *l)
+{
+    uint32_t w;
+    memcpy(&w, &l->stop, sizeof(w));
+    return w;
+}
+
 /* Where the CPU goes when the current task stops running. */
 static inline rf_ctx *next_ctx(rf_loop *l)
 {
@@ -141,8 +157,7 @@ static inline rf_ctx *next_ctx(rf_loop *l)
          * returning to the caller of the loop included: a host that runs
          * the loop in short runs sees its mail and its completions at
          * every pass. */
-        if (rf_unlikely(l->inflight != 0 ||
-                        (l->stop | l->once | l->target_done | l->shuffle) ||
+        if (rf_unlikely(l->inflight != 0 || pass_flags(l) ||
                         rf__remote_pending(l))) {
             rf__ring_pass_end(l);
             if (must_return(l))
