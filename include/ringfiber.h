@@ -1918,6 +1918,169 @@ RF_API int rf_loop_stall_detector(rf_loop *loop, unsigned threshold_ms,
                                   rf_stall_fn fn, void *user);
 
 /* ------------------------------------------------------------------------ */
+/* Looking inside a loop: its tasks, and what each one waits on             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Go's goroutine dump and asyncio's all_tasks(), for a loop: every live
+ * task with its state and, for a waiting one, what it waits on, since
+ * when, and where it was spawned from. Nothing of it costs a loop that
+ * nobody looks at more than three stores per wait and one per spawn (no
+ * clock read: a wait's start is stamped with the loop's approximate
+ * clock, refreshed at each entry into the kernel, so a wait's length is
+ * known to within a few milliseconds). docs/inspect.md says more.
+ */
+
+/* What a waiting task waits on. */
+typedef enum rf_wait_on {
+    RF_WAIT_ON_NONE = 0,   /* not waiting (ready or running) */
+    RF_WAIT_ON_IO,         /* an operation in the ring: op, fd (-1: none) */
+    RF_WAIT_ON_SLEEP,      /* rf_sleep: until its end, until_ns */
+    RF_WAIT_ON_TASK,       /* a task's end (rf_join, rf_wait_for, rf_gather):
+                            * object is the task's handle */
+    RF_WAIT_ON_TASKS,      /* the next of a set (rf_as_completed_next,
+                            * rf_group_wait, rf_wait): object is the set */
+    RF_WAIT_ON_QUEUE_GET,  /* object: the rf_queue */
+    RF_WAIT_ON_QUEUE_PUT,
+    RF_WAIT_ON_QUEUE_JOIN,
+    RF_WAIT_ON_EVENT,      /* object: the rf_event */
+    RF_WAIT_ON_MUTEX,      /* object: the rf_mutex; holder: who holds it */
+    RF_WAIT_ON_SEM,        /* object: the rf_sem */
+    RF_WAIT_ON_COND,       /* object: the rf_cond */
+    RF_WAIT_ON_OFFLOAD,    /* rf_to_thread: its call, on a pool thread;
+                            * object is the function called */
+    RF_WAIT_ON_POOL,       /* rf_to_thread: room in the pool's queue */
+    RF_WAIT_ON_ACCEPT,     /* rf_acceptor_next: fd is the listening socket */
+    RF_WAIT_ON_CHAN_SEND,  /* object: the rf_chan */
+    RF_WAIT_ON_CHAN_RECV,
+    RF_WAIT_ON_LOOP,       /* another loop's answer (rf_spawn_on, a join
+                            * or cancel of a task on another loop) */
+    RF_WAIT_ON_CLOSE,      /* rf_close: the operations in flight on fd */
+    RF_WAIT_ON_SHUTDOWN,   /* a graceful shutdown: the other tasks' end */
+    RF_WAIT_ON_COUNT
+} rf_wait_on;
+
+/* A task's state as the visitor reports it. */
+#define RF_TASK_READY 0
+#define RF_TASK_RUNNING 1
+#define RF_TASK_WAITING 2
+
+/* One live task, as rf_loop_tasks() shows it. Valid during the call. */
+typedef struct rf_task_info {
+    rf_task *task;          /* its handle: rf_task_retain() it to keep it */
+    uint64_t id;
+    const char *name;       /* its name, "task-<id>" if it has none */
+    int state;              /* RF_TASK_READY, _RUNNING, _WAITING */
+    rf_wait_on wait;        /* RF_WAIT_ON_NONE unless waiting */
+    const char *wait_name;  /* wait in a word, the operation's for
+                             * RF_WAIT_ON_IO: "recv", "sleep", "join",
+                             * "mutex", "accept"... ("" when not waiting) */
+    unsigned op;            /* RF_WAIT_ON_IO: its IORING_OP_* */
+    int fd;                 /* the descriptor waited on, else -1 */
+    const void *object;     /* the object waited on (see rf_wait_on), else
+                             * NULL */
+    rf_task *holder;        /* RF_WAIT_ON_MUTEX: the task that holds it
+                             * (NULL: none, the lock is being handed to
+                             * this task); RF_WAIT_ON_TASK: the task */
+    uint64_t waited_ns;     /* how long it has waited, on the loop's
+                             * clock, to within a few milliseconds */
+    uint64_t until_ns;      /* RF_WAIT_ON_SLEEP: the sleep's end, on
+                             * rf_now_ns()'s scale; else 0 */
+    uint64_t deadline_ns;   /* its rf_deadline_set() deadline, 0: none */
+    bool cancelled;         /* rf_cancel() was called */
+    rf_fn fn;               /* the function it runs */
+    void *spawned_from;     /* an address in the function that spawned it
+                             * (after its call of rf_spawn*); NULL if the
+                             * runtime spawned it (rf_loop_run_until_complete's
+                             * own task gets its caller's) */
+} rf_task_info;
+
+/* Called once per task; a non-zero return stops the walk. Runs on the
+ * loop's thread; it must not suspend, nor free or spawn tasks. */
+typedef int (*rf_task_visit_fn)(const rf_task_info *info, void *arg);
+
+/*
+ * asyncio.all_tasks(), libuv's uv_walk(): call fn for every live task of
+ * loop, in the order they were spawned. From a task of loop or from its
+ * thread outside any task. Returns 0, fn's first non-zero return value,
+ * -EINVAL (NULL loop or fn) or -EXDEV (another thread: see
+ * rf_loop_dump_threadsafe). Does not suspend.
+ */
+RF_API int rf_loop_tasks(rf_loop *loop, rf_task_visit_fn fn, void *arg);
+
+/* Flags of the dumps. */
+#define RF_DUMP_BACKTRACES 1u /* each suspended task's stack, walked: where
+                               * in the code it waits (see below) */
+
+/*
+ * Write a human-readable dump of loop's tasks to fd: a header (the loop,
+ * its thread, the number of tasks by state), one line per task (id, name,
+ * state, what it waits on and for how long, its deadline, whether it is
+ * cancelled, where it was spawned from, symbolized), and totals by state
+ * and by what is waited on, with the longest wait of each, so that "9,812
+ * tasks in recv, 3 in mutex for 40 s" shows at a glance.
+ *
+ * RF_DUMP_BACKTRACES adds each task's backtrace. That of a suspended task
+ * is taken on its own stack: the loop resumes it for the time of a
+ * backtrace(3) call inside the runtime's switch, then returns to the dump
+ * (the task's own code does not run, its state does not change). A task
+ * with less than 8 KiB of its stack left is not walked (the dump says so).
+ *
+ * The dump is built in memory, then written whole (on EINTR and short
+ * writes, the rest; the write blocks the loop's thread if fd does). From a
+ * task of loop or its thread. Returns 0, -EINVAL, -EXDEV, -ENOMEM, or the
+ * write's error. Does not suspend (the loop stops for the dump's length).
+ */
+RF_API int rf_loop_dump(rf_loop *loop, int fd, unsigned flags);
+
+/*
+ * The same dump as a string: *text (NUL-terminated, free() it) and *len
+ * (may be NULL). Same rules and errors as rf_loop_dump, without the write.
+ */
+RF_API int rf_loop_dump_text(rf_loop *loop, unsigned flags, char **text,
+                             size_t *len);
+
+/*
+ * The dump, asked for from another thread: the request is mail for the
+ * loop, which builds the text at its next pass; this thread blocks until
+ * it has (at most timeout_ns; RF_FOREVER: no limit). Returns 0 with
+ * *text (free() it) and *len (may be NULL), -EINVAL, -EDEADLK (called on
+ * loop's own thread: use rf_loop_dump_text), -EAGAIN (the mailbox is
+ * full), -ESHUTDOWN (the loop is being freed), -ETIMEDOUT (the loop did
+ * not take its mail in time: a stalled loop, or a host that does not run
+ * it; the request is abandoned, its text freed when it comes). Blocks.
+ */
+RF_API int rf_loop_dump_threadsafe(rf_loop *loop, unsigned flags,
+                                   uint64_t timeout_ns, char **text,
+                                   size_t *len);
+
+/*
+ * Go's SIGQUIT dump, opt in: on signal signo every loop of the process
+ * writes its dump (flags) to fd at its next pass; the process goes on.
+ * The handler only writes a byte to a pipe; a thread of the runtime
+ * ("rf-dump") takes it and posts a request to each loop, so the dump
+ * never runs in the handler and a loop asleep in the ring wakes for it.
+ * signo 0 uninstalls (the previous disposition comes back). The
+ * environment variable RINGFIBER_DUMP_SIGNAL (a number or a name:
+ * SIGUSR2, USR2) installs it for a whole program at its first
+ * rf_loop_new, writing to stderr. Returns 0, -EINVAL (a signal that
+ * cannot be caught, a bad fd), -EBUSY (the program has its own handler
+ * for signo), -ENOMEM, -EAGAIN (no thread). Does not suspend.
+ */
+RF_API int rf_dump_signal(int signo, int fd, unsigned flags);
+
+/*
+ * Symbolize addr (a return address or a function's): "name+0xoff (file:line)"
+ * where the debugging information has it, "name+0xoff" where only the
+ * symbol table has it (static functions included), "module+0xoff" or the
+ * bare address otherwise; written to buf (at most len bytes, always
+ * terminated). Returns the length the full text has (as snprintf), or
+ * -EINVAL (NULL buf with len > 0). Any thread; blocks for the symbol
+ * tables' first reading (milliseconds), after that is quick.
+ */
+RF_API int rf_symbolize(const void *addr, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
 /* Fast path (not API: names starting with rf__ may change in any release)  */
 /* ------------------------------------------------------------------------ */
 

@@ -249,7 +249,8 @@ int rf_acceptor_next(rf_acceptor *h)
         }
         if (!a->armed && (rc = acceptor_arm(a)) != 0)
             break;
-        rc = rf__waiter_next(l, self, &a->w, RF_WAIT_ANY);
+        rc = rf__waiter_next(l, self, &a->w, RF_WAIT_ANY, RF_WAIT_ON_ACCEPT,
+                             RF_ON_FD(a->lfd));
         if (rc && !a->qlen)
             break;
         /* A connection that came with the cancellation is handed over;
@@ -275,7 +276,7 @@ int rf_acceptor_close(rf_acceptor *h)
     if (a->armed) {
         acceptor_cancel(a);
         while (a->armed)
-            rf__waiter_next(l, self, &a->w, 0);
+            rf__waiter_next(l, self, &a->w, 0, RF_WAIT_ON_ACCEPT, RF_ON_FD(a->lfd));
     }
     acceptor_free(a);
     return 0;

@@ -342,11 +342,13 @@ static int chan_send(rf_loop *l, rf_task *self, rf_chan *ch, void *item)
         bool gave_up = false;
         if (!ring_full(ch) || __atomic_load_n(&ch->closed, __ATOMIC_SEQ_CST))
             gave_up = tx_give_up(l, &tx);
-        rc = rf__waiter_wait(l, self, &tx.xw.w, RF_WAIT_ANY);
+        rc = rf__waiter_wait(l, self, &tx.xw.w, RF_WAIT_ANY, RF_WAIT_ON_CHAN_SEND,
+                             ch);
         if (rc < 0) {
             if (!gave_up)
                 tx_give_up(l, &tx);
-            rf__waiter_wait(l, self, &tx.xw.w, 0); /* the answer, the ack */
+            /* the answer, the ack */
+            rf__waiter_wait(l, self, &tx.xw.w, 0, RF_WAIT_ON_CHAN_SEND, ch);
         }
         tx.xw.w.task = NULL;
         if (rc < 0)
@@ -418,7 +420,7 @@ int rf_chan_recv(rf_chan *ch, void **item)
         chan_rx rx;
         rf_list_push_back(&ch->rx_waiting, &rx.node);
         l->remote_expected++;
-        rc = rf__waiter_next(l, self, &rx.w, RF_WAIT_ANY);
+        rc = rf__waiter_next(l, self, &rx.w, RF_WAIT_ANY, RF_WAIT_ON_CHAN_RECV, ch);
         l->remote_expected--;
         rf_list_remove(&rx.node);
         if (rc < 0)

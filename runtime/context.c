@@ -12,6 +12,8 @@
  * switch instead of two, which is what keeps rf_yield close to a raw
  * jump_fcontext.
  */
+#include <execinfo.h>
+
 #include "internal.h"
 
 #if defined(RF_ASAN)
@@ -79,6 +81,18 @@ void rf__land_slow(rf_loop *l, rf_ctx *prev)
 #else
     (void)prev;
 #endif
+    if (rf_unlikely(l->dead == RF_PEEK)) {
+        /* Resumed by a dump only to have its stack walked (see
+         * rf__peek_backtrace): take the frames and go back. When the
+         * scheduler resumes this task for real, it lands in the switch
+         * below, and returns from here to where it was suspended. */
+        l->dead = NULL;
+        l->peek_len = backtrace(l->peek_frames, l->peek_max);
+        rf_ctx *me = &l->current->ctx;
+        rf__set_current(l, l->peek_back);
+        rf__switch(l, me, prev, false);
+        return;
+    }
     if (l->dead) {
         rf_task *d = l->dead;
         l->dead = NULL;
@@ -86,6 +100,31 @@ void rf__land_slow(rf_loop *l, rf_ctx *prev)
         rf__stack_put(&l->stacks, d);
         rf__task_unref(l, d); /* the running task's own reference */
     }
+}
+
+/*
+ * A dump's look at suspended task t's stack: resume t with l->dead set to
+ * RF_PEEK, which every landing passes to rf__land_slow (the hot path's
+ * one test, no new one); there, on t's stack, backtrace(3) runs and the
+ * CPU comes back here. t's state, its queue place and the loop's counters
+ * are untouched; its code does not run. t's saved context is then inside
+ * rf__land_slow, one frame deeper, which its next real resume unwinds.
+ */
+int rf__peek_backtrace(rf_loop *l, rf_task *t, void **frames, int max)
+{
+    uintptr_t sp = (uintptr_t)t->ctx.fctx;
+    if (t->ctx.stack_lo && sp - (uintptr_t)t->ctx.stack_lo < RF_PEEK_ROOM)
+        return -1;
+    rf_task *cur = l->current;
+    rf_ctx *from = cur ? &cur->ctx : &l->sched;
+    l->peek_frames = frames;
+    l->peek_max = max;
+    l->peek_len = 0;
+    l->peek_back = cur;
+    l->dead = RF_PEEK;
+    rf__set_current(l, t);
+    rf__switch(l, from, &t->ctx, false);
+    return l->peek_len;
 }
 
 /*

@@ -68,6 +68,7 @@ typedef struct xreq {
     rf_fn fn;
     void *arg;
     size_t stack_size;
+    void *from;          /* rf_task_info.spawned_from */
     bool named;
     char name[RF_TASK_NAME_MAX];
     int err;
@@ -119,7 +120,7 @@ static void spawn_run(rf_loop *l, rf_remote_msg *m)
     } else {
         rf_spawn_options o = {.name = r->named ? r->name : NULL,
                               .stack_size = r->stack_size};
-        rf_task *t = rf__spawn(l, r->fn, r->arg, &o);
+        rf_task *t = rf__spawn(l, r->fn, r->arg, &o, r->from);
         if (t) {
             /* The caller's reference (of the two rf__spawn gives) is the
              * one held for every cross reference. */
@@ -146,8 +147,10 @@ rf_task *rf_spawn_on(rf_loop *loop, rf_fn fn, void *arg,
         rc = -EINVAL;
     else if (!self)
         rc = -EPERM;
-    else if (loop == l)
-        return rf_spawn_opts(fn, arg, opts);
+    else if (loop == l) {
+        rf_task *t = rf__spawn(l, fn, arg, opts, __builtin_return_address(0));
+        return t ? rf__handle(t) : NULL;
+    }
     else
         rc = rf__wait_precheck(self);
     size_t ss = opts ? opts->stack_size : 0;
@@ -157,14 +160,16 @@ rf_task *rf_spawn_on(rf_loop *loop, rf_fn fn, void *arg,
         errno = -rc;
         return NULL;
     }
-    xreq r = {.fn = fn, .arg = arg, .stack_size = ss};
+    xreq r = {.fn = fn, .arg = arg, .stack_size = ss,
+              .from = __builtin_return_address(0)};
     if (opts && opts->name) {
         r.named = true;
         strncpy(r.name, opts->name, sizeof(r.name) - 1);
     }
     rc = request(l, loop, &r, true, spawn_run);
     if (rc == 0)
-        rf__waiter_wait(l, self, &r.xw.w, 0); /* see the top */
+        /* see the top */
+        rf__waiter_wait(l, self, &r.xw.w, 0, RF_WAIT_ON_LOOP, loop);
     r.xw.w.task = NULL;
     if (rc == 0 && !r.t)
         rc = r.err;
@@ -255,7 +260,7 @@ static int xjoin_once(rf_loop *l, rf_task *self, rf_task *t, unsigned how,
     int rc = request(l, t->loop, r, false, join_run);
     if (rc)
         return rc;
-    rc = rf__waiter_wait(l, self, &r->xw.w, how);
+    rc = rf__waiter_wait(l, self, &r->xw.w, how, RF_WAIT_ON_LOOP, t->loop);
     if (rc < 0) {
         /* Give up, and wait for the one reply. */
         r->give_up.run = give_up_run;
@@ -264,7 +269,7 @@ static int xjoin_once(rf_loop *l, rf_task *self, rf_task *t, unsigned how,
         rf__xwait_expect(l, &r->xw);
         if (rf__post_gated(t->loop, &r->give_up, false) != 0)
             rf__xwait_cancel(l, &r->xw);
-        rf__waiter_wait(l, self, &r->xw.w, 0);
+        rf__waiter_wait(l, self, &r->xw.w, 0, RF_WAIT_ON_LOOP, t->loop);
         if (r->ended)
             rc = 0;
     }

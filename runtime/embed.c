@@ -115,6 +115,7 @@ typedef struct spawn_msg {
     rf_fn fn;
     void *arg;
     size_t stack_size;
+    void *from; /* rf_task_info.spawned_from */
     bool named;
     char name[RF_TASK_NAME_MAX];
 } spawn_msg;
@@ -124,7 +125,7 @@ static void spawn_run(rf_loop *l, rf_remote_msg *m)
     spawn_msg *s = (spawn_msg *)m;
     rf_spawn_options o = {.name = s->named ? s->name : NULL,
                           .stack_size = s->stack_size};
-    rf_task *t = rf__spawn(l, s->fn, s->arg, &o);
+    rf_task *t = rf__spawn(l, s->fn, s->arg, &o, s->from);
     if (t) {
         rf__task_unref(l, t); /* detached: nobody holds a handle */
     } else {
@@ -151,6 +152,7 @@ int rf_loop_spawn_threadsafe(rf_loop *loop, rf_fn fn, void *arg,
     s->fn = fn;
     s->arg = arg;
     s->stack_size = ss;
+    s->from = __builtin_return_address(0);
     s->named = opts && opts->name;
     if (s->named) {
         size_t n = strnlen(opts->name, RF_TASK_NAME_MAX - 1);
@@ -275,13 +277,14 @@ static void *shutdown_main(void *arg)
      * (no SQE, no memory). */
     uint64_t saved = rf__deadline_narrow(l, self, l->shutdown_end);
     while (others_alive(l) > 0)
-        if (rf__waiter_next(l, self, &l->shutdown_w, RF_WAIT_ANY) < 0)
+        if (rf__waiter_next(l, self, &l->shutdown_w, RF_WAIT_ANY,
+                            RF_WAIT_ON_SHUTDOWN, NULL) < 0)
             break;
     rf__deadline_restore(l, self, saved);
     /* 3: cancel what is left, and wait until it has all unwound. */
     cancel_others(l);
     while (others_alive(l) > 0)
-        rf__waiter_next(l, self, &l->shutdown_w, 0);
+        rf__waiter_next(l, self, &l->shutdown_w, 0, RF_WAIT_ON_SHUTDOWN, NULL);
     /* Nothing of this task is left in the ring: the loop may return. */
     shutdown_end(l);
     return NULL;
@@ -300,7 +303,7 @@ void rf__shutdown_begin(rf_loop *l, uint64_t grace_ns)
     }
     rf_event_set(&l->shutdown_ev);
     rf_spawn_options o = {.name = "rf-shutdown"};
-    rf_task *t = rf__spawn(l, shutdown_main, l, &o);
+    rf_task *t = rf__spawn(l, shutdown_main, l, &o, NULL);
     if (!t) {
         /* No memory for the task that waits: no grace, then. */
         fprintf(stderr, "ringfiber: graceful shutdown: %s; cancelling "

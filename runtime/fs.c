@@ -381,10 +381,10 @@ void rf__close_release(rf_loop *l, rf_close_wait *c)
 /* Wait until every operation c claimed has ended: each one's task unlists
  * it when the operation's final CQE has been seen, and the last one makes
  * c done (no rescan of the list at each wake). */
-static void wait_unlisted(rf_loop *l, rf_task *self, rf_close_wait *c)
+static void wait_unlisted(rf_loop *l, rf_task *self, rf_close_wait *c, int fd)
 {
     if (c->left)
-        rf__waiter_wait(l, self, &c->w, 0);
+        rf__waiter_wait(l, self, &c->w, 0, RF_WAIT_ON_CLOSE, RF_ON_FD(fd));
 }
 
 /*
@@ -429,13 +429,14 @@ int rf_close(int fd)
     if (have_close && (sqe = rf__sqe_get(l)) != NULL) {
         io_uring_prep_close(sqe, fd);
         io_uring_sqe_set_data(sqe, &op);
-        rf__waiter_wait(l, self, &op.w, 0);
+        rf__waiter_wait(l, self, &op.w, 0, RF_ON_IO(IORING_OP_CLOSE),
+                        RF_ON_FD(fd));
         if (cs)
-            rf__waiter_wait(l, self, &cop.w, 0);
+            rf__waiter_wait(l, self, &cop.w, 0, RF_WAIT_ON_CLOSE, RF_ON_FD(fd));
         res = op.w.res;
     } else {
         if (cs)
-            rf__waiter_wait(l, self, &cop.w, 0);
+            rf__waiter_wait(l, self, &cop.w, 0, RF_WAIT_ON_CLOSE, RF_ON_FD(fd));
         /* No close opcode, or no SQE: close(2) does not block for a
          * socket or a local file. */
         res = close(fd) == 0 ? 0 : -errno;
@@ -445,6 +446,6 @@ int rf_close(int fd)
         l->no_cancel_fd = true;
         cancel_listed(l, fd);
     }
-    wait_unlisted(l, self, &claimed);
+    wait_unlisted(l, self, &claimed, fd);
     return res;
 }

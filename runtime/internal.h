@@ -156,6 +156,9 @@ struct rf_task {
     struct rf_xtask *x;    /* handles held on other loops (cross.c) */
     bool in_accept;        /* waiting in an accept (graceful shutdown
                             * cancels such tasks: "stop accepting") */
+    uint16_t wait_on;      /* what its current or last wait was on:
+                            * RF_WAIT_ON_* | IORING_OP_* << 8 (rf__waiter_wait;
+                            * inspect.c reads it) */
     /* id and name are read by the stall detector's watchdog too, from
      * its thread, while the task holds the loop (stall.c): both are
      * written with atomic stores (rf__task_name_set), the name's first
@@ -168,6 +171,12 @@ struct rf_task {
      * above it (everything a task without a deadline touches) within
      * the record's first 192 bytes, three cache lines: W2 measures it. */
     rf_timer deadline_timer; /* bounds its waits by it (time.c) */
+    /* For the operator's view (inspect.c), written at each wait, read only
+     * by a dump: the object or descriptor of wait_on, and when the wait
+     * began on the loop's approximate clock (rf_loop.now_approx). */
+    const void *wait_obj;
+    uint64_t wait_since;
+    void *spawned_from;    /* a return address in the spawning function */
 };
 
 #define RF_TIMER_BUCKETS 16
@@ -346,6 +355,12 @@ struct rf_loop {
     rf_handler ring_woken_h; /* another loop's MSG_RING wake-up */
     rf_handler wake_fail_h;  /* one this loop sent was refused */
     rf_stats stats;
+    /* The loop's approximate clock, which stamps the start of each wait
+     * (rf__wait_on) for the operator's view: rf_now_ns's scale, refreshed
+     * after each entry into the kernel and every RF_APPROX_PASSES passes
+     * with CLOCK_MONOTONIC_COARSE (time.c, rf__clock_refresh), and set
+     * with the virtual clock when it moves. Loop thread only. */
+    uint64_t now_approx;
     /* Cold, and after stats so that its offset stays where the hot paths
      * were measured with it. */
     uint64_t spin_ns;        /* rf_loop_opts.spin_ns (loop.c, loop_spin) */
@@ -360,6 +375,11 @@ struct rf_loop {
     uint64_t vseq;
     struct rf_timer_bucket **vheap;
     size_t vheap_n, vheap_cap;
+    /* The operator's view (inspect.c, context.c). */
+    rf_list registry_node;  /* on rf__loops_registry */
+    void **peek_frames;     /* rf__peek_backtrace's request */
+    int peek_max, peek_len;
+    rf_task *peek_back;     /* the task the peek returns to, NULL: none */
 };
 
 /*
@@ -386,6 +406,13 @@ static inline void rf__set_current(rf_loop *l, rf_task *t)
 
 /* ---- context.c, and the inline hot path of a switch ---- */
 void rf__land_slow(rf_loop *l, rf_ctx *prev);
+/* l->dead while a dump resumes a task only to walk its stack (context.c). */
+#define RF_PEEK ((rf_task *)(uintptr_t)8)
+/* The frames of suspended task t's stack, taken on that stack (up to max
+ * into frames), or -1 if it has less than RF_PEEK_ROOM bytes left. */
+int rf__peek_backtrace(rf_loop *l, rf_task *t, void **frames, int max);
+#define RF_PEEK_ROOM (8u * 1024u)
+#define RF_DUMP_FRAMES 64
 void rf__switch_annotate(rf_ctx *from, rf_ctx *to, bool from_dies);
 void rf__ctx_init_sched(rf_ctx *c);
 void rf__ctx_init_task(rf_ctx *c);
@@ -444,6 +471,24 @@ void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);
 
 /*
+ * What a wait is on, for the operator's view (inspect.c): on is an
+ * RF_WAIT_ON_* (ringfiber.h), with the IORING_OP_* of an operation in the
+ * ring in bits 8..15 (RF_ON_IO); obj is the object waited on (a queue, a
+ * mutex, a task record...) or, for a descriptor, the fd cast to a
+ * pointer; for a sleep, its end. Three stores, no clock read: the time is
+ * the loop's approximate clock.
+ */
+#define RF_ON_IO(opcode) (RF_WAIT_ON_IO | (unsigned)(opcode) << 8)
+#define RF_ON_FD(fd) ((const void *)(intptr_t)(fd))
+static inline void rf__wait_on(rf_loop *l, rf_task *self, unsigned on,
+                               const void *obj)
+{
+    self->wait_on = (uint16_t)on;
+    self->wait_obj = obj;
+    self->wait_since = l->now_approx;
+}
+
+/*
  * Wait until w is done: 0, and w->res holds the result. A wait that may
  * end on cancellation or the deadline (how: RF_WAIT_*) returns -ECANCELED
  * or -ETIMEDOUT if one came first, with w not done: the caller takes w
@@ -452,8 +497,9 @@ int rf__wait(rf_loop *l, rf_task *self, unsigned how);
  * of every wait, and a call more costs a tenth of an operation.
  */
 static inline int rf__waiter_wait(rf_loop *l, rf_task *self, rf_waiter *w,
-                                  unsigned how)
+                                  unsigned how, unsigned on, const void *obj)
 {
+    rf__wait_on(l, self, on, obj);
     w->task = self;
     while (!w->done) {
         int rc = rf__wait(l, self, how);
@@ -481,10 +527,10 @@ static inline void rf__waiter_done(rf_loop *l, rf_waiter *w, int32_t res)
  * The caller tests its condition before, and again after, each wait.
  */
 static inline int rf__waiter_next(rf_loop *l, rf_task *self, rf_waiter *w,
-                                  unsigned how)
+                                  unsigned how, unsigned on, const void *obj)
 {
     w->done = false;
-    int rc = rf__waiter_wait(l, self, w, how);
+    int rc = rf__waiter_wait(l, self, w, how, on, obj);
     w->task = NULL;
     return rc;
 }
@@ -602,7 +648,11 @@ int rf__stale(const char *call);
 
 /* ---- task.c ---- */
 void rf__task_name_set(rf_task *t, const char *name, size_t n);
-rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o);
+/* from: an address in the spawning function (rf_task_info.spawned_from),
+ * the public spawn's __builtin_return_address(0); NULL for the runtime's
+ * own tasks. */
+rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
+                   void *from);
 void rf__task_entry(transfer_t tr);
 void rf__task_unref(rf_loop *l, rf_task *t);
 void rf__cancel(rf_task *t);
@@ -620,7 +670,7 @@ static inline int rf__join_wait(rf_loop *l, rf_task *self, rf_task *t,
         return 0;
     rf_watch w = {.fire = rf__watch_wake};
     rf_list_push_back(&t->joiners, &w.node);
-    int rc = rf__waiter_wait(l, self, &w.w, how);
+    int rc = rf__waiter_wait(l, self, &w.w, how, RF_WAIT_ON_TASK, t);
     rf_list_remove(&w.node);
     return rc;
 }
@@ -642,6 +692,9 @@ void rf__vclock_autojump(rf_loop *l);
  * then). */
 int rf__ring_enter_timeout(rf_loop *l, uint64_t ns);
 void rf__vclock_fini(rf_loop *l);
+/* l->now_approx = the loop's clock, coarse (see rf_loop.now_approx). */
+void rf__clock_refresh(rf_loop *l);
+#define RF_APPROX_PASSES 256u
 
 /* A busy-wait's pause: lets the sibling hyperthread run and saves power. */
 static inline void rf__cpu_relax(void)
@@ -772,6 +825,15 @@ void rf__pool_loop_fini(rf_loop *l);
 int rf__stall_env(rf_loop *l);
 void rf__stall_fini(rf_loop *l);
 uint64_t rf__stall_count(const rf_loop *l);
+
+/* ---- inspect.c ---- */
+extern rf_list rf__loops_registry;
+void rf__registry_add(rf_loop *l);
+void rf__registry_remove(rf_loop *l);
+void rf__registry_each(void (*fn)(rf_loop *l, void *arg), void *arg);
+
+/* ---- sync.c ---- */
+rf_task *rf__mutex_owner(const void *m);
 
 /* ---- signal.c ---- */
 /* pthread_create for the runtime's own threads: they start with every

@@ -167,6 +167,10 @@ static inline rf_ctx *next_ctx(rf_loop *l)
         }
         l->budget = rf__nready(l);
         RF_STAT_ADD(l->stats.passes, 1);
+        /* A loop that runs for long without entering the kernel still
+         * moves its approximate clock (internal.h, now_approx). */
+        if (rf_unlikely((l->stats.passes & (RF_APPROX_PASSES - 1)) == 0))
+            rf__clock_refresh(l);
     }
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
@@ -418,6 +422,7 @@ static int loop_run(rf_loop *l, enum run_mode mode)
     int rc = 0;
     rf__tls_loop = l;
     l->running = true;
+    rf__clock_refresh(l);
     rf__remote_awake(l, true);
     __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     if (efd) {
@@ -621,6 +626,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         return rc;
     }
     rf__stall_env(l); /* RINGFIBER_STALL_MS; a failure is reported */
+    rf__registry_add(l);
     *loopp = l;
     return 0;
 }
@@ -633,7 +639,7 @@ int rf_loop_run_until_complete(rf_loop *loop, rf_fn fn, void *arg,
         return rc;
     if (!fn)
         return -EINVAL;
-    rf_task *t = rf__spawn(loop, fn, arg, NULL);
+    rf_task *t = rf__spawn(loop, fn, arg, NULL, __builtin_return_address(0));
     if (!t)
         return -errno;
     loop->target = t;
@@ -680,6 +686,7 @@ int rf_loop_free(rf_loop *loop)
      * can arrive for a record that is gone. Mail from other threads is
      * refused from now on; what was accepted is run first (embed.c), so
      * the tasks it spawns are cancelled with the others. */
+    rf__registry_remove(loop); /* no dump signal's request from now on */
     rf__embed_close(loop);
     loop->draining = true;
     rf__timers_flush_idle(loop); /* counted again: drained below */

@@ -392,7 +392,7 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
     rf_list_push_back(&p->room_fifo, &w.node);
     pthread_mutex_unlock(&p->mu);
     l->remote_expected++;
-    int rc = rf__waiter_wait(l, self, &w.w, RF_WAIT_ANY);
+    int rc = rf__waiter_wait(l, self, &w.w, RF_WAIT_ANY, RF_WAIT_ON_POOL, p);
     if (rc < 0) {
         pthread_mutex_lock(&p->mu);
         if (w.queued) {
@@ -404,7 +404,7 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
         /* Already granted: its message is on the way and refers to w.
          * Wait for it (uncancellable), then hand the slot on. */
         pthread_mutex_unlock(&p->mu);
-        rf__waiter_wait(l, self, &w.w, 0);
+        rf__waiter_wait(l, self, &w.w, 0, RF_WAIT_ON_POOL, p);
     }
     pthread_mutex_lock(&p->mu);
     if (rc == 0)
@@ -453,7 +453,8 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     if (wake)
         pthread_cond_signal(&wake->cv);
     l->remote_expected++;
-    rf__waiter_wait(l, self, &c.w, 0); /* uncancellable: the worker has arg */
+    /* uncancellable: the worker has arg */
+    rf__waiter_wait(l, self, &c.w, 0, RF_WAIT_ON_OFFLOAD, (const void *)fn);
     if (result)
         *result = c.result;
     return 0;

@@ -95,12 +95,13 @@ void rf__op_untrack(rf_op *op)
 
 /* Suspend until op's final CQE, whatever happens: cancellation and the
  * deadline ask the kernel to end op early, and wait on. */
-static int op_wait(rf_loop *l, rf_task *self, rf_op *op)
+static int op_wait(rf_loop *l, rf_task *self, rf_op *op, unsigned opcode)
 {
-    int rc = rf__waiter_wait(l, self, &op->w, RF_WAIT_ANY);
+    int rc = rf__waiter_wait(l, self, &op->w, RF_WAIT_ANY, RF_ON_IO(opcode),
+                             RF_ON_FD(op->fd));
     if (rf_unlikely(rc < 0)) {
         rf__op_cancel(l, op);
-        rf__waiter_wait(l, self, &op->w, 0);
+        rf__waiter_wait(l, self, &op->w, 0, RF_ON_IO(opcode), RF_ON_FD(op->fd));
         /* Ended by the kernel for the deadline (or for a deadline timer
          * that could not be armed): say so. A cancellation keeps the
          * kernel's result. */
@@ -116,9 +117,9 @@ int rf__op_run(rf_op *op, struct io_uring_sqe *sqe)
 {
     io_uring_sqe_set_data(sqe, op);
     if (op->fd < 0)
-        return op_wait(op->loop, op->w.task, op);
+        return op_wait(op->loop, op->w.task, op, sqe->opcode);
     rf__op_track(op);
-    int res = op_wait(op->loop, op->w.task, op);
+    int res = op_wait(op->loop, op->w.task, op, sqe->opcode);
     rf__op_untrack(op);
     return res;
 }
@@ -208,6 +209,7 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
         int ret = wait_nr ? io_uring_submit_and_wait(&l->ring, wait_nr)
                           : io_uring_submit_and_get_events(&l->ring);
         RF_STAT_ADD(l->stats.enters, 1);
+        rf__clock_refresh(l); /* a tenth of the system call, or less */
         if (ret >= 0) {
             RF_STAT_ADD(l->stats.sqes_submitted, (unsigned)ret);
             return 0;
@@ -238,6 +240,7 @@ int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
         int ret = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts,
                                                    NULL);
         RF_STAT_ADD(l->stats.enters, 1);
+        rf__clock_refresh(l);
         if (ret >= 0)
             return 0;
         if (ret != -EINTR)

@@ -323,6 +323,10 @@ static void *watchdog(void *arg)
     bool stalled = false;
     char name[RF_TASK_NAME_MAX];
     uint64_t task_id = 0;
+    /* The symbol tables are read now, on this thread, rather than at the
+     * first report, which they would delay by milliseconds. */
+    char warm[64];
+    rf_symbolize((const void *)watchdog, warm, sizeof warm);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         /* During a stall, look often: the total is then precise. */
@@ -364,6 +368,14 @@ static void *watchdog(void *arg)
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+    if (stalled) {
+        /* Stopped during a stall (the loop is being freed, or the
+         * detector replaced): it ended, by now at the latest. */
+        rf_stall_info info = {.task_name = name, .task_id = task_id,
+                              .held_ns = rf__real_now_ns() - since,
+                              .ended = true};
+        report(s, &info);
+    }
     return NULL;
 }
 
@@ -390,8 +402,13 @@ void rf_stall_report_default(const rf_stall_info *info, void *user)
                     "%.3f s (threshold %.3f s) without yielding%s%s\n",
             where, info->task_name, held, (double)info->threshold_ns / 1e9,
             then, why);
-    if (info->backtrace_len > 0)
-        backtrace_symbols_fd(info->backtrace, info->backtrace_len, 2);
+    /* Symbolized here, on the watchdog's thread: the stall is not made
+     * longer by it. */
+    for (int i = 0; i < info->backtrace_len; i++) {
+        char frame[512];
+        rf_symbolize(info->backtrace[i], frame, sizeof frame);
+        fprintf(stderr, "    #%d %s\n", i, frame);
+    }
 }
 
 static void stall_stop(rf_loop *l)

@@ -99,12 +99,12 @@ static inline int waiter_check(rf_list *h, rf_loop **lp, rf_task **selfp)
  * (how: RF_WAIT_*), having left h.
  */
 static int waiter_wait(rf_loop *l, rf_task *self, rf_list *h, sync_waiter *w,
-                       unsigned how)
+                       unsigned how, unsigned on, const void *obj)
 {
     w->w.task = self;
     w->w.done = false;
     rf_list_push_back(h, &w->node);
-    int rc = rf__waiter_wait(l, self, &w->w, how);
+    int rc = rf__waiter_wait(l, self, &w->w, how, on, obj);
     if (rc < 0) {
         rf_list_remove(&w->node);
         return rc;
@@ -254,7 +254,8 @@ int rf_queue_put(rf_queue *storage, void *item)
     /* Full. The get that frees a slot queues the item for us (and counts
      * it unfinished); a close fails us with -EPIPE. */
     sync_waiter w = {.item = item};
-    return waiter_wait(l, self, &q->putters, &w, RF_WAIT_ANY);
+    return waiter_wait(l, self, &q->putters, &w, RF_WAIT_ANY,
+                       RF_WAIT_ON_QUEUE_PUT, q);
 }
 
 int rf_queue_get(rf_queue *storage, void **item)
@@ -273,7 +274,8 @@ int rf_queue_get(rf_queue *storage, void **item)
     if (rc != -EAGAIN)
         return rc;
     sync_waiter w = {0};
-    rc = waiter_wait(l, self, &q->getters, &w, RF_WAIT_ANY);
+    rc = waiter_wait(l, self, &q->getters, &w, RF_WAIT_ANY, RF_WAIT_ON_QUEUE_GET,
+                     q);
     if (rc == 0)
         *item = w.item;
     return rc;
@@ -303,7 +305,8 @@ int rf_queue_join(rf_queue *storage)
     if (rc || q->unfinished == 0)
         return rc;
     sync_waiter w = {0};
-    return waiter_wait(l, self, &q->joiners, &w, RF_WAIT_ANY);
+    return waiter_wait(l, self, &q->joiners, &w, RF_WAIT_ANY,
+                       RF_WAIT_ON_QUEUE_JOIN, q);
 }
 
 int rf_queue_close(rf_queue *storage)
@@ -407,7 +410,8 @@ int rf_event_wait(rf_event *storage)
     if (rc || e->set)
         return rc;
     sync_waiter w = {0};
-    return waiter_wait(l, self, &e->waiters, &w, RF_WAIT_ANY);
+    return waiter_wait(l, self, &e->waiters, &w, RF_WAIT_ANY, RF_WAIT_ON_EVENT,
+                       e);
 }
 
 /* ---- mutex ---- */
@@ -458,7 +462,13 @@ static int mutex_lock(mutex_impl *m, unsigned how, bool wait)
         return -EBUSY;
     /* The unlock that hands m over makes us the owner. */
     sync_waiter w = {0};
-    return waiter_wait(l, self, &m->waiters, &w, how);
+    return waiter_wait(l, self, &m->waiters, &w, how, RF_WAIT_ON_MUTEX, m);
+}
+
+/* The task holding mutex m, for the operator's view (inspect.c). */
+rf_task *rf__mutex_owner(const void *m)
+{
+    return ((const mutex_impl *)m)->owner;
 }
 
 int rf_mutex_lock(rf_mutex *storage)
@@ -545,7 +555,7 @@ int rf_sem_acquire(rf_sem *storage)
         return 0;
     }
     sync_waiter w = {0};
-    return waiter_wait(l, self, &s->waiters, &w, RF_WAIT_ANY);
+    return waiter_wait(l, self, &s->waiters, &w, RF_WAIT_ANY, RF_WAIT_ON_SEM, s);
 }
 
 int rf_sem_release(rf_sem *storage)
@@ -615,7 +625,7 @@ int rf_cond_wait(rf_cond *storage, rf_mutex *mstorage)
      * unlock and joining the list. */
     rf_mutex_unlock(mstorage);
     sync_waiter w = {0};
-    rc = waiter_wait(l, self, &c->waiters, &w, RF_WAIT_ANY);
+    rc = waiter_wait(l, self, &c->waiters, &w, RF_WAIT_ANY, RF_WAIT_ON_COND, c);
     /* Take the mutex back whatever happened; this wait ignores the
      * caller's cancellation and deadline (the holder releases it
      * eventually, or the program has a plain deadlock). */

@@ -112,7 +112,8 @@ void rf__task_name_set(rf_task *t, const char *name, size_t n)
     __atomic_store_n(&t->name[0], n > 0 ? name[0] : '\0', __ATOMIC_RELEASE);
 }
 
-rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
+rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
+                   void *from)
 {
     size_t ss = o ? o->stack_size : 0;
     if (!fn || rf__stack_size_check(ss)) {
@@ -144,6 +145,7 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o)
     t->status = 0;
     t->deadline = 0;
     t->in_accept = false;
+    t->spawned_from = from;
     if (o && o->name)
         rf__task_name_set(t, o->name, strnlen(o->name, RF_TASK_NAME_MAX - 1));
     else
@@ -201,11 +203,20 @@ rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts)
         errno = EPERM;
         return NULL;
     }
-    rf_task *t = rf__spawn(l, fn, arg, opts);
+    rf_task *t = rf__spawn(l, fn, arg, opts, __builtin_return_address(0));
     return t ? rf__handle(t) : NULL;
 }
 
-rf_task *rf_spawn(rf_fn fn, void *arg) { return rf_spawn_opts(fn, arg, NULL); }
+rf_task *rf_spawn(rf_fn fn, void *arg)
+{
+    rf_loop *l = rf__tls_loop;
+    if (!l) {
+        errno = EPERM;
+        return NULL;
+    }
+    rf_task *t = rf__spawn(l, fn, arg, NULL, __builtin_return_address(0));
+    return t ? rf__handle(t) : NULL;
+}
 
 rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
                        const rf_spawn_options *opts)
@@ -215,7 +226,7 @@ rf_task *rf_loop_spawn(rf_loop *loop, rf_fn fn, void *arg,
         errno = e;
         return NULL;
     }
-    rf_task *t = rf__spawn(loop, fn, arg, opts);
+    rf_task *t = rf__spawn(loop, fn, arg, opts, __builtin_return_address(0));
     return t ? rf__handle(t) : NULL;
 }
 

@@ -207,7 +207,8 @@ int rf_as_completed_next(rf_as_completed *storage, rf_task **t,
     if (ac->remaining == 0)
         return 0;
     while (rf_list_empty(&ac->done)) {
-        int rc = rf__waiter_next(l, self, &ac->w, RF_WAIT_ANY);
+        int rc = rf__waiter_next(l, self, &ac->w, RF_WAIT_ANY, RF_WAIT_ON_TASKS,
+                                 ac);
         if (rc < 0 && rf_list_empty(&ac->done))
             return rc;
     }
@@ -342,7 +343,7 @@ rf_task *rf_group_spawn(rf_group *storage, rf_fn fn, void *arg,
         errno = ENOMEM;
         return NULL;
     }
-    rf_task *t = rf__spawn(l, fn, arg, opts);
+    rf_task *t = rf__spawn(l, fn, arg, opts, __builtin_return_address(0));
     if (!t) {
         int e = errno;
         free(m);
@@ -375,13 +376,13 @@ int rf_group_wait(rf_group *storage)
         return -EBUSY;
     int rc = 0;
     while (g->running) {
-        rc = rf__waiter_next(l, self, &g->w, RF_WAIT_ANY);
+        rc = rf__waiter_next(l, self, &g->w, RF_WAIT_ANY, RF_WAIT_ON_TASKS, g);
         if (rc < 0 && g->running) {
             /* The caller gives up (cancelled, deadline): so does the
              * group, and its members do not outlive the wait. */
             group_cancel_all(g);
             while (g->running)
-                rf__waiter_next(l, self, &g->w, 0);
+                rf__waiter_next(l, self, &g->w, 0, RF_WAIT_ON_TASKS, g);
             break;
         }
         rc = 0;
@@ -478,7 +479,7 @@ static int wait_watch(rf_loop *l, rf_task *self, wait_set *ws,
     uint64_t saved = self->deadline;
     if (timeout_ns != RF_FOREVER)
         saved = rf__deadline_narrow(l, self, rf__time_after(timeout_ns));
-    int rc = rf__waiter_wait(l, self, &ws->w, RF_WAIT_ANY);
+    int rc = rf__waiter_wait(l, self, &ws->w, RF_WAIT_ANY, RF_WAIT_ON_TASKS, ws);
     ws->w.task = NULL;
     rf__deadline_restore(l, self, saved);
     for (size_t i = 0; i < ws->n; i++)
