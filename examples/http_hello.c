@@ -12,6 +12,8 @@
  *    carries it and the server closes after sending it.
  *  - pipelining: every complete request in the buffer is answered, in
  *    order, and the answers go out in one send.
+ *  - GET /metrics answers with every loop's metrics in Prometheus' text
+ *    format (rf_metrics_format): point a scraper at it.
  *  - GET and HEAD (no body) get 200; another method 405; a request body
  *    announced by Content-Length, up to 64 KiB, is read and discarded; a
  *    larger one is not read: the answer (405, or 413 for a GET or HEAD)
@@ -73,6 +75,7 @@ typedef struct request {
     bool keep_alive;
     bool http10;      /* HTTP/1.0: keep-alive only when asked for */
     bool chunked;
+    bool metrics;     /* the target is /metrics */
     long long content_length;
 } request;
 
@@ -114,6 +117,7 @@ static int parse(const char *p, size_t n, request *r)
     r->head = mlen == 4 && memcmp(p, "HEAD", 4) == 0;
     r->get = r->head || (mlen == 3 && memcmp(p, "GET", 3) == 0);
     r->http10 = sp2[8] == '0';
+    r->metrics = sp2 - sp1 - 1 == 8 && memcmp(sp1 + 1, "/metrics", 8) == 0;
     r->keep_alive = !r->http10;
     r->chunked = false;
     r->content_length = 0;
@@ -189,6 +193,37 @@ static size_t respond(char *out, size_t room, int status, const request *r,
     return n > 0 && (size_t)n < room ? (size_t)n : 0;
 }
 
+static bool send_out(ex_conn *c, const char *p, size_t n);
+
+/* GET /metrics: the process's loops in Prometheus' text format, sent at
+ * once (its size varies with the number of loops: it has a buffer of its
+ * own). False if the connection is lost. */
+static bool send_metrics(ex_conn *c, const request *r, bool keep_alive)
+{
+    int n = rf_metrics_format(NULL, 0);
+    char *body = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (!body)
+        return false;
+    n = rf_metrics_format(body, (size_t)n + 1);
+    char head[RESP_MAX];
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\n"
+                     "Server: ringfiber\r\n"
+                     "%s"
+                     "Content-Type: text/plain; version=0.0.4\r\n"
+                     "Content-Length: %d\r\n"
+                     "%s"
+                     "\r\n",
+                     date_header(), n,
+                     !keep_alive ? "Connection: close\r\n"
+                     : r->http10 ? "Connection: keep-alive\r\n"
+                                 : "");
+    bool ok = send_out(c, head, (size_t)h) &&
+              (r->head || send_out(c, body, (size_t)n));
+    free(body);
+    return ok;
+}
+
 /* Is there a bare LF, one that no CR precedes, in p[0..n)? */
 static bool has_bare_lf(const char *p, size_t n)
 {
@@ -254,13 +289,18 @@ static void serve(ex_conn *c)
             /* Once the server is stopping, every answer says so. */
             bool keep = (status == 200 || status == 405) && !big &&
                         r.keep_alive && !c->srv->stopping;
-            if (OUT_SIZE - outlen < RESP_MAX) {
-                if (!send_out(c, out, outlen))
+            if (OUT_SIZE - outlen < RESP_MAX || (status == 200 && r.metrics)) {
+                if (outlen && !send_out(c, out, outlen))
                     return;
                 outlen = 0;
             }
-            outlen += respond(out + outlen, OUT_SIZE - outlen, status, &r,
-                              keep);
+            if (status == 200 && r.metrics) {
+                if (!send_metrics(c, &r, keep))
+                    return;
+            } else {
+                outlen += respond(out + outlen, OUT_SIZE - outlen, status, &r,
+                                  keep);
+            }
             answered = true;
             if (!keep) {
                 open = false;

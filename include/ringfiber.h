@@ -252,6 +252,12 @@ RF_API uint64_t rf_loop_shuffle_seed(const rf_loop *loop);
  * is a runtime timer (the task's), so it too waits for the clock, never
  * for the wall. rf_clock_advance() moves it by hand. For tests. */
 #define RF_LOOP_VIRTUAL_TIME 0x200u
+/* Measure each task's scheduling delay, from becoming ready to running,
+ * into the loop's histogram (rf_loop_metrics.sched_delay_*, the "event
+ * loop lag" operators alert on): one clock read per task run. Off by
+ * default: on this project's VMs a clock read costs more than a yield
+ * (docs/inspect.md, "Metrics"). */
+#define RF_LOOP_SCHED_DELAY 0x400u
 
 /* rf_run on a loop made with opts (rf_loop_new's, may be NULL): e.g.
  * RF_LOOP_VIRTUAL_TIME. Returns what rf_run returns, and rf_loop_new's
@@ -2071,14 +2077,72 @@ RF_API int rf_dump_signal(int signo, int fd, unsigned flags);
 
 /*
  * Symbolize addr (a return address or a function's): "name+0xoff (file:line)"
- * where the debugging information has it, "name+0xoff" where only the
- * symbol table has it (static functions included), "module+0xoff" or the
- * bare address otherwise; written to buf (at most len bytes, always
- * terminated). Returns the length the full text has (as snprintf), or
- * -EINVAL (NULL buf with len > 0). Any thread; blocks for the symbol
- * tables' first reading (milliseconds), after that is quick.
+ * where the debugging information has it ("name (file:line)" for a
+ * function's own address), "name+0xoff" where only the symbol table has
+ * it (static functions included), "module+0xoff" or the bare address
+ * otherwise; written to buf (at most len bytes, always terminated; NULL
+ * with len 0: the length only). Returns the length the full text has (as
+ * snprintf), or -EINVAL (NULL buf with len > 0). Any thread. Blocks while
+ * it reads the symbol tables (milliseconds: a lone call reads them and
+ * lets them go, keeping no descriptor open; a dump or a stall report
+ * reads them once for all its lookups); from a task the lookup runs on a
+ * thread of the runtime, which has the stack it needs. Does not suspend.
  */
 RF_API int rf_symbolize(const void *addr, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics: what a monitoring system scrapes                                */
+/* ------------------------------------------------------------------------ */
+
+/* Buckets of the scheduling-delay histogram: bucket i counts delays below
+ * 2^i microseconds (i < RF_DELAY_BUCKETS - 1), the last one the rest. */
+#define RF_DELAY_BUCKETS 22
+/* Operations are counted by opcode, IORING_OP_* below this (the rest in
+ * the last slot). */
+#define RF_METRICS_OPS 64
+
+/*
+ * A loop's counters and gauges, as rf_loop_metrics_threadsafe copies them.
+ * Every field is read whole (the loop writes them with relaxed atomic
+ * stores), but not all at one instant: a field may be a pass newer than
+ * another.
+ */
+typedef struct rf_loop_metrics {
+    rf_stats stats;          /* as rf_loop_stats_threadsafe */
+    uint64_t tasks_ready;    /* gauge: in the run queue, at the last pass */
+    uint64_t idle_ns;        /* time spent asleep in the ring (libuv's
+                              * uv_metrics_idle_time) */
+    uint64_t bytes_read;     /* by read, readv, recv, recvmsg */
+    uint64_t bytes_written;  /* by write, writev, send, sendmsg */
+    uint64_t ops_completed[RF_METRICS_OPS]; /* by IORING_OP_* */
+    uint64_t offload_calls;  /* rf_to_thread / rf_pool_call returned */
+    uint64_t offload_wait_ns; /* their time in the pool's queue, in all */
+    uint64_t offload_in_flight; /* gauge: this loop's calls not returned
+                                 * yet (queued, or running on a worker) */
+    bool sched_delay_on;     /* RF_LOOP_SCHED_DELAY */
+    uint64_t sched_delay_count;
+    uint64_t sched_delay_sum_ns;
+    uint64_t sched_delay_max_ns;
+    uint64_t sched_delay_buckets[RF_DELAY_BUCKETS];
+} rf_loop_metrics;
+
+/*
+ * From any thread, without stopping the loop: loop's metrics into *out.
+ * Returns 0 or -EINVAL. Does not suspend, does not block.
+ */
+RF_API int rf_loop_metrics_threadsafe(const rf_loop *loop, rf_loop_metrics *out);
+
+/*
+ * Every loop of the process, in Prometheus' text exposition format
+ * (version 0.0.4), into buf (at most len bytes, always terminated when
+ * len > 0): ringfiber_* counters and gauges with a loop="<n>" label (n:
+ * the order in which the process created its loops, from 0) and, for
+ * operations, op="<name>". Returns the length of the whole text (as
+ * snprintf: call again with a larger buffer if it is >= len) or -EINVAL
+ * (NULL buf with len > 0). Any thread; does not suspend; takes the
+ * process's list of loops' lock for the time it formats.
+ */
+RF_API int rf_metrics_format(char *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */
 /* Fast path (not API: names starting with rf__ may change in any release)  */

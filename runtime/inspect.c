@@ -39,8 +39,10 @@ static void dump_signal_env(void);
 void rf__registry_add(rf_loop *l)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
+    static unsigned next_id; /* under g_reg_mu */
     pthread_once(&once, dump_signal_env);
     pthread_mutex_lock(&g_reg_mu);
+    l->registry_id = next_id++;
     rf_list_push_back(&rf__loops_registry, &l->registry_node);
     pthread_mutex_unlock(&g_reg_mu);
 }
@@ -122,12 +124,18 @@ static const char *const wait_names[RF_WAIT_ON_COUNT] = {
     [RF_WAIT_ON_SHUTDOWN] = "shutdown",
 };
 
+const char *rf__op_name(unsigned opcode)
+{
+    const char *n = opcode < sizeof(op_names) / sizeof(op_names[0])
+                        ? op_names[opcode]
+                        : NULL;
+    return n;
+}
+
 static const char *wait_name(unsigned kind, unsigned op)
 {
     if (kind == RF_WAIT_ON_IO) {
-        const char *n = op < sizeof(op_names) / sizeof(op_names[0])
-                            ? op_names[op]
-                            : NULL;
+        const char *n = rf__op_name(op);
         return n ? n : "io";
     }
     return kind < RF_WAIT_ON_COUNT ? wait_names[kind] : "?";
@@ -465,7 +473,9 @@ int rf_loop_dump_text(rf_loop *loop, unsigned flags, char **text, size_t *len)
         (void)backtrace(warm, 2); /* loads libgcc's unwinder here */
     }
     dump_header(d);
+    rf__symbolize_hold();
     rf_loop_tasks(loop, dump_task, d);
+    rf__symbolize_release();
     dump_totals(d);
     bool bad = ferror(d->f) != 0;
     fclose(d->f);

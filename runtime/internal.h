@@ -177,6 +177,7 @@ struct rf_task {
     const void *wait_obj;
     uint64_t wait_since;
     void *spawned_from;    /* a return address in the spawning function */
+    uint64_t ready_at;     /* RF_LOOP_SCHED_DELAY: when it became ready */
 };
 
 #define RF_TIMER_BUCKETS 16
@@ -255,6 +256,9 @@ struct rf_loop {
     rf_task **rq;
     uint32_t rq_mask;      /* capacity - 1, a power of two */
     uint32_t rq_head, rq_tail;
+    /* RF_LOOP_SCHED_DELAY (metrics.c): in the padding before `alive`, on
+     * the run queue's line that every wake touches anyway. */
+    bool delay_on;
     rf_list alive;
     rf_list free_tasks;
     rf_task_chunk *chunks; /* written with release (task.c, stall.c) */
@@ -375,8 +379,18 @@ struct rf_loop {
     uint64_t vseq;
     struct rf_timer_bucket **vheap;
     size_t vheap_n, vheap_cap;
-    /* The operator's view (inspect.c, context.c). */
+    /* The operator's view (inspect.c, context.c, metrics.c). */
     rf_list registry_node;  /* on rf__loops_registry */
+    unsigned registry_id;   /* its place in the process's order of loops */
+    uint64_t delay_now;     /* RF_LOOP_SCHED_DELAY: the last clock read */
+    /* metrics.c: written with RF_STAT_* by the loop's thread. */
+    struct {
+        uint64_t tasks_ready, idle_ns, bytes_read, bytes_written;
+        uint64_t ops[RF_METRICS_OPS];
+        uint64_t offload_calls, offload_wait_ns, offload_in_flight;
+        uint64_t delay_count, delay_sum, delay_max;
+        uint64_t delay_buckets[RF_DELAY_BUCKETS];
+    } m;
     void **peek_frames;     /* rf__peek_backtrace's request */
     int peek_max, peek_len;
     rf_task *peek_back;     /* the task the peek returns to, NULL: none */
@@ -462,6 +476,8 @@ static inline uint32_t rf__nready(const rf_loop *l)
 
 static inline void rf__rq_push(rf_loop *l, rf_task *t)
 {
+    if (rf_unlikely(l->delay_on)) /* RF_LOOP_SCHED_DELAY (metrics.c) */
+        t->ready_at = l->delay_now;
     l->rq[l->rq_tail++ & l->rq_mask] = t;
 }
 
@@ -831,6 +847,38 @@ extern rf_list rf__loops_registry;
 void rf__registry_add(rf_loop *l);
 void rf__registry_remove(rf_loop *l);
 void rf__registry_each(void (*fn)(rf_loop *l, void *arg), void *arg);
+/* An IORING_OP_*'s name as the dump and the metrics say it: "recv";
+ * NULL for one the runtime does not use. */
+const char *rf__op_name(unsigned opcode);
+
+/* ---- symbolize.c ---- */
+/* Keep the symbol tables between lookups (many lookups in a row). */
+void rf__symbolize_hold(void);
+void rf__symbolize_release(void);
+
+/* ---- metrics.c ---- */
+/* RF_LOOP_SCHED_DELAY: t runs now (run_next). */
+void rf__delay_note(rf_loop *l, rf_task *t);
+/* An operation with opcode ended with res (ring.c, rf__op_run). */
+static inline void rf__op_count(rf_loop *l, unsigned opcode, int res)
+{
+    unsigned i = opcode < RF_METRICS_OPS ? opcode : RF_METRICS_OPS - 1;
+    RF_STAT_ADD(l->m.ops[i], 1);
+    if (res <= 0)
+        return;
+    switch (opcode) {
+    case IORING_OP_READ: case IORING_OP_READV: case IORING_OP_RECV:
+    case IORING_OP_RECVMSG: case IORING_OP_READ_FIXED:
+        RF_STAT_ADD(l->m.bytes_read, (uint64_t)res);
+        break;
+    case IORING_OP_WRITE: case IORING_OP_WRITEV: case IORING_OP_SEND:
+    case IORING_OP_SENDMSG: case IORING_OP_WRITE_FIXED:
+        RF_STAT_ADD(l->m.bytes_written, (uint64_t)res);
+        break;
+    default:
+        break;
+    }
+}
 
 /* ---- sync.c ---- */
 rf_task *rf__mutex_owner(const void *m);

@@ -29,7 +29,8 @@
 /* The rf_loop_opts.flags rf_loop_new knows; any other bit is -EINVAL. */
 #define RF_LOOP_KNOWN_FLAGS                                                    \
     (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
-     RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING | RF_LOOP_VIRTUAL_TIME)
+     RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING | RF_LOOP_VIRTUAL_TIME |            \
+     RF_LOOP_SCHED_DELAY)
 
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
@@ -126,6 +127,8 @@ static inline rf_task *run_next(rf_loop *l)
 {
     rf_task *t = l->rq[l->rq_head++ & l->rq_mask];
     l->budget--;
+    if (rf_unlikely(l->delay_on))
+        rf__delay_note(l, t);
     t->state = RF_RUNNING;
     rf__set_current(l, t);
     return t;
@@ -169,8 +172,10 @@ static inline rf_ctx *next_ctx(rf_loop *l)
         RF_STAT_ADD(l->stats.passes, 1);
         /* A loop that runs for long without entering the kernel still
          * moves its approximate clock (internal.h, now_approx). */
-        if (rf_unlikely((l->stats.passes & (RF_APPROX_PASSES - 1)) == 0))
+        if (rf_unlikely((l->stats.passes & (RF_APPROX_PASSES - 1)) == 0)) {
             rf__clock_refresh(l);
+            RF_STAT_SET(l->m.tasks_ready, l->budget);
+        }
     }
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
@@ -319,6 +324,7 @@ static void run_pass(rf_loop *l, bool one_pass)
         shuffle_pass(l);
     l->budget = rf__nready(l);
     RF_STAT_ADD(l->stats.passes, 1);
+    RF_STAT_SET(l->m.tasks_ready, l->budget);
     rf_task *t = run_next(l);
     RF_STAT_ADD(l->stats.switches, 1);
     rf__switch(l, &l->sched, &t->ctx, false);
@@ -333,11 +339,16 @@ static int loop_sleep(rf_loop *l)
     if (!rf__remote_sleep_begin(l))
         return 0; /* mail came in the meantime */
     __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
+    RF_STAT_SET(l->m.tasks_ready, 0);
     /* Virtual time with real work in flight: the clock waits for it, or
      * with autojump_ns for that long (real), then moves on. */
     bool jump = l->autojump_ns && l->vheap_n;
+    uint64_t slept = rf__real_now_ns(); /* beside a sleep's system call */
     int rc = jump ? rf__ring_enter_timeout(l, l->autojump_ns)
                   : rf__ring_enter(l, 1);
+    uint64_t woke = rf__real_now_ns();
+    RF_STAT_ADD(l->m.idle_ns, woke - slept);
+    l->delay_now = woke;
     __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     rf__remote_awake(l, true);
     if (jump && rc == -ETIME) {
@@ -575,6 +586,8 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
     /* Virtual time: every timer at its exact instant (time.c). */
     l->vtime = (o.flags & RF_LOOP_VIRTUAL_TIME) != 0;
+    l->delay_on = (o.flags & RF_LOOP_SCHED_DELAY) != 0;
+    l->delay_now = rf__real_now_ns();
     l->autojump_ns = o.autojump_ns;
     l->shuffle_seed = o.shuffle_seed;
     if (!l->shuffle_seed) {

@@ -53,6 +53,8 @@ typedef struct pool_call {
     rf_fn fn;
     void *arg;
     void *result;
+    uint64_t queued_at; /* when it was put in the queue (metrics) */
+    uint64_t waited;    /* .. until a worker took it */
 } pool_call;
 
 typedef struct room_waiter {
@@ -254,6 +256,7 @@ static void *worker_main(void *arg)
         if (p->count == 0)
             break; /* stopping, and the queue is drained */
         pool_call *c = p->q[p->head];
+        c->waited = rf__real_now_ns() - c->queued_at;
         p->head = (p->head + 1) % p->cap;
         /* An atomic store (under the mutex) for the spinning worker. */
         __atomic_store_n(&p->count, p->count - 1, __ATOMIC_RELAXED);
@@ -443,6 +446,8 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
             return rc;
         pool->reserved--; /* ours: filled just below */
     }
+    c.queued_at = rf__real_now_ns(); /* a thread hand-off costs far more */
+    RF_STAT_ADD(l->m.offload_in_flight, 1);
     pool->q[(pool->head + pool->count) % pool->cap] = &c;
     __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);
     pool_worker *wake = worker_to_wake(pool);
@@ -455,6 +460,9 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     l->remote_expected++;
     /* uncancellable: the worker has arg */
     rf__waiter_wait(l, self, &c.w, 0, RF_WAIT_ON_OFFLOAD, (const void *)fn);
+    RF_STAT_SUB(l->m.offload_in_flight, 1);
+    RF_STAT_ADD(l->m.offload_calls, 1);
+    RF_STAT_ADD(l->m.offload_wait_ns, c.waited);
     if (result)
         *result = c.result;
     return 0;

@@ -116,11 +116,16 @@ static int op_wait(rf_loop *l, rf_task *self, rf_op *op, unsigned opcode)
 int rf__op_run(rf_op *op, struct io_uring_sqe *sqe)
 {
     io_uring_sqe_set_data(sqe, op);
-    if (op->fd < 0)
-        return op_wait(op->loop, op->w.task, op, sqe->opcode);
-    rf__op_track(op);
-    int res = op_wait(op->loop, op->w.task, op, sqe->opcode);
-    rf__op_untrack(op);
+    unsigned opcode = sqe->opcode; /* the SQE is the kernel's once submitted */
+    int res;
+    if (op->fd < 0) {
+        res = op_wait(op->loop, op->w.task, op, opcode);
+    } else {
+        rf__op_track(op);
+        res = op_wait(op->loop, op->w.task, op, opcode);
+        rf__op_untrack(op);
+    }
+    rf__op_count(op->loop, opcode, res);
     return res;
 }
 
@@ -170,6 +175,8 @@ void rf__ring_pass_end(rf_loop *l)
     if (!rf__ring_has_work(l))
         return;
     rf__ring_enter(l, 0);
+    if (rf_unlikely(l->delay_on)) /* the tasks its CQEs wake are ready now */
+        l->delay_now = rf__real_now_ns();
     rf__ring_reap(l);
 }
 

@@ -323,8 +323,8 @@ static void *watchdog(void *arg)
     bool stalled = false;
     char name[RF_TASK_NAME_MAX];
     uint64_t task_id = 0;
-    /* The symbol tables are read now, on this thread, rather than at the
-     * first report, which they would delay by milliseconds. */
+    /* The symbol library is loaded now, on this thread, rather than at
+     * the first report. */
     char warm[64];
     rf_symbolize((const void *)watchdog, warm, sizeof warm);
     pthread_mutex_lock(&s->mu);
@@ -404,11 +404,13 @@ void rf_stall_report_default(const rf_stall_info *info, void *user)
             then, why);
     /* Symbolized here, on the watchdog's thread: the stall is not made
      * longer by it. */
+    rf__symbolize_hold();
     for (int i = 0; i < info->backtrace_len; i++) {
         char frame[512];
         rf_symbolize(info->backtrace[i], frame, sizeof frame);
         fprintf(stderr, "    #%d %s\n", i, frame);
     }
+    rf__symbolize_release();
 }
 
 static void stall_stop(rf_loop *l)

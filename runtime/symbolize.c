@@ -16,8 +16,12 @@
  *
  * Lookups go through one Dwfl (libdw's view of the process's modules)
  * under a mutex; a module loaded after it was made (dlopen) makes it
- * rebuilt once. The first lookup costs milliseconds (reading the modules'
- * tables); the next ones microseconds.
+ * rebuilt once. Making it costs milliseconds (reading the modules'
+ * tables), a lookup in it microseconds. It keeps each module's file
+ * open, so it is not kept past its use: a dump or a stall report holds
+ * it for its many lookups (rf__symbolize_hold / _release), a lone
+ * rf_symbolize makes and ends it, and a process that never looks at
+ * itself has no descriptor more.
  *
  * libdw wants stack: reading a line table takes more than a task's 128
  * KiB. A lookup asked for on a task's stack is handed to a thread of the
@@ -64,6 +68,7 @@ static struct {
 } dw;
 static int g_dw_state; /* 0: not tried, 1: loaded, -1: not available */
 static Dwfl *g_dwfl;
+static unsigned g_holds; /* rf__symbolize_hold without its release */
 static char *g_debuginfo_path = NULL;
 
 static bool dw_load(void)
@@ -192,6 +197,32 @@ static int plain_symbolize(uintptr_t a, char *buf, size_t len)
 }
 
 /* Under g_sym_mu. */
+static void dwfl_drop_unheld(void)
+{
+#if defined(RF_HAVE_LIBDW)
+    if (!g_holds && g_dwfl) {
+        dw.end(g_dwfl);
+        g_dwfl = NULL;
+    }
+#endif
+}
+
+void rf__symbolize_hold(void)
+{
+    pthread_mutex_lock(&g_sym_mu);
+    g_holds++;
+    pthread_mutex_unlock(&g_sym_mu);
+}
+
+void rf__symbolize_release(void)
+{
+    pthread_mutex_lock(&g_sym_mu);
+    g_holds--;
+    dwfl_drop_unheld();
+    pthread_mutex_unlock(&g_sym_mu);
+}
+
+/* Under g_sym_mu. */
 static int symbolize_here(uintptr_t a, char *buf, size_t len)
 {
     int n = -1;
@@ -223,6 +254,7 @@ static void *symbolizer(void *arg)
             pthread_cond_wait(&g_req.cv, &g_sym_mu);
         g_req.asked = false;
         g_req.n = symbolize_here(g_req.a, g_req.buf, g_req.len);
+        dwfl_drop_unheld();
         g_req.answered = true;
         pthread_cond_broadcast(&g_req.cv);
     }
@@ -279,6 +311,7 @@ int rf_symbolize(const void *addr, char *buf, size_t len)
         n = plain_symbolize(a, buf, len);
     else
         n = symbolize_here(a, buf, len);
+    dwfl_drop_unheld();
     pthread_mutex_unlock(&g_sym_mu);
     return n;
 }

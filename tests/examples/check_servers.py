@@ -4,6 +4,7 @@
     check_servers.py echo --server PATH --client PATH
     check_servers.py http --server PATH
     check_servers.py chat --server PATH
+    check_servers.py http-metrics --server PATH    (GET /metrics, parsed)
 
 What a client may hold (the servers' deadlines and connection cap):
 
@@ -859,6 +860,97 @@ def run_chat_loops(args):
     finally:
         srv.kill()
 
+# ---------------------------------------------------------------- metrics
+
+
+def parse_prometheus(text):
+    """Prometheus' text exposition format (0.0.4), strictly: every sample
+    is name{labels} value, its family announced by # TYPE before it.
+    Returns {(name, frozenset(labels)): value}; raises ValueError."""
+    types, samples = {}, {}
+    line_re = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\} (\S+)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    if not text.endswith("\n"):
+        raise ValueError("the text does not end with a newline")
+    for line in text[:-1].split("\n"):
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            if kind not in ("counter", "gauge", "histogram"):
+                raise ValueError(f"type {kind!r}")
+            types[name] = kind
+            continue
+        if line.startswith("# HELP "):
+            continue
+        m = line_re.match(line)
+        if not m:
+            raise ValueError(f"not a sample: {line!r}")
+        name, labels, value = m.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name) \
+            if name not in types else name
+        if family not in types:
+            raise ValueError(f"{name} has no # TYPE before it")
+        pairs = label_re.findall(labels)
+        if ",".join(f'{k}="{v}"' for k, v in pairs) != labels:
+            raise ValueError(f"labels {labels!r}")
+        key = (name, frozenset(pairs))
+        if key in samples:
+            raise ValueError(f"{name}{{{labels}}} twice")
+        samples[key] = float(value)
+    return samples
+
+
+def metric_sum(samples, name, **want):
+    return sum(v for (n, labels), v in samples.items() if n == name
+               and all((k, str(x)) in labels for k, x in want.items()))
+
+
+def scrape(srv):
+    s = srv.connect()
+    s.sendall(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    st, h, body, _ = response(s, b"")
+    s.close()
+    check(st == 200 and h.get("content-type", "").startswith("text/plain"),
+          f"GET /metrics: {st} {h.get('content-type')}")
+    try:
+        return parse_prometheus(body.decode())
+    except ValueError as e:
+        check(False, f"/metrics parses as Prometheus text: {e}")
+        return {}
+
+
+def run_http_metrics(args):
+    srv = Server(args.server, "--loops", "2")
+    try:
+        before = scrape(srv)
+        loops = {dict(labels)["loop"] for (n, labels) in before
+                 if n == "ringfiber_switches_total"}
+        check(len(loops) == 2, f"a sample per loop: loops {sorted(loops)}")
+        # Load: 200 keep-alive requests over 4 connections.
+        conns = [srv.connect() for _ in range(4)]
+        for _ in range(50):
+            for s in conns:
+                s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            for s in conns:
+                st, _, body, _ = response(s, b"")
+                check(st == 200, "load request answered") if st != 200 else None
+        after = scrape(srv)
+        for name, least in (("ringfiber_read_bytes_total", 200 * 18),
+                            ("ringfiber_written_bytes_total", 200 * 100),
+                            ("ringfiber_switches_total", 200),
+                            ("ringfiber_tasks_spawned_total", 4)):
+            grew = metric_sum(after, name) - metric_sum(before, name)
+            check(grew >= least, f"{name} grew by {grew:.0f} (>= {least})")
+        recv = metric_sum(after, "ringfiber_ops_total", op="recv") - \
+            metric_sum(before, "ringfiber_ops_total", op="recv")
+        check(recv >= 200, f"ringfiber_ops_total{{op=\"recv\"}} grew by {recv:.0f}")
+        alive = metric_sum(after, "ringfiber_tasks_alive")
+        check(alive >= 4, f"ringfiber_tasks_alive {alive:.0f} with 4 connections open")
+        for s in conns:
+            s.close()
+        stop_and_check(srv, "http_hello (metrics)")
+    finally:
+        srv.kill()
+
 
 def report():
     if failures:
@@ -873,7 +965,8 @@ def main():
     p.add_argument("mode", choices=["echo", "http", "chat", "http-deadlines",
                                     "http-bad-requests", "conn-cap",
                                     "echo-idle", "chat-idle", "echo-loops",
-                                    "http-loops", "chat-loops"])
+                                    "http-loops", "chat-loops",
+                                    "http-metrics"])
     p.add_argument("--server", required=True)
     p.add_argument("--client")
     p.add_argument("--accept", default="reuseport")
@@ -884,7 +977,8 @@ def main():
      "echo-idle": run_echo_idle, "chat-idle": run_chat_idle,
      "echo-loops": lambda a: run_loops(a, "echo"),
      "http-loops": lambda a: run_loops(a, "http"),
-     "chat-loops": run_chat_loops}[args.mode](args)
+     "chat-loops": run_chat_loops,
+     "http-metrics": run_http_metrics}[args.mode](args)
     return report()
 
 
