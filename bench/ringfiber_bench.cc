@@ -220,6 +220,26 @@ void W1_yield_pingpong_call(benchmark::State &state) {
                benchmark::Counter::kInvert);
 }
 
+// W1 with the scheduling-delay histogram on (RF_LOOP_SCHED_DELAY): a
+// clock read per task run. Its cost against W1_yield_pingpong, in the same
+// run, is why the histogram is an option (docs/inspect.md, "Metrics").
+void W1_yield_pingpong_sched_delay(benchmark::State &state) {
+    W1Ctx c{&state, false, false};
+    rf_loop *l = nullptr;
+    rf_loop_opts o = {};
+    o.flags = RF_LOOP_SCHED_DELAY;
+    int rc = rf_loop_new(&l, &o);
+    if (rc == 0)
+        rc = rf_loop_run_until_complete(l, w1_main, &c, nullptr);
+    rf_loop_free(l);
+    if (rc != 0 && !state.error_occurred())
+        skip_rf(state, "sched delay loop", rc);
+    state.SetLabel("1 iteration = 1 round trip A->B->A, delay histogram on");
+    state.counters["roundtrip"] = benchmark::Counter(
+        1, benchmark::Counter::kIsIterationInvariantRate |
+               benchmark::Counter::kInvert);
+}
+
 // W1 with the loop-stall detector on (threshold 100 ms, its watchdog
 // sampling every 10 ms): what the detector costs the loop. Target: within
 // 5% of W1_yield_pingpong (bench/ratios.sh prints the ratio).
@@ -2083,6 +2103,7 @@ void T1_join_baseline(benchmark::State &state) {
 BENCHMARK(W1_yield_pingpong)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_call)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_stall_detector)->UseRealTime();
+BENCHMARK(W1_yield_pingpong_sched_delay)->UseRealTime();
 BENCHMARK(W1_raw_fcontext_baseline)->UseRealTime();
 BENCHMARK(W1_raw_fcontext_hub_baseline)->UseRealTime();
 BENCHMARK(W2_spawn_join)->Iterations(kW2Tasks)->UseRealTime();

@@ -476,8 +476,6 @@ static inline uint32_t rf__nready(const rf_loop *l)
 
 static inline void rf__rq_push(rf_loop *l, rf_task *t)
 {
-    if (rf_unlikely(l->delay_on)) /* RF_LOOP_SCHED_DELAY (metrics.c) */
-        t->ready_at = l->delay_now;
     l->rq[l->rq_tail++ & l->rq_mask] = t;
 }
 

@@ -55,6 +55,8 @@ void rf__wake(rf_loop *l, rf_task *t)
     if (t->state != RF_WAITING)
         return;
     t->state = RF_READY;
+    if (rf_unlikely(l->delay_on)) /* RF_LOOP_SCHED_DELAY (metrics.c) */
+        t->ready_at = l->delay_now;
     rf__rq_push(l, t);
 }
 

@@ -153,6 +153,8 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
     rf_list_init(&t->joiners);
     rf__ctx_init_task(&t->ctx);
     rf_list_push_back(&l->alive, &t->alive);
+    if (rf_unlikely(l->delay_on)) /* RF_LOOP_SCHED_DELAY (metrics.c) */
+        t->ready_at = l->delay_now;
     rf__rq_push(l, t);
     RF_STAT_ADD(l->stats.tasks_spawned, 1);
     RF_STAT_ADD(l->stats.tasks_alive, 1);
