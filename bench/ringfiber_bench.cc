@@ -18,6 +18,7 @@
 
 #include <ringfiber.h>
 
+#include <execinfo.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -218,6 +219,87 @@ void W1_yield_pingpong_call(benchmark::State &state) {
     state.counters["roundtrip"] = benchmark::Counter(
         1, benchmark::Counter::kIsIterationInvariantRate |
                benchmark::Counter::kInvert);
+}
+
+// ---- D: the operator's view (docs/inspect.md) ----
+
+// D1: one address to a name. rf_symbolize alone reads the symbol tables
+// (libdw) and lets them go, each call; backtrace_symbols(3) reads only
+// the dynamic symbol table (and names static functions wrongly).
+void D1_symbolize_lone(benchmark::State &state) {
+    char buf[256];
+    for (auto _ : state)
+        benchmark::DoNotOptimize(
+            rf_symbolize((const void *)&run_in_loop, buf, sizeof buf));
+    state.SetLabel(buf);
+}
+
+void D1_backtrace_symbols_baseline(benchmark::State &state) {
+    void *a = (void *)&run_in_loop;
+    char *name = nullptr;
+    for (auto _ : state) {
+        char **s = backtrace_symbols(&a, 1);
+        benchmark::DoNotOptimize(s);
+        free(name);
+        name = s ? strdup(s[0]) : nullptr;
+        free(s);
+    }
+    state.SetLabel(name ? name : "?");
+    free(name);
+}
+
+// D2: the dump of a loop with range(0) tasks waiting on an event, from a
+// task of the loop (rf_loop_dump_text: the text, not its write).
+struct D2Ctx {
+    benchmark::State *state;
+    unsigned flags;
+    rf_event ev;
+};
+
+void *d2_waiter(void *arg) {
+    rf_event_wait(&static_cast<D2Ctx *>(arg)->ev);
+    return nullptr;
+}
+
+void *d2_main(void *arg) {
+    auto *c = static_cast<D2Ctx *>(arg);
+    benchmark::State &state = *c->state;
+    rf_event_init(&c->ev);
+    std::vector<rf_task *> ts;
+    rf_spawn_options o = {};
+    o.stack_size = RF_MIN_STACK_SIZE;
+    for (int64_t i = 0; i < state.range(0); i++)
+        ts.push_back(rf_spawn_opts(d2_waiter, c, &o));
+    rf_yield();
+    size_t len = 0;
+    for (auto _ : state) {
+        char *text = nullptr;
+        int rc = rf_loop_dump_text(rf_loop_current(), c->flags, &text, &len);
+        if (rc != 0) {
+            skip_rf(state, "rf_loop_dump_text", rc);
+            break;
+        }
+        free(text);
+    }
+    state.counters["bytes"] = (double)len;
+    rf_event_set(&c->ev);
+    for (rf_task *t : ts) {
+        rf_join(t, nullptr);
+        rf_task_release(t);
+    }
+    return nullptr;
+}
+
+void D2_dump(benchmark::State &state) {
+    D2Ctx c{&state, 0, {}};
+    run_in_loop(state, d2_main, &c);
+    state.SetLabel("1 iteration = the dump of range(0) waiting tasks");
+}
+
+void D2_dump_backtraces(benchmark::State &state) {
+    D2Ctx c{&state, RF_DUMP_BACKTRACES, {}};
+    run_in_loop(state, d2_main, &c);
+    state.SetLabel("1 iteration = the dump of range(0) waiting tasks, stacks walked");
 }
 
 // W1 with the scheduling-delay histogram on (RF_LOOP_SCHED_DELAY): a
@@ -2104,6 +2186,10 @@ BENCHMARK(W1_yield_pingpong)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_call)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_stall_detector)->UseRealTime();
 BENCHMARK(W1_yield_pingpong_sched_delay)->UseRealTime();
+BENCHMARK(D1_symbolize_lone)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(D1_backtrace_symbols_baseline)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(D2_dump)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(D2_dump_backtraces)->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(W1_raw_fcontext_baseline)->UseRealTime();
 BENCHMARK(W1_raw_fcontext_hub_baseline)->UseRealTime();
 BENCHMARK(W2_spawn_join)->Iterations(kW2Tasks)->UseRealTime();

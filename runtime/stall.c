@@ -318,15 +318,15 @@ static void *watchdog(void *arg)
     uint64_t period = s->threshold_ns / 10;
     if (period < RF_NSEC_PER_MSEC)
         period = RF_NSEC_PER_MSEC;
+    /* The symbol library is loaded now, on this thread, rather than at
+     * the first report; before the watch begins, which it would delay. */
+    char warm[64];
+    rf_symbolize((const void *)watchdog, warm, sizeof warm);
     uint64_t last_hb = heartbeat(l);
     uint64_t since = rf__real_now_ns(); /* when the heartbeat was last seen moving */
     bool stalled = false;
     char name[RF_TASK_NAME_MAX];
     uint64_t task_id = 0;
-    /* The symbol library is loaded now, on this thread, rather than at
-     * the first report. */
-    char warm[64];
-    rf_symbolize((const void *)watchdog, warm, sizeof warm);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         /* During a stall, look often: the total is then precise. */

@@ -625,53 +625,6 @@ static void test_dump_signal_respects_own_handler(void **state)
     signal(SIGUSR1, SIG_DFL);
 }
 
-/* ---- many tasks ---- */
-
-static void *long_sleep(void *arg)
-{
-    (void)arg;
-    rf_sleep(3600 * RFT_SEC);
-    return NULL;
-}
-
-static void *hundred_thousand_main(void *arg)
-{
-    (void)arg;
-    enum { N = 100000 };
-    rf_task **t = malloc(N * sizeof *t);
-    for (int i = 0; i < N; i++)
-        t[i] = rf_spawn_opts(long_sleep, NULL,
-                             &(rf_spawn_options){.stack_size = RF_MIN_STACK_SIZE});
-    rf_yield();
-    char *text = NULL;
-    size_t len = 0;
-    RFT_CHECK_INT(rf_loop_dump_text(rf_loop_current(), 0, &text, &len), 0);
-    size_t lines = 0;
-    for (size_t i = 0; i < len; i++)
-        lines += text[i] == '\n';
-    /* A header, a line per task (N + main), the totals (3 lines), the end. */
-    RFT_CHECK_INT(lines, 1 + N + 1 + 2 + 1);
-    RFT_CHECK(strstr(text, "100000 waiting in sleep, longest ") != NULL);
-    free(text);
-    for (int i = 0; i < N; i++)
-        rf_cancel(t[i]);
-    for (int i = 0; i < N; i++) {
-        rf_join(t[i], NULL);
-        rf_task_release(t[i]);
-    }
-    free(t);
-    return NULL;
-}
-
-static void test_dump_of_100k_tasks(void **state)
-{
-    (void)state;
-    rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
-    rft_begin();
-    assert_int_equal(rf_run_opts(hundred_thousand_main, NULL, NULL, &o), 0);
-    rft_end();
-}
-
 /* ---- symbols ---- */
 
 static __attribute__((noinline)) int a_static_function(int x)
@@ -758,7 +711,6 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_dump_threadsafe_times_out),
     cmocka_unit_test(test_dump_on_signal),
     cmocka_unit_test(test_dump_signal_respects_own_handler),
-    cmocka_unit_test(test_dump_of_100k_tasks),
     cmocka_unit_test(test_symbolize_static_function),
     cmocka_unit_test(test_bad_input),
 };

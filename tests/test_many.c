@@ -137,7 +137,56 @@ static void test_hundred_thousand_mprotect_guards(void **state)
     run_on_loop(RF_LOOP_GUARD_MPROTECT, RF_GUARD_MPROTECT);
 }
 
+/* The dump of 100,000 tasks (rf_loop_dump_text, tests/test_inspect.c has
+ * the rest): one line each and the totals, in bounded time (this test's
+ * timeout). */
+
+static void *dump_long_sleep(void *arg)
+{
+    (void)arg;
+    rf_sleep(3600 * RFT_SEC);
+    return NULL;
+}
+
+static void *dump_hundred_thousand_main(void *arg)
+{
+    (void)arg;
+    rf_task **t = malloc(N * sizeof *t);
+    for (int i = 0; i < N; i++)
+        t[i] = rf_spawn_opts(dump_long_sleep, NULL,
+                             &(rf_spawn_options){.stack_size = RF_MIN_STACK_SIZE});
+    rf_yield();
+    char *text = NULL;
+    size_t len = 0;
+    RFT_CHECK_INT(rf_loop_dump_text(rf_loop_current(), 0, &text, &len), 0);
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    /* A header, a line per task (N + main), the totals (3 lines), the end. */
+    RFT_CHECK_INT(lines, 1 + N + 1 + 2 + 1);
+    RFT_CHECK(strstr(text, "100000 waiting in sleep, longest ") != NULL);
+    free(text);
+    for (int i = 0; i < N; i++)
+        rf_cancel(t[i]);
+    for (int i = 0; i < N; i++) {
+        rf_join(t[i], NULL);
+        rf_task_release(t[i]);
+    }
+    free(t);
+    return NULL;
+}
+
+static void test_dump_of_hundred_thousand(void **state)
+{
+    (void)state;
+    rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
+    rft_begin();
+    assert_int_equal(rf_run_opts(dump_hundred_thousand_main, NULL, NULL, &o), 0);
+    rft_end();
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_dump_of_hundred_thousand),
     cmocka_unit_test(test_hundred_thousand_sleepers),
     cmocka_unit_test(test_twice),
     cmocka_unit_test(test_hundred_thousand_mprotect_guards),

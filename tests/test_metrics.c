@@ -27,6 +27,13 @@ static void *echo_peer(void *arg)
     return NULL;
 }
 
+static void *nap(void *arg)
+{
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return arg;
+}
+
 static void *counters_main(void *arg)
 {
     (void)arg;
@@ -49,8 +56,10 @@ static void *counters_main(void *arg)
     RFT_CHECK(b.ops_completed[IORING_OP_RECV] - a.ops_completed[IORING_OP_RECV] >= N);
     RFT_CHECK(b.ops_completed[IORING_OP_READ] - a.ops_completed[IORING_OP_READ] >= N);
     RFT_CHECK(b.stats.switches > a.stats.switches);
-    /* A sleep with nothing else to do is a sleep in the ring: idle. */
-    rf_sleep(RFT_MS);
+    /* Waiting 200 ms for a thread, with nothing else to do, is a sleep in
+     * the ring: idle. (A timer that short may have expired by the time a
+     * preempted loop would sleep for it; a thread's answer cannot.) */
+    RFT_CHECK_INT(rf_to_thread(nap, NULL, NULL), 0);
     rf_loop_metrics c = metrics_now();
     RFT_CHECK(c.idle_ns > b.idle_ns);
     RFT_CHECK(!b.sched_delay_on);

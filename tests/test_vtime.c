@@ -374,8 +374,10 @@ static void *stall_body(void *arg)
     RFT_CHECK_INT(rf_loop_stall_detector(rf_loop_current(), 0, NULL, NULL),
                   0);
     RFT_CHECK_INT(__atomic_load_n(&g_stalls, __ATOMIC_RELAXED), 1);
-    RFT_CHECK(__atomic_load_n(&g_stall_held, __ATOMIC_RELAXED) >=
-              100 * RFT_MS - 20 * RFT_MS);
+    /* Real time: a stall is reported only past its threshold (the
+     * virtual clock stood still meanwhile). How much more the watchdog
+     * saw depends on when it got a CPU: not a bound to test. */
+    RFT_CHECK(__atomic_load_n(&g_stall_held, __ATOMIC_RELAXED) >= 20 * RFT_MS);
     return NULL;
 }
 
