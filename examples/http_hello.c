@@ -200,11 +200,23 @@ static bool send_out(ex_conn *c, const char *p, size_t n);
  * own). False if the connection is lost. */
 static bool send_metrics(ex_conn *c, const request *r, bool keep_alive)
 {
+    /* Sized by a first call; the counters may gain digits (and loops come)
+     * before the second: then again, with room to spare. */
+    size_t cap = 0;
+    char *body = NULL;
     int n = rf_metrics_format(NULL, 0);
-    char *body = n > 0 ? malloc((size_t)n + 1) : NULL;
-    if (!body)
+    while (n >= 0 && (size_t)n >= cap) {
+        free(body);
+        cap = (size_t)n + 1024;
+        body = malloc(cap);
+        if (!body)
+            return false;
+        n = rf_metrics_format(body, cap);
+    }
+    if (n < 0) {
+        free(body);
         return false;
-    n = rf_metrics_format(body, (size_t)n + 1);
+    }
     char head[RESP_MAX];
     int h = snprintf(head, sizeof head,
                      "HTTP/1.1 200 OK\r\n"

@@ -2029,8 +2029,11 @@ RF_API int rf_loop_tasks(rf_loop *loop, rf_task_visit_fn fn, void *arg);
  * RF_DUMP_BACKTRACES adds each task's backtrace. That of a suspended task
  * is taken on its own stack: the loop resumes it for the time of a
  * backtrace(3) call inside the runtime's switch, then returns to the dump
- * (the task's own code does not run, its state does not change). A task
- * with less than 8 KiB of its stack left is not walked (the dump says so).
+ * (the task's own code does not run, its state does not change). Only a
+ * dump made in a task of loop walks other tasks' stacks (the threadsafe
+ * and signal dumps are made so); called outside any task it lists them
+ * without. A task with less than 8 KiB of its stack left is not walked.
+ * The dump says why where it does not walk.
  *
  * The dump is built in memory, then written whole (on EINTR and short
  * writes, the rest; the write blocks the loop's thread if fd does). From a
@@ -2114,7 +2117,12 @@ typedef struct rf_loop_metrics {
                               * uv_metrics_idle_time) */
     uint64_t bytes_read;     /* by read, readv, recv, recvmsg */
     uint64_t bytes_written;  /* by write, writev, send, sendmsg */
-    uint64_t ops_completed[RF_METRICS_OPS]; /* by IORING_OP_* */
+    uint64_t ops_completed[RF_METRICS_OPS]; /* by IORING_OP_*: the
+                              * operations tasks submit (reads, writes,
+                              * sends, receives, accepts, connects...),
+                              * not the runtime's own (sleeps' timeouts,
+                              * the multishot accepts of rf_acceptor,
+                              * rf_close's close) */
     uint64_t offload_calls;  /* rf_to_thread / rf_pool_call returned */
     uint64_t offload_wait_ns; /* their time in the pool's queue, in all */
     uint64_t offload_in_flight; /* gauge: this loop's calls not returned
@@ -2138,9 +2146,11 @@ RF_API int rf_loop_metrics_threadsafe(const rf_loop *loop, rf_loop_metrics *out)
  * len > 0): ringfiber_* counters and gauges with a loop="<n>" label (n:
  * the order in which the process created its loops, from 0) and, for
  * operations, op="<name>". Returns the length of the whole text (as
- * snprintf: call again with a larger buffer if it is >= len) or -EINVAL
- * (NULL buf with len > 0). Any thread; does not suspend; takes the
- * process's list of loops' lock for the time it formats.
+ * snprintf: call again with a larger buffer if it is >= len, with room to
+ * spare: counters gain digits between two calls), -EINVAL (NULL buf with
+ * len > 0), -ENOMEM, or -EOVERFLOW (a text over 2 GiB). Any thread; does
+ * not suspend; holds the process's list of loops' lock while it copies
+ * the loops' counters, not while it formats.
  */
 RF_API int rf_metrics_format(char *buf, size_t len);
 

@@ -199,7 +199,9 @@ static void task_info(rf_loop *l, rf_task *t, uint64_t now, rf_task_info *in,
     case RF_WAIT_ON_MUTEX: {
         in->object = t->wait_obj;
         rf_task *o = rf__mutex_owner(t->wait_obj);
-        in->holder = o && o != t ? rf__handle(o) : NULL;
+        /* A holder that returned without unlocking is named by nobody
+         * (its record may serve another task by now). */
+        in->holder = o && o != t && o->state != RF_DONE ? rf__handle(o) : NULL;
         break;
     }
     default:
@@ -268,6 +270,7 @@ typedef struct dump_state {
     FILE *f;
     rf_loop *l;
     unsigned flags;
+    bool walk;      /* made in a task of the loop: other stacks can be walked */
     uint64_t now;
     uint64_t by_state[3];
     uint64_t count[TOTAL_SLOTS];
@@ -315,14 +318,9 @@ static void put_wait(dump_state *d, const rf_task_info *in)
             put_task_ref(f, in->holder);
         }
         break;
-    case RF_WAIT_ON_LOOP: {
-        const rf_loop *o = in->object;
-        if (o && o->group)
-            fprintf(f, " (loop %u)", o->group_index);
-        else
-            fprintf(f, " (loop %p)", in->object);
+    case RF_WAIT_ON_LOOP: /* only its address: it may be gone by now */
+        fprintf(f, " (loop %p)", in->object);
         break;
-    }
     case RF_WAIT_ON_OFFLOAD: /* the function called on the pool */
         fprintf(f, " %s", sym(&d->syms, in->object));
         break;
@@ -341,6 +339,15 @@ static int task_frames(dump_state *d, rf_task *t, const char **why)
     rf_loop *l = d->l;
     if (t == l->current) /* the dump runs on its stack */
         return backtrace(d->frames, RF_DUMP_FRAMES);
+    /* Another task's stack is walked by switching to it, which only a
+     * task of this loop may do: outside any task (a threadsafe call's
+     * function runs at a pass end, on the stack of whichever task ended
+     * the pass) the switch would save over the scheduler's context. */
+    if (!d->walk) {
+        *why = "stacks are walked only by a dump made in a task of the loop "
+               "(rf_loop_dump_threadsafe and the dump signal make theirs so)";
+        return 0;
+    }
     int n = rf__peek_backtrace(l, t, d->frames, RF_DUMP_FRAMES);
     if (n < 0) {
         *why = "less than 8 KiB of its stack left: not walked";
@@ -467,6 +474,7 @@ int rf_loop_dump_text(rf_loop *loop, unsigned flags, char **text, size_t *len)
     }
     d->l = loop;
     d->flags = flags;
+    d->walk = rf__tls_loop == loop && loop->current != NULL;
     d->now = loop->vtime ? loop->vnow : rf__real_now_ns();
     if (flags & RF_DUMP_BACKTRACES) {
         void *warm[2];
@@ -707,6 +715,20 @@ int rf_dump_signal(int signo, int fd, unsigned flags)
         return -EINVAL;
     pthread_mutex_lock(&g_sig_mu);
     int rc = 0;
+    if (signo != 0 && signo != g_sig_no) {
+        /* Refused before the one installed is touched. */
+        struct sigaction cur;
+        if (sigaction(signo, NULL, &cur) != 0) {
+            rc = -errno;
+            goto out;
+        }
+        if ((cur.sa_flags & SA_SIGINFO) ? cur.sa_sigaction != NULL
+                                        : (cur.sa_handler != SIG_DFL &&
+                                           cur.sa_handler != SIG_IGN)) {
+            rc = -EBUSY; /* the program's own handler */
+            goto out;
+        }
+    }
     if (g_sig_no) { /* the one installed goes first */
         sigaction(g_sig_no, &g_sig_old, NULL);
         g_sig_no = 0;
@@ -727,17 +749,6 @@ int rf_dump_signal(int signo, int fd, unsigned flags)
         pthread_setname_np(g_sig_thread, "rf-dump");
         pthread_detach(g_sig_thread);
         g_sig_thread_started = true;
-    }
-    struct sigaction old;
-    if (sigaction(signo, NULL, &old) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    if ((old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != NULL
-                                    : (old.sa_handler != SIG_DFL &&
-                                       old.sa_handler != SIG_IGN)) {
-        rc = -EBUSY; /* the program's own handler */
-        goto out;
     }
     __atomic_store_n(&g_sig_fd, fd, __ATOMIC_RELAXED);
     __atomic_store_n(&g_sig_flags, flags, __ATOMIC_RELAXED);

@@ -166,14 +166,18 @@ struct rf_task {
      * sees the rest. The loop's thread reads them plainly. */
     char name[RF_TASK_NAME_MAX];
     /* Last: a spawn, a switch and a task's end touch nothing below this
-     * line unless the task has a deadline. The timer is unarmed whenever
-     * deadline is 0 (time.c), and so in a free record. Keep the fields
-     * above it (everything a task without a deadline touches) within
-     * the record's first 192 bytes, three cache lines: W2 measures it. */
+     * line unless the task has a deadline, but for the operator's view's
+     * stores after the timer. The timer is unarmed whenever deadline is 0
+     * (time.c), and so in a free record. Keep the fields above it
+     * (everything a task without a deadline touches) within the record's
+     * first 192 bytes, three cache lines: W2 measures it. */
     rf_timer deadline_timer; /* bounds its waits by it (time.c) */
-    /* For the operator's view (inspect.c), written at each wait, read only
-     * by a dump: the object or descriptor of wait_on, and when the wait
-     * began on the loop's approximate clock (rf_loop.now_approx). */
+    /* For the operator's view (inspect.c), read only by a dump: written
+     * at each wait (the object or descriptor of wait_on, and when the wait
+     * began on the loop's approximate clock, rf_loop.now_approx) and at
+     * each spawn. They are past the first 192 bytes, which had no room:
+     * a line more per wait, which W2 (a join per spawn) measured within
+     * its noise (docs/inspect.md). */
     const void *wait_obj;
     uint64_t wait_since;
     void *spawned_from;    /* a return address in the spawning function */

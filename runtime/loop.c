@@ -182,6 +182,11 @@ static inline rf_ctx *next_ctx(rf_loop *l)
     if (rf_likely(rf__nready(l) != 0))
         return &run_next(l)->ctx;
 sched:
+    /* RF_LOOP_SCHED_DELAY: a task that yields here, to the scheduler, is
+     * stamped as run_next would stamp it. */
+    if (rf_unlikely(l->delay_on) && l->current &&
+        l->current->state == RF_READY)
+        l->current->ready_at = l->delay_now = rf__real_now_ns();
     rf__set_current(l, NULL);
     return &l->sched;
 }
@@ -436,6 +441,8 @@ static int loop_run(rf_loop *l, enum run_mode mode)
     rf__tls_loop = l;
     l->running = true;
     rf__clock_refresh(l);
+    if (rf_unlikely(l->delay_on)) /* tasks made ready by mail are so now */
+        l->delay_now = rf__real_now_ns();
     rf__remote_awake(l, true);
     __atomic_store_n(&l->idle, 0, __ATOMIC_RELAXED);
     if (efd) {

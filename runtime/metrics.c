@@ -39,9 +39,9 @@ void rf__delay_note(rf_loop *l, rf_task *t)
         prev->ready_at = now;
     uint64_t d = now > t->ready_at ? now - t->ready_at : 0;
     l->delay_now = now;
-    /* Bucket i: below 2^i us. */
-    uint64_t us = d / 1000;
-    unsigned b = us ? 64u - (unsigned)__builtin_clzll(us) : 0;
+    /* Bucket b: at most 2^b us (Prometheus' le is inclusive). */
+    uint64_t us = (d + 999) / 1000;
+    unsigned b = us <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(us - 1);
     if (b >= RF_DELAY_BUCKETS)
         b = RF_DELAY_BUCKETS - 1;
     RF_STAT_ADD(l->m.delay_buckets[b], 1);
@@ -199,8 +199,9 @@ int rf_metrics_format(char *buf, size_t len)
             put_value(&o, mt, mt->get(&c.s[i].m));
         }
     }
-    put(&o, "# HELP ringfiber_ops_total Operations through the ring that "
-            "ended, by operation.\n# TYPE ringfiber_ops_total counter\n");
+    put(&o, "# HELP ringfiber_ops_total Operations tasks submitted to the "
+            "ring that ended, by operation.\n"
+            "# TYPE ringfiber_ops_total counter\n");
     for (size_t i = 0; i < c.n; i++)
         for (unsigned op = 0; op < RF_METRICS_OPS; op++) {
             if (!c.s[i].m.ops_completed[op])

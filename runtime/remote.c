@@ -333,6 +333,8 @@ bool rf__remote_drain(rf_loop *l)
                                            __ATOMIC_SEQ_CST);
     if (!m)
         return false;
+    if (rf_unlikely(l->delay_on)) /* the tasks its messages wake */
+        l->delay_now = rf__real_now_ns();
     rf_remote_msg *fifo = NULL;
     uint64_t counted = 0;
     while (m) {

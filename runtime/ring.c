@@ -175,8 +175,6 @@ void rf__ring_pass_end(rf_loop *l)
     if (!rf__ring_has_work(l))
         return;
     rf__ring_enter(l, 0);
-    if (rf_unlikely(l->delay_on)) /* the tasks its CQEs wake are ready now */
-        l->delay_now = rf__real_now_ns();
     rf__ring_reap(l);
 }
 
@@ -280,6 +278,8 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
 unsigned rf__ring_reap(rf_loop *l)
 {
     unsigned total = 0;
+    if (rf_unlikely(l->delay_on)) /* the tasks its CQEs wake are ready now */
+        l->delay_now = rf__real_now_ns();
     for (;;) {
         unsigned head, n = 0;
         struct io_uring_cqe *cqe;

@@ -363,7 +363,8 @@ static stack_place place_of(const rf_loop *l, uintptr_t a)
     /* The holder: the running task, the one that has just returned (its
      * stack is released at the next switch), or one on the alive list,
      * walked no further than its length in case it is damaged. */
-    if (place_in_task(s, l->current, a, &p) || place_in_task(s, l->dead, a, &p))
+    rf_task *dead = l->dead == RF_PEEK ? NULL : l->dead; /* a dump's walk */
+    if (place_in_task(s, l->current, a, &p) || place_in_task(s, dead, a, &p))
         return p;
     const rf_list *n = l->alive.next;
     for (uint64_t i = 0; n != &l->alive && i <= l->stats.tasks_alive;

@@ -318,10 +318,10 @@ static void *watchdog(void *arg)
     uint64_t period = s->threshold_ns / 10;
     if (period < RF_NSEC_PER_MSEC)
         period = RF_NSEC_PER_MSEC;
-    /* The symbol library is loaded now, on this thread, rather than at
-     * the first report; before the watch begins, which it would delay. */
-    char warm[64];
-    rf_symbolize((const void *)watchdog, warm, sizeof warm);
+    /* The symbol library is loaded at the first report, not here: the
+     * watch must begin at once (loading it took seconds under ASan on a
+     * busy machine, and a stall meanwhile went unseen). A report's
+     * symbols cost this thread, never the loop. */
     uint64_t last_hb = heartbeat(l);
     uint64_t since = rf__real_now_ns(); /* when the heartbeat was last seen moving */
     bool stalled = false;

@@ -24,10 +24,11 @@
  * itself has no descriptor more.
  *
  * libdw wants stack: reading a line table takes more than a task's 128
- * KiB. A lookup asked for on a task's stack is handed to a thread of the
- * runtime ("rf-symbolize", made at the first such lookup, with the
- * default thread stack) and waited for; elsewhere (the stall detector's
- * watchdog, a plain thread) it runs where it is asked.
+ * KiB. A lookup asked for on a loop's thread (which may be on a task's
+ * stack) is handed to a thread of the runtime ("rf-symbolize", made at
+ * the first such lookup, with the default thread stack) and waited for;
+ * elsewhere (the stall detector's watchdog, a plain thread) it runs where
+ * it is asked.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -238,6 +239,7 @@ static int symbolize_here(uintptr_t a, char *buf, size_t len)
 static struct {
     pthread_cond_t cv;
     bool started, failed;
+    bool busy;      /* a request is being asked and answered */
     bool asked, answered;
     uintptr_t a;
     char *buf;
@@ -276,6 +278,11 @@ static bool symbolize_there(uintptr_t a, char *buf, size_t len, int *n)
     }
     if (g_req.failed)
         return false;
+    /* The waits below let go of g_sym_mu: another asker waits its turn
+     * here rather than write over this request. */
+    while (g_req.busy)
+        pthread_cond_wait(&g_req.cv, &g_sym_mu);
+    g_req.busy = true;
     g_req.a = a;
     g_req.buf = buf;
     g_req.len = len;
@@ -285,6 +292,8 @@ static bool symbolize_there(uintptr_t a, char *buf, size_t len, int *n)
     while (!g_req.answered)
         pthread_cond_wait(&g_req.cv, &g_sym_mu);
     *n = g_req.n;
+    g_req.busy = false;
+    pthread_cond_broadcast(&g_req.cv);
     return true;
 }
 #endif
@@ -301,13 +310,17 @@ int rf_symbolize(const void *addr, char *buf, size_t len)
     }
     int n = -1;
     pthread_mutex_lock(&g_sym_mu);
+    /* A loop's thread may be on a task's stack even outside any task (a
+     * threadsafe call's function runs at a pass end, on the stack of the
+     * task that ended the pass): its lookups go to the thread. */
+    bool small_stack = rf__tls_loop != NULL;
 #if defined(RF_HAVE_LIBDW)
-    if (rf__self() && symbolize_there(a, buf, len, &n)) {
+    if (small_stack && symbolize_there(a, buf, len, &n)) {
         pthread_mutex_unlock(&g_sym_mu);
         return n;
     }
 #endif
-    if (rf__self()) /* no room for libdw on a task's stack */
+    if (small_stack) /* no room for libdw on a task's stack */
         n = plain_symbolize(a, buf, len);
     else
         n = symbolize_here(a, buf, len);

@@ -373,6 +373,13 @@ static void *never_started(void *arg)
     return arg;
 }
 
+static __attribute__((noinline)) void *deep_one_for_loops(void *arg)
+{
+    int rc = rf_event_wait(arg);
+    __asm__ __volatile__("" ::: "memory");
+    return (void *)(intptr_t)rc;
+}
+
 static void *backtraces_main(void *arg)
 {
     (void)arg;
@@ -470,6 +477,102 @@ static void test_no_walk_without_stack_room(void **state)
     if (RFT_ASAN)
         skip(); /* ASan's frames are larger than the 10 KiB this plans */
     rft_run(stack_room_main, NULL);
+}
+
+/* A dump made outside any task (a threadsafe call's function, which runs
+ * at a pass end on the stack of the task that ended it) lists the tasks
+ * without walking their stacks, and leaves the loop whole. */
+typedef struct outside {
+    rf_loop *loop;
+    char *text;
+    volatile int done;
+} outside;
+
+static void dump_outside(void *arg)
+{
+    outside *o = arg;
+    RFT_CHECK_INT(rf_loop_dump_text(o->loop, RF_DUMP_BACKTRACES, &o->text, NULL), 0);
+    __atomic_store_n(&o->done, 1, __ATOMIC_RELEASE);
+}
+
+static void *pinger(void *arg)
+{
+    outside *o = arg;
+    int n = 0;
+    while (!__atomic_load_n(&o->done, __ATOMIC_ACQUIRE))
+        n += rf_yield() == 0;
+    return (void *)(intptr_t)n;
+}
+
+static void *poster(void *arg)
+{
+    outside *o = arg;
+    while (rf_loop_call_threadsafe(o->loop, dump_outside, o) == -EAGAIN)
+        usleep(1000);
+    return NULL;
+}
+
+static void *outside_main(void *arg)
+{
+    outside *o = arg;
+    o->loop = rf_loop_current();
+    rf_task *p = rf_spawn_opts(pinger, o, &(rf_spawn_options){.name = "pinger"});
+    rf_task *q = rf_spawn_opts(pinger, o, &(rf_spawn_options){.name = "pinger2"});
+    pthread_t th;
+    RFT_CHECK_INT(pthread_create(&th, NULL, poster, o), 0);
+    void *r1 = NULL, *r2 = NULL;
+    /* Both end as they should: the dump ran beside them, changed
+     * nothing (how many yields they made first depends on the speed). */
+    RFT_CHECK_INT(rf_join(p, &r1), 0);
+    RFT_CHECK_INT(rf_join(q, &r2), 0);
+    rf_task_release(p);
+    rf_task_release(q);
+    pthread_join(th, NULL);
+    return NULL;
+}
+
+static void test_dump_outside_a_task_does_not_walk(void **state)
+{
+    (void)state;
+    outside o = {0};
+    rft_run(outside_main, &o);
+    assert_non_null(o.text);
+    printf("%s", o.text);
+    assert_non_null(strstr(o.text, "'pinger' "));
+    assert_non_null(strstr(o.text, "(no backtrace: stacks are walked only by a dump made in a task"));
+    free(o.text);
+}
+
+/* Dumps with backtraces in two loops at once: their symbol lookups share
+ * one thread, one request at a time, each answered to its asker. */
+static void *two_loops_entry(void *arg)
+{
+    (void)arg;
+    rf_event ev;
+    rf_event_init(&ev);
+    rf_task *t = rf_spawn_opts(deep_one_for_loops, &ev,
+                               &(rf_spawn_options){.name = "deep"});
+    rf_yield();
+    for (int i = 0; i < 5; i++) {
+        char *text = NULL;
+        RFT_CHECK_INT(rf_loop_dump_text(rf_loop_current(), RF_DUMP_BACKTRACES,
+                                        &text, NULL), 0);
+        if (text) {
+            RFT_CHECK(strstr(text, "deep_one_for_loops") != NULL);
+            RFT_CHECK(strstr(text, "two_loops_entry") != NULL);
+        }
+        free(text);
+    }
+    rf_event_set(&ev);
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void test_dumps_in_two_loops_at_once(void **state)
+{
+    (void)state;
+    rft_run_loops(two_loops_entry, NULL, 2, 0);
 }
 
 /* ---- from another thread ---- */
@@ -707,6 +810,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_every_wait_kind),
     cmocka_unit_test(test_backtraces_of_suspended_tasks),
     cmocka_unit_test(test_no_walk_without_stack_room),
+    cmocka_unit_test(test_dump_outside_a_task_does_not_walk),
+    cmocka_unit_test(test_dumps_in_two_loops_at_once),
     cmocka_unit_test(test_dump_from_another_thread),
     cmocka_unit_test(test_dump_threadsafe_times_out),
     cmocka_unit_test(test_dump_on_signal),
