@@ -160,8 +160,10 @@ static void *main_task(void *arg)
     client stuck = {s.port, "rare", false};
     rf_spawn_options so = {.name = "stuck-client"};
     rf_group_spawn(&clients, client_main, &stuck, &so);
-    /* Let it take the lock before the others come. */
-    sleep_s(0.05);
+    /* Let its request reach the server (and so take the lock) before the
+     * others come. */
+    while (s.arrived < 1)
+        sleep_s(0.01);
     client good = {s.port, "popular", true};
     for (long i = 0; i < n_clients; i++) {
         char name[RF_TASK_NAME_MAX];
