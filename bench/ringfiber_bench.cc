@@ -585,6 +585,14 @@ void S3_spawn_join_loops_batch100(benchmark::State &state) {
                    "100 alive per loop");
 }
 
+// Between the two: where the two loops' scaling breaks as what each
+// touches per batch grows.
+void S3_spawn_join_loops_batch1000(benchmark::State &state) {
+    s3_run(state, 1000);
+    state.SetLabel("1 iteration = 1,000,000 tasks spread over the loops, "
+                   "1,000 alive per loop");
+}
+
 // ===========================================================================
 // S1, S2: messages between loops (rf_chan), against two pthreads doing the
 // same with an eventfd, in the same run. Two loops of a group (pinned to
@@ -2209,6 +2217,7 @@ BENCHMARK(S2_cross_loop_stream_spin)->UseRealTime();
 BENCHMARK(S2_spsc_eventfd_baseline)->UseRealTime();
 BENCHMARK(S3_spawn_join_loops)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(S3_spawn_join_loops_batch100)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(S3_spawn_join_loops_batch1000)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(S3_raw_fcontext_threads_baseline)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(S3_compute_threads_baseline)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Q1_queue_pingpong)->UseRealTime();
