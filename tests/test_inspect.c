@@ -5,6 +5,8 @@
  */
 #include "helpers.h"
 
+#include "deep_stack.h"
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -346,38 +348,9 @@ static void test_every_wait_kind(void **state)
 
 /* ---- backtraces of suspended tasks ---- */
 
-static __attribute__((noinline)) void *deep_three(void *arg)
-{
-    scene *s = arg;
-    int rc = rf_event_wait(&s->ev);
-    __asm__ __volatile__("" ::: "memory"); /* no tail call */
-    return (void *)(intptr_t)rc;
-}
-
-static __attribute__((noinline)) void *deep_two(void *arg)
-{
-    void *r = deep_three(arg);
-    __asm__ __volatile__("" ::: "memory");
-    return r;
-}
-
-static void *deep_one(void *arg)
-{
-    void *r = deep_two(arg);
-    __asm__ __volatile__("" ::: "memory");
-    return r;
-}
-
 static void *never_started(void *arg)
 {
     return arg;
-}
-
-static __attribute__((noinline)) void *deep_one_for_loops(void *arg)
-{
-    int rc = rf_event_wait(arg);
-    __asm__ __volatile__("" ::: "memory");
-    return (void *)(intptr_t)rc;
 }
 
 static void *backtraces_main(void *arg)
@@ -386,7 +359,7 @@ static void *backtraces_main(void *arg)
     scene *s = &g_scene;
     scene_setup(s);
     scene_start(s);
-    rf_task *deep = rf_spawn_opts(deep_one, s, &(rf_spawn_options){.name = "deep"});
+    rf_task *deep = rf_spawn_opts(deep_one, &s->ev, &(rf_spawn_options){.name = "deep"});
     rf_yield();
     /* Ready, and never run yet: walked too, and then starts as usual. */
     rf_task *fresh = rf_spawn_opts(never_started, (void *)7,
@@ -550,7 +523,7 @@ static void *two_loops_entry(void *arg)
     (void)arg;
     rf_event ev;
     rf_event_init(&ev);
-    rf_task *t = rf_spawn_opts(deep_one_for_loops, &ev,
+    rf_task *t = rf_spawn_opts(deep_one, &ev,
                                &(rf_spawn_options){.name = "deep"});
     rf_yield();
     for (int i = 0; i < 5; i++) {
@@ -558,7 +531,7 @@ static void *two_loops_entry(void *arg)
         RFT_CHECK_INT(rf_loop_dump_text(rf_loop_current(), RF_DUMP_BACKTRACES,
                                         &text, NULL), 0);
         if (text) {
-            RFT_CHECK(strstr(text, "deep_one_for_loops") != NULL);
+            RFT_CHECK(strstr(text, "deep_one") != NULL);
             RFT_CHECK(strstr(text, "two_loops_entry") != NULL);
         }
         free(text);

@@ -12,6 +12,8 @@
 
 #include "ringfiber.h"
 
+#include "../deep_stack.h"
+
 static rf_event ev;
 static rf_mutex mu;
 static int sv[2];
@@ -23,27 +25,6 @@ __attribute__((noinline)) void rf_gdb_stop_here(void)
     if (a && *a == '1')
         abort();
     __asm__ __volatile__("" ::: "memory");
-}
-
-static __attribute__((noinline)) void *deep_three(void *arg)
-{
-    int rc = rf_event_wait(&ev);
-    __asm__ __volatile__("" ::: "memory");
-    return (void *)(intptr_t)rc;
-}
-
-static __attribute__((noinline)) void *deep_two(void *arg)
-{
-    void *r = deep_three(arg);
-    __asm__ __volatile__("" ::: "memory");
-    return r;
-}
-
-static void *deep_one(void *arg)
-{
-    void *r = deep_two(arg);
-    __asm__ __volatile__("" ::: "memory");
-    return r;
 }
 
 static void *sleeper(void *arg)
@@ -83,7 +64,7 @@ static void *main_task(void *arg)
         return (void *)1;
     /* Ids 2..6, in this order. */
     rf_task *t[5] = {
-        rf_spawn_opts(deep_one, NULL, &(rf_spawn_options){.name = "deep"}),
+        rf_spawn_opts(deep_one, &ev, &(rf_spawn_options){.name = "deep"}),
         rf_spawn_opts(sleeper, NULL, &(rf_spawn_options){.name = "sleeper"}),
         rf_spawn_opts(holder, NULL, &(rf_spawn_options){.name = "holder"}),
         rf_spawn_opts(locker, NULL, &(rf_spawn_options){.name = "locker"}),
