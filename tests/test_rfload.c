@@ -5,7 +5,10 @@
  * against servers in this process on 127.0.0.1 (ephemeral ports): closed
  * loop over HTTP and echo, a server that corrupts echoes, non-2xx
  * answers, open loop at a low rate (count = rate x duration), two
- * threads, JSON output that python3 -m json.tool accepts.
+ * threads, JSON output that python3 -m json.tool accepts; what is sent
+ * (method, headers, bodies, a weighted request file, a connection per
+ * request) as a recording server sees it, byte for byte, and the
+ * --expect-* counts.
  */
 #include "helpers.h"
 
@@ -303,6 +306,7 @@ static void expect_bad(const char *needle, ...)
     rfl_config cfg;
     char *msg = NULL;
     int rc = parse(&cfg, &msg, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+    rfl_config_free(&cfg);
     if (rc != -1 || !strstr(msg, needle) || !strstr(msg, "rfload: "))
         fail_msg("%s ...: rc %d, message '%s' (wanted '%s')",
                  a[0] ? a[0] : "(none)", rc, msg, needle);
@@ -325,6 +329,10 @@ static void test_args(void **state)
     assert_int_equal(cfg.connections, 7);
     assert_int_equal(cfg.duration_ns, 1500 * RF_NSEC_PER_MSEC);
     assert_true(cfg.rate == 300.0);
+    assert_int_equal(cfg.nmix, 1);
+    assert_string_equal(cfg.mix[0].bytes,
+                        "GET /a/b?c=d HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    rfl_config_free(&cfg);
     assert_int_equal(parse(&cfg, &msg, "-n", "100", "-s", "512",
                            "echo://[::1]:7", NULL), 0);
     free(msg);
@@ -338,8 +346,58 @@ static void test_args(void **state)
     assert_string_equal(cfg.path, "/");
     assert_string_equal(cfg.host_header, "localhost:80");
     assert_int_equal(cfg.duration_ns, 10 * RF_NSEC_PER_SEC);
+    rfl_config_free(&cfg);
     assert_int_equal(parse(&cfg, &msg, "--help", NULL), 1);
     free(msg);
+    assert_int_equal(parse(&cfg, &msg, "--version", NULL), 1);
+    free(msg);
+    /* Method, headers (repeated, in order, after the Host rfload adds
+     * unless one is given), body with its length. */
+    assert_int_equal(parse(&cfg, &msg, "-m", "PUT", "-H", "X-A: 1", "-H",
+                           "X-A: 2", "--body", "hi there",
+                           "http://127.0.0.1:9/k", NULL), 0);
+    free(msg);
+    assert_string_equal(cfg.mix[0].bytes,
+                        "PUT /k HTTP/1.1\r\nX-A: 1\r\nX-A: 2\r\nHost: "
+                        "127.0.0.1:9\r\nContent-Length: 8\r\n\r\nhi there");
+    rfl_config_free(&cfg);
+    assert_int_equal(parse(&cfg, &msg, "-m", "HEAD", "-H", "host: h",
+                           "--new-connection", "--expect-status", "204",
+                           "--expect-body-bytes", "0",
+                           "http://127.0.0.1:9/", NULL), 0);
+    free(msg);
+    assert_string_equal(cfg.mix[0].bytes,
+                        "HEAD / HTTP/1.1\r\nhost: h\r\nConnection: "
+                        "close\r\n\r\n");
+    assert_true(cfg.mix[0].no_body && cfg.new_connection);
+    assert_int_equal(cfg.expect_status, 204);
+    assert_int_equal(cfg.expect_body_bytes, 0);
+    rfl_config_free(&cfg);
+    /* POST without a body says Content-Length: 0. */
+    assert_int_equal(parse(&cfg, &msg, "-m", "POST", "http://127.0.0.1:9/",
+                           NULL), 0);
+    free(msg);
+    assert_string_equal(cfg.mix[0].bytes,
+                        "POST / HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"
+                        "Content-Length: 0\r\n\r\n");
+    rfl_config_free(&cfg);
+    expect_bad("a method is an HTTP token", "-m", "GE T",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("'Name: value'", "-H", "NoColon", "http://127.0.0.1:1/", NULL);
+    expect_bad("control characters", "-H", "X: a\r\nY: b",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("frames the body itself", "-H", "content-length: 3",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("exclude each other", "--body", "x", "--body-file", "/dev/null",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("--method applies to http:// targets only", "-m", "GET",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--new-connection applies to http://", "--new-connection",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--expect-status must be 100..599", "--expect-status", "99",
+               "http://127.0.0.1:1/", NULL);
+    expect_bad("No such file", "--body-file", "/nonexistent/body",
+               "http://127.0.0.1:1/", NULL);
 
     expect_bad("no URL", NULL);
     expect_bad("must start with http:// or echo://", "ftp://1.2.3.4:5", NULL);
@@ -378,7 +436,7 @@ static void test_args(void **state)
 
 /* ---- servers in this process ---------------------------------------------- */
 
-enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT };
+enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT, SRV_RECORD };
 
 typedef struct server {
     enum srv_kind kind;
@@ -388,6 +446,7 @@ typedef struct server {
     pthread_t thread;
     sem_t ready;
     atomic_ulong served;
+    atomic_ulong accepted;
 } server;
 
 typedef struct srv_conn {
@@ -449,11 +508,88 @@ static void serve_echo(srv_conn *c)
     }
 }
 
+/* SRV_RECORD keeps the first RECORD_MAX requests it reads, byte for byte
+ * (the head, then as many body bytes as its Content-Length says). */
+enum { RECORD_MAX = 64 };
+static pthread_mutex_t rec_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *rec[RECORD_MAX];
+static size_t rec_len[RECORD_MAX];
+static unsigned rec_count;
+
+static void rec_clear(void)
+{
+    pthread_mutex_lock(&rec_lock);
+    for (unsigned i = 0; i < rec_count; i++)
+        free(rec[i]);
+    rec_count = 0;
+    pthread_mutex_unlock(&rec_lock);
+}
+
+/* How many recorded requests are exactly want (len bytes). */
+static unsigned rec_matching(const char *want, size_t len)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&rec_lock);
+    for (unsigned i = 0; i < rec_count; i++)
+        n += rec_len[i] == len && !memcmp(rec[i], want, len);
+    pthread_mutex_unlock(&rec_lock);
+    return n;
+}
+
+/* Answers 200 "ok" (to HEAD: the head alone), and closes after a request
+ * that says Connection: close. */
+static void serve_record(srv_conn *c)
+{
+    enum { CAP = 1 << 20 };
+    char *buf = malloc(CAP);
+    size_t have = 0;
+    while (buf) {
+        char *end = memmem(buf, have, "\r\n\r\n", 4);
+        size_t need = 0;
+        if (end) {
+            const char *cl = strcasestr(buf, "\r\ncontent-length: ");
+            size_t head = (size_t)(end + 4 - buf);
+            need = head + (cl && cl < end ? strtoul(cl + 18, NULL, 10) : 0);
+        }
+        if (!end || have < need) {
+            if (have == CAP)
+                break;
+            ssize_t k = rf_recv(c->fd, buf + have, CAP - have, 0);
+            if (k <= 0)
+                break;
+            have += (size_t)k;
+            continue;
+        }
+        pthread_mutex_lock(&rec_lock);
+        if (rec_count < RECORD_MAX && (rec[rec_count] = malloc(need))) {
+            memcpy(rec[rec_count], buf, need);
+            rec_len[rec_count++] = need;
+        }
+        pthread_mutex_unlock(&rec_lock);
+        bool head = !strncmp(buf, "HEAD ", 5);
+        bool close = strcasestr(buf, "\r\nconnection: close\r\n") &&
+                     strcasestr(buf, "\r\nconnection: close\r\n") < end + 2;
+        char resp[128];
+        int n = snprintf(resp, sizeof resp,
+                         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n%s\r\n%s",
+                         close ? "Connection: close\r\n" : "",
+                         head ? "" : "ok");
+        atomic_fetch_add(&c->s->served, 1); /* before: see serve_http */
+        if (rf_send_all(c->fd, resp, (size_t)n, 0, NULL) < 0 || close)
+            break;
+        memmove(buf, buf + need, have - need);
+        have -= need;
+    }
+    free(buf);
+}
+
 static void *srv_conn_main(void *arg)
 {
     srv_conn *c = arg;
     if (c->s->kind == SRV_HTTP)
         serve_http(c);
+    else if (c->s->kind == SRV_RECORD)
+        serve_record(c);
     else
         serve_echo(c);
     rf_close(c->fd);
@@ -468,6 +604,7 @@ static void *srv_accept_main(void *arg)
         int fd = rf_accept(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             break; /* the shutdown cancels it */
+        atomic_fetch_add(&s->accepted, 1);
         srv_conn *c = malloc(sizeof *c);
         if (!c) {
             rf_close(fd);
@@ -530,11 +667,14 @@ static void config(rfl_config *cfg, server *s, const char *url_tail,
 {
     static char url[128];
     snprintf(url, sizeof url, "%s://127.0.0.1:%d%s",
-             s->kind == SRV_HTTP ? "http" : "echo", s->port, url_tail);
-    char *argv[16] = {"rfload", "-q"};
+             s->kind == SRV_HTTP || s->kind == SRV_RECORD ? "http" : "echo",
+             s->port, url_tail);
+    char *argv[32] = {"rfload", "-q"};
     int argc = 2;
-    for (int i = 0; extra && extra[i]; i++)
+    for (int i = 0; extra && extra[i]; i++) {
+        assert_true(argc < 30);
         argv[argc++] = (char *)extra[i];
+    }
     argv[argc++] = url;
     assert_int_equal(rfl_parse_args(argc, argv, cfg, stdout, stderr), 0);
 }
@@ -572,6 +712,7 @@ static void test_closed_loop_http(void **state)
     assert_true(r->hist.min > 0 && r->hist.max >= r->hist.min);
     assert_int_equal(atomic_load(&s.served), 2000);
     /* Non-2xx answers are counted as such. */
+    rfl_config_free(&cfg);
     config(&cfg, &s, "/missing", (const char *[]){"-c", "2", "-n", "50", NULL});
     free(r);
     r = run(&cfg);
@@ -579,6 +720,7 @@ static void test_closed_loop_http(void **state)
     assert_int_equal(r->status_other, 50);
     assert_int_equal(r->status_2xx, 0);
     free(r);
+    rfl_config_free(&cfg);
     server_stop(&s);
     assert_int_equal(rft_count_fds(), fds);
 }
@@ -637,6 +779,7 @@ static void test_open_loop_rate(void **state)
     assert_true(wall >= 995 * RFT_MS && wall < 10 * RFT_SEC);
     assert_true(r->elapsed_s == 1.0);
     free(r);
+    rfl_config_free(&cfg);
     /* A request count stops it early: 50 of the 200. */
     config(&cfg, &s, "/",
            (const char *[]){"-c", "4", "-R", "200", "-n", "50", NULL});
@@ -647,6 +790,7 @@ static void test_open_loop_rate(void **state)
     /* 50 requests at 200/s: at least 245 ms (the 50th is due at 245 ms). */
     assert_true(wall >= 245 * RFT_MS);
     free(r);
+    rfl_config_free(&cfg);
     server_stop(&s);
 }
 
@@ -725,6 +869,222 @@ static void test_json(void **state)
     server_stop(&s);
 }
 
+/* ---- what is sent ----------------------------------------------------------- */
+
+/* Method, repeated headers and body reach the server byte for byte; the
+ * answers' status and body length are checked against --expect-*. */
+static void test_request_bytes(void **state)
+{
+    server s;
+    server_start(&s, SRV_RECORD);
+    rec_clear();
+    rfl_config cfg;
+    config(&cfg, &s, "/p",
+           (const char *[]){"-c", "1", "-n", "3", "-m", "POST", "-H",
+                            "X-Trace: 7", "-H", "X-Trace: 8", "--body",
+                            "hello", "--expect-status", "200",
+                            "--expect-body-bytes", "2", NULL});
+    rfl_result *r = run(&cfg);
+    char want[256];
+    int n = snprintf(want, sizeof want,
+                     "POST /p HTTP/1.1\r\nX-Trace: 7\r\nX-Trace: 8\r\n"
+                     "Host: 127.0.0.1:%d\r\nContent-Length: 5\r\n\r\nhello",
+                     s.port);
+    assert_int_equal(r->completed, 3);
+    assert_int_equal(errors(r), 0);
+    assert_int_equal(rec_matching(want, (size_t)n), 3);
+    assert_int_equal(r->bad_status, 0);
+    assert_int_equal(r->bad_body, 0);
+    free(r);
+    rfl_config_free(&cfg);
+    /* The same answers against other expectations: every one counted. */
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "1", "-n", "4", "--expect-status", "201",
+                            "--expect-body-bytes", "3", NULL});
+    r = run(&cfg);
+    assert_int_equal(r->completed, 4);
+    assert_int_equal(r->bad_status, 4);
+    assert_int_equal(r->bad_body, 4);
+    free(r);
+    rfl_config_free(&cfg);
+    rec_clear();
+    server_stop(&s);
+}
+
+/* Chunked and Content-Length bodies are both measured (SRV_HTTP sends 12
+ * bytes each way, in turn). */
+static void test_expect_body_chunked(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "1", "-n", "10", "--expect-body-bytes",
+                            "12", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 10);
+    assert_int_equal(r->bad_body, 0);
+    free(r);
+    rfl_config_free(&cfg);
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "1", "-n", "10", "--expect-body-bytes",
+                            "11", NULL});
+    r = run(&cfg);
+    assert_int_equal(r->bad_body, 10);
+    free(r);
+    rfl_config_free(&cfg);
+    server_stop(&s);
+}
+
+static char *write_temp(const char *dir, const char *name, const char *text,
+                        size_t len)
+{
+    static char path[4][256];
+    static int k;
+    char *p = path[k++ % 4];
+    snprintf(p, sizeof path[0], "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+    return p;
+}
+
+/* A request file: three weighted entries (one with a binary body read
+ * from a file beside it, one HEAD), sent in proportion, byte for byte. */
+static void test_request_file(void **state)
+{
+    char dir[] = "/tmp/rfload_req_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const char bin[] = "a\0b\r\n\xff";
+    write_temp(dir, "payload.bin", bin, sizeof bin - 1);
+    static const char file[] =
+        "# a mix\n"
+        "request 2\n"
+        "  method PUT\n"
+        "  path /items/1\n"
+        "  header Content-Type: application/octet-stream\n"
+        "  body-file payload.bin\n"
+        "\n"
+        "request\n"
+        "  path /search?q=x\n"
+        "  body line one\\nline two \\x41\n"
+        "request 1\n"
+        "  method HEAD\n";
+    char *path = write_temp(dir, "mix.req", file, sizeof file - 1);
+    server s;
+    server_start(&s, SRV_RECORD);
+    rec_clear();
+    rfl_config cfg;
+    config(&cfg, &s, "/default",
+           (const char *[]){"-c", "1", "-n", "8", "-H", "X-All: 1",
+                            "--request-file", path, NULL});
+    assert_int_equal(cfg.nmix, 3);
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 8);
+    assert_int_equal(errors(r), 0);
+    assert_int_equal(r->per_request[0], 4);
+    assert_int_equal(r->per_request[1], 2);
+    assert_int_equal(r->per_request[2], 2);
+    char want[512];
+    int n = snprintf(want, sizeof want,
+                     "PUT /items/1 HTTP/1.1\r\nContent-Type: "
+                     "application/octet-stream\r\nX-All: 1\r\nHost: "
+                     "127.0.0.1:%d\r\nContent-Length: %zu\r\n\r\n", s.port,
+                     sizeof bin - 1);
+    memcpy(want + n, bin, sizeof bin - 1);
+    assert_int_equal(rec_matching(want, (size_t)n + sizeof bin - 1), 4);
+    n = snprintf(want, sizeof want,
+                 "GET /search?q=x HTTP/1.1\r\nX-All: 1\r\nHost: "
+                 "127.0.0.1:%d\r\nContent-Length: 19\r\n\r\n"
+                 "line one\nline two A", s.port);
+    assert_int_equal(rec_matching(want, (size_t)n), 2);
+    n = snprintf(want, sizeof want,
+                 "HEAD /default HTTP/1.1\r\nX-All: 1\r\nHost: "
+                 "127.0.0.1:%d\r\n\r\n", s.port);
+    assert_int_equal(rec_matching(want, (size_t)n), 2);
+    free(r);
+    rfl_config_free(&cfg);
+    rec_clear();
+    server_stop(&s);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Bad request files: the file, the line and what is wrong; exit 2. */
+static void test_request_file_errors(void **state)
+{
+    char dir[] = "/tmp/rfload_bad_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const struct {
+        const char *text, *needle;
+    } cases[] = {
+        {"path /x\n", ":1: the first line (after comments) must be"},
+        {"request\nmethod GET\nfrobnicate 1\n", ":3: unknown key"},
+        {"request 0\n", ":1: a weight is 1..1000000"},
+        {"request x\n", ":1: a weight is"},
+        {"request\nheader NoColon\n", ":2: a header is 'Name: value'"},
+        {"request\nheader Content-Length: 4\n", ":2: rfload frames the body"},
+        {"request\npath /a\npath /b\n", ":3: a second path"},
+        {"request\npath nope\n", ":2: a path starts with /"},
+        {"request\nmethod G(T\n", ":2: a method is an HTTP token"},
+        {"request\nbody a\\qb\n", ":2: a body's escapes"},
+        {"request\nbody a\nbody-file x\n", ":3: a second body"},
+        {"request\nbody-file missing.bin\n", ":2: No such file"},
+        {"request\nmethod\n", ":2: a value is missing after"},
+        {"# nothing\n\n", "no request in the file"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *path = write_temp(dir, "bad.req", cases[i].text,
+                                strlen(cases[i].text));
+        rfl_config cfg;
+        char *msg = NULL;
+        int rc = parse(&cfg, &msg, "--request-file", path,
+                       "http://127.0.0.1:1/", NULL);
+        rfl_config_free(&cfg);
+        if (rc != -1 || !strstr(msg, cases[i].needle) || !strstr(msg, path))
+            fail_msg("case %zu: rc %d, message '%s' (wanted '%s')", i, rc, msg,
+                     cases[i].needle);
+        free(msg);
+    }
+    /* The program exits 2, before any connection. */
+    char *path = write_temp(dir, "bad.req", "request 0\n", 10);
+    char *argv[] = {"rfload", "-q", "--request-file", path,
+                    "http://127.0.0.1:1/"};
+    FILE *saved = stderr;
+    stderr = fopen("/dev/null", "w");
+    int rc = rfl_main(5, argv);
+    fclose(stderr);
+    stderr = saved;
+    assert_int_equal(rc, 2);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* --new-connection: one connection per request, each closed by the server
+ * first (the client asked it to) and counted. */
+static void test_new_connection(void **state)
+{
+    int fds = rft_count_fds();
+    server s;
+    server_start(&s, SRV_RECORD);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "2", "-n", "20", "--new-connection", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->completed, 20);
+    assert_int_equal(errors(r), 0);
+    assert_int_equal(r->connects, 20);
+    assert_int_equal(atomic_load(&s.accepted), 20);
+    free(r);
+    rfl_config_free(&cfg);
+    rec_clear();
+    server_stop(&s);
+    assert_int_equal(rft_count_fds(), fds);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hist_buckets),
     cmocka_unit_test(test_hist_uniform),
@@ -740,6 +1100,11 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_threads),
     cmocka_unit_test(test_connect_refused),
     cmocka_unit_test(test_json),
+    cmocka_unit_test(test_request_bytes),
+    cmocka_unit_test(test_expect_body_chunked),
+    cmocka_unit_test(test_request_file),
+    cmocka_unit_test(test_request_file_errors),
+    cmocka_unit_test(test_new_connection),
 };
 
 RFT_MAIN(tests)

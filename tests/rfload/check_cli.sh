@@ -36,6 +36,15 @@ expect 2 "is not a numeric address" http://localhost.example:80/
 expect 2 "rfload: --json needs a file name" --json= http://127.0.0.1:1/
 expect 2 "(rfload --help lists the options)" -t 0 http://127.0.0.1:1/
 expect 0 "usage: rfload [options] URL" --help
+expect 0 "rfload 0." --version
+expect 2 "rfload: a method is an HTTP token" -m "BAD METHOD" http://127.0.0.1:1/
+expect 2 "rfload: --header applies to http:// targets only" -H "X: 1" \
+    echo://127.0.0.1:1
+reqfile=/tmp/rfload_cli_req.$$
+printf 'request\n  method GET\n  weight 2\n' > "$reqfile"
+expect 2 "rfload: $reqfile:3: unknown key" --request-file "$reqfile" \
+    http://127.0.0.1:1/
+rm -f "$reqfile"
 
 # A port nothing listens on (found by binding one and letting it go).
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 9)

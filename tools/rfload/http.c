@@ -89,8 +89,9 @@ static int parse_head(rfl_http *h, const char *p, const char *end)
         }
         l = e + 2;
     }
-    /* 1xx, 204 and 304 have no body. */
-    if ((status >= 100 && status < 200) || status == 204 || status == 304) {
+    /* 1xx, 204 and 304 have no body, nor has the answer to a HEAD. */
+    if ((status >= 100 && status < 200) || status == 204 || status == 304 ||
+        h->no_body) {
         h->remaining = 0;
         h->state = ST_BODY;
     } else if (h->chunked) {
@@ -128,6 +129,7 @@ int rfl_http_parse(rfl_http *h, const char *data, size_t len, size_t *used)
             int rc = parse_head(h, p, blank);
             if (rc < 0)
                 return rc;
+            h->body_bytes = 0;
             p = blank + 4;
             break;
         }
@@ -137,6 +139,7 @@ int rfl_http_parse(rfl_http *h, const char *data, size_t len, size_t *used)
                 take = h->remaining;
             p += take;
             h->remaining -= take;
+            h->body_bytes += take;
             if (h->remaining == 0) {
                 *used = (size_t)(p - data);
                 h->state = ST_HEAD;
@@ -171,6 +174,7 @@ int rfl_http_parse(rfl_http *h, const char *data, size_t len, size_t *used)
                 take = h->remaining;
             p += take;
             h->remaining -= take;
+            h->body_bytes += take;
             if (h->remaining) {
                 *used = len;
                 return RFL_HTTP_MORE;

@@ -57,7 +57,7 @@ enum {
 
 static const char USAGE[] =
     "usage: rfload [options] URL\n"
-    "  URL is http://HOST:PORT/PATH (HTTP/1.1 keep-alive GET) or\n"
+    "  URL is http://HOST:PORT/PATH (HTTP/1.1 keep-alive, GET unless -m) or\n"
     "  echo://HOST:PORT (send a message, expect it back); HOST is numeric\n"
     "  (127.0.0.1, ::1 in brackets) or localhost.\n"
     "options:\n"
@@ -71,16 +71,28 @@ static const char USAGE[] =
     "  -t, --threads T       T loops on T threads (default 1)\n"
     "      --timeout TIME    a request's limit (default 2s; 0: none)\n"
     "      --host NAME       HTTP: the Host header (default HOST:PORT)\n"
+    "  -m, --method METHOD   HTTP: the method (default GET)\n"
+    "  -H, --header 'N: V'   HTTP: add a header to every request\n"
+    "                        (repeatable; Content-Length is rfload's)\n"
+    "      --body STRING     HTTP: send STRING as each request's body\n"
+    "      --body-file FILE  HTTP: send FILE's bytes as the body\n"
+    "      --request-file F  HTTP: a mix of weighted requests, one entry\n"
+    "                        per 'request [WEIGHT]' line, then 'method',\n"
+    "                        'path', 'header', 'body' or 'body-file'\n"
+    "                        lines (man rfload: REQUEST FILE)\n"
+    "      --new-connection  HTTP: a new connection for every request\n"
+    "                        (Connection: close; latency includes the\n"
+    "                        connect)\n"
+    "      --expect-status N HTTP: count answers with another status\n"
+    "      --expect-body-bytes N  HTTP: count bodies of another length\n"
     "  -s, --size BYTES      echo: the message size (default 64)\n"
     "      --json FILE       also write the results as JSON to FILE (- for\n"
     "                        stdout: the text summary then goes to stderr)\n"
     "  -q, --quiet           no progress line on stderr\n"
+    "  -V, --version         rfload's version (ringfiber's)\n"
     "  -h, --help            this text\n";
 
-static int bad(FILE *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int bad(FILE *err, const char *fmt, ...)
+int rfl_bad(FILE *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -142,16 +154,16 @@ static int parse_url(const char *url, rfl_config *cfg, FILE *err)
         cfg->proto = RFL_ECHO;
         rest = url + 7;
     } else if (!strncmp(url, "https://", 8)) {
-        return bad(err, "https is not supported: %s", url);
+        return rfl_bad(err, "https is not supported: %s", url);
     } else {
-        return bad(err, "the URL must start with http:// or echo://: %s", url);
+        return rfl_bad(err, "the URL must start with http:// or echo://: %s", url);
     }
     const char *hs = rest, *he;
     const char *colon;
     if (*hs == '[') {
         he = strchr(hs, ']');
         if (!he)
-            return bad(err, "unterminated [ in %s", url);
+            return rfl_bad(err, "unterminated [ in %s", url);
         hs++;
         colon = he + 1;
     } else {
@@ -160,39 +172,39 @@ static int parse_url(const char *url, rfl_config *cfg, FILE *err)
     }
     size_t hl = (size_t)(he - hs);
     if (hl == 0 || hl >= sizeof cfg->host)
-        return bad(err, "no host, or too long a host, in %s", url);
+        return rfl_bad(err, "no host, or too long a host, in %s", url);
     memcpy(cfg->host, hs, hl);
     cfg->host[hl] = '\0';
     if (*colon != ':')
-        return bad(err, "the URL needs a port (HOST:PORT): %s", url);
+        return rfl_bad(err, "the URL needs a port (HOST:PORT): %s", url);
     const char *ps = colon + 1;
     size_t pl = strcspn(ps, "/");
     char port[8];
     uint64_t p;
     if (pl == 0 || pl >= sizeof port)
-        return bad(err, "bad port in %s", url);
+        return rfl_bad(err, "bad port in %s", url);
     memcpy(port, ps, pl);
     port[pl] = '\0';
     if (!parse_u64(port, &p) || p == 0 || p > 65535)
-        return bad(err, "bad port '%s' (1..65535) in %s", port, url);
+        return rfl_bad(err, "bad port '%s' (1..65535) in %s", port, url);
     cfg->port = (uint16_t)p;
     const char *path = ps + pl;
     if (cfg->proto == RFL_ECHO && *path && strcmp(path, "/"))
-        return bad(err, "an echo:// URL has no path: %s", url);
+        return rfl_bad(err, "an echo:// URL has no path: %s", url);
     if (!*path)
         path = "/";
     if (strlen(path) >= sizeof cfg->path)
-        return bad(err, "the path is too long (at most %zu bytes)",
+        return rfl_bad(err, "the path is too long (at most %zu bytes)",
                    sizeof cfg->path - 1);
     for (const char *c = path; *c; c++)
         if ((unsigned char)*c <= ' ' || *c == 0x7f)
-            return bad(err, "the path may not hold spaces or control "
+            return rfl_bad(err, "the path may not hold spaces or control "
                             "characters: %s", url);
     strcpy(cfg->path, path);
     struct sockaddr_storage ss;
     socklen_t sl;
     if (rf_addr_parse(cfg->host, cfg->port, &ss, &sl) != 0)
-        return bad(err, "'%s' is not a numeric address (names are not "
+        return rfl_bad(err, "'%s' is not a numeric address (names are not "
                         "resolved; use 127.0.0.1, [::1] or localhost)",
                    cfg->host);
     snprintf(cfg->host_header, sizeof cfg->host_header, "%s%s%s:%u",
@@ -210,14 +222,16 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
     cfg->timeout_ns = 2 * RF_NSEC_PER_SEC;
     cfg->size = 64;
     cfg->progress = true;
+    cfg->expect_body_bytes = -1;
     bool have_duration = false, have_size = false;
     const char *host_header = NULL;
+    const char *http_only = NULL; /* an HTTP option given, for the message */
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || !a[1]) {
             if (cfg->url)
-                return bad(err, "one URL only (got %s and %s)", cfg->url, a);
+                return rfl_bad(err, "one URL only (got %s and %s)", cfg->url, a);
             cfg->url = a;
             continue;
         }
@@ -225,8 +239,19 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             fputs(USAGE, out);
             return 1;
         }
+        if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+            fprintf(out, "rfload %d.%d.%d (ringfiber)\n",
+                    RINGFIBER_VERSION_MAJOR, RINGFIBER_VERSION_MINOR,
+                    RINGFIBER_VERSION_PATCH);
+            return 1;
+        }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             cfg->progress = false;
+            continue;
+        }
+        if (!strcmp(a, "--new-connection")) {
+            cfg->new_connection = true;
+            http_only = a;
             continue;
         }
         /* Options with a value: "--opt V", "--opt=V". */
@@ -235,7 +260,10 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             {"-n", "--requests"},    {"-R", "--rate"},
             {"-t", "--threads"},     {"", "--timeout"},
             {"", "--host"},          {"-s", "--size"},
-            {"", "--json"},
+            {"", "--json"},          {"-m", "--method"},
+            {"-H", "--header"},      {"", "--body"},
+            {"", "--body-file"},     {"", "--request-file"},
+            {"", "--expect-status"}, {"", "--expect-body-bytes"},
         };
         const char *val = NULL;
         int which = -1;
@@ -244,7 +272,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             if ((names[k][0][0] && !strcmp(a, names[k][0])) ||
                 !strcmp(a, names[k][1])) {
                 if (i + 1 >= argc)
-                    return bad(err, "%s needs a value", a);
+                    return rfl_bad(err, "%s needs a value", a);
                 val = argv[++i];
                 which = k;
                 break;
@@ -256,24 +284,24 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             }
         }
         if (which < 0)
-            return bad(err, "unknown option %s", a);
+            return rfl_bad(err, "unknown option %s", a);
         uint64_t u;
         switch (which) {
         case 0:
             if (!parse_u64(val, &u) || u < 1 || u > MAX_CONNECTIONS)
-                return bad(err, "--connections must be 1..%d, not '%s'",
+                return rfl_bad(err, "--connections must be 1..%d, not '%s'",
                            MAX_CONNECTIONS, val);
             cfg->connections = (unsigned)u;
             break;
         case 1:
             if (!parse_time(val, &cfg->duration_ns) || cfg->duration_ns == 0)
-                return bad(err, "--duration must be a positive time (10, "
+                return rfl_bad(err, "--duration must be a positive time (10, "
                                 "10s, 500ms, 2m), not '%s'", val);
             have_duration = true;
             break;
         case 2:
             if (!parse_u64(val, &cfg->requests) || cfg->requests == 0)
-                return bad(err, "--requests must be a positive count, not "
+                return rfl_bad(err, "--requests must be a positive count, not "
                                 "'%s'", val);
             break;
         case 3: {
@@ -281,7 +309,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             errno = 0;
             double r = strtod(val, &end);
             if (errno || end == val || *end || !(r > 0) || r > 1e9)
-                return bad(err, "--rate must be a number of requests per "
+                return rfl_bad(err, "--rate must be a number of requests per "
                                 "second, above 0 and up to 1e9, not '%s'",
                            val);
             cfg->rate = r;
@@ -289,50 +317,92 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
         }
         case 4:
             if (!parse_u64(val, &u) || u < 1 || u > MAX_THREADS)
-                return bad(err, "--threads must be 1..%d, not '%s'",
+                return rfl_bad(err, "--threads must be 1..%d, not '%s'",
                            MAX_THREADS, val);
             cfg->threads = (unsigned)u;
             break;
         case 5:
             if (!parse_time(val, &cfg->timeout_ns))
-                return bad(err, "--timeout must be a time (2s, 500ms; 0 "
+                return rfl_bad(err, "--timeout must be a time (2s, 500ms; 0 "
                                 "for none), not '%s'", val);
             break;
         case 6:
             if (!*val || strlen(val) >= sizeof cfg->host_header ||
                 strpbrk(val, "\r\n"))
-                return bad(err, "--host must be a non-empty name on one "
+                return rfl_bad(err, "--host must be a non-empty name on one "
                                 "line, under %zu bytes",
                            sizeof cfg->host_header);
             host_header = val;
             break;
         case 7:
             if (!parse_u64(val, &u) || u < 1 || u > MAX_SIZE)
-                return bad(err, "--size must be 1..%d bytes, not '%s'",
+                return rfl_bad(err, "--size must be 1..%d bytes, not '%s'",
                            MAX_SIZE, val);
             cfg->size = (size_t)u;
             have_size = true;
             break;
         case 8:
             if (!*val)
-                return bad(err, "--json needs a file name (or -)");
+                return rfl_bad(err, "--json needs a file name (or -)");
             cfg->json = val;
             break;
+        case 9:
+            cfg->method = val; /* checked with the requests */
+            break;
+        case 10:
+            if (cfg->nheaders == RFL_MAX_HEADERS)
+                return rfl_bad(err, "at most %d -H options", RFL_MAX_HEADERS);
+            cfg->headers[cfg->nheaders++] = val;
+            break;
+        case 11:
+            cfg->body = val;
+            break;
+        case 12:
+            if (!*val)
+                return rfl_bad(err, "--body-file needs a file name");
+            cfg->body_file = val;
+            break;
+        case 13:
+            if (!*val)
+                return rfl_bad(err, "--request-file needs a file name");
+            cfg->request_file = val;
+            break;
+        case 14:
+            if (!parse_u64(val, &u) || u < 100 || u > 599)
+                return rfl_bad(err, "--expect-status must be 100..599, not "
+                                    "'%s'", val);
+            cfg->expect_status = (int)u;
+            break;
+        case 15:
+            if (!parse_u64(val, &u) || u > INT64_MAX)
+                return rfl_bad(err, "--expect-body-bytes must be a byte "
+                                    "count, not '%s'", val);
+            cfg->expect_body_bytes = (int64_t)u;
+            break;
         }
+        if (which >= 9)
+            http_only = names[which][1];
     }
     if (!cfg->url)
-        return bad(err, "no URL given (http://HOST:PORT/PATH or "
+        return rfl_bad(err, "no URL given (http://HOST:PORT/PATH or "
                         "echo://HOST:PORT)");
     if (parse_url(cfg->url, cfg, err) != 0)
         return -1;
     if (cfg->proto == RFL_HTTP && have_size)
-        return bad(err, "--size applies to echo:// targets only");
+        return rfl_bad(err, "--size applies to echo:// targets only");
     if (cfg->proto == RFL_ECHO && host_header)
-        return bad(err, "--host applies to http:// targets only");
+        return rfl_bad(err, "--host applies to http:// targets only");
+    if (cfg->proto == RFL_ECHO && http_only)
+        return rfl_bad(err, "%s applies to http:// targets only", http_only);
+    if ((cfg->body != NULL) + (cfg->body_file != NULL) +
+            (cfg->request_file != NULL) > 1)
+        return rfl_bad(err, "--body, --body-file and --request-file exclude "
+                            "each other (a request file gives each entry "
+                            "its body)");
     if (host_header)
         strcpy(cfg->host_header, host_header);
     if (cfg->threads > cfg->connections)
-        return bad(err, "--threads (%u) may not exceed --connections (%u)",
+        return rfl_bad(err, "--threads (%u) may not exceed --connections (%u)",
                    cfg->threads, cfg->connections);
     if (!have_duration && cfg->requests == 0)
         cfg->duration_ns = 10 * RF_NSEC_PER_SEC;
@@ -341,10 +411,12 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
          * be at least a microsecond for the schedule to mean anything. */
         double interval = cfg->connections * 1e9 / cfg->rate;
         if (interval < 1000)
-            return bad(err, "--rate %.0f over %u connections is more than "
+            return rfl_bad(err, "--rate %.0f over %u connections is more than "
                             "1,000,000 requests/s per connection: add "
                             "connections", cfg->rate, cfg->connections);
     }
+    if (cfg->proto == RFL_HTTP && rfl_requests_build(cfg, err) != 0)
+        return -1;
     return 0;
 }
 
@@ -364,8 +436,8 @@ typedef struct worker {
     uint64_t issued;
     uint64_t start_ns, end_ns; /* end_ns: 0 without a duration */
     int rc;
-    char *request;         /* HTTP: the request bytes */
-    size_t request_len;
+    int64_t wrr[RFL_MAX_REQUESTS]; /* HTTP: the mix's smooth weighted
+                                    * round robin (pick_request) */
     rfl_result res;
     /* Read by the progress task of worker 0, written only here. */
     _Atomic uint64_t pub_completed, pub_errors, pub_lat_sum_us;
@@ -427,20 +499,43 @@ static void close_conn(conn *c)
     }
 }
 
-/* One HTTP exchange on c->fd. Returns the status code, or a negative
- * errno: -EPROTO (unparseable answer), -ECONNRESET (closed early), or the
- * send/receive error. *closing: the server said Connection: close. */
-static int http_exchange(conn *c, char *in, bool *closing, bool *send_failed)
+/* The next request of the mix: each entry is picked weight times in every
+ * run of (sum of the weights) picks, spread evenly (nginx's smooth
+ * weighted round robin), per loop. */
+static unsigned pick_request(worker *w)
+{
+    const rfl_config *cfg = w->cfg;
+    if (cfg->nmix <= 1)
+        return 0;
+    int64_t total = 0;
+    unsigned best = 0;
+    for (unsigned i = 0; i < cfg->nmix; i++) {
+        w->wrr[i] += cfg->mix[i].weight;
+        total += cfg->mix[i].weight;
+        if (w->wrr[i] > w->wrr[best])
+            best = i;
+    }
+    w->wrr[best] -= total;
+    return best;
+}
+
+/* One HTTP exchange of request rq on c->fd. Returns the status code, or a
+ * negative errno: -EPROTO (unparseable answer), -ECONNRESET (closed
+ * early), or the send/receive error. *closing: the server said
+ * Connection: close; *body: the answer's body length. */
+static int http_exchange(conn *c, const rfl_request *rq, char *in,
+                         bool *closing, uint64_t *body, bool *send_failed)
 {
     worker *w = c->w;
-    ssize_t sent = rf_send_all(c->fd, w->request, w->request_len, 0, NULL);
+    ssize_t sent = rf_send_all(c->fd, rq->bytes, rq->len, 0, NULL);
     if (sent < 0) {
         *send_failed = true;
         return (int)sent;
     }
-    w->res.bytes_sent += w->request_len;
+    w->res.bytes_sent += rq->len;
     rfl_http p;
     rfl_http_init(&p);
+    p.no_body = rq->no_body;
     size_t len = 0;
     for (;;) {
         ssize_t n = rf_recv(c->fd, in + len, IN_SIZE - len, 0);
@@ -459,6 +554,7 @@ static int http_exchange(conn *c, char *in, bool *closing, bool *send_failed)
             if (used != len)
                 return -EPROTO;
             *closing = p.close;
+            *body = p.body_bytes;
             return p.status;
         }
         memmove(in, in + used, len - used);
@@ -534,9 +630,17 @@ static void *conn_main(void *arg)
                 r->late++; /* more than a millisecond behind schedule */
             }
         }
+        /* --new-connection: the request's time and limit include the
+         * connect. */
+        uint64_t begin = rf_now_ns();
+        if (cfg->new_connection && cfg->timeout_ns)
+            rf_deadline_set(w->end_ns && w->end_ns < begin + cfg->timeout_ns
+                                ? w->end_ns
+                                : begin + cfg->timeout_ns);
         if (c->fd < 0) {
             int rc = open_conn(c);
             if (rc != 0) {
+                rf_deadline_set(w->end_ns);
                 if (rc == -ETIMEDOUT && w->end_ns && rf_now_ns() >= w->end_ns)
                     break;
                 r->err_connect++;
@@ -549,28 +653,48 @@ static void *conn_main(void *arg)
             c->failures = 0;
         }
         uint64_t sent = rf_now_ns();
-        uint64_t start = open_loop ? intended : sent;
-        if (cfg->timeout_ns) {
+        uint64_t start = open_loop             ? intended
+                         : cfg->new_connection ? begin
+                                               : sent;
+        if (cfg->timeout_ns && !cfg->new_connection) {
             uint64_t limit = sent + cfg->timeout_ns;
             rf_deadline_set(w->end_ns && w->end_ns < limit ? w->end_ns
                                                            : limit);
         }
         bool closing = false, send_failed = false;
+        uint64_t body = 0;
+        unsigned rq = cfg->proto == RFL_HTTP ? pick_request(w) : 0;
         int rc = cfg->proto == RFL_HTTP
-                     ? http_exchange(c, in, &closing, &send_failed)
+                     ? http_exchange(c, &cfg->mix[rq], in, &closing,
+                                     &body, &send_failed)
                      : echo_exchange(c, &send_failed);
         uint64_t done = rf_now_ns();
+        if (rc >= 0 && cfg->new_connection) {
+            /* Wait for the server's close (it was asked to): the side
+             * that closes first keeps the TIME_WAIT, and a client that
+             * did would run out of ports at some hundreds of
+             * connections per second. */
+            if (rf_recv(c->fd, in, IN_SIZE, 0) > 0)
+                rc = -EPROTO; /* more than the answer */
+            closing = true;
+        }
         if (cfg->timeout_ns)
             rf_deadline_set(w->end_ns);
         if (rc >= 0 || rc == -EBADMSG) {
             rfl_hist_record(&r->hist, done - start);
             r->completed++;
+            r->per_request[rq]++;
             if (rc == -EBADMSG)
                 r->err_mismatch++;
             else if (cfg->proto == RFL_ECHO || (rc >= 200 && rc < 300))
                 r->status_2xx++;
             else
                 r->status_other++;
+            if (cfg->expect_status && rc >= 0 && rc != cfg->expect_status)
+                r->bad_status++;
+            if (cfg->expect_body_bytes >= 0 && rc >= 0 &&
+                body != (uint64_t)cfg->expect_body_bytes)
+                r->bad_body++;
             publish(w);
             if (closing || rc == -EBADMSG)
                 close_conn(c);
@@ -646,18 +770,6 @@ static void *progress_main(void *arg)
         last_t = now;
     }
     return NULL;
-}
-
-static char *build_request(const rfl_config *cfg, size_t *len)
-{
-    size_t cap = strlen(cfg->path) + strlen(cfg->host_header) + 64;
-    char *req = malloc(cap);
-    if (!req)
-        return NULL;
-    int n = snprintf(req, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
-                     cfg->path, cfg->host_header);
-    *len = (size_t)n;
-    return req;
 }
 
 static void *worker_main(void *arg)
@@ -779,11 +891,9 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
     if (!ws)
         return -ENOMEM;
     sh.workers = ws;
-    size_t req_len = 0;
-    char *req = NULL;
-    if (cfg->proto == RFL_HTTP && !(req = build_request(cfg, &req_len))) {
+    if (cfg->proto == RFL_HTTP && cfg->nmix == 0) {
         free(ws);
-        return -ENOMEM;
+        return -EINVAL; /* rfl_parse_args builds the requests */
     }
     unsigned first = 0;
     uint64_t quota_given = 0;
@@ -803,8 +913,6 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
             if (w->quota == 0) /* fewer requests than workers */
                 w->quota = UINT64_MAX, w->issued = UINT64_MAX;
         }
-        w->request = req;
-        w->request_len = req_len;
         rfl_hist_init(&w->res.hist);
     }
     int rc = 0;
@@ -830,6 +938,10 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
         res->err_write += r->err_write;
         res->err_timeout += r->err_timeout;
         res->err_mismatch += r->err_mismatch;
+        res->bad_status += r->bad_status;
+        res->bad_body += r->bad_body;
+        for (unsigned k = 0; k < RFL_MAX_REQUESTS; k++)
+            res->per_request[k] += r->per_request[k];
         res->bytes_sent += r->bytes_sent;
         res->bytes_received += r->bytes_received;
         res->connects += r->connects;
@@ -842,7 +954,6 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
     res->loops = nw;
     if (rc == 0 && atomic_load(&sh.failed))
         rc = -ECONNREFUSED;
-    free(req);
     free(ws);
     return rc;
 }
@@ -892,6 +1003,25 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
     if (cfg->proto == RFL_HTTP)
         fprintf(out, "  status       2xx %" PRIu64 ", non-2xx %" PRIu64 "\n",
                 res->status_2xx, res->status_other);
+    if (cfg->expect_status)
+        fprintf(out, "  expected     status %d: %" PRIu64 " answers had "
+                     "another\n", cfg->expect_status, res->bad_status);
+    if (cfg->expect_body_bytes >= 0)
+        fprintf(out, "  expected     body of %" PRId64 " bytes: %" PRIu64
+                     " answers had another length\n",
+                cfg->expect_body_bytes, res->bad_body);
+    if (cfg->nmix > 1) {
+        unsigned wsum = 0;
+        for (unsigned i = 0; i < cfg->nmix; i++)
+            wsum += cfg->mix[i].weight;
+        for (unsigned i = 0; i < cfg->nmix; i++)
+            fprintf(out, "  %-12s %" PRIu64 " answered (%.1f%%, weight "
+                         "%u/%u): %s\n", i ? "" : "mix", res->per_request[i],
+                    res->completed ? 100.0 * (double)res->per_request[i] /
+                                         (double)res->completed
+                                   : 0.0,
+                    cfg->mix[i].weight, wsum, cfg->mix[i].label);
+    }
     fprintf(out, "  errors       %" PRIu64 " (connect %" PRIu64 ", read %"
                  PRIu64 ", write %" PRIu64 ", timeout %" PRIu64,
             errors_of(res), res->err_connect, res->err_read, res->err_write,
@@ -956,6 +1086,28 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
     fprintf(out, "],\n");
     fprintf(out, "  \"status_2xx\": %" PRIu64 ",\n  \"status_other\": %"
                  PRIu64 ",\n", res->status_2xx, res->status_other);
+    fprintf(out, "  \"expect\": {\"status\": ");
+    if (cfg->expect_status)
+        fprintf(out, "%d", cfg->expect_status);
+    else
+        fprintf(out, "null");
+    fprintf(out, ", \"status_mismatches\": %" PRIu64 ", \"body_bytes\": ",
+            res->bad_status);
+    if (cfg->expect_body_bytes >= 0)
+        fprintf(out, "%" PRId64, cfg->expect_body_bytes);
+    else
+        fprintf(out, "null");
+    fprintf(out, ", \"body_mismatches\": %" PRIu64 "},\n", res->bad_body);
+    fprintf(out, "  \"new_connection\": %s,\n",
+            cfg->new_connection ? "true" : "false");
+    fprintf(out, "  \"mix\": [");
+    for (unsigned i = 0; i < cfg->nmix; i++) {
+        fprintf(out, "%s{\"request\": ", i ? ", " : "");
+        json_string(out, cfg->mix[i].label);
+        fprintf(out, ", \"weight\": %u, \"answered\": %" PRIu64 "}",
+                cfg->mix[i].weight, res->per_request[i]);
+    }
+    fprintf(out, "],\n");
     fprintf(out, "  \"errors\": {\"total\": %" PRIu64 ", \"connect\": %"
                  PRIu64 ", \"read\": %" PRIu64 ", \"write\": %" PRIu64
                  ", \"timeout\": %" PRIu64 ", \"mismatch\": %" PRIu64 "},\n",
@@ -978,8 +1130,10 @@ int rfl_main(int argc, char **argv)
 {
     rfl_config cfg;
     int rc = rfl_parse_args(argc, argv, &cfg, stdout, stderr);
-    if (rc != 0)
+    if (rc != 0) {
+        rfl_config_free(&cfg);
         return rc > 0 ? 0 : 2;
+    }
     bool json_stdout = cfg.json && !strcmp(cfg.json, "-");
     FILE *json = NULL;
     if (cfg.json && !json_stdout) {
@@ -987,6 +1141,7 @@ int rfl_main(int argc, char **argv)
         if (!json) {
             fprintf(stderr, "rfload: --json %s: %s\n", cfg.json,
                     strerror(errno));
+            rfl_config_free(&cfg);
             return 2;
         }
     }
@@ -995,6 +1150,7 @@ int rfl_main(int argc, char **argv)
         if (json)
             fclose(json);
         fprintf(stderr, "rfload: out of memory\n");
+        rfl_config_free(&cfg);
         return 1;
     }
     rc = rfl_run(&cfg, res);
@@ -1012,5 +1168,6 @@ int rfl_main(int argc, char **argv)
     if (json && rc != 0)
         unlink(cfg.json); /* no half-written or empty results */
     free(res);
+    rfl_config_free(&cfg);
     return rc == 0 ? 0 : 1;
 }

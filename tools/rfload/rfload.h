@@ -5,6 +5,7 @@
  *
  *   hist.c    the latency histogram (log-linear buckets, fixed size)
  *   http.c    the HTTP/1.1 response parser (status, Content-Length, chunked)
+ *   request.c the requests sent: from the command line or a request file
  *   rfload.c  the command line, the connection tasks, the reports
  *   main.c    main()
  */
@@ -75,7 +76,12 @@ typedef struct rfl_http {
     int status;         /* the status code, once the head is parsed */
     bool chunked;       /* read-only */
     bool close;         /* "Connection: close" seen */
+    bool no_body;       /* set by the caller after rfl_http_init for the
+                         * answer to a HEAD request: no body whatever the
+                         * head says */
     uint64_t remaining; /* private: body or chunk bytes still to skip */
+    uint64_t body_bytes; /* the body's length so far (chunked: the data
+                          * of its chunks) */
 } rfl_http;
 
 #define RFL_HTTP_MORE 0 /* everything given was consumed (or the head is
@@ -94,6 +100,21 @@ int rfl_http_parse(rfl_http *p, const char *data, size_t len, size_t *used);
 
 enum rfl_proto { RFL_HTTP, RFL_ECHO };
 
+/* One request of the mix, as it goes on the wire: head and body in one
+ * buffer, built once before the run. */
+typedef struct rfl_request {
+    char *bytes;        /* len bytes, then a NUL that is not sent */
+    size_t len;
+    unsigned weight;    /* its share: weight / the sum of the weights */
+    bool no_body;       /* HEAD: its answer has no body */
+    char label[96];     /* "METHOD PATH" (cut), for the reports */
+} rfl_request;
+
+#define RFL_MAX_REQUESTS 64   /* entries in a request file */
+#define RFL_MAX_HEADERS 64    /* -H options; headers of one entry */
+#define RFL_MAX_BODY (64u << 20)
+#define RFL_MAX_WEIGHT 1000000u
+
 typedef struct rfl_config {
     enum rfl_proto proto;
     char host[64];          /* numeric address to connect to */
@@ -110,6 +131,22 @@ typedef struct rfl_config {
     const char *json;       /* NULL, "-" (stdout) or a file name */
     bool progress;          /* a line a second on stderr */
     const char *url;        /* as given, for the reports */
+    /* HTTP: what is sent (-m, -H, --body, --body-file, --request-file);
+     * the strings point into argv. */
+    const char *method;     /* NULL: GET */
+    const char *headers[RFL_MAX_HEADERS];
+    unsigned nheaders;
+    const char *body;       /* --body, as given */
+    const char *body_file;
+    const char *request_file;
+    bool new_connection;    /* a connection per request */
+    int expect_status;      /* 0: any */
+    int64_t expect_body_bytes; /* -1: any */
+    /* The requests, built from the above by rfl_parse_args (HTTP only),
+     * sent in proportion to their weights; owned by the
+     * config: rfl_config_free releases them. */
+    rfl_request *mix;
+    unsigned nmix;
 } rfl_config;
 
 /* Most --threads. */
@@ -126,6 +163,8 @@ typedef struct rfl_result {
     uint64_t err_write;
     uint64_t err_timeout;
     uint64_t err_mismatch;  /* echo: bytes that came back differ */
+    uint64_t bad_status;    /* --expect-status: answers with another status */
+    uint64_t bad_body;      /* --expect-body-bytes: bodies of another size */
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t connects;      /* connections opened */
@@ -136,15 +175,42 @@ typedef struct rfl_result {
         uint64_t completed;
         double elapsed_s;
     } per_loop[RFL_MAX_THREADS];
+    uint64_t per_request[RFL_MAX_REQUESTS]; /* answers to each of the mix */
 } rfl_result;
 
 /*
- * Parse the command line into *cfg. Returns 0, 1 when help was asked for
- * (printed to out), or -1 after printing "rfload: <what is wrong>" and a
- * hint to err.
+ * Parse the command line into *cfg. Returns 0, 1 when help or the version
+ * was asked for (printed to out), or -1 after printing "rfload: <what is
+ * wrong>" and a hint to err. Whatever it returns, rfl_config_free(cfg)
+ * releases what it built.
  */
 int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
                    FILE *err);
+void rfl_config_free(rfl_config *cfg);
+
+/* Print "rfload: <message>" and the --help hint to err; returns -1. */
+int rfl_bad(FILE *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Build cfg->mix (HTTP): from cfg->request_file if given, else one
+ * request from -m, -H and --body/--body-file. Called by rfl_parse_args.
+ * Returns 0 or -1 after printing what is wrong (a request file's errors
+ * name the file and the line) to err.
+ */
+int rfl_requests_build(rfl_config *cfg, FILE *err);
+
+/*
+ * The request file: one entry per "request [WEIGHT]" line, then lines of
+ * "KEY VALUE" that describe it, until the next "request" line:
+ *   method METHOD      default -m's, else GET
+ *   path /PATH         default the URL's path
+ *   header Name: value repeatable; -H headers are added to every entry
+ *   body TEXT          one line; \n \r \t \\ and \xHH stand for bytes
+ *   body-file FILE     the body is FILE's bytes (relative to the request
+ *                      file's folder)
+ * Blank lines and lines starting with # are skipped.
+ */
 
 /* Run the load described by cfg; *res receives the figures. Returns 0 or a
  * negative errno (the first connections could not be opened, or the loop
