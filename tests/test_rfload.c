@@ -14,6 +14,7 @@
 
 #include "rfload.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -413,8 +414,10 @@ static void test_args(void **state)
                "echo://127.0.0.1:1", NULL);
     expect_bad("--duration must be a positive time", "-d", "0",
                "echo://127.0.0.1:1", NULL);
-    expect_bad("--rate must be", "-R", "0", "echo://127.0.0.1:1", NULL);
-    expect_bad("--rate must be", "-R", "fast", "echo://127.0.0.1:1", NULL);
+    expect_bad("--rate: a number of requests per second", "-R", "0",
+               "echo://127.0.0.1:1", NULL);
+    expect_bad("--rate: a number of requests per second", "-R", "fast",
+               "echo://127.0.0.1:1", NULL);
     expect_bad("add connections", "-R", "1e8", "-c", "2",
                "echo://127.0.0.1:1", NULL);
     expect_bad("--requests must be", "-n", "-5", "echo://127.0.0.1:1", NULL);
@@ -436,7 +439,13 @@ static void test_args(void **state)
 
 /* ---- servers in this process ---------------------------------------------- */
 
-enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT, SRV_RECORD };
+enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT, SRV_RECORD,
+                SRV_HTTP_LIMITED };
+
+/* SRV_HTTP_LIMITED answers at most LIMIT_RPS requests a second in all:
+ * each answer waits for its turn, LIMIT_RPS apart (one loop: no lock). */
+enum { LIMIT_RPS = 200 };
+static uint64_t limit_next;
 
 typedef struct server {
     enum srv_kind kind;
@@ -471,6 +480,13 @@ static void serve_http(srv_conn *c)
                 return;
             have += (size_t)k;
             continue;
+        }
+        if (c->s->kind == SRV_HTTP_LIMITED) {
+            uint64_t now = rf_now_ns();
+            uint64_t at = limit_next > now ? limit_next : now;
+            limit_next = at + RF_NSEC_PER_SEC / LIMIT_RPS;
+            if (at > now && rf_sleep(at - now) != 0)
+                return;
         }
         const char *resp;
         if (!strncmp(buf, "GET /missing ", 13))
@@ -586,7 +602,7 @@ static void serve_record(srv_conn *c)
 static void *srv_conn_main(void *arg)
 {
     srv_conn *c = arg;
-    if (c->s->kind == SRV_HTTP)
+    if (c->s->kind == SRV_HTTP || c->s->kind == SRV_HTTP_LIMITED)
         serve_http(c);
     else if (c->s->kind == SRV_RECORD)
         serve_record(c);
@@ -667,7 +683,8 @@ static void config(rfl_config *cfg, server *s, const char *url_tail,
 {
     static char url[128];
     snprintf(url, sizeof url, "%s://127.0.0.1:%d%s",
-             s->kind == SRV_HTTP || s->kind == SRV_RECORD ? "http" : "echo",
+             s->kind == SRV_ECHO || s->kind == SRV_ECHO_CORRUPT ? "echo"
+                                                                : "http",
              s->port, url_tail);
     char *argv[32] = {"rfload", "-q"};
     int argc = 2;
@@ -1085,6 +1102,287 @@ static void test_new_connection(void **state)
     assert_int_equal(rft_count_fds(), fds);
 }
 
+/* ---- schedule, HdrHistogram's formats, sweeps ------------------------------ */
+
+static void test_schedule(void **state)
+{
+    rfl_schedule sc;
+    char why[160];
+    assert_int_equal(rfl_schedule_parse("1000", 0, &sc, why, sizeof why), 0);
+    assert_int_equal(sc.nsteps, 1);
+    assert_false(sc.sweep);
+    assert_int_equal(rfl_schedule_parse("100,200,400@3s", 0, &sc, why,
+                                        sizeof why), 0);
+    assert_true(sc.sweep);
+    assert_int_equal(sc.nsteps, 3);
+    assert_int_equal(sc.total_ns, 9 * RF_NSEC_PER_SEC);
+    assert_true(rfl_schedule_target(&sc, 2) == 400);
+    assert_int_equal(rfl_schedule_step(&sc, 3 * RF_NSEC_PER_SEC), 1);
+    assert_int_equal(rfl_schedule_step(&sc, 9 * RF_NSEC_PER_SEC), 3);
+    /* A ramp: a step a second, each asking its mean rate. */
+    assert_int_equal(rfl_schedule_parse("1000..5000/4s", 0, &sc, why,
+                                        sizeof why), 0);
+    assert_int_equal(sc.nsteps, 4);
+    assert_true(rfl_schedule_target(&sc, 0) == 1500);
+    assert_true(rfl_schedule_target(&sc, 3) == 4500);
+    assert_true(rfl_schedule_rate(&sc, 2 * RF_NSEC_PER_SEC) == 3000);
+    static const char *const bad[] = {"0", "-5", "fast", "100..50",
+                                      "100..200/0s", "100,,200@1s",
+                                      "100,200@", "100,200@1x", "5..6/1s@2s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (rfl_schedule_parse(bad[i], 0, &sc, why, sizeof why) != -1)
+            fail_msg("'%s' accepted", bad[i]);
+
+    /* The global sequence: 3 loops' shares, put together, are exactly the
+     * sequence one loop walks; a ramp gives its integral. */
+    assert_int_equal(rfl_schedule_parse("1000..5000/4s", 0, &sc, why,
+                                        sizeof why), 0);
+    rfl_slots one, part[3];
+    rfl_slots_init(&one, &sc, 0, 1);
+    for (unsigned k = 0; k < 3; k++)
+        rfl_slots_init(&part[k], &sc, k, 3);
+    uint64_t n = 0, prev = 0;
+    for (uint64_t t; (t = rfl_slots_next(&one)) != UINT64_MAX; n++) {
+        assert_true(n == 0 || t > prev);
+        assert_int_equal(rfl_slots_next(&part[n % 3]), t);
+        prev = t;
+    }
+    for (unsigned k = 0; k < 3; k++)
+        assert_int_equal(rfl_slots_next(&part[k]), UINT64_MAX);
+    /* The rate integrates to (1000 + 5000) / 2 * 4 = 12,000 sends. */
+    assert_true(n >= 11990 && n <= 12010);
+    assert_true(prev < 4 * RF_NSEC_PER_SEC);
+}
+
+static void fill_exponential(rfl_hist *h, size_t n, uint64_t seed)
+{
+    rfl_hist_init(h);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        double u = ((double)(seed >> 11) + 0.5) / 9007199254740992.0;
+        rfl_hist_record(h, (uint64_t)(-log(u) * 200000.0) + 1);
+    }
+}
+
+static void test_hist_encoding(void **state)
+{
+    rfl_hist *h = malloc(sizeof *h), *back = malloc(sizeof *back);
+    uint8_t *buf = malloc(RFL_HIST_ENCODED_MAX);
+    assert_true(h && back && buf);
+    fill_exponential(h, 100000, 7);
+    rfl_hist_record(h, UINT64_C(1) << 45); /* past the top: the last bucket */
+    size_t len = rfl_hist_encode(h, buf, RFL_HIST_ENCODED_MAX);
+    assert_true(len > 40 && len < 20000); /* runs of zeros are one number */
+    assert_int_equal(rfl_hist_encode(h, buf, 100), 0);
+    rfl_hist_init(back);
+    assert_int_equal(rfl_hist_decode_add(back, buf, len), 0);
+    assert_int_equal(back->total, h->total);
+    assert_memory_equal(back->counts, h->counts, sizeof h->counts);
+    /* Added, not replaced. */
+    assert_int_equal(rfl_hist_decode_add(back, buf, len), 0);
+    assert_int_equal(back->total, 2 * h->total);
+    /* Truncated, or not ours: refused, nothing added. */
+    rfl_hist_init(back);
+    assert_int_equal(rfl_hist_decode_add(back, buf, len - 1), -EBADMSG);
+    assert_int_equal(rfl_hist_decode_add(back, buf, 10), -EBADMSG);
+    buf[15] = 2; /* 2 significant digits: another layout */
+    assert_int_equal(rfl_hist_decode_add(back, buf, len), -EINVAL);
+    assert_int_equal(back->total, 0);
+    free(h);
+    free(back);
+    free(buf);
+}
+
+/* The .hgrm text read back: every row's value is the histogram's own
+ * percentile there (to the bucket), counts rise to the total, and the
+ * footer holds the mean and the total. */
+static void test_hgrm(void **state)
+{
+    rfl_hist *h = malloc(sizeof *h);
+    fill_exponential(h, 50000, 3);
+    char *text = NULL;
+    size_t len;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(rfl_hist_write_hgrm(h, f, 1.0), 0); /* in ns */
+    fclose(f);
+    char *line = strtok(text, "\n");
+    assert_non_null(strstr(line, "Value"));
+    assert_non_null(strstr(line, "1/(1-Percentile)"));
+    unsigned rows = 0;
+    uint64_t last_cum = 0;
+    double last_pct = -1;
+    bool saw_total = false;
+    while ((line = strtok(NULL, "\n")) != NULL) {
+        if (line[0] == '#') {
+            saw_total |= strstr(line, "Total count    =        50000") != NULL;
+            continue;
+        }
+        double value, pct;
+        unsigned long long cum;
+        assert_int_equal(sscanf(line, "%lf %lf %llu", &value, &pct, &cum), 3);
+        assert_true(pct > last_pct && cum >= last_cum);
+        uint64_t want = rfl_hist_percentile(h, pct * 100);
+        /* The row's value is its bucket's top; percentile() caps it at
+         * the exact maximum; floating point may put a row on the next
+         * bucket, one part in a thousand away. */
+        uint64_t v = (uint64_t)llround(value);
+        if (v > h->max)
+            v = h->max;
+        if (!(v >= want - want / 500 - 1 && v <= want + want / 500 + 1))
+            fail_msg("row %u: %s: percentile %.9f is %" PRIu64, rows, line,
+                     pct * 100, want);
+        last_pct = pct;
+        last_cum = cum;
+        rows++;
+    }
+    assert_true(rows > 50);
+    assert_int_equal(last_cum, 50000);
+    assert_true(last_pct == 1.0);
+    assert_true(saw_total);
+    free(text);
+    free(h);
+}
+
+/* The interval log read back line by line: the quoted header, then each
+ * line's start, length and max, and its histogram equal to the one
+ * written. */
+static void test_interval_log(void **state)
+{
+    rfl_hist *h[3], *back = malloc(sizeof *back);
+    char *text = NULL;
+    size_t len;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(rfl_hist_log_header(f, "a test", 1700000000.5), 0);
+    for (int i = 0; i < 3; i++) {
+        h[i] = malloc(sizeof *h[i]);
+        fill_exponential(h[i], 1000u * (unsigned)(i + 1), (uint64_t)i + 11);
+        assert_int_equal(rfl_hist_log_interval(f, h[i], i, 1.0, 1e6), 0);
+    }
+    fclose(f);
+    assert_non_null(strstr(text, "#[a test]\n#[Histogram log format version "
+                                 "1.3]\n#[StartTime: 1700000000.500"));
+    char *p = strstr(text, "\"StartTimestamp\",\"Interval_Length\","
+                           "\"Interval_Max\",\"Interval_Compressed_Histogram\"\n");
+    assert_non_null(p);
+    p = strchr(p, '\n') + 1;
+    for (int i = 0; i < 3; i++) {
+        double start, length, max;
+        int used = 0;
+        assert_int_equal(sscanf(p, "%lf,%lf,%lf,%n", &start, &length, &max,
+                                &used), 3);
+        assert_true(start == i && length == 1.0);
+        assert_true(fabs(max - (double)h[i]->max / 1e6) < 0.001);
+        char *b64 = p + used, *eol = strchr(b64, '\n');
+        assert_non_null(eol);
+        assert_memory_equal(b64, "HISTF", 5); /* the compressed V2 cookie */
+        rfl_hist_init(back);
+        assert_int_equal(rfl_hist_log_decode(b64, (size_t)(eol - b64), back), 0);
+        assert_int_equal(back->total, h[i]->total);
+        assert_memory_equal(back->counts, h[i]->counts, sizeof back->counts);
+        p = eol + 1;
+        free(h[i]);
+    }
+    assert_int_equal(*p, '\0');
+    rfl_hist_init(back);
+    assert_int_equal(rfl_hist_log_decode("HISTFAAAA", 9, back), -EBADMSG);
+    free(back);
+    free(text);
+}
+
+/* A sweep against a server that answers at most 200 requests/s: 50 and
+ * 100/s hold, 400/s does not: the knee is the second step. Steps of 3 s,
+ * so that 1% of a step's answers is 3 requests (30 ms of latency moving
+ * across a step's edge on a loaded machine). */
+static void test_sweep_knee(void **state)
+{
+    server s;
+    limit_next = 0; /* before the server's thread exists */
+    server_start(&s, SRV_HTTP_LIMITED);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "8", "-R", "50,100,400@3s", "--timeout",
+                            "10s", NULL});
+    assert_true(cfg.sched.sweep);
+    assert_int_equal(cfg.duration_ns, 9 * RF_NSEC_PER_SEC);
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->nsteps, 3);
+    for (unsigned j = 0; j < 3; j++)
+        assert_non_null(r->steps[j].hist);
+    assert_int_equal(rfl_knee(&cfg, r), 1);
+    /* The third step was held to the server's rate. */
+    assert_true(r->steps[2].completed < 3 * LIMIT_RPS * 12 / 10);
+    /* Every answer is in its step's histogram. */
+    uint64_t in_steps = 0;
+    for (unsigned j = 0; j < 3; j++)
+        in_steps += r->steps[j].hist->total;
+    assert_int_equal(in_steps, r->hist.total);
+    rfl_result_release(r);
+    free(r);
+    rfl_config_free(&cfg);
+    server_stop(&s);
+}
+
+/* --threads 2 with -R: one schedule for both loops, each taking every
+ * other time: at 200/s for 1 s, at most 100 each and 200 in all. */
+static void test_threads_global_rate(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "4", "-t", "2", "-R", "200", "-d", "1s",
+                            NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(r->loops, 2);
+    assert_true(r->per_loop[0].completed <= 100);
+    assert_true(r->per_loop[1].completed <= 100);
+    assert_true(r->completed >= 1 && r->completed <= 200);
+    assert_int_equal(r->hist.total, r->completed);
+    assert_int_equal(errors(r), 0);
+    rfl_result_release(r);
+    free(r);
+    rfl_config_free(&cfg);
+    server_stop(&s);
+}
+
+/* The whole program writes the .hgrm, the interval log (a line per
+ * second of the run) and, when gnuplot is there, the plot. */
+static void test_outputs(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP);
+    char dir[] = "/tmp/rfload_out_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char hgrm[64], hlog[64], svg[64], url[64];
+    snprintf(hgrm, sizeof hgrm, "%s/r.hgrm", dir);
+    snprintf(hlog, sizeof hlog, "%s/r.hlog", dir);
+    snprintf(svg, sizeof svg, "%s/r.svg", dir);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", s.port);
+    bool plot = rfl_have_gnuplot();
+    char *argv[] = {"rfload", "-q", "-c", "2", "-R", "300", "-d", "2s",
+                    "--hgrm", hgrm, "--interval-log", hlog,
+                    plot ? "--plot" : "-q", plot ? svg : "-q", url};
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w");
+    int rc = rfl_main(15, argv);
+    fclose(stdout);
+    stdout = saved;
+    assert_int_equal(rc, 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "grep -q '^#\\[Buckets =           30, SubBuckets     =         "
+             "2048\\]' %s && [ $(grep -c '^[0-9].*,HISTF' %s) = 2 ]",
+             hgrm, hlog);
+    assert_int_equal(system(cmd), 0);
+    if (plot) {
+        snprintf(cmd, sizeof cmd, "grep -q '<svg' %s", svg);
+        assert_int_equal(system(cmd), 0);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    server_stop(&s);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hist_buckets),
     cmocka_unit_test(test_hist_uniform),
@@ -1105,6 +1403,13 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_request_file),
     cmocka_unit_test(test_request_file_errors),
     cmocka_unit_test(test_new_connection),
+    cmocka_unit_test(test_schedule),
+    cmocka_unit_test(test_hist_encoding),
+    cmocka_unit_test(test_hgrm),
+    cmocka_unit_test(test_interval_log),
+    cmocka_unit_test(test_sweep_knee),
+    cmocka_unit_test(test_threads_global_rate),
+    cmocka_unit_test(test_outputs),
 };
 
 RFT_MAIN(tests)

@@ -29,7 +29,8 @@ expect 2 "rfload: no URL given"
 expect 2 "rfload: unknown option --bogus" --bogus http://127.0.0.1:1/
 expect 2 "rfload: --connections must be 1..100000, not 'many'" \
     -c many http://127.0.0.1:1/
-expect 2 "rfload: --rate must be" --rate -3 http://127.0.0.1:1/
+expect 2 "rfload: --rate: a number of requests per second" --rate -3 \
+    http://127.0.0.1:1/
 expect 2 "rfload: --duration must be a positive time" -d 3x echo://127.0.0.1:1
 expect 2 "rfload: the URL must start with http:// or echo://" 127.0.0.1:80
 expect 2 "is not a numeric address" http://localhost.example:80/

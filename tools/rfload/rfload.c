@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -67,7 +68,12 @@ static const char USAGE[] =
     "  -n, --requests N      stop after N requests in all\n"
     "  -R, --rate R          open loop: R requests/s in all, on a fixed\n"
     "                        schedule, latency from the intended send time;\n"
-    "                        without it: closed loop (as fast as answered)\n"
+    "                        without it: closed loop (as fast as answered).\n"
+    "                        A sweep: a ramp FROM..TO/TIME (1000..20000/10s,\n"
+    "                        a step a second) or steps R1,R2,...@TIME\n"
+    "                        (1000,2000,5000@5s): a row per step, the knee\n"
+    "      --slo-p99 TIME    a sweep's knee: the last step whose rate is\n"
+    "                        within 1% of its target and p99 within TIME\n"
     "  -t, --threads T       T loops on T threads (default 1)\n"
     "      --timeout TIME    a request's limit (default 2s; 0: none)\n"
     "      --host NAME       HTTP: the Host header (default HOST:PORT)\n"
@@ -88,6 +94,12 @@ static const char USAGE[] =
     "  -s, --size BYTES      echo: the message size (default 64)\n"
     "      --json FILE       also write the results as JSON to FILE (- for\n"
     "                        stdout: the text summary then goes to stderr)\n"
+    "      --hgrm FILE       the latency distribution in HdrHistogram's\n"
+    "                        .hgrm text (milliseconds)\n"
+    "      --interval-log FILE  a histogram per second in HdrHistogram's\n"
+    "                        interval log format (values in ns)\n"
+    "      --plot FILE       draw the percentile spectrum (and a sweep's p99\n"
+    "                        against its rate) with gnuplot: .svg or .png\n"
     "  -q, --quiet           no progress line on stderr\n"
     "  -V, --version         rfload's version (ringfiber's)\n"
     "  -h, --help            this text\n";
@@ -226,6 +238,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
     bool have_duration = false, have_size = false;
     const char *host_header = NULL;
     const char *http_only = NULL; /* an HTTP option given, for the message */
+    const char *rate = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -264,6 +277,8 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             {"-H", "--header"},      {"", "--body"},
             {"", "--body-file"},     {"", "--request-file"},
             {"", "--expect-status"}, {"", "--expect-body-bytes"},
+            {"", "--slo-p99"},       {"", "--hgrm"},
+            {"", "--interval-log"},  {"", "--plot"},
         };
         const char *val = NULL;
         int which = -1;
@@ -304,17 +319,9 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
                 return rfl_bad(err, "--requests must be a positive count, not "
                                 "'%s'", val);
             break;
-        case 3: {
-            char *end;
-            errno = 0;
-            double r = strtod(val, &end);
-            if (errno || end == val || *end || !(r > 0) || r > 1e9)
-                return rfl_bad(err, "--rate must be a number of requests per "
-                                "second, above 0 and up to 1e9, not '%s'",
-                           val);
-            cfg->rate = r;
+        case 3:
+            rate = val; /* parsed once the duration is known */
             break;
-        }
         case 4:
             if (!parse_u64(val, &u) || u < 1 || u > MAX_THREADS)
                 return rfl_bad(err, "--threads must be 1..%d, not '%s'",
@@ -379,8 +386,22 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
                                     "count, not '%s'", val);
             cfg->expect_body_bytes = (int64_t)u;
             break;
+        case 16:
+            if (!parse_time(val, &cfg->slo_p99_ns) || cfg->slo_p99_ns == 0)
+                return rfl_bad(err, "--slo-p99 must be a positive time "
+                                    "(5ms, 250us), not '%s'", val);
+            break;
+        case 17:
+        case 18:
+        case 19:
+            if (!*val)
+                return rfl_bad(err, "%s needs a file name", names[which][1]);
+            *(which == 17   ? &cfg->hgrm
+              : which == 18 ? &cfg->interval_log
+                            : &cfg->plot) = val;
+            break;
         }
-        if (which >= 9)
+        if (which >= 9 && which <= 15)
             http_only = names[which][1];
     }
     if (!cfg->url)
@@ -404,16 +425,47 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
     if (cfg->threads > cfg->connections)
         return rfl_bad(err, "--threads (%u) may not exceed --connections (%u)",
                    cfg->threads, cfg->connections);
-    if (!have_duration && cfg->requests == 0)
+    if (rate) {
+        char why[160];
+        if (rfl_schedule_parse(rate, 0, &cfg->sched, why, sizeof why) != 0)
+            return rfl_bad(err, "--rate: %s; not '%s'", why, rate);
+        if (cfg->sched.sweep && have_duration)
+            return rfl_bad(err, "a sweep (--rate %s) sets the run's length: "
+                                "leave out --duration", rate);
+        if (cfg->sched.sweep)
+            cfg->duration_ns = cfg->sched.total_ns;
+        cfg->rate = cfg->sched.steps[0].from;
+    } else if (cfg->slo_p99_ns) {
+        return rfl_bad(err, "--slo-p99 applies to a sweep (--rate with steps "
+                            "or a ramp)");
+    }
+    if (!have_duration && cfg->requests == 0 && !cfg->sched.sweep)
         cfg->duration_ns = 10 * RF_NSEC_PER_SEC;
-    if (cfg->rate > 0) {
-        /* Each connection sends at rate / connections: its interval must
-         * be at least a microsecond for the schedule to mean anything. */
-        double interval = cfg->connections * 1e9 / cfg->rate;
-        if (interval < 1000)
+    if (rate && !cfg->sched.sweep) {
+        /* The constant rate lasts the run. */
+        cfg->sched.steps[0].ns = cfg->duration_ns ? cfg->duration_ns
+                                                  : UINT64_MAX;
+        cfg->sched.total_ns = cfg->duration_ns;
+    }
+    for (unsigned j = 0; j < cfg->sched.nsteps; j++) {
+        /* A connection keeps one request in flight: a rate whose share
+         * per connection is over a million a second means nothing. */
+        const rfl_step *st = &cfg->sched.steps[j];
+        double peak = st->from > st->to ? st->from : st->to;
+        if (cfg->connections * 1e9 / peak < 1000)
             return rfl_bad(err, "--rate %.0f over %u connections is more than "
-                            "1,000,000 requests/s per connection: add "
-                            "connections", cfg->rate, cfg->connections);
+                                "1,000,000 requests/s per connection: add "
+                                "connections", peak, cfg->connections);
+    }
+    if (cfg->plot) {
+        size_t pl = strlen(cfg->plot);
+        if (pl < 5 || (strcmp(cfg->plot + pl - 4, ".svg") &&
+                       strcmp(cfg->plot + pl - 4, ".png")))
+            return rfl_bad(err, "--plot draws .svg or .png files, not '%s'",
+                           cfg->plot);
+        if (!rfl_have_gnuplot())
+            return rfl_bad(err, "--plot needs gnuplot (apt-get install "
+                                "gnuplot-nox)");
     }
     if (cfg->proto == RFL_HTTP && rfl_requests_build(cfg, err) != 0)
         return -1;
@@ -438,7 +490,16 @@ typedef struct worker {
     int rc;
     int64_t wrr[RFL_MAX_REQUESTS]; /* HTTP: the mix's smooth weighted
                                     * round robin (pick_request) */
-    rfl_result res;
+    rfl_slots slots;       /* open loop: its share of the schedule */
+    rfl_result res;        /* its steps' histograms are its own until
+                            * rfl_run merges them */
+    /* --interval-log: the second being counted, and the seconds done. */
+    rfl_hist *ivl;
+    uint64_t ivl_sec;
+    struct rfl_interval *ivls;
+    uint64_t *ivl_secs;    /* the second of each of ivls */
+    size_t nivls, ivl_cap;
+    bool ivl_failed;       /* out of memory: the log is refused */
     /* Read by the progress task of worker 0, written only here. */
     _Atomic uint64_t pub_completed, pub_errors, pub_lat_sum_us;
 } worker;
@@ -451,6 +512,9 @@ struct shared {
                             * failed): the clock starts when all are */
     atomic_int failed;     /* a first connection could not be opened */
     atomic_uint running;   /* workers not done */
+    _Atomic uint64_t start_ns; /* the run's start, the same for every
+                                * loop (the schedule is global) */
+    double start_epoch_s;
 };
 
 typedef struct conn {
@@ -458,8 +522,6 @@ typedef struct conn {
     unsigned gidx;         /* index among all connections */
     int fd;
     unsigned failures;     /* consecutive failed connects */
-    uint64_t next_send;    /* open loop: when the next request is due */
-    uint64_t interval;     /* open loop */
     uint64_t seq;          /* echo: requests sent, to vary the bytes */
     char *out, *in;        /* echo: message and answer buffers */
 } conn;
@@ -596,6 +658,80 @@ static int echo_exchange(conn *c, bool *send_failed)
     return memcmp(c->in, c->out, size) ? -EBADMSG : 0;
 }
 
+/* The second that ended at sec's start: into the worker's list. */
+static void ivl_flush(worker *w)
+{
+    if (!w->ivl || w->ivl->total == 0)
+        return;
+    if (w->nivls == w->ivl_cap) {
+        size_t cap = w->ivl_cap ? w->ivl_cap * 2 : 64;
+        struct rfl_interval *n = realloc(w->ivls, cap * sizeof *n);
+        uint64_t *secs = n ? realloc(w->ivl_secs, cap * sizeof *secs) : NULL;
+        if (n)
+            w->ivls = n;
+        if (!secs) {
+            w->ivl_failed = true;
+            return;
+        }
+        w->ivl_secs = secs;
+        w->ivl_cap = cap;
+    }
+    uint8_t *enc = malloc(RFL_HIST_ENCODED_MAX);
+    size_t len = enc ? rfl_hist_encode(w->ivl, enc, RFL_HIST_ENCODED_MAX) : 0;
+    uint8_t *fit = len ? realloc(enc, len) : NULL;
+    if (!fit) {
+        free(enc);
+        w->ivl_failed = true;
+        return;
+    }
+    w->ivls[w->nivls] = (struct rfl_interval){fit, len, w->ivl->max};
+    w->ivl_secs[w->nivls++] = w->ivl_sec;
+    rfl_hist_init(w->ivl);
+}
+
+/* An answer: its latency, counted in the run, its step (by when it was
+ * due) and its second (by when it came). */
+static void note_answer(worker *w, uint64_t due, uint64_t done, uint64_t lat)
+{
+    const rfl_config *cfg = w->cfg;
+    rfl_result *r = &w->res;
+    rfl_hist_record(&r->hist, lat);
+    if (cfg->sched.sweep) {
+        unsigned st = rfl_schedule_step(&cfg->sched, due - w->start_ns);
+        if (st < cfg->sched.nsteps) {
+            if (!r->steps[st].hist && (r->steps[st].hist = malloc(
+                                           sizeof *r->steps[st].hist)))
+                rfl_hist_init(r->steps[st].hist);
+            if (r->steps[st].hist)
+                rfl_hist_record(r->steps[st].hist, lat);
+        }
+        unsigned at = rfl_schedule_step(&cfg->sched, done - w->start_ns);
+        if (at < cfg->sched.nsteps)
+            r->steps[at].completed++;
+    }
+    if (w->ivl) {
+        /* An answer that arrives after the run's end (due before it)
+         * belongs to its last second. */
+        uint64_t at = w->end_ns && done >= w->end_ns ? w->end_ns - 1 : done;
+        uint64_t sec = (at - w->start_ns) / RF_NSEC_PER_SEC;
+        if (sec != w->ivl_sec) {
+            ivl_flush(w);
+            w->ivl_sec = sec;
+        }
+        rfl_hist_record(w->ivl, lat);
+    }
+}
+
+static void note_error(worker *w, uint64_t due)
+{
+    const rfl_config *cfg = w->cfg;
+    if (cfg->sched.sweep) {
+        unsigned st = rfl_schedule_step(&cfg->sched, due - w->start_ns);
+        if (st < cfg->sched.nsteps)
+            w->res.steps[st].errors++;
+    }
+}
+
 static void *conn_main(void *arg)
 {
     conn *c = arg;
@@ -618,8 +754,12 @@ static void *conn_main(void *arg)
         w->issued++;
         uint64_t intended = 0;
         if (open_loop) {
-            intended = c->next_send;
-            c->next_send += c->interval;
+            /* The loop's next time of the global schedule: taken by
+             * whichever of its connections is free first. */
+            uint64_t off = rfl_slots_next(&w->slots);
+            if (off == UINT64_MAX)
+                break;
+            intended = w->start_ns + off;
             if (w->end_ns && intended >= w->end_ns)
                 break;
             uint64_t now = rf_now_ns();
@@ -644,6 +784,7 @@ static void *conn_main(void *arg)
                 if (rc == -ETIMEDOUT && w->end_ns && rf_now_ns() >= w->end_ns)
                     break;
                 r->err_connect++;
+                note_error(w, open_loop ? intended : begin);
                 if (++c->failures >= CONNECT_RETRIES)
                     break;
                 if (rf_sleep(10 * RF_NSEC_PER_MSEC) != 0)
@@ -681,7 +822,7 @@ static void *conn_main(void *arg)
         if (cfg->timeout_ns)
             rf_deadline_set(w->end_ns);
         if (rc >= 0 || rc == -EBADMSG) {
-            rfl_hist_record(&r->hist, done - start);
+            note_answer(w, start, done, done - start);
             r->completed++;
             r->per_request[rq]++;
             if (rc == -EBADMSG)
@@ -703,6 +844,7 @@ static void *conn_main(void *arg)
         close_conn(c);
         if (rc == -ETIMEDOUT && w->end_ns && done >= w->end_ns)
             break; /* the run is over: this request does not count */
+        note_error(w, start);
         if (rc == -ETIMEDOUT)
             r->err_timeout++;
         else if (send_failed)
@@ -808,27 +950,35 @@ static void *worker_main(void *arg)
     }
     if (rc != 0)
         atomic_store(&sh->failed, 1);
-    atomic_fetch_add(&sh->arrived, 1);
-    while (atomic_load(&sh->arrived) < sh->nworkers)
+    /* The last to arrive starts the clock, for every loop: the schedule
+     * is one. */
+    if (atomic_fetch_add(&sh->arrived, 1) + 1 == sh->nworkers) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sh->start_epoch_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        atomic_store(&sh->start_ns, rf_now_ns());
+    }
+    while (atomic_load(&sh->start_ns) == 0)
         if (rf_sleep(50 * RF_NSEC_PER_USEC) != 0)
             break;
-    if (atomic_load(&sh->failed)) {
+    if (atomic_load(&sh->failed) || atomic_load(&sh->start_ns) == 0) {
         if (rc == 0)
             rc = -ECANCELED;
         goto out;
     }
 
-    w->start_ns = rf_now_ns();
+    w->start_ns = atomic_load(&sh->start_ns);
     w->end_ns = cfg->duration_ns ? w->start_ns + cfg->duration_ns : 0;
+    if (cfg->rate > 0)
+        rfl_slots_init(&w->slots, &cfg->sched, w->index, sh->nworkers);
+    if (cfg->interval_log && (w->ivl = malloc(sizeof *w->ivl)))
+        rfl_hist_init(w->ivl);
+    else if (cfg->interval_log)
+        w->ivl_failed = true;
     if (w->index == 0 && cfg->progress)
         progress = rf_spawn(progress_main, sh);
-    unsigned total = cfg->connections;
     for (unsigned i = 0; i < w->nconns; i++) {
         conn *c = &conns[i];
-        if (cfg->rate > 0) {
-            c->interval = (uint64_t)llround(total * 1e9 / cfg->rate);
-            c->next_send = w->start_ns + c->interval * c->gidx / total;
-        }
         rf_spawn_options o = {.stack_size = RF_MIN_STACK_SIZE * 2};
         tasks[i] = rf_spawn_opts(conn_main, c, &o);
         if (!tasks[i]) {
@@ -852,6 +1002,7 @@ static void *worker_main(void *arg)
     if (w->end_ns && !(w->quota && w->issued >= w->quota))
         end = w->end_ns;
     w->res.elapsed_s = (double)(end - w->start_ns) / 1e9;
+    ivl_flush(w);
     publish(w);
 out:
     atomic_fetch_sub(&sh->running, 1);
@@ -880,6 +1031,89 @@ static void *worker_entry(void *arg)
     return worker_main(&sh->workers[rf_loop_index()]);
 }
 
+/* Each step's histograms, added up over the loops. */
+static int merge_steps(const rfl_config *cfg, worker *ws, unsigned nw,
+                       rfl_result *res)
+{
+    res->nsteps = cfg->sched.sweep ? cfg->sched.nsteps : 0;
+    for (unsigned j = 0; j < res->nsteps; j++) {
+        struct rfl_step_result *out = &res->steps[j];
+        for (unsigned i = 0; i < nw; i++) {
+            const struct rfl_step_result *in = &ws[i].res.steps[j];
+            out->completed += in->completed;
+            out->errors += in->errors;
+            if (!in->hist)
+                continue;
+            if (!out->hist) {
+                if (!(out->hist = malloc(sizeof *out->hist)))
+                    return -ENOMEM;
+                rfl_hist_init(out->hist);
+            }
+            rfl_hist_merge(out->hist, in->hist);
+        }
+    }
+    return 0;
+}
+
+/* The loops' seconds, merged second by second (each loop's list is in
+ * order of time): one histogram per second of the run, empty ones too. */
+static int merge_intervals(const rfl_config *cfg, worker *ws, unsigned nw,
+                           rfl_result *res)
+{
+    if (!cfg->interval_log)
+        return 0;
+    uint64_t last = 0;
+    bool any = false;
+    for (unsigned i = 0; i < nw; i++) {
+        if (ws[i].ivl_failed)
+            return -ENOMEM;
+        if (ws[i].nivls) {
+            uint64_t s = ws[i].ivl_secs[ws[i].nivls - 1];
+            last = !any || s > last ? s : last;
+            any = true;
+        }
+    }
+    size_t n = any ? (size_t)last + 1 : 0;
+    /* A run with a duration has a line for each of its seconds. */
+    size_t whole = (size_t)ceil(res->elapsed_s);
+    if (whole > n && whole < 100000000)
+        n = whole;
+    size_t *cursor = calloc(nw, sizeof *cursor);
+    rfl_hist *h = malloc(sizeof *h);
+    uint8_t *enc = malloc(RFL_HIST_ENCODED_MAX);
+    res->intervals = calloc(n ? n : 1, sizeof *res->intervals);
+    int rc = cursor && h && enc && res->intervals ? 0 : -ENOMEM;
+    for (size_t s = 0; rc == 0 && s < n; s++) {
+        rfl_hist_init(h);
+        uint64_t max = 0;
+        for (unsigned i = 0; rc == 0 && i < nw; i++) {
+            worker *w = &ws[i];
+            while (cursor[i] < w->nivls && w->ivl_secs[cursor[i]] == s) {
+                const struct rfl_interval *iv = &w->ivls[cursor[i]++];
+                rc = rfl_hist_decode_add(h, iv->enc, iv->len);
+                if (iv->max > max)
+                    max = iv->max;
+            }
+        }
+        if (h->total)
+            h->max = max; /* exact, where the buckets give only a bound */
+        size_t len = rc == 0 ? rfl_hist_encode(h, enc, RFL_HIST_ENCODED_MAX)
+                             : 0;
+        uint8_t *copy = len ? malloc(len) : NULL;
+        if (!copy) {
+            rc = rc ? rc : -ENOMEM;
+            break;
+        }
+        memcpy(copy, enc, len);
+        res->intervals[s] = (struct rfl_interval){copy, len, h->max};
+        res->nintervals = s + 1;
+    }
+    free(cursor);
+    free(h);
+    free(enc);
+    return rc;
+}
+
 int rfl_run(const rfl_config *cfg, rfl_result *res)
 {
     unsigned nw = cfg->threads ? cfg->threads : 1;
@@ -906,8 +1140,11 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
         w->nconns = cfg->connections / nw + (i < cfg->connections % nw);
         first += w->nconns;
         if (cfg->requests) {
-            w->quota = i + 1 == nw
-                           ? cfg->requests - quota_given
+            /* Open loop: each loop has a 1/nw share of the schedule's
+             * times, so an equal share of the count. */
+            w->quota = i + 1 == nw ? cfg->requests - quota_given
+                       : cfg->rate > 0
+                           ? cfg->requests / nw
                            : cfg->requests * w->nconns / cfg->connections;
             quota_given += w->quota;
             if (w->quota == 0) /* fewer requests than workers */
@@ -952,10 +1189,44 @@ int rfl_run(const rfl_config *cfg, rfl_result *res)
         res->per_loop[i].elapsed_s = r->elapsed_s;
     }
     res->loops = nw;
+    res->start_epoch_s = sh.start_epoch_s;
     if (rc == 0 && atomic_load(&sh.failed))
         rc = -ECONNREFUSED;
+    int mrc = merge_steps(cfg, ws, nw, res);
+    if (mrc == 0)
+        mrc = merge_intervals(cfg, ws, nw, res);
+    if (rc == 0 && mrc != 0) {
+        fprintf(stderr, "rfload: out of memory for the steps or the interval "
+                        "log\n");
+        rc = mrc;
+    }
+    for (unsigned i = 0; i < nw; i++) {
+        worker *w = &ws[i];
+        for (unsigned j = 0; j < RFL_MAX_STEPS; j++)
+            free(w->res.steps[j].hist);
+        for (size_t k = 0; k < w->nivls; k++)
+            free(w->ivls[k].enc);
+        free(w->ivls);
+        free(w->ivl_secs);
+        free(w->ivl);
+    }
     free(ws);
+    if (rc != 0)
+        rfl_result_release(res);
     return rc;
+}
+
+void rfl_result_release(rfl_result *res)
+{
+    for (unsigned j = 0; j < RFL_MAX_STEPS; j++) {
+        free(res->steps[j].hist);
+        res->steps[j].hist = NULL;
+    }
+    for (size_t k = 0; k < res->nintervals; k++)
+        free(res->intervals[k].enc);
+    free(res->intervals);
+    res->intervals = NULL;
+    res->nintervals = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -970,6 +1241,69 @@ static uint64_t errors_of(const rfl_result *r)
 {
     return r->err_connect + r->err_read + r->err_write + r->err_timeout +
            r->err_mismatch;
+}
+
+/* A step's achieved rate: the answers that arrived during it, over its
+ * length (the last step: up to the end of the run). */
+static double step_rate(const rfl_config *cfg, const rfl_result *res,
+                        unsigned j)
+{
+    double len = (double)cfg->sched.steps[j].ns / 1e9;
+    double from = (double)rfl_schedule_step_start(&cfg->sched, j) / 1e9;
+    if (from + len > res->elapsed_s)
+        len = res->elapsed_s - from;
+    return len > 0 ? (double)res->steps[j].completed / len : 0;
+}
+
+static bool step_holds(const rfl_config *cfg, const rfl_result *res,
+                       unsigned j)
+{
+    const rfl_hist *h = res->steps[j].hist;
+    return h && step_rate(cfg, res, j) >=
+                    0.99 * rfl_schedule_target(&cfg->sched, j) &&
+           (!cfg->slo_p99_ns || rfl_hist_percentile(h, 99) <= cfg->slo_p99_ns);
+}
+
+int rfl_knee(const rfl_config *cfg, const rfl_result *res)
+{
+    int knee = -1;
+    for (unsigned j = 0; j < res->nsteps && step_holds(cfg, res, j); j++)
+        knee = (int)j;
+    return knee;
+}
+
+static void report_steps(const rfl_config *cfg, const rfl_result *res,
+                         FILE *out)
+{
+    char b[4][32];
+    int knee = rfl_knee(cfg, res);
+    if (cfg->slo_p99_ns) {
+        fmt_ns(b[0], sizeof b[0], (double)cfg->slo_p99_ns);
+        fprintf(out, "  sweep        %u steps; the knee: the last step with "
+                     "its rate within 1%% and p99 within %s\n",
+                res->nsteps, b[0]);
+    } else {
+        fprintf(out, "  sweep        %u steps; the knee: the last step with "
+                     "its rate within 1%% of the target\n", res->nsteps);
+    }
+    fprintf(out, "    %4s %12s %12s %10s %10s %10s %10s %8s\n", "step",
+            "asked/s", "achieved/s", "p50", "p99", "p99.9", "max", "errors");
+    for (unsigned j = 0; j < res->nsteps; j++) {
+        const rfl_hist *h = res->steps[j].hist;
+        static const double q[] = {50, 99, 99.9};
+        for (int k = 0; k < 3; k++)
+            fmt_ns(b[k], sizeof b[k],
+                   h ? (double)rfl_hist_percentile(h, q[k]) : 0);
+        fmt_ns(b[3], sizeof b[3], h ? (double)h->max : 0);
+        fprintf(out, "    %4u %12.1f %12.1f %10s %10s %10s %10s %8" PRIu64
+                     "%s\n",
+                j + 1, rfl_schedule_target(&cfg->sched, j),
+                step_rate(cfg, res, j), h ? b[0] : "-", h ? b[1] : "-",
+                h ? b[2] : "-", h ? b[3] : "-", res->steps[j].errors,
+                (int)j == knee ? "  <- knee" : "");
+    }
+    if (knee < 0)
+        fprintf(out, "    no knee: the first step already missed\n");
 }
 
 static double loop_rps(const rfl_result *res, unsigned i)
@@ -987,10 +1321,13 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
             cfg->rate > 0 ? "open loop" : "closed loop", cfg->connections,
             cfg->connections == 1 ? "" : "s", cfg->threads,
             cfg->threads == 1 ? "" : "s", res->elapsed_s);
-    if (cfg->rate > 0)
+    if (cfg->rate > 0 && !cfg->sched.sweep)
         fprintf(out, "  target rate  %.1f req/s, latency from the intended "
                      "send time; %" PRIu64 " sends over 1 ms late\n",
                 cfg->rate, res->late);
+    else if (cfg->rate > 0)
+        fprintf(out, "  target rate  a sweep, latency from the intended send "
+                     "time; %" PRIu64 " sends over 1 ms late\n", res->late);
     fprintf(out, "  requests     %" PRIu64 " in %.2f s: %.1f req/s\n",
             res->completed, res->elapsed_s, rps);
     if (res->loops > 1) {
@@ -1043,6 +1380,8 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
     }
     fmt_ns(a, sizeof a, (double)h->max);
     fprintf(out, "    %-6s %s\n", "max", a);
+    if (res->nsteps)
+        report_steps(cfg, res, out);
 }
 
 static void json_string(FILE *out, const char *s)
@@ -1123,7 +1462,81 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
     for (unsigned i = 0; i < 4; i++)
         fprintf(out, ", \"%s\": %" PRIu64, PCT_KEYS[i],
                 rfl_hist_percentile(h, PCTS[i]));
-    fprintf(out, ", \"max\": %" PRIu64 "}\n}\n", h->max);
+    fprintf(out, ", \"max\": %" PRIu64 "},\n", h->max);
+    int knee = rfl_knee(cfg, res);
+    fprintf(out, "  \"steps\": [");
+    for (unsigned j = 0; j < res->nsteps; j++) {
+        const rfl_hist *s = res->steps[j].hist;
+        fprintf(out, "%s\n    {\"target_rate\": %.3f, \"achieved_rate\": "
+                     "%.3f, \"answered\": %" PRIu64 ", \"errors\": %" PRIu64,
+                j ? "," : "", rfl_schedule_target(&cfg->sched, j),
+                step_rate(cfg, res, j), s ? s->total : 0, res->steps[j].errors);
+        for (unsigned i = 0; i < 4; i++)
+            fprintf(out, ", \"%s\": %" PRIu64, PCT_KEYS[i],
+                    s ? rfl_hist_percentile(s, PCTS[i]) : 0);
+        fprintf(out, ", \"max\": %" PRIu64 "}", s ? s->max : 0);
+    }
+    fprintf(out, "%s],\n  \"slo_p99_ns\": ", res->nsteps ? "\n  " : "");
+    if (cfg->slo_p99_ns)
+        fprintf(out, "%" PRIu64, cfg->slo_p99_ns);
+    else
+        fprintf(out, "null");
+    fprintf(out, ",\n  \"knee\": ");
+    if (res->nsteps && knee >= 0)
+        fprintf(out, "{\"step\": %d, \"target_rate\": %.3f}\n}\n", knee + 1,
+                rfl_schedule_target(&cfg->sched, (unsigned)knee));
+    else
+        fprintf(out, "null\n}\n");
+}
+
+/* --hgrm and --interval-log. 0 or -1 after saying why. */
+static int write_histograms(const rfl_config *cfg, const rfl_result *res)
+{
+    int rc = 0;
+    if (cfg->hgrm) {
+        FILE *f = fopen(cfg->hgrm, "we");
+        if (!f || rfl_hist_write_hgrm(&res->hist, f, 1e6) != 0 ||
+            fclose(f) != 0) {
+            fprintf(stderr, "rfload: --hgrm %s: %s\n", cfg->hgrm,
+                    strerror(errno));
+            rc = -1;
+        }
+    }
+    if (cfg->interval_log) {
+        FILE *f = fopen(cfg->interval_log, "we");
+        char comment[256];
+        snprintf(comment, sizeof comment,
+                 "Logged with rfload %d.%d.%d, %s; values in nanoseconds, "
+                 "Interval_Max in milliseconds",
+                 RINGFIBER_VERSION_MAJOR, RINGFIBER_VERSION_MINOR,
+                 RINGFIBER_VERSION_PATCH, cfg->url);
+        int e = f ? rfl_hist_log_header(f, comment, res->start_epoch_s)
+                  : -errno;
+        rfl_hist *h = e == 0 ? malloc(sizeof *h) : NULL;
+        if (e == 0 && !h)
+            e = -ENOMEM;
+        for (size_t s = 0; e == 0 && s < res->nintervals; s++) {
+            const struct rfl_interval *iv = &res->intervals[s];
+            rfl_hist_init(h);
+            e = rfl_hist_decode_add(h, iv->enc, iv->len);
+            if (h->total)
+                h->max = iv->max;
+            double len = s + 1 > res->elapsed_s ? res->elapsed_s - (double)s
+                                                 : 1.0;
+            if (e == 0)
+                e = rfl_hist_log_interval(f, h, (double)s, len > 0 ? len : 0,
+                                          1e6);
+        }
+        free(h);
+        if (f && fclose(f) != 0 && e == 0)
+            e = -errno;
+        if (e != 0) {
+            fprintf(stderr, "rfload: --interval-log %s: %s\n",
+                    cfg->interval_log, strerror(-e));
+            rc = -1;
+        }
+    }
+    return rc;
 }
 
 int rfl_main(int argc, char **argv)
@@ -1154,6 +1567,9 @@ int rfl_main(int argc, char **argv)
         return 1;
     }
     rc = rfl_run(&cfg, res);
+    if (rc == 0 && (write_histograms(&cfg, res) != 0 ||
+                    (cfg.plot && rfl_plot(&cfg, res, stderr) != 0)))
+        rc = -EIO;
     if (rc == 0) {
         rfl_report_text(&cfg, res, json_stdout ? stderr : stdout);
         if (json_stdout)
@@ -1167,6 +1583,7 @@ int rfl_main(int argc, char **argv)
     }
     if (json && rc != 0)
         unlink(cfg.json); /* no half-written or empty results */
+    rfl_result_release(res);
     free(res);
     rfl_config_free(&cfg);
     return rc == 0 ? 0 : 1;

@@ -6,6 +6,9 @@
  *   hist.c    the latency histogram (log-linear buckets, fixed size)
  *   http.c    the HTTP/1.1 response parser (status, Content-Length, chunked)
  *   request.c the requests sent: from the command line or a request file
+ *   plot.c    --plot: gnuplot draws the spectrum and a sweep
+ *   schedule.c the open-loop schedule: constant, steps, a ramp; one global
+ *             sequence of send times shared out among the loops
  *   rfload.c  the command line, the connection tasks, the reports
  *   main.c    main()
  */
@@ -60,6 +63,40 @@ uint64_t rfl_hist_percentile(const rfl_hist *h, double p);
 double rfl_hist_mean(const rfl_hist *h);
 double rfl_hist_stddev(const rfl_hist *h);
 
+/*
+ * HdrHistogram's formats. The counts array is HdrHistogram's own for
+ * values 1..2^40-1 at 3 significant digits, index for index, so these are
+ * the files its tools read.
+ *
+ * rfl_hist_encode: the V2 encoding (ZigZag LEB128 counts, runs of zeros
+ * as one negative number) into buf; returns its length, or 0 when cap is
+ * under RFL_HIST_ENCODED_MAX. rfl_hist_decode_add adds such an encoding
+ * into h: 0, -EBADMSG (malformed) or -EINVAL (another layout); the exact
+ * min, max and sum are not in the encoding, so h takes its buckets' bounds
+ * and middles for them.
+ */
+#define RFL_HIST_ENCODED_MAX (40u + 9u * RFL_HIST_BUCKETS)
+size_t rfl_hist_encode(const rfl_hist *h, uint8_t *buf, size_t cap);
+int rfl_hist_decode_add(rfl_hist *h, const uint8_t *buf, size_t len);
+/* The percentile spectrum as HdrHistogram reports it: fn(arg, percentile,
+ * the value there (its bucket's top), the count up to it) at each
+ * reporting level (5 per halving of the distance to 100%), then at 100. */
+void rfl_hist_spectrum(const rfl_hist *h,
+                       void (*fn)(void *arg, double pct, uint64_t value,
+                                  uint64_t cum),
+                       void *arg);
+/* The percentile distribution in HdrHistogram's .hgrm text (values divided
+ * by unit_ratio: 1e6 prints nanoseconds as milliseconds). 0 or -EIO. */
+int rfl_hist_write_hgrm(const rfl_hist *h, FILE *out, double unit_ratio);
+/* HdrHistogram's interval log (format 1.3): the header, then a line per
+ * interval: start and length in seconds, the interval's maximum divided by
+ * max_unit_ratio, and the histogram compressed (zlib) in base64. 0, -EIO
+ * or -ENOMEM. rfl_hist_log_decode adds such a line's last field into h. */
+int rfl_hist_log_header(FILE *out, const char *comment, double start_epoch_s);
+int rfl_hist_log_interval(FILE *out, const rfl_hist *h, double start_s,
+                          double length_s, double max_unit_ratio);
+int rfl_hist_log_decode(const char *b64, size_t len, rfl_hist *h);
+
 /* ------------------------------------------------------------------------ */
 /* HTTP/1.1 response parser                                                 */
 /* ------------------------------------------------------------------------ */
@@ -95,6 +132,57 @@ void rfl_http_init(rfl_http *p);
 int rfl_http_parse(rfl_http *p, const char *data, size_t len, size_t *used);
 
 /* ------------------------------------------------------------------------ */
+/* The open-loop schedule                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define RFL_MAX_STEPS 64
+
+typedef struct rfl_step {
+    double from, to;   /* requests/s at its start and at its end */
+    uint64_t ns;       /* its length (UINT64_MAX: until the run ends) */
+} rfl_step;
+
+typedef struct rfl_schedule {
+    rfl_step steps[RFL_MAX_STEPS];
+    unsigned nsteps;
+    uint64_t total_ns; /* 0: open-ended (a constant rate without -d) */
+    bool sweep;        /* steps or a ramp: reported step by step */
+} rfl_schedule;
+
+/*
+ * Parse --rate: "R" (R requests/s for default_ns, 0: until the run ends),
+ * "A..B/T" (a linear ramp from A to B over T, reported in steps of one
+ * second, at most 64), or "R1,R2,...@T" (each rate for T). Returns 0, or
+ * -1 with what is wrong in why.
+ */
+int rfl_schedule_parse(const char *s, uint64_t default_ns, rfl_schedule *out,
+                       char *why, size_t whylen);
+/* The step holding offset t (ns from the start): nsteps past the end. */
+unsigned rfl_schedule_step(const rfl_schedule *s, uint64_t t);
+/* The rate asked at offset t (0 past the end), and a step's mean rate. */
+double rfl_schedule_rate(const rfl_schedule *s, uint64_t t);
+double rfl_schedule_target(const rfl_schedule *s, unsigned step);
+uint64_t rfl_schedule_step_start(const rfl_schedule *s, unsigned step);
+
+/*
+ * One loop's share of the schedule's global sequence of send times (t_0 =
+ * 0, t_(i+1) = t_i + 1/rate(t_i)): loop k of n takes t_k, t_(k+n), ...
+ * rfl_slots_next returns the next one (ns from the start), or UINT64_MAX
+ * when the schedule is over.
+ */
+typedef struct rfl_slots {
+    const rfl_schedule *s;
+    unsigned stride;
+    unsigned step;        /* cached: the step holding t */
+    uint64_t step_start;
+    double t;             /* ns from the start */
+} rfl_slots;
+
+void rfl_slots_init(rfl_slots *sl, const rfl_schedule *s, unsigned k,
+                    unsigned n);
+uint64_t rfl_slots_next(rfl_slots *sl);
+
+/* ------------------------------------------------------------------------ */
 /* The run                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -125,7 +213,13 @@ typedef struct rfl_config {
     unsigned threads;
     uint64_t duration_ns;   /* 0: until the request count is reached */
     uint64_t requests;      /* 0: until the duration is over */
-    double rate;            /* requests per second in all; 0: closed loop */
+    double rate;            /* open loop: the first step's rate (requests
+                             * per second in all); 0: closed loop */
+    rfl_schedule sched;     /* open loop: the whole schedule */
+    uint64_t slo_p99_ns;    /* a sweep's latency limit for its knee; 0: none */
+    const char *hgrm;       /* --hgrm FILE */
+    const char *interval_log; /* --interval-log FILE */
+    const char *plot;       /* --plot FILE.svg or .png */
     uint64_t timeout_ns;    /* one request's limit */
     size_t size;            /* echo: message size */
     const char *json;       /* NULL, "-" (stdout) or a file name */
@@ -176,7 +270,37 @@ typedef struct rfl_result {
         double elapsed_s;
     } per_loop[RFL_MAX_THREADS];
     uint64_t per_request[RFL_MAX_REQUESTS]; /* answers to each of the mix */
+    double start_epoch_s;   /* the run's start, wall clock */
+    /* A sweep (--rate with steps or a ramp): each step's figures. */
+    unsigned nsteps;
+    struct rfl_step_result {
+        rfl_hist *hist;     /* latencies of the requests due in the step
+                             * (owned; NULL: none answered) */
+        uint64_t completed; /* answers that arrived during the step */
+        uint64_t errors;    /* failed requests due in the step */
+    } steps[RFL_MAX_STEPS];
+    /* --interval-log: the run's seconds, each a histogram of the answers
+     * that arrived in it (owned). */
+    struct rfl_interval {
+        uint8_t *enc;       /* rfl_hist_encode's bytes */
+        size_t len;
+        uint64_t max;       /* the exact maximum */
+    } *intervals;
+    size_t nintervals;
 } rfl_result;
+
+/* --plot: whether gnuplot is on the PATH; draw cfg->plot (the percentile
+ * spectrum, and for a sweep p99 against the rate with the knee). 0, or -1
+ * after saying why on err. */
+bool rfl_have_gnuplot(void);
+int rfl_plot(const rfl_config *cfg, const rfl_result *res, FILE *err);
+
+/* Release what rfl_run allocated in *res (not res itself). */
+void rfl_result_release(rfl_result *res);
+/* A sweep's knee: the last step before the first one whose achieved rate
+ * is under 99% of its target or whose p99 is over --slo-p99; -1 if the
+ * first already is. */
+int rfl_knee(const rfl_config *cfg, const rfl_result *res);
 
 /*
  * Parse the command line into *cfg. Returns 0, 1 when help or the version
