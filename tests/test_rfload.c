@@ -721,8 +721,8 @@ static void test_closed_loop_http(void **state)
     config(&cfg, &s, "/", (const char *[]){"-c", "4", "-n", "2000", NULL});
     rfl_result *r = run(&cfg);
     assert_int_equal(r->completed, 2000);
-    assert_int_equal(r->status_2xx, 2000);
-    assert_int_equal(r->status_other, 0);
+    assert_int_equal(r->counters[RFL_C_2XX], 2000);
+    assert_int_equal(r->counters[RFL_C_OTHER], 0);
     assert_int_equal(errors(r), 0);
     assert_int_equal(r->connects, 4);
     assert_int_equal(r->hist.total, 2000);
@@ -734,8 +734,8 @@ static void test_closed_loop_http(void **state)
     free(r);
     r = run(&cfg);
     assert_int_equal(r->completed, 50);
-    assert_int_equal(r->status_other, 50);
-    assert_int_equal(r->status_2xx, 0);
+    assert_int_equal(r->counters[RFL_C_OTHER], 50);
+    assert_int_equal(r->counters[RFL_C_2XX], 0);
     free(r);
     rfl_config_free(&cfg);
     server_stop(&s);
@@ -910,8 +910,8 @@ static void test_request_bytes(void **state)
     assert_int_equal(r->completed, 3);
     assert_int_equal(errors(r), 0);
     assert_int_equal(rec_matching(want, (size_t)n), 3);
-    assert_int_equal(r->bad_status, 0);
-    assert_int_equal(r->bad_body, 0);
+    assert_int_equal(r->counters[RFL_C_BAD_STATUS], 0);
+    assert_int_equal(r->counters[RFL_C_BAD_BODY], 0);
     free(r);
     rfl_config_free(&cfg);
     /* The same answers against other expectations: every one counted. */
@@ -920,8 +920,8 @@ static void test_request_bytes(void **state)
                             "--expect-body-bytes", "3", NULL});
     r = run(&cfg);
     assert_int_equal(r->completed, 4);
-    assert_int_equal(r->bad_status, 4);
-    assert_int_equal(r->bad_body, 4);
+    assert_int_equal(r->counters[RFL_C_BAD_STATUS], 4);
+    assert_int_equal(r->counters[RFL_C_BAD_BODY], 4);
     free(r);
     rfl_config_free(&cfg);
     rec_clear();
@@ -940,14 +940,14 @@ static void test_expect_body_chunked(void **state)
                             "12", NULL});
     rfl_result *r = run(&cfg);
     assert_int_equal(r->completed, 10);
-    assert_int_equal(r->bad_body, 0);
+    assert_int_equal(r->counters[RFL_C_BAD_BODY], 0);
     free(r);
     rfl_config_free(&cfg);
     config(&cfg, &s, "/",
            (const char *[]){"-c", "1", "-n", "10", "--expect-body-bytes",
                             "11", NULL});
     r = run(&cfg);
-    assert_int_equal(r->bad_body, 10);
+    assert_int_equal(r->counters[RFL_C_BAD_BODY], 10);
     free(r);
     rfl_config_free(&cfg);
     server_stop(&s);
@@ -1000,9 +1000,9 @@ static void test_request_file(void **state)
     rfl_result *r = run(&cfg);
     assert_int_equal(r->completed, 8);
     assert_int_equal(errors(r), 0);
-    assert_int_equal(r->per_request[0], 4);
-    assert_int_equal(r->per_request[1], 2);
-    assert_int_equal(r->per_request[2], 2);
+    assert_int_equal(r->counters[RFL_C_MIX + 0], 4);
+    assert_int_equal(r->counters[RFL_C_MIX + 1], 2);
+    assert_int_equal(r->counters[RFL_C_MIX + 2], 2);
     char want[512];
     int n = snprintf(want, sizeof want,
                      "PUT /items/1 HTTP/1.1\r\nContent-Type: "
@@ -1308,7 +1308,7 @@ static void test_sweep_knee(void **state)
     assert_int_equal(r->nsteps, 3);
     for (unsigned j = 0; j < 3; j++)
         assert_non_null(r->steps[j].hist);
-    assert_int_equal(rfl_knee(&cfg, r), 1);
+    assert_int_equal(rfl_knee(&cfg.sched, r, 0), 1);
     /* The third step was held to the server's rate. */
     assert_true(r->steps[2].completed < 3 * LIMIT_RPS * 12 / 10);
     /* Every answer is in its step's histogram. */
@@ -1383,6 +1383,49 @@ static void test_outputs(void **state)
     server_stop(&s);
 }
 
+/* rfl_load refuses options it cannot run, before any connection; the
+ * histogram and schedule functions take odd input without harm. */
+static int never(void *arg, rfl_conn *c)
+{
+    (void)arg, (void)c;
+    return -EIO;
+}
+
+static void test_load_opts(void **state)
+{
+    static const rfl_proto proto = {NULL, never, NULL};
+    rfl_result *r = malloc(sizeof *r);
+    const rfl_load_opts good = {.host = "127.0.0.1", .port = 9,
+                                .connections = 2, .requests = 1,
+                                .proto = &proto};
+    rfl_load_opts o = good;
+    o.proto = NULL;
+    assert_int_equal(rfl_load(&o, r), -EINVAL);
+    o = good, o.connections = 0;
+    assert_int_equal(rfl_load(&o, r), -EINVAL);
+    o = good, o.threads = 3; /* more loops than connections */
+    assert_int_equal(rfl_load(&o, r), -EINVAL);
+    o = good, o.requests = 0; /* neither a count nor a duration */
+    assert_int_equal(rfl_load(&o, r), -EINVAL);
+    o = good, o.host = NULL;
+    assert_int_equal(rfl_load(&o, r), -EINVAL);
+    assert_int_equal(rfl_load(NULL, r), -EINVAL);
+    assert_int_equal(rfl_load(&good, NULL), -EINVAL);
+    free(r);
+    rfl_hist *h = malloc(sizeof *h);
+    rfl_hist_init(h);
+    assert_int_equal(rfl_hist_percentile(h, 50), 0);
+    rfl_hist_record(h, 7);
+    rfl_hist_record(h, 9);
+    assert_int_equal(rfl_hist_percentile(h, NAN), 7);
+    assert_int_equal(rfl_hist_percentile(h, -1), 7);
+    assert_int_equal(rfl_hist_percentile(h, 1000), 9);
+    free(h);
+    rfl_schedule sc;
+    assert_int_equal(rfl_schedule_parse(NULL, 0, &sc, NULL, 0), -1);
+    assert_int_equal(rfl_schedule_parse("x", 0, &sc, NULL, 0), -1);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hist_buckets),
     cmocka_unit_test(test_hist_uniform),
@@ -1410,6 +1453,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sweep_knee),
     cmocka_unit_test(test_threads_global_rate),
     cmocka_unit_test(test_outputs),
+    cmocka_unit_test(test_load_opts),
 };
 
 RFT_MAIN(tests)

@@ -157,6 +157,34 @@ for exe in "$tmp/cmake-build/consumer_static" "$tmp/pc_static"; do
     fi
 done
 
+# ---- ringfiber-load ------------------------------------------------------
+# Where the build had its tools: rfload installed, ringfiber-load.pc beside
+# ringfiber.pc, and the library's consumer built both ways.
+load_exes=()
+if [[ $(cache_get RINGFIBER_BUILD_TOOLS) == ON ]]; then
+    step "ringfiber-load and rfload"
+    if [[ ! -x $prefix/bin/rfload ]] || ! "$prefix/bin/rfload" --version | grep -q '^rfload '; then
+        echo "FAILED: no working rfload in $prefix/bin" >&2
+        exit 1
+    fi
+    if [[ -z $(find "$prefix" -path '*/man1/rfload.1') ]]; then
+        echo "FAILED: no man1/rfload.1 installed under $prefix" >&2
+        exit 1
+    fi
+    quiet "${pkgconf[@]}" --exists --print-errors ringfiber-load
+    read -ra lcflags <<<"$("${pkgconf[@]}" --cflags ringfiber-load)"
+    read -ra llibs <<<"$("${pkgconf[@]}" --libs ringfiber-load)"
+    quiet "$cc" $san_flags -o "$tmp/pc_load" "$here/load_consumer.c" \
+        "${lcflags[@]}" "${llibs[@]}" -Wl,-rpath,"$libdir"
+    for exe in "$tmp/cmake-build/load_consumer_shared" \
+               "$tmp/cmake-build/load_consumer_static" "$tmp/pc_load"; do
+        [[ -x $exe ]] || { echo "FAILED: $exe was not built" >&2; exit 1; }
+        out=$("$exe") && [[ $out == ok ]] ||
+            { echo "FAILED: ${exe#"$tmp"/} printed '$out'" >&2; exit 1; }
+        echo "${exe#"$tmp"/}: ok"
+    done
+fi
+
 # ---- run ------------------------------------------------------------------
 ran=0
 skipped=0

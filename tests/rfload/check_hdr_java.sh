@@ -8,6 +8,7 @@
 # Skipped (77) where java, javac or the library are missing.
 #   check_hdr_java.sh RFLOAD HTTP_HELLO
 set -u
+. "$(dirname "$0")/common.sh"
 rfload=$1 server=$2
 jar=/usr/share/java/hdrhistogram.jar
 if ! command -v java >/dev/null || ! command -v javac >/dev/null ||
@@ -21,12 +22,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT
 "$server" --port 0 >"$dir/server.log" 2>&1 &
 pid=$!
-port=
-for _ in $(seq 100); do
-    port=$(grep -o 'listening on .*:[0-9]*' "$dir/server.log" | grep -o '[0-9]*$')
-    [ -n "$port" ] && break
-    sleep 0.05
-done
+port=$(listening_port "$dir/server.log")
 [ -n "$port" ] || { echo "FAIL: http_hello did not start"; exit 1; }
 "$rfload" -q -c 4 -t 2 -R 2000 -d 3 --hgrm "$dir/r.hgrm" \
     --interval-log "$dir/r.hlog" "http://127.0.0.1:$port/" >/dev/null ||

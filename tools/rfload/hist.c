@@ -77,6 +77,8 @@ uint64_t rfl_hist_percentile(const rfl_hist *h, double p)
         return 0;
     if (p >= 100.0)
         return h->max;
+    if (!(p > 0))
+        p = 0; /* and NaN: the first value */
     double want = ceil(p / 100.0 * (double)h->total);
     uint64_t target = want < 1.0 ? 1 : (uint64_t)want;
     uint64_t seen = 0;

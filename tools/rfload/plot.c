@@ -65,7 +65,7 @@ int rfl_plot(const rfl_config *cfg, const rfl_result *res, FILE *err)
         rfl_hist_spectrum(&res->hist, spectrum_point, f);
         rc = fclose(f) == 0 ? 0 : -1;
     }
-    int knee = two ? rfl_knee(cfg, res) : -1;
+    int knee = two ? rfl_knee(&cfg->sched, res, cfg->slo_p99_ns) : -1;
     if (rc == 0 && two && (f = fopen(sweep, "we"))) {
         for (unsigned j = 0; j < res->nsteps; j++) {
             const rfl_hist *h = res->steps[j].hist;

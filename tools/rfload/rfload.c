@@ -473,760 +473,186 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
 }
 
 /* ------------------------------------------------------------------------ */
-/* The run                                                                  */
+/* The protocols, on ringfiber-load's driver                                */
 /* ------------------------------------------------------------------------ */
 
-typedef struct shared shared;
+/* Per connection: the HTTP answer buffer and the mix's smooth weighted
+ * round robin; echo's message and answer and its count. */
+typedef struct conn_state {
+    char *in;
+    uint64_t seq;
+    char *out;
+    int64_t wrr[RFL_MAX_REQUESTS];
+} conn_state;
 
-typedef struct worker {
-    const rfl_config *cfg;
-    shared *sh;
-    unsigned index;
-    unsigned first_conn;   /* global index of its first connection */
-    unsigned nconns;
-    uint64_t quota;        /* requests it may send; 0: no limit */
-    uint64_t issued;
-    uint64_t start_ns, end_ns; /* end_ns: 0 without a duration */
-    int rc;
-    int64_t wrr[RFL_MAX_REQUESTS]; /* HTTP: the mix's smooth weighted
-                                    * round robin (pick_request) */
-    rfl_slots slots;       /* open loop: its share of the schedule */
-    rfl_result res;        /* its steps' histograms are its own until
-                            * rfl_run merges them */
-    /* --interval-log: the second being counted, and the seconds done. */
-    rfl_hist *ivl;
-    uint64_t ivl_sec;
-    struct rfl_interval *ivls;
-    uint64_t *ivl_secs;    /* the second of each of ivls */
-    size_t nivls, ivl_cap;
-    bool ivl_failed;       /* out of memory: the log is refused */
-    /* Read by the progress task of worker 0, written only here. */
-    _Atomic uint64_t pub_completed, pub_errors, pub_lat_sum_us;
-} worker;
-
-struct shared {
-    const rfl_config *cfg;
-    worker *workers;
-    unsigned nworkers;
-    atomic_uint arrived;   /* workers whose connections are opened (or
-                            * failed): the clock starts when all are */
-    atomic_int failed;     /* a first connection could not be opened */
-    atomic_uint running;   /* workers not done */
-    _Atomic uint64_t start_ns; /* the run's start, the same for every
-                                * loop (the schedule is global) */
-    double start_epoch_s;
-};
-
-typedef struct conn {
-    worker *w;
-    unsigned gidx;         /* index among all connections */
-    int fd;
-    unsigned failures;     /* consecutive failed connects */
-    uint64_t seq;          /* echo: requests sent, to vary the bytes */
-    char *out, *in;        /* echo: message and answer buffers */
-} conn;
-
-static void publish(worker *w)
+static int proto_start(void *arg, rfl_conn *c)
 {
-    rfl_result *r = &w->res;
-    atomic_store_explicit(&w->pub_completed, r->completed,
-                          memory_order_relaxed);
-    atomic_store_explicit(&w->pub_errors,
-                          r->err_connect + r->err_read + r->err_write +
-                              r->err_timeout + r->err_mismatch,
-                          memory_order_relaxed);
-    atomic_store_explicit(&w->pub_lat_sum_us, (uint64_t)(r->hist.sum / 1e3),
-                          memory_order_relaxed);
-}
-
-static int open_conn(conn *c)
-{
-    const rfl_config *cfg = c->w->cfg;
-    int fd;
-    int rc = rf_tcp_connect(cfg->host, cfg->port, &fd);
-    if (rc != 0)
-        return rc;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->fd = fd;
-    c->w->res.connects++;
+    const rfl_config *cfg = arg;
+    conn_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    c->user = st;
+    size_t in = cfg->proto == RFL_HTTP ? IN_SIZE : cfg->size;
+    st->in = malloc(in);
+    st->out = cfg->proto == RFL_ECHO ? malloc(cfg->size) : NULL;
+    if (!st->in || (cfg->proto == RFL_ECHO && !st->out))
+        return -ENOMEM; /* proto_stop frees what there is */
     return 0;
 }
 
-static void close_conn(conn *c)
+static void proto_stop(void *arg, rfl_conn *c)
 {
-    if (c->fd >= 0) {
-        rf_close(c->fd);
-        c->fd = -1;
+    (void)arg;
+    conn_state *st = c->user;
+    if (st) {
+        free(st->in);
+        free(st->out);
+        free(st);
+        c->user = NULL;
     }
 }
 
 /* The next request of the mix: each entry is picked weight times in every
  * run of (sum of the weights) picks, spread evenly (nginx's smooth
- * weighted round robin), per loop. */
-static unsigned pick_request(worker *w)
+ * weighted round robin), per connection. */
+static unsigned pick_request(const rfl_config *cfg, conn_state *st)
 {
-    const rfl_config *cfg = w->cfg;
     if (cfg->nmix <= 1)
         return 0;
     int64_t total = 0;
     unsigned best = 0;
     for (unsigned i = 0; i < cfg->nmix; i++) {
-        w->wrr[i] += cfg->mix[i].weight;
+        st->wrr[i] += cfg->mix[i].weight;
         total += cfg->mix[i].weight;
-        if (w->wrr[i] > w->wrr[best])
+        if (st->wrr[i] > st->wrr[best])
             best = i;
     }
-    w->wrr[best] -= total;
+    st->wrr[best] -= total;
     return best;
 }
 
-/* One HTTP exchange of request rq on c->fd. Returns the status code, or a
- * negative errno: -EPROTO (unparseable answer), -ECONNRESET (closed
- * early), or the send/receive error. *closing: the server said
- * Connection: close; *body: the answer's body length. */
-static int http_exchange(conn *c, const rfl_request *rq, char *in,
-                         bool *closing, uint64_t *body, bool *send_failed)
+/* One HTTP request of the mix and its answer: RFL_ANSWER(_CLOSE), or
+ * -EPROTO (unparseable), -ECONNRESET (closed early), the send or receive
+ * error. The status, the --expect-* checks and the entry are counted. */
+static int http_exchange(void *arg, rfl_conn *c)
 {
-    worker *w = c->w;
+    const rfl_config *cfg = arg;
+    conn_state *st = c->user;
+    unsigned k = pick_request(cfg, st);
+    const rfl_request *rq = &cfg->mix[k];
     ssize_t sent = rf_send_all(c->fd, rq->bytes, rq->len, 0, NULL);
-    if (sent < 0) {
-        *send_failed = true;
+    if (sent < 0)
         return (int)sent;
-    }
-    w->res.bytes_sent += rq->len;
+    rfl_conn_sent(c, rq->len);
     rfl_http p;
     rfl_http_init(&p);
     p.no_body = rq->no_body;
     size_t len = 0;
     for (;;) {
-        ssize_t n = rf_recv(c->fd, in + len, IN_SIZE - len, 0);
+        ssize_t n = rf_recv(c->fd, st->in + len, IN_SIZE - len, 0);
         if (n < 0)
             return (int)n;
         if (n == 0)
             return -ECONNRESET;
-        w->res.bytes_received += (uint64_t)n;
+        rfl_conn_received(c, (uint64_t)n);
         len += (size_t)n;
         size_t used;
-        int st = rfl_http_parse(&p, in, len, &used);
-        if (st < 0)
-            return st;
-        if (st == RFL_HTTP_DONE) {
+        int rc = rfl_http_parse(&p, st->in, len, &used);
+        if (rc < 0)
+            return rc;
+        if (rc == RFL_HTTP_DONE) {
             /* One request in flight: nothing may follow the answer. */
             if (used != len)
                 return -EPROTO;
-            *closing = p.close;
-            *body = p.body_bytes;
-            return p.status;
+            break;
         }
-        memmove(in, in + used, len - used);
+        memmove(st->in, st->in + used, len - used);
         len -= used;
         if (len == IN_SIZE)
             return -EPROTO; /* a head larger than the buffer */
     }
+    if (cfg->new_connection) {
+        /* Wait for the server's close (it was asked to): the side that
+         * closes first keeps the TIME_WAIT, and a client that did would
+         * run out of ports at some hundreds of connections per second. */
+        ssize_t n = rf_recv(c->fd, st->in, IN_SIZE, 0);
+        if (n > 0)
+            return -EPROTO; /* more than the answer */
+    }
+    rfl_conn_count(c, p.status >= 200 && p.status < 300 ? RFL_C_2XX
+                                                         : RFL_C_OTHER, 1);
+    rfl_conn_count(c, RFL_C_MIX + k, 1);
+    if (cfg->expect_status && p.status != cfg->expect_status)
+        rfl_conn_count(c, RFL_C_BAD_STATUS, 1);
+    if (cfg->expect_body_bytes >= 0 &&
+        p.body_bytes != (uint64_t)cfg->expect_body_bytes)
+        rfl_conn_count(c, RFL_C_BAD_BODY, 1);
+    return p.close || cfg->new_connection ? RFL_ANSWER_CLOSE : RFL_ANSWER;
 }
 
-/* One echo exchange. Returns 0, -EBADMSG (other bytes came back) or the
- * send/receive error. */
-static int echo_exchange(conn *c, bool *send_failed)
+/* One echo: RFL_ANSWER, RFL_ANSWER_BAD (other bytes came back), or the
+ * send or receive error. */
+static int echo_exchange(void *arg, rfl_conn *c)
 {
-    worker *w = c->w;
-    size_t size = w->cfg->size;
+    const rfl_config *cfg = arg;
+    conn_state *st = c->user;
+    size_t size = cfg->size;
     /* Bytes that differ from one request to the next, so that an answer
      * to an earlier request cannot pass for this one's. */
-    uint64_t s = ++c->seq * 0x9E3779B97F4A7C15ull + c->gidx;
+    uint64_t s = ++st->seq * 0x9E3779B97F4A7C15ull + c->index;
     for (size_t i = 0; i < size; i += 8) {
         uint64_t v = s + i;
-        memcpy(c->out + i, &v, size - i < 8 ? size - i : 8);
+        memcpy(st->out + i, &v, size - i < 8 ? size - i : 8);
     }
-    ssize_t sent = rf_send_all(c->fd, c->out, size, 0, NULL);
-    if (sent < 0) {
-        *send_failed = true;
+    ssize_t sent = rf_send_all(c->fd, st->out, size, 0, NULL);
+    if (sent < 0)
         return (int)sent;
-    }
-    w->res.bytes_sent += size;
+    rfl_conn_sent(c, size);
     size_t got = 0;
     while (got < size) {
-        ssize_t n = rf_recv(c->fd, c->in + got, size - got, 0);
+        ssize_t n = rf_recv(c->fd, st->in + got, size - got, 0);
         if (n < 0)
             return (int)n;
         if (n == 0)
             return -ECONNRESET;
         got += (size_t)n;
-        w->res.bytes_received += (uint64_t)n;
+        rfl_conn_received(c, (uint64_t)n);
     }
-    return memcmp(c->in, c->out, size) ? -EBADMSG : 0;
+    return memcmp(st->in, st->out, size) ? RFL_ANSWER_BAD : RFL_ANSWER;
 }
 
-/* The second that ended at sec's start: into the worker's list. */
-static void ivl_flush(worker *w)
-{
-    if (!w->ivl || w->ivl->total == 0)
-        return;
-    if (w->nivls == w->ivl_cap) {
-        size_t cap = w->ivl_cap ? w->ivl_cap * 2 : 64;
-        struct rfl_interval *n = realloc(w->ivls, cap * sizeof *n);
-        uint64_t *secs = n ? realloc(w->ivl_secs, cap * sizeof *secs) : NULL;
-        if (n)
-            w->ivls = n;
-        if (!secs) {
-            w->ivl_failed = true;
-            return;
-        }
-        w->ivl_secs = secs;
-        w->ivl_cap = cap;
-    }
-    uint8_t *enc = malloc(RFL_HIST_ENCODED_MAX);
-    size_t len = enc ? rfl_hist_encode(w->ivl, enc, RFL_HIST_ENCODED_MAX) : 0;
-    uint8_t *fit = len ? realloc(enc, len) : NULL;
-    if (!fit) {
-        free(enc);
-        w->ivl_failed = true;
-        return;
-    }
-    w->ivls[w->nivls] = (struct rfl_interval){fit, len, w->ivl->max};
-    w->ivl_secs[w->nivls++] = w->ivl_sec;
-    rfl_hist_init(w->ivl);
-}
-
-/* An answer: its latency, counted in the run, its step (by when it was
- * due) and its second (by when it came). */
-static void note_answer(worker *w, uint64_t due, uint64_t done, uint64_t lat)
-{
-    const rfl_config *cfg = w->cfg;
-    rfl_result *r = &w->res;
-    rfl_hist_record(&r->hist, lat);
-    if (cfg->sched.sweep) {
-        unsigned st = rfl_schedule_step(&cfg->sched, due - w->start_ns);
-        if (st < cfg->sched.nsteps) {
-            if (!r->steps[st].hist && (r->steps[st].hist = malloc(
-                                           sizeof *r->steps[st].hist)))
-                rfl_hist_init(r->steps[st].hist);
-            if (r->steps[st].hist)
-                rfl_hist_record(r->steps[st].hist, lat);
-        }
-        unsigned at = rfl_schedule_step(&cfg->sched, done - w->start_ns);
-        if (at < cfg->sched.nsteps)
-            r->steps[at].completed++;
-    }
-    if (w->ivl) {
-        /* An answer that arrives after the run's end (due before it)
-         * belongs to its last second. */
-        uint64_t at = w->end_ns && done >= w->end_ns ? w->end_ns - 1 : done;
-        uint64_t sec = (at - w->start_ns) / RF_NSEC_PER_SEC;
-        if (sec != w->ivl_sec) {
-            ivl_flush(w);
-            w->ivl_sec = sec;
-        }
-        rfl_hist_record(w->ivl, lat);
-    }
-}
-
-static void note_error(worker *w, uint64_t due)
-{
-    const rfl_config *cfg = w->cfg;
-    if (cfg->sched.sweep) {
-        unsigned st = rfl_schedule_step(&cfg->sched, due - w->start_ns);
-        if (st < cfg->sched.nsteps)
-            w->res.steps[st].errors++;
-    }
-}
-
-static void *conn_main(void *arg)
-{
-    conn *c = arg;
-    worker *w = c->w;
-    const rfl_config *cfg = w->cfg;
-    rfl_result *r = &w->res;
-    bool open_loop = cfg->rate > 0;
-    char *in = NULL;
-    if (cfg->proto == RFL_HTTP && !(in = malloc(IN_SIZE))) {
-        r->err_read++;
-        close_conn(c);
-        return NULL;
-    }
-    rf_deadline_set(w->end_ns);
-    for (;;) {
-        /* Claimed before any wait, so that the tasks never send more
-         * than the count between them. */
-        if (w->quota && w->issued >= w->quota)
-            break;
-        w->issued++;
-        uint64_t intended = 0;
-        if (open_loop) {
-            /* The loop's next time of the global schedule: taken by
-             * whichever of its connections is free first. */
-            uint64_t off = rfl_slots_next(&w->slots);
-            if (off == UINT64_MAX)
-                break;
-            intended = w->start_ns + off;
-            if (w->end_ns && intended >= w->end_ns)
-                break;
-            uint64_t now = rf_now_ns();
-            if (intended > now) {
-                if (rf_sleep(intended - now) != 0)
-                    break; /* the end of the run */
-            } else if (now - intended > 1000 * RF_NSEC_PER_USEC) {
-                r->late++; /* more than a millisecond behind schedule */
-            }
-        }
-        /* --new-connection: the request's time and limit include the
-         * connect. */
-        uint64_t begin = rf_now_ns();
-        if (cfg->new_connection && cfg->timeout_ns)
-            rf_deadline_set(w->end_ns && w->end_ns < begin + cfg->timeout_ns
-                                ? w->end_ns
-                                : begin + cfg->timeout_ns);
-        if (c->fd < 0) {
-            int rc = open_conn(c);
-            if (rc != 0) {
-                rf_deadline_set(w->end_ns);
-                if (rc == -ETIMEDOUT && w->end_ns && rf_now_ns() >= w->end_ns)
-                    break;
-                r->err_connect++;
-                note_error(w, open_loop ? intended : begin);
-                if (++c->failures >= CONNECT_RETRIES)
-                    break;
-                if (rf_sleep(10 * RF_NSEC_PER_MSEC) != 0)
-                    break;
-                continue; /* an open-loop request stays missed */
-            }
-            c->failures = 0;
-        }
-        uint64_t sent = rf_now_ns();
-        uint64_t start = open_loop             ? intended
-                         : cfg->new_connection ? begin
-                                               : sent;
-        if (cfg->timeout_ns && !cfg->new_connection) {
-            uint64_t limit = sent + cfg->timeout_ns;
-            rf_deadline_set(w->end_ns && w->end_ns < limit ? w->end_ns
-                                                           : limit);
-        }
-        bool closing = false, send_failed = false;
-        uint64_t body = 0;
-        unsigned rq = cfg->proto == RFL_HTTP ? pick_request(w) : 0;
-        int rc = cfg->proto == RFL_HTTP
-                     ? http_exchange(c, &cfg->mix[rq], in, &closing,
-                                     &body, &send_failed)
-                     : echo_exchange(c, &send_failed);
-        uint64_t done = rf_now_ns();
-        if (rc >= 0 && cfg->new_connection) {
-            /* Wait for the server's close (it was asked to): the side
-             * that closes first keeps the TIME_WAIT, and a client that
-             * did would run out of ports at some hundreds of
-             * connections per second. */
-            if (rf_recv(c->fd, in, IN_SIZE, 0) > 0)
-                rc = -EPROTO; /* more than the answer */
-            closing = true;
-        }
-        if (cfg->timeout_ns)
-            rf_deadline_set(w->end_ns);
-        if (rc >= 0 || rc == -EBADMSG) {
-            note_answer(w, start, done, done - start);
-            r->completed++;
-            r->per_request[rq]++;
-            if (rc == -EBADMSG)
-                r->err_mismatch++;
-            else if (cfg->proto == RFL_ECHO || (rc >= 200 && rc < 300))
-                r->status_2xx++;
-            else
-                r->status_other++;
-            if (cfg->expect_status && rc >= 0 && rc != cfg->expect_status)
-                r->bad_status++;
-            if (cfg->expect_body_bytes >= 0 && rc >= 0 &&
-                body != (uint64_t)cfg->expect_body_bytes)
-                r->bad_body++;
-            publish(w);
-            if (closing || rc == -EBADMSG)
-                close_conn(c);
-            continue;
-        }
-        close_conn(c);
-        if (rc == -ETIMEDOUT && w->end_ns && done >= w->end_ns)
-            break; /* the run is over: this request does not count */
-        note_error(w, start);
-        if (rc == -ETIMEDOUT)
-            r->err_timeout++;
-        else if (send_failed)
-            r->err_write++;
-        else
-            r->err_read++;
-        publish(w);
-    }
-    close_conn(c);
-    free(in);
-    return NULL;
-}
-
-static void fmt_ns(char *buf, size_t n, double ns)
-{
-    if (ns < 1e3)
-        snprintf(buf, n, "%.0fns", ns);
-    else if (ns < 1e6)
-        snprintf(buf, n, "%.2fus", ns / 1e3);
-    else if (ns < 1e9)
-        snprintf(buf, n, "%.2fms", ns / 1e6);
-    else
-        snprintf(buf, n, "%.2fs", ns / 1e9);
-}
-
-/* Once a second, on stderr: elapsed, total, rate and mean latency over the
- * last second, errors. Runs in worker 0 until every worker is done. */
-static void *progress_main(void *arg)
-{
-    shared *sh = arg;
-    uint64_t start = sh->workers[0].start_ns;
-    uint64_t last_done = 0, last_sum = 0, last_t = start;
-    unsigned second = 0;
-    while (atomic_load(&sh->running) > 0) {
-        uint64_t now = rf_now_ns();
-        uint64_t next = start + (second + 1) * RF_NSEC_PER_SEC;
-        if (now < next) {
-            uint64_t wait = next - now;
-            if (rf_sleep(wait < 100 * RF_NSEC_PER_MSEC
-                             ? wait : 100 * RF_NSEC_PER_MSEC) != 0)
-                break;
-            continue;
-        }
-        second++;
-        uint64_t done = 0, errors = 0, sum = 0;
-        for (unsigned i = 0; i < sh->nworkers; i++) {
-            worker *w = &sh->workers[i];
-            done += atomic_load_explicit(&w->pub_completed,
-                                         memory_order_relaxed);
-            errors += atomic_load_explicit(&w->pub_errors,
-                                           memory_order_relaxed);
-            sum += atomic_load_explicit(&w->pub_lat_sum_us,
-                                        memory_order_relaxed);
-        }
-        double dt = (double)(now - last_t) / 1e9;
-        char mean[32] = "-";
-        if (done > last_done)
-            fmt_ns(mean, sizeof mean,
-                   (double)(sum - last_sum) * 1e3 / (double)(done - last_done));
-        fprintf(stderr, "rfload: %3us  %" PRIu64 " requests  %.0f req/s  "
-                        "mean %s  errors %" PRIu64 "\n",
-                second, done, (double)(done - last_done) / dt, mean, errors);
-        last_done = done;
-        last_sum = sum;
-        last_t = now;
-    }
-    return NULL;
-}
-
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    shared *sh = w->sh;
-    const rfl_config *cfg = w->cfg;
-    conn *conns = calloc(w->nconns, sizeof *conns);
-    rf_task **tasks = calloc(w->nconns, sizeof *tasks);
-    rf_task *progress = NULL;
-    int rc = 0;
-    if (!conns || !tasks) {
-        rc = -ENOMEM;
-        atomic_store(&sh->failed, 1);
-    }
-    for (unsigned i = 0; rc == 0 && i < w->nconns; i++) {
-        conns[i].w = w;
-        conns[i].gidx = w->first_conn + i;
-        conns[i].fd = -1;
-    }
-    /* The connections are all opened before the clock starts. */
-    for (unsigned i = 0; rc == 0 && i < w->nconns; i++) {
-        conn *c = &conns[i];
-        if (cfg->proto == RFL_ECHO) {
-            c->out = malloc(cfg->size);
-            c->in = malloc(cfg->size);
-            if (!c->out || !c->in) {
-                rc = -ENOMEM;
-                break;
-            }
-        }
-        rc = open_conn(c);
-        if (rc != 0)
-            fprintf(stderr, "rfload: connect to %s:%u: %s\n", cfg->host,
-                    cfg->port, rf_strerror(rc));
-    }
-    if (rc != 0)
-        atomic_store(&sh->failed, 1);
-    /* The last to arrive starts the clock, for every loop: the schedule
-     * is one. */
-    if (atomic_fetch_add(&sh->arrived, 1) + 1 == sh->nworkers) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sh->start_epoch_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-        atomic_store(&sh->start_ns, rf_now_ns());
-    }
-    while (atomic_load(&sh->start_ns) == 0)
-        if (rf_sleep(50 * RF_NSEC_PER_USEC) != 0)
-            break;
-    if (atomic_load(&sh->failed) || atomic_load(&sh->start_ns) == 0) {
-        if (rc == 0)
-            rc = -ECANCELED;
-        goto out;
-    }
-
-    w->start_ns = atomic_load(&sh->start_ns);
-    w->end_ns = cfg->duration_ns ? w->start_ns + cfg->duration_ns : 0;
-    if (cfg->rate > 0)
-        rfl_slots_init(&w->slots, &cfg->sched, w->index, sh->nworkers);
-    if (cfg->interval_log && (w->ivl = malloc(sizeof *w->ivl)))
-        rfl_hist_init(w->ivl);
-    else if (cfg->interval_log)
-        w->ivl_failed = true;
-    if (w->index == 0 && cfg->progress)
-        progress = rf_spawn(progress_main, sh);
-    for (unsigned i = 0; i < w->nconns; i++) {
-        conn *c = &conns[i];
-        rf_spawn_options o = {.stack_size = RF_MIN_STACK_SIZE * 2};
-        tasks[i] = rf_spawn_opts(conn_main, c, &o);
-        if (!tasks[i]) {
-            rc = -errno;
-            fprintf(stderr, "rfload: spawn: %s\n", rf_strerror(rc));
-            for (unsigned j = 0; j < i; j++)
-                rf_cancel(tasks[j]);
-            break;
-        }
-    }
-    unsigned spawned = 0;
-    while (spawned < w->nconns && tasks[spawned])
-        spawned++;
-    for (unsigned i = 0; i < spawned; i++) {
-        rf_join(tasks[i], NULL);
-        rf_task_release(tasks[i]);
-    }
-    /* A run that ends with its duration lasted the duration, even when
-     * the last request due (open loop) was answered a little before. */
-    uint64_t end = rf_now_ns();
-    if (w->end_ns && !(w->quota && w->issued >= w->quota))
-        end = w->end_ns;
-    w->res.elapsed_s = (double)(end - w->start_ns) / 1e9;
-    ivl_flush(w);
-    publish(w);
-out:
-    atomic_fetch_sub(&sh->running, 1);
-    if (progress) {
-        rf_join(progress, NULL);
-        rf_task_release(progress);
-    }
-    /* The connection tasks close their own sockets; these are the ones
-     * opened when no task was started. */
-    for (unsigned i = 0; conns && i < w->nconns; i++) {
-        if (conns[i].fd >= 0)
-            close(conns[i].fd);
-        free(conns[i].in);
-        free(conns[i].out);
-    }
-    w->rc = rc;
-    free(conns);
-    free(tasks);
-    return NULL;
-}
-
-/* Each loop's entry: the worker of its index. */
-static void *worker_entry(void *arg)
-{
-    shared *sh = arg;
-    return worker_main(&sh->workers[rf_loop_index()]);
-}
-
-/* Each step's histograms, added up over the loops. */
-static int merge_steps(const rfl_config *cfg, worker *ws, unsigned nw,
-                       rfl_result *res)
-{
-    res->nsteps = cfg->sched.sweep ? cfg->sched.nsteps : 0;
-    for (unsigned j = 0; j < res->nsteps; j++) {
-        struct rfl_step_result *out = &res->steps[j];
-        for (unsigned i = 0; i < nw; i++) {
-            const struct rfl_step_result *in = &ws[i].res.steps[j];
-            out->completed += in->completed;
-            out->errors += in->errors;
-            if (!in->hist)
-                continue;
-            if (!out->hist) {
-                if (!(out->hist = malloc(sizeof *out->hist)))
-                    return -ENOMEM;
-                rfl_hist_init(out->hist);
-            }
-            rfl_hist_merge(out->hist, in->hist);
-        }
-    }
-    return 0;
-}
-
-/* The loops' seconds, merged second by second (each loop's list is in
- * order of time): one histogram per second of the run, empty ones too. */
-static int merge_intervals(const rfl_config *cfg, worker *ws, unsigned nw,
-                           rfl_result *res)
-{
-    if (!cfg->interval_log)
-        return 0;
-    uint64_t last = 0;
-    bool any = false;
-    for (unsigned i = 0; i < nw; i++) {
-        if (ws[i].ivl_failed)
-            return -ENOMEM;
-        if (ws[i].nivls) {
-            uint64_t s = ws[i].ivl_secs[ws[i].nivls - 1];
-            last = !any || s > last ? s : last;
-            any = true;
-        }
-    }
-    size_t n = any ? (size_t)last + 1 : 0;
-    /* A run with a duration has a line for each of its seconds. */
-    size_t whole = (size_t)ceil(res->elapsed_s);
-    if (whole > n && whole < 100000000)
-        n = whole;
-    size_t *cursor = calloc(nw, sizeof *cursor);
-    rfl_hist *h = malloc(sizeof *h);
-    uint8_t *enc = malloc(RFL_HIST_ENCODED_MAX);
-    res->intervals = calloc(n ? n : 1, sizeof *res->intervals);
-    int rc = cursor && h && enc && res->intervals ? 0 : -ENOMEM;
-    for (size_t s = 0; rc == 0 && s < n; s++) {
-        rfl_hist_init(h);
-        uint64_t max = 0;
-        for (unsigned i = 0; rc == 0 && i < nw; i++) {
-            worker *w = &ws[i];
-            while (cursor[i] < w->nivls && w->ivl_secs[cursor[i]] == s) {
-                const struct rfl_interval *iv = &w->ivls[cursor[i]++];
-                rc = rfl_hist_decode_add(h, iv->enc, iv->len);
-                if (iv->max > max)
-                    max = iv->max;
-            }
-        }
-        if (h->total)
-            h->max = max; /* exact, where the buckets give only a bound */
-        size_t len = rc == 0 ? rfl_hist_encode(h, enc, RFL_HIST_ENCODED_MAX)
-                             : 0;
-        uint8_t *copy = len ? malloc(len) : NULL;
-        if (!copy) {
-            rc = rc ? rc : -ENOMEM;
-            break;
-        }
-        memcpy(copy, enc, len);
-        res->intervals[s] = (struct rfl_interval){copy, len, h->max};
-        res->nintervals = s + 1;
-    }
-    free(cursor);
-    free(h);
-    free(enc);
-    return rc;
-}
+static const rfl_proto HTTP_PROTO = {proto_start, http_exchange, proto_stop};
+static const rfl_proto ECHO_PROTO = {proto_start, echo_exchange, proto_stop};
 
 int rfl_run(const rfl_config *cfg, rfl_result *res)
 {
-    unsigned nw = cfg->threads ? cfg->threads : 1;
-    shared sh = {.cfg = cfg, .nworkers = nw};
-    atomic_init(&sh.failed, 0);
-    atomic_init(&sh.running, nw);
-    atomic_init(&sh.arrived, 0);
-    worker *ws = calloc(nw, sizeof *ws);
-    if (!ws)
-        return -ENOMEM;
-    sh.workers = ws;
-    if (cfg->proto == RFL_HTTP && cfg->nmix == 0) {
-        free(ws);
+    if (cfg->proto == RFL_HTTP && cfg->nmix == 0)
         return -EINVAL; /* rfl_parse_args builds the requests */
-    }
-    unsigned first = 0;
-    uint64_t quota_given = 0;
-    for (unsigned i = 0; i < nw; i++) {
-        worker *w = &ws[i];
-        w->cfg = cfg;
-        w->sh = &sh;
-        w->index = i;
-        w->first_conn = first;
-        w->nconns = cfg->connections / nw + (i < cfg->connections % nw);
-        first += w->nconns;
-        if (cfg->requests) {
-            /* Open loop: each loop has a 1/nw share of the schedule's
-             * times, so an equal share of the count. */
-            w->quota = i + 1 == nw ? cfg->requests - quota_given
-                       : cfg->rate > 0
-                           ? cfg->requests / nw
-                           : cfg->requests * w->nconns / cfg->connections;
-            quota_given += w->quota;
-            if (w->quota == 0) /* fewer requests than workers */
-                w->quota = UINT64_MAX, w->issued = UINT64_MAX;
-        }
-        rfl_hist_init(&w->res.hist);
-    }
-    int rc = 0;
-    rf_loops_opts lo = {.loops = nw};
-    int grc = rf_run_loops(worker_entry, &sh, &lo, NULL, NULL);
-    if (grc != 0) {
-        fprintf(stderr, "rfload: the loops failed: %s\n", rf_strerror(grc));
-        rc = grc;
-    }
-    memset(res, 0, sizeof *res);
-    rfl_hist_init(&res->hist);
-    for (unsigned i = 0; i < nw; i++) {
-        worker *w = &ws[i];
-        if (rc == 0 && w->rc != 0 && w->rc != -ECANCELED)
-            rc = w->rc;
-        const rfl_result *r = &w->res;
-        rfl_hist_merge(&res->hist, &r->hist);
-        res->completed += r->completed;
-        res->status_2xx += r->status_2xx;
-        res->status_other += r->status_other;
-        res->err_connect += r->err_connect;
-        res->err_read += r->err_read;
-        res->err_write += r->err_write;
-        res->err_timeout += r->err_timeout;
-        res->err_mismatch += r->err_mismatch;
-        res->bad_status += r->bad_status;
-        res->bad_body += r->bad_body;
-        for (unsigned k = 0; k < RFL_MAX_REQUESTS; k++)
-            res->per_request[k] += r->per_request[k];
-        res->bytes_sent += r->bytes_sent;
-        res->bytes_received += r->bytes_received;
-        res->connects += r->connects;
-        res->late += r->late;
-        if (r->elapsed_s > res->elapsed_s)
-            res->elapsed_s = r->elapsed_s;
-        res->per_loop[i].completed = r->completed;
-        res->per_loop[i].elapsed_s = r->elapsed_s;
-    }
-    res->loops = nw;
-    res->start_epoch_s = sh.start_epoch_s;
-    if (rc == 0 && atomic_load(&sh.failed))
-        rc = -ECONNREFUSED;
-    int mrc = merge_steps(cfg, ws, nw, res);
-    if (mrc == 0)
-        mrc = merge_intervals(cfg, ws, nw, res);
-    if (rc == 0 && mrc != 0) {
-        fprintf(stderr, "rfload: out of memory for the steps or the interval "
-                        "log\n");
-        rc = mrc;
-    }
-    for (unsigned i = 0; i < nw; i++) {
-        worker *w = &ws[i];
-        for (unsigned j = 0; j < RFL_MAX_STEPS; j++)
-            free(w->res.steps[j].hist);
-        for (size_t k = 0; k < w->nivls; k++)
-            free(w->ivls[k].enc);
-        free(w->ivls);
-        free(w->ivl_secs);
-        free(w->ivl);
-    }
-    free(ws);
-    if (rc != 0)
-        rfl_result_release(res);
+    rfl_load_opts o = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .connections = cfg->connections,
+        .threads = cfg->threads,
+        .duration_ns = cfg->duration_ns,
+        .requests = cfg->requests,
+        .rate = cfg->rate > 0 ? &cfg->sched : NULL,
+        .timeout_ns = cfg->timeout_ns,
+        .new_connection = cfg->new_connection,
+        .progress = cfg->progress,
+        .intervals = cfg->interval_log != NULL,
+        .stack_size = RF_MIN_STACK_SIZE * 2,
+        .name = "rfload",
+        .proto = cfg->proto == RFL_HTTP ? &HTTP_PROTO : &ECHO_PROTO,
+        .arg = (void *)cfg,
+    };
+    int rc = rfl_load(&o, res);
+    if (rc == -ECONNREFUSED || rc == -ENETUNREACH || rc == -EHOSTUNREACH ||
+        rc == -ETIMEDOUT || rc == -EADDRNOTAVAIL)
+        fprintf(stderr, "rfload: connect to %s:%u: %s\n", cfg->host,
+                cfg->port, rf_strerror(rc));
+    else if (rc != 0)
+        fprintf(stderr, "rfload: %s\n", rf_strerror(rc));
     return rc;
-}
-
-void rfl_result_release(rfl_result *res)
-{
-    for (unsigned j = 0; j < RFL_MAX_STEPS; j++) {
-        free(res->steps[j].hist);
-        res->steps[j].hist = NULL;
-    }
-    for (size_t k = 0; k < res->nintervals; k++)
-        free(res->intervals[k].enc);
-    free(res->intervals);
-    res->intervals = NULL;
-    res->nintervals = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1243,42 +669,13 @@ static uint64_t errors_of(const rfl_result *r)
            r->err_mismatch;
 }
 
-/* A step's achieved rate: the answers that arrived during it, over its
- * length (the last step: up to the end of the run). */
-static double step_rate(const rfl_config *cfg, const rfl_result *res,
-                        unsigned j)
-{
-    double len = (double)cfg->sched.steps[j].ns / 1e9;
-    double from = (double)rfl_schedule_step_start(&cfg->sched, j) / 1e9;
-    if (from + len > res->elapsed_s)
-        len = res->elapsed_s - from;
-    return len > 0 ? (double)res->steps[j].completed / len : 0;
-}
-
-static bool step_holds(const rfl_config *cfg, const rfl_result *res,
-                       unsigned j)
-{
-    const rfl_hist *h = res->steps[j].hist;
-    return h && step_rate(cfg, res, j) >=
-                    0.99 * rfl_schedule_target(&cfg->sched, j) &&
-           (!cfg->slo_p99_ns || rfl_hist_percentile(h, 99) <= cfg->slo_p99_ns);
-}
-
-int rfl_knee(const rfl_config *cfg, const rfl_result *res)
-{
-    int knee = -1;
-    for (unsigned j = 0; j < res->nsteps && step_holds(cfg, res, j); j++)
-        knee = (int)j;
-    return knee;
-}
-
 static void report_steps(const rfl_config *cfg, const rfl_result *res,
                          FILE *out)
 {
     char b[4][32];
-    int knee = rfl_knee(cfg, res);
+    int knee = rfl_knee(&cfg->sched, res, cfg->slo_p99_ns);
     if (cfg->slo_p99_ns) {
-        fmt_ns(b[0], sizeof b[0], (double)cfg->slo_p99_ns);
+        rfl_format_ns(b[0], sizeof b[0], (double)cfg->slo_p99_ns);
         fprintf(out, "  sweep        %u steps; the knee: the last step with "
                      "its rate within 1%% and p99 within %s\n",
                 res->nsteps, b[0]);
@@ -1292,13 +689,13 @@ static void report_steps(const rfl_config *cfg, const rfl_result *res,
         const rfl_hist *h = res->steps[j].hist;
         static const double q[] = {50, 99, 99.9};
         for (int k = 0; k < 3; k++)
-            fmt_ns(b[k], sizeof b[k],
+            rfl_format_ns(b[k], sizeof b[k],
                    h ? (double)rfl_hist_percentile(h, q[k]) : 0);
-        fmt_ns(b[3], sizeof b[3], h ? (double)h->max : 0);
+        rfl_format_ns(b[3], sizeof b[3], h ? (double)h->max : 0);
         fprintf(out, "    %4u %12.1f %12.1f %10s %10s %10s %10s %8" PRIu64
                      "%s\n",
                 j + 1, rfl_schedule_target(&cfg->sched, j),
-                step_rate(cfg, res, j), h ? b[0] : "-", h ? b[1] : "-",
+                rfl_step_rate(&cfg->sched, res, j), h ? b[0] : "-", h ? b[1] : "-",
                 h ? b[2] : "-", h ? b[3] : "-", res->steps[j].errors,
                 (int)j == knee ? "  <- knee" : "");
     }
@@ -1339,22 +736,22 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
     }
     if (cfg->proto == RFL_HTTP)
         fprintf(out, "  status       2xx %" PRIu64 ", non-2xx %" PRIu64 "\n",
-                res->status_2xx, res->status_other);
+                res->counters[RFL_C_2XX], res->counters[RFL_C_OTHER]);
     if (cfg->expect_status)
         fprintf(out, "  expected     status %d: %" PRIu64 " answers had "
-                     "another\n", cfg->expect_status, res->bad_status);
+                     "another\n", cfg->expect_status, res->counters[RFL_C_BAD_STATUS]);
     if (cfg->expect_body_bytes >= 0)
         fprintf(out, "  expected     body of %" PRId64 " bytes: %" PRIu64
                      " answers had another length\n",
-                cfg->expect_body_bytes, res->bad_body);
+                cfg->expect_body_bytes, res->counters[RFL_C_BAD_BODY]);
     if (cfg->nmix > 1) {
         unsigned wsum = 0;
         for (unsigned i = 0; i < cfg->nmix; i++)
             wsum += cfg->mix[i].weight;
         for (unsigned i = 0; i < cfg->nmix; i++)
             fprintf(out, "  %-12s %" PRIu64 " answered (%.1f%%, weight "
-                         "%u/%u): %s\n", i ? "" : "mix", res->per_request[i],
-                    res->completed ? 100.0 * (double)res->per_request[i] /
+                         "%u/%u): %s\n", i ? "" : "mix", res->counters[RFL_C_MIX + i],
+                    res->completed ? 100.0 * (double)res->counters[RFL_C_MIX + i] /
                                          (double)res->completed
                                    : 0.0,
                     cfg->mix[i].weight, wsum, cfg->mix[i].label);
@@ -1370,15 +767,15 @@ void rfl_report_text(const rfl_config *cfg, const rfl_result *res, FILE *out)
                  " connects\n",
             res->bytes_received / 1e6, res->bytes_sent / 1e6, res->connects);
     const rfl_hist *h = &res->hist;
-    fmt_ns(a, sizeof a, h->total ? (double)h->min : 0);
-    fmt_ns(b, sizeof b, rfl_hist_mean(h));
-    fmt_ns(c, sizeof c, rfl_hist_stddev(h));
+    rfl_format_ns(a, sizeof a, h->total ? (double)h->min : 0);
+    rfl_format_ns(b, sizeof b, rfl_hist_mean(h));
+    rfl_format_ns(c, sizeof c, rfl_hist_stddev(h));
     fprintf(out, "  latency      min %s  mean %s  stdev %s\n", a, b, c);
     for (unsigned i = 0; i < 4; i++) {
-        fmt_ns(a, sizeof a, (double)rfl_hist_percentile(h, PCTS[i]));
+        rfl_format_ns(a, sizeof a, (double)rfl_hist_percentile(h, PCTS[i]));
         fprintf(out, "    %-6s %s\n", PCT_NAMES[i], a);
     }
-    fmt_ns(a, sizeof a, (double)h->max);
+    rfl_format_ns(a, sizeof a, (double)h->max);
     fprintf(out, "    %-6s %s\n", "max", a);
     if (res->nsteps)
         report_steps(cfg, res, out);
@@ -1424,19 +821,19 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
                 i ? ", " : "", res->per_loop[i].completed, loop_rps(res, i));
     fprintf(out, "],\n");
     fprintf(out, "  \"status_2xx\": %" PRIu64 ",\n  \"status_other\": %"
-                 PRIu64 ",\n", res->status_2xx, res->status_other);
+                 PRIu64 ",\n", res->counters[RFL_C_2XX], res->counters[RFL_C_OTHER]);
     fprintf(out, "  \"expect\": {\"status\": ");
     if (cfg->expect_status)
         fprintf(out, "%d", cfg->expect_status);
     else
         fprintf(out, "null");
     fprintf(out, ", \"status_mismatches\": %" PRIu64 ", \"body_bytes\": ",
-            res->bad_status);
+            res->counters[RFL_C_BAD_STATUS]);
     if (cfg->expect_body_bytes >= 0)
         fprintf(out, "%" PRId64, cfg->expect_body_bytes);
     else
         fprintf(out, "null");
-    fprintf(out, ", \"body_mismatches\": %" PRIu64 "},\n", res->bad_body);
+    fprintf(out, ", \"body_mismatches\": %" PRIu64 "},\n", res->counters[RFL_C_BAD_BODY]);
     fprintf(out, "  \"new_connection\": %s,\n",
             cfg->new_connection ? "true" : "false");
     fprintf(out, "  \"mix\": [");
@@ -1444,7 +841,7 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
         fprintf(out, "%s{\"request\": ", i ? ", " : "");
         json_string(out, cfg->mix[i].label);
         fprintf(out, ", \"weight\": %u, \"answered\": %" PRIu64 "}",
-                cfg->mix[i].weight, res->per_request[i]);
+                cfg->mix[i].weight, res->counters[RFL_C_MIX + i]);
     }
     fprintf(out, "],\n");
     fprintf(out, "  \"errors\": {\"total\": %" PRIu64 ", \"connect\": %"
@@ -1463,14 +860,14 @@ void rfl_report_json(const rfl_config *cfg, const rfl_result *res, FILE *out)
         fprintf(out, ", \"%s\": %" PRIu64, PCT_KEYS[i],
                 rfl_hist_percentile(h, PCTS[i]));
     fprintf(out, ", \"max\": %" PRIu64 "},\n", h->max);
-    int knee = rfl_knee(cfg, res);
+    int knee = rfl_knee(&cfg->sched, res, cfg->slo_p99_ns);
     fprintf(out, "  \"steps\": [");
     for (unsigned j = 0; j < res->nsteps; j++) {
         const rfl_hist *s = res->steps[j].hist;
         fprintf(out, "%s\n    {\"target_rate\": %.3f, \"achieved_rate\": "
                      "%.3f, \"answered\": %" PRIu64 ", \"errors\": %" PRIu64,
                 j ? "," : "", rfl_schedule_target(&cfg->sched, j),
-                step_rate(cfg, res, j), s ? s->total : 0, res->steps[j].errors);
+                rfl_step_rate(&cfg->sched, res, j), s ? s->total : 0, res->steps[j].errors);
         for (unsigned i = 0; i < 4; i++)
             fprintf(out, ", \"%s\": %" PRIu64, PCT_KEYS[i],
                     s ? rfl_hist_percentile(s, PCTS[i]) : 0);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,8 @@ static bool rate(const char *s, const char *end, double *r)
 
 static int why_not(char *why, size_t len, const char *msg)
 {
-    snprintf(why, len, "%s", msg);
+    if (why && len)
+        snprintf(why, len, "%s", msg);
     return -1;
 }
 
@@ -69,6 +71,8 @@ int rfl_schedule_parse(const char *s, uint64_t default_ns, rfl_schedule *out,
                        char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
+    if (!s)
+        return why_not(why, whylen, "no rate given");
     const char *dots = strstr(s, "..");
     const char *at = strchr(s, '@');
     const char *end = s + strlen(s);
