@@ -9,6 +9,10 @@
 //!   peers-tokio W3mem N        N tasks parked on one Notify: memory
 //!   peers-tokio echo-server    the W6 server: a task per connection,
 //!                              read then write it all back (TCP_NODELAY)
+//!   peers-tokio S3 THREADS     the many-core row: 1,000,000 empty tasks
+//!                              spawned and joined on a multi-thread
+//!                              runtime of THREADS workers, one spawner
+//!                              task per worker, 10,000 alive per spawner
 //!
 //! Prints one JSON object on stdout, with the fields of bench/peers/go:
 //! W2 and W3 run their first round in a fresh process ("first_*"), the
@@ -140,8 +144,55 @@ async fn echo_server() {
     }
 }
 
+/* S3: as ringfiber's S3_spawn_join_loops/N: each of N spawners (one per
+ * worker) spawns and joins its share in batches of 10,000; one untimed
+ * batch per spawner first, so that the runtime is warm; timed from all
+ * spawners ready to the last one done. */
+fn s3(threads: usize) -> String {
+    const TOTAL: usize = 1_000_000;
+    const BATCH: usize = 10_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ns = rt.block_on(async move {
+        let ready = Arc::new(tokio::sync::Barrier::new(threads + 1));
+        let mut spawners = Vec::new();
+        for _ in 0..threads {
+            let ready = ready.clone();
+            spawners.push(tokio::spawn(async move {
+                let batch = |n: usize| async move {
+                    let hs: Vec<_> = (0..n).map(|_| tokio::spawn(async {})).collect();
+                    for h in hs {
+                        h.await.unwrap();
+                    }
+                };
+                batch(BATCH).await;
+                ready.wait().await;
+                let share = TOTAL / threads;
+                let mut done = 0;
+                while done < share {
+                    let n = BATCH.min(share - done);
+                    batch(n).await;
+                    done += n;
+                }
+                Instant::now()
+            }));
+        }
+        ready.wait().await;
+        let t0 = Instant::now();
+        let mut last = t0;
+        for s in spawners {
+            last = last.max(s.await.unwrap());
+        }
+        (last - t0).as_nanos() as f64
+    });
+    format!("{{\"ns\":{:.0},\"threads\":{}}}", ns, threads)
+}
+
 fn usage() -> ! {
-    eprintln!("usage: peers-tokio W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N | echo-server");
+    eprintln!("usage: peers-tokio W1 COUNT | W2 N ROUNDS | W3 N ROUNDS | W3mem N | S3 THREADS | echo-server");
     std::process::exit(2);
 }
 
@@ -159,6 +210,10 @@ fn main() {
         Some(s) => s.parse().ok().filter(|&v| v > 0).unwrap_or_else(|| usage()),
         None => 3,
     };
+    if args[1] == "S3" {
+        println!("{}", s3(a));
+        return;
+    }
     let rt = runtime();
     let out = match args[1].as_str() {
         "W1" => rt.block_on(w1(a)),
