@@ -29,6 +29,10 @@
 
 #include "internal.h"
 
+#if defined(RF_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13 */
 #endif
@@ -147,6 +151,20 @@ static void *map_stack_area(size_t len)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/*
+ * Every stack area leaves through here. Under AddressSanitizer its shadow
+ * is cleared first: frames that lived on it left their redzones poisoned,
+ * and a later mapping that gets the same addresses (another stack, a
+ * ring's SQE array) would be reported as overflowing into them.
+ */
+static void unmap_stack_area(void *p, size_t len)
+{
+#if defined(RF_ASAN)
+    __asan_unpoison_memory_region(p, len);
+#endif
+    munmap(p, len);
+}
+
 /* The free-list link of a pooled stack sits in its top word. */
 static void **free_link(const rf_stacks *s, void *lo)
 {
@@ -227,7 +245,7 @@ void rf__stack_put(rf_stacks *s, rf_task *t)
         *free_link(s, lo) = s->free;
         s->free = lo;
     } else {
-        munmap((char *)lo - s->guard, t->ctx.stack_size + s->guard);
+        unmap_stack_area((char *)lo - s->guard, t->ctx.stack_size + s->guard);
         s->own_mapped--;
     }
     t->ctx.stack_lo = NULL;
@@ -523,7 +541,7 @@ void rf__stacks_fini(rf_stacks *s)
     rf_stack_slab *slab = s->slabs;
     while (slab) {
         rf_stack_slab *next = slab->next;
-        munmap(slab->base, slab->len);
+        unmap_stack_area(slab->base, slab->len);
         free(slab);
         slab = next;
     }
@@ -599,7 +617,7 @@ int rf__overflow_handler_install(rf_loop *l)
             return -ENOMEM;
         stack_t ss = {.ss_sp = p, .ss_size = sz, .ss_flags = 0};
         if (sigaltstack(&ss, NULL) != 0) {
-            munmap(p, sz);
+            unmap_stack_area(p, sz);
             return -errno;
         }
         l->altstack = p;
@@ -620,7 +638,7 @@ void rf__overflow_handler_remove(rf_loop *l)
     if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == l->altstack) {
         stack_t off = {.ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE};
         sigaltstack(&off, NULL);
-        munmap(l->altstack, l->altstack_size);
+        unmap_stack_area(l->altstack, l->altstack_size);
     }
     /* If it was replaced, leaking 64 KiB is safer than unmapping a stack
      * the kernel may still deliver signals on. */

@@ -5,6 +5,11 @@
  */
 #include "helpers.h"
 
+#include <unistd.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 static void *double_it(void *arg) { return (void *)((intptr_t)arg * 2); }
 
 static void *sleep_then_return(void *arg)
@@ -224,6 +229,53 @@ static void *stack_sizes(void *arg)
 }
 
 static void test_stack_sizes(void **state) { rft_run(stack_sizes, NULL); }
+
+/* A frame with a local array (AddressSanitizer surrounds it with poisoned
+ * redzones), on a stack of its own; it says where the array was. */
+static void *deep_frame(void *arg)
+{
+    volatile char buf[2048];
+    buf[0] = 1;
+    *(volatile char **)arg = (char *)buf;
+    return (void *)(uintptr_t)buf[0];
+}
+
+static void *unmapped_stack_reused(void *arg)
+{
+    (void)arg;
+    rf_spawn_options o;
+    memset(&o, 0, sizeof o);
+    o.stack_size = 64 * 1024; /* not the default: unmapped when it ends */
+    char *where = NULL;
+    rf_task *t = rf_spawn_opts(deep_frame, &where, &o);
+    if (!RFT_CHECK(t != NULL))
+        return NULL;
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+#if defined(__SANITIZE_ADDRESS__)
+    /* The stack is gone. The frames still on it when the task made its
+     * last switch (its entry's, its exit's) never returned, so nothing
+     * unpoisoned their redzones: the runtime must have cleared the
+     * shadow, or the next mapping at these addresses (another stack, a
+     * ring's SQE array) is reported as a stack-buffer-underflow. */
+    long pg = sysconf(_SC_PAGESIZE);
+    char *page = (char *)((uintptr_t)where & ~(uintptr_t)(pg - 1));
+    void *bad = __asan_region_is_poisoned(page - 4 * pg, (size_t)pg * 6);
+    if (!RFT_CHECK(bad == NULL))
+        fprintf(stderr, "shadow still poisoned at %p (the stack's frame at "
+                        "%p)\n", bad, (void *)where);
+#else
+    (void)where;
+#endif
+    return NULL;
+}
+
+/* The runtime clears the sanitizer's shadow of a stack it unmaps (found
+ * when an io_uring SQE array was mapped where a task's stack had been). */
+static void test_unmapped_stack_shadow_cleared(void **state)
+{
+    rft_run(unmapped_stack_reused, NULL);
+}
 
 /* The loop's default_stack_size option is used when spawn gives none. */
 static void test_loop_default_stack_size(void **state)
@@ -835,6 +887,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_spawn_errors),
     cmocka_unit_test(test_spawn_enomem),
     cmocka_unit_test(test_stack_sizes),
+    cmocka_unit_test(test_unmapped_stack_shadow_cleared),
     cmocka_unit_test(test_loop_default_stack_size),
     cmocka_unit_test(test_task_names),
     cmocka_unit_test(test_done),
