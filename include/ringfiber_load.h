@@ -125,7 +125,8 @@ RF_API int rfl_hist_log_decode(const char *b64, size_t len, rfl_hist *h);
  * the bytes received so far; it consumes what it can. The head (status
  * line and headers) must arrive whole in the buffer it is given (the
  * caller's buffer bounds its size); the body is skipped without being
- * kept, whatever its length.
+ * kept, whatever its length. Interim answers (100 Continue, 103 Early
+ * Hints) are skipped: the response is the final one.
  */
 typedef struct rfl_http {
     int state;          /* private */
@@ -227,7 +228,8 @@ typedef struct rfl_conn {
  * A protocol: three functions the driver calls on the task of each
  * connection (each may suspend that task, never the thread). arg is
  * rfl_load_opts.arg. start (may be NULL) runs once per connection task,
- * before its first request: set c->user; a negative errno ends the task.
+ * before its first request: set c->user; a negative errno ends the task
+ * (stop still runs; the connection counts as one read error).
  * exchange sends one request on c->fd and reads its whole answer; it
  * reports the bytes with rfl_conn_sent / rfl_conn_received (a failure
  * before rfl_conn_sent counts as a write error, after it as a read error)
@@ -249,6 +251,10 @@ typedef struct rfl_proto {
  * ignored. */
 RF_API void rfl_conn_sent(rfl_conn *c, uint64_t bytes);
 RF_API void rfl_conn_received(rfl_conn *c, uint64_t bytes);
+/* The answer is whole now: its latency ends here, not when exchange
+ * returns (for a protocol that has more to do after it, such as waiting
+ * for the server's close). */
+RF_API void rfl_conn_answered(rfl_conn *c);
 #define RFL_COUNTERS 128
 RF_API void rfl_conn_count(rfl_conn *c, unsigned k, uint64_t n);
 
@@ -311,6 +317,11 @@ typedef struct rfl_result {
         uint64_t completed; /* answers that arrived during the step */
         uint64_t errors;    /* failed requests due in the step */
     } steps[RFL_MAX_STEPS];
+    /* A sweep's answers by the time they arrived, in buckets of
+     * arrivals_ns (owned): rfl_step_rate reads them. */
+    uint32_t *arrivals;
+    size_t narrivals;
+    uint64_t arrivals_ns;
     /* intervals: the run's seconds, each a histogram of the answers that
      * arrived in it (owned). */
     struct rfl_interval {
@@ -336,9 +347,11 @@ RF_API int rfl_load(const rfl_load_opts *o, rfl_result *res);
 RF_API void rfl_result_release(rfl_result *res);
 
 /* A sweep's step j: its achieved rate (answers that arrived during it,
- * per second of it), and the knee: the last step before the first one
- * whose achieved rate is under 99% of its target or whose p99 is over
- * slo_p99_ns (0: no latency limit); -1 if the first already is. */
+ * per second, the step's window moved later by its median latency: the
+ * time answers take to come back is not a shortfall; cut at the run's
+ * end), and the knee: the last step before the first one whose achieved
+ * rate is under 99% of its target or whose p99 is over slo_p99_ns (0: no
+ * latency limit); -1 if the first already is. */
 RF_API double rfl_step_rate(const rfl_schedule *s, const rfl_result *res,
                             unsigned j);
 RF_API int rfl_knee(const rfl_schedule *s, const rfl_result *res,

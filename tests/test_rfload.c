@@ -440,7 +440,10 @@ static void test_args(void **state)
 /* ---- servers in this process ---------------------------------------------- */
 
 enum srv_kind { SRV_HTTP, SRV_ECHO, SRV_ECHO_CORRUPT, SRV_RECORD,
-                SRV_HTTP_LIMITED };
+                SRV_HTTP_LIMITED, SRV_HTTP_SLOW };
+
+/* SRV_HTTP_SLOW takes SLOW_MS to answer each request. */
+enum { SLOW_MS = 50 };
 
 /* SRV_HTTP_LIMITED answers at most LIMIT_RPS requests a second in all:
  * each answer waits for its turn, LIMIT_RPS apart (one loop: no lock). */
@@ -481,6 +484,9 @@ static void serve_http(srv_conn *c)
             have += (size_t)k;
             continue;
         }
+        if (c->s->kind == SRV_HTTP_SLOW &&
+            rf_sleep(SLOW_MS * RF_NSEC_PER_MSEC) != 0)
+            return;
         if (c->s->kind == SRV_HTTP_LIMITED) {
             uint64_t now = rf_now_ns();
             uint64_t at = limit_next > now ? limit_next : now;
@@ -602,7 +608,8 @@ static void serve_record(srv_conn *c)
 static void *srv_conn_main(void *arg)
 {
     srv_conn *c = arg;
-    if (c->s->kind == SRV_HTTP || c->s->kind == SRV_HTTP_LIMITED)
+    if (c->s->kind == SRV_HTTP || c->s->kind == SRV_HTTP_LIMITED ||
+        c->s->kind == SRV_HTTP_SLOW)
         serve_http(c);
     else if (c->s->kind == SRV_RECORD)
         serve_record(c);
@@ -1322,6 +1329,33 @@ static void test_sweep_knee(void **state)
     server_stop(&s);
 }
 
+/* A server that takes 50 ms to answer, well within its means: both steps
+ * hold. Answers arriving 50 ms after their step's end are the step's
+ * (its window moves by its median latency): counted in the step's own
+ * window, 20 of 800 would be missing, 2.5%, and the first step would
+ * already miss the 1%. */
+static void test_sweep_latency_not_shortfall(void **state)
+{
+    server s;
+    server_start(&s, SRV_HTTP_SLOW);
+    rfl_config cfg;
+    config(&cfg, &s, "/",
+           (const char *[]){"-c", "64", "-R", "400,400@2s", NULL});
+    rfl_result *r = run(&cfg);
+    assert_int_equal(errors(r), 0);
+    double rate0 = rfl_step_rate(&cfg.sched, r, 0);
+    if (rfl_knee(&cfg.sched, r, 0) != 1)
+        fail_msg("knee %d: step rates %.1f %.1f of 400", rfl_knee(&cfg.sched, r, 0),
+                 rate0, rfl_step_rate(&cfg.sched, r, 1));
+    /* Counted without the shift, the first step is short by about
+     * 400/s x 50 ms. */
+    assert_true(r->steps[0].completed < 800 - 10);
+    rfl_result_release(r);
+    free(r);
+    rfl_config_free(&cfg);
+    server_stop(&s);
+}
+
 /* --threads 2 with -R: one schedule for both loops, each taking every
  * other time: at 200/s for 1 s, at most 100 each and 200 in all. */
 static void test_threads_global_rate(void **state)
@@ -1451,6 +1485,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hgrm),
     cmocka_unit_test(test_interval_log),
     cmocka_unit_test(test_sweep_knee),
+    cmocka_unit_test(test_sweep_latency_not_shortfall),
     cmocka_unit_test(test_threads_global_rate),
     cmocka_unit_test(test_outputs),
     cmocka_unit_test(test_load_opts),

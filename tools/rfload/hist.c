@@ -239,9 +239,10 @@ int rfl_hist_decode_add(rfl_hist *h, const uint8_t *buf, size_t len)
                 return -EBADMSG;
             q += used;
             if (v < 0) {
-                if ((uint64_t)-v > RFL_HIST_BUCKETS - i)
+                uint64_t run = 0 - (uint64_t)v; /* INT64_MIN too */
+                if (run > RFL_HIST_BUCKETS - i)
                     return -EBADMSG;
-                i += (unsigned)-v;
+                i += (unsigned)run;
                 continue;
             }
             if (i >= RFL_HIST_BUCKETS)

@@ -47,7 +47,9 @@ static bool contains_token(const char *v, const char *e, const char *token)
     return false;
 }
 
-/* Parse the head [p, end) (up to and excluding the blank line). */
+/* Parse the head [p, end) (up to and excluding the blank line): 0, 1 (an
+ * interim 1xx answer, skipped: the state is back at the head), or
+ * -EPROTO. */
 static int parse_head(rfl_http *h, const char *p, const char *end)
 {
     const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
@@ -81,6 +83,10 @@ static int parse_head(rfl_http *h, const char *p, const char *end)
                     return -EPROTO;
                 length = length * 10 + (uint64_t)(*v - '0');
             }
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            if (v != e)
+                return -EPROTO; /* "12abc", "abc": no length */
             have_length = true;
         } else if (header_is(l, e, "transfer-encoding", &v)) {
             h->chunked = contains_token(v, e, "chunked");
@@ -89,9 +95,14 @@ static int parse_head(rfl_http *h, const char *p, const char *end)
         }
         l = e + 2;
     }
-    /* 1xx, 204 and 304 have no body, nor has the answer to a HEAD. */
-    if ((status >= 100 && status < 200) || status == 204 || status == 304 ||
-        h->no_body) {
+    /* An interim answer (100 Continue, 103 Early Hints): the real one
+     * follows on the same request. */
+    if (status >= 100 && status < 200 && status != 101) {
+        h->state = ST_HEAD;
+        return 1;
+    }
+    /* 101, 204 and 304 have no body, nor has the answer to a HEAD. */
+    if (status == 101 || status == 204 || status == 304 || h->no_body) {
         h->remaining = 0;
         h->state = ST_BODY;
     } else if (h->chunked) {
@@ -131,7 +142,7 @@ int rfl_http_parse(rfl_http *h, const char *data, size_t len, size_t *used)
                 return rc;
             h->body_bytes = 0;
             p = blank + 4;
-            break;
+            break; /* rc 1: an interim answer, skipped: the next head */
         }
         case ST_BODY: {
             uint64_t take = (uint64_t)(end - p);

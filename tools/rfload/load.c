@@ -62,6 +62,10 @@ typedef struct worker {
     uint64_t ivl_sec;
     struct rfl_interval *ivls;
     uint64_t *ivl_secs;    /* the second of each of ivls */
+    /* A sweep: answers by the time they arrived, in buckets of
+     * arrivals_ns (rfl_step_rate). */
+    uint32_t *arrivals;
+    size_t narrivals;
     size_t nivls, ivl_cap;
     bool ivl_failed;       /* out of memory: the log is refused */
     /* Read by the progress task of worker 0, written only here. */
@@ -87,6 +91,7 @@ typedef struct conn {
     worker *w;
     unsigned failures;     /* consecutive failed connects */
     bool sent;             /* the protocol said its request went out */
+    uint64_t answered_at;  /* rfl_conn_answered's time, 0: none */
 } conn;
 
 static void publish(worker *w)
@@ -175,6 +180,10 @@ static void note_answer(worker *w, uint64_t due, uint64_t done, uint64_t lat)
         unsigned at = rfl_schedule_step(sc, done - w->start_ns);
         if (at < sc->nsteps)
             r->steps[at].completed++;
+        if (w->arrivals) {
+            size_t b = (size_t)((done - w->start_ns) / r->arrivals_ns);
+            w->arrivals[b < w->narrivals ? b : w->narrivals - 1]++;
+        }
     }
     if (w->ivl) {
         /* An answer that arrives after the run's end (due before it)
@@ -207,6 +216,12 @@ void rfl_conn_sent(rfl_conn *c, uint64_t bytes)
     k->w->res.bytes_sent += bytes;
 }
 
+void rfl_conn_answered(rfl_conn *c)
+{
+    conn *k = c->priv;
+    k->answered_at = rf_now_ns();
+}
+
 void rfl_conn_received(rfl_conn *c, uint64_t bytes)
 {
     conn *k = c->priv;
@@ -229,8 +244,10 @@ static void *conn_main(void *arg)
     bool open_loop = o->rate != NULL;
     rf_deadline_set(w->end_ns);
     if (o->proto->start && o->proto->start(o->arg, &c->pub) != 0) {
-        r->err_read++;
+        r->err_read++; /* the connection is given up: no request made */
         close_conn(c);
+        if (o->proto->stop)
+            o->proto->stop(o->arg, &c->pub);
         return NULL;
     }
     for (;;) {
@@ -290,8 +307,9 @@ static void *conn_main(void *arg)
                                                            : limit);
         }
         c->sent = false;
+        c->answered_at = 0;
         int rc = o->proto->exchange(o->arg, &c->pub);
-        uint64_t done = rf_now_ns();
+        uint64_t done = c->answered_at ? c->answered_at : rf_now_ns();
         if (o->timeout_ns)
             rf_deadline_set(w->end_ns);
         if (rc >= 0) {
@@ -398,9 +416,15 @@ static void *worker_main(void *arg)
         conns[i].pub.fd = -1;
         conns[i].pub.priv = &conns[i];
     }
-    /* The connections are all opened before the clock starts. */
-    for (unsigned i = 0; rc == 0 && i < w->nconns; i++)
+    /* The connections are all opened before the clock starts, each within
+     * the request timeout (10 s without one): a server that drops SYNs
+     * is an error, not a hang. */
+    for (unsigned i = 0; rc == 0 && i < w->nconns; i++) {
+        rf_deadline_set(rf_now_ns() +
+                        (o->timeout_ns ? o->timeout_ns : 10 * RF_NSEC_PER_SEC));
         rc = open_conn(&conns[i]);
+    }
+    rf_deadline_set(0);
     if (rc != 0) {
         int none = 0;
         atomic_compare_exchange_strong(&sh->first_err, &none, rc);
@@ -427,6 +451,14 @@ static void *worker_main(void *arg)
     w->end_ns = o->duration_ns ? w->start_ns + o->duration_ns : 0;
     if (o->rate)
         rfl_slots_init(&w->slots, o->rate, w->index, sh->nworkers);
+    if (o->rate && o->rate->sweep && o->rate->total_ns) {
+        /* 1 ms buckets (at most a million: longer sweeps, wider ones). */
+        uint64_t width = o->rate->total_ns / 1000000 + 1;
+        w->res.arrivals_ns = width > RF_NSEC_PER_MSEC ? width : RF_NSEC_PER_MSEC;
+        w->narrivals = (size_t)(o->rate->total_ns / w->res.arrivals_ns) + 2;
+        w->arrivals = calloc(w->narrivals, sizeof *w->arrivals);
+        /* NULL: merge_steps reports it (-ENOMEM) */
+    }
     if (o->intervals && (w->ivl = malloc(sizeof *w->ivl)))
         rfl_hist_init(w->ivl);
     else if (o->intervals)
@@ -454,8 +486,13 @@ static void *worker_main(void *arg)
     /* A run that ends with its duration lasted the duration, even when
      * the last request due (open loop) was answered a little before. */
     uint64_t end = rf_now_ns();
-    if (w->end_ns && !(w->quota && w->issued >= w->quota))
-        end = w->end_ns;
+    if (w->end_ns && !(w->quota && w->issued >= w->quota)) {
+        /* ... or its schedule, where that ends first. */
+        uint64_t sched_end = o->rate && o->rate->total_ns
+                                 ? w->start_ns + o->rate->total_ns
+                                 : UINT64_MAX;
+        end = sched_end < w->end_ns ? sched_end : w->end_ns;
+    }
     w->res.elapsed_s = (double)(end - w->start_ns) / 1e9;
     ivl_flush(w);
     publish(w);
@@ -488,6 +525,19 @@ static int merge_steps(const rfl_load_opts *o, worker *ws, unsigned nw,
                        rfl_result *res)
 {
     res->nsteps = o->rate && o->rate->sweep ? o->rate->nsteps : 0;
+    if (res->nsteps && ws[0].narrivals) {
+        res->narrivals = ws[0].narrivals;
+        res->arrivals_ns = ws[0].res.arrivals_ns;
+        res->arrivals = calloc(res->narrivals, sizeof *res->arrivals);
+        if (!res->arrivals)
+            return -ENOMEM;
+        for (unsigned i = 0; i < nw; i++) {
+            if (!ws[i].arrivals)
+                return -ENOMEM;
+            for (size_t b = 0; b < res->narrivals; b++)
+                res->arrivals[b] += ws[i].arrivals[b];
+        }
+    }
     for (unsigned j = 0; j < res->nsteps; j++) {
         struct rfl_step_result *out = &res->steps[j];
         for (unsigned i = 0; i < nw; i++) {
@@ -568,6 +618,8 @@ static int merge_intervals(const rfl_load_opts *o, worker *ws, unsigned nw,
 
 int rfl_load(const rfl_load_opts *o, rfl_result *res)
 {
+    if (res)
+        memset(res, 0, sizeof *res); /* nothing to release on any error */
     unsigned nw = o && o->threads ? o->threads : 1;
     if (!o || !res || !o->host || !o->proto || !o->proto->exchange ||
         o->connections < 1 || o->connections > RFL_MAX_CONNECTIONS ||
@@ -599,7 +651,9 @@ int rfl_load(const rfl_load_opts *o, rfl_result *res)
              * times, so an equal share of the count. */
             w->quota = i + 1 == nw ? o->requests - quota_given
                        : o->rate ? o->requests / nw
-                                 : o->requests * w->nconns / o->connections;
+                                 : o->requests / o->connections * w->nconns +
+                                       o->requests % o->connections *
+                                           w->nconns / o->connections;
             quota_given += w->quota;
             if (w->quota == 0) /* fewer requests than workers */
                 w->quota = UINT64_MAX, w->issued = UINT64_MAX;
@@ -656,6 +710,7 @@ int rfl_load(const rfl_load_opts *o, rfl_result *res)
         free(w->ivls);
         free(w->ivl_secs);
         free(w->ivl);
+        free(w->arrivals);
     }
     free(ws);
     if (rc != 0)
@@ -674,19 +729,54 @@ void rfl_result_release(rfl_result *res)
     free(res->intervals);
     res->intervals = NULL;
     res->nintervals = 0;
+    free(res->arrivals);
+    res->arrivals = NULL;
+    res->narrivals = 0;
 }
 
 
+/* The answers that arrived in [from, to) (ns from the start), the edge
+ * buckets counted in part. */
+static double arrived(const rfl_result *res, double from, double to)
+{
+    double w = (double)res->arrivals_ns, n = 0;
+    for (size_t b = (size_t)(from / w); b < res->narrivals; b++) {
+        double lo = (double)b * w, hi = lo + w;
+        if (lo >= to)
+            break;
+        double in = (hi < to ? hi : to) - (lo > from ? lo : from);
+        n += in > 0 ? res->arrivals[b] * in / w : 0;
+    }
+    return n;
+}
+
+/*
+ * A step's achieved rate: the answers that arrived during it, its window
+ * moved later by the median latency of its requests, so that answers take
+ * the time they take to come back, not a shortfall (with 1 s steps, a
+ * 15 ms server would otherwise read 1.5% short, past the knee's 1%); the
+ * window ends with the run at the latest, and the rate is over what is
+ * left of it.
+ */
 double rfl_step_rate(const rfl_schedule *s, const rfl_result *res,
                      unsigned j)
 {
     if (!s || j >= res->nsteps || j >= s->nsteps)
         return 0;
-    double len = (double)s->steps[j].ns / 1e9;
-    double from = (double)rfl_schedule_step_start(s, j) / 1e9;
-    if (from + len > res->elapsed_s)
-        len = res->elapsed_s - from; /* the run ended early */
-    return len > 0 ? (double)res->steps[j].completed / len : 0;
+    double from = (double)rfl_schedule_step_start(s, j);
+    double to = from + (double)s->steps[j].ns;
+    const rfl_hist *h = res->steps[j].hist;
+    if (!res->arrivals || !h) {
+        double len = (to > res->elapsed_s * 1e9 ? res->elapsed_s * 1e9 : to) -
+                     from;
+        return len > 0 ? (double)res->steps[j].completed / (len / 1e9) : 0;
+    }
+    double shift = (double)rfl_hist_percentile(h, 50);
+    from += shift;
+    to += shift;
+    if (to > res->elapsed_s * 1e9)
+        to = res->elapsed_s * 1e9;
+    return to > from ? arrived(res, from, to) / ((to - from) / 1e9) : 0;
 }
 
 int rfl_knee(const rfl_schedule *s, const rfl_result *res,

@@ -38,6 +38,19 @@ bool rfl_have_gnuplot(void)
     return false;
 }
 
+/* s in gnuplot's single quotes, where nothing is special but the quote,
+ * written twice. */
+static void gp_quote(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
 static void spectrum_point(void *arg, double pct, uint64_t value,
                            uint64_t cum)
 {
@@ -86,11 +99,18 @@ int rfl_plot(const rfl_config *cfg, const rfl_result *res, FILE *err)
                    "background \"white\"\n",
                 png ? "pngcairo" : "svg", two ? 1400 : 800,
                 png ? "" : "dynamic ", png ? 10 : 12);
-        fprintf(f, "set output \"%s\"\n", cfg->plot);
+        fputs("set output ", f);
+        gp_quote(f, cfg->plot);
+        fputc('\n', f);
         fprintf(f, "set grid\n");
         if (two)
             fprintf(f, "set multiplot layout 1,2\n");
-        fprintf(f, "set title \"rfload %s: latency by percentile\" noenhanced\n"
+        char title[1200];
+        snprintf(title, sizeof title, "rfload %s: latency by percentile",
+                 cfg->url);
+        fputs("set title ", f);
+        gp_quote(f, title);
+        fprintf(f, " noenhanced\n"
                    "set logscale x\nset xrange [1:*]\n"
                    /* Tic labels are formats to gnuplot: %% is a %. */
                    "set xtics (\"50%%%%\" 2, \"90%%%%\" 10, "
@@ -99,7 +119,7 @@ int rfl_plot(const rfl_config *cfg, const rfl_result *res, FILE *err)
                    "set xlabel \"percentile\"\nset ylabel \"latency (ms)\"\n"
                    "set key bottom right\n"
                    "plot \"%s\" using 1:2 with lines lw 2 title \"%s\"\n",
-                cfg->url, spec,
+                spec,
                 cfg->rate > 0 ? "open loop, from the intended send time"
                               : "closed loop");
         if (two) {

@@ -98,18 +98,21 @@ static int read_file(FILE *err, const origin *o, const char *path,
     FILE *f = fopen(path, "rbe");
     if (!f)
         return fail(err, o, strerror(errno), path);
+    /* Room for one byte past the limit: a file that fills it is too big. */
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
-    while (buf) {
+    while (buf && n <= RFL_MAX_BODY) {
         if (n == cap) {
-            char *nb = cap < RFL_MAX_BODY ? realloc(buf, cap * 2) : NULL;
+            size_t ncap = cap * 2 > RFL_MAX_BODY + 1 ? RFL_MAX_BODY + 1
+                                                     : cap * 2;
+            char *nb = realloc(buf, ncap);
             if (!nb) {
                 free(buf);
                 buf = NULL;
                 break;
             }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
@@ -122,6 +125,7 @@ static int read_file(FILE *err, const origin *o, const char *path,
         free(buf);
         return fail(err, o,
                     bad_read ? "cannot read the body file"
+                    : !buf   ? "out of memory reading the body file"
                              : "a body is at most 64 MiB",
                     path);
     }

@@ -1,29 +1,13 @@
 /*
- * rfload: the command line, the connection tasks and the reports.
+ * rfload: the command line, the two protocols and the reports.
  *
- * A group of loops (rf_run_loops: one loop unless --threads), each with its
- * share of the connections, one task per connection, each written as
- * blocking code: send a request, receive the
- * whole answer, record the latency, again. Each task keeps one request in
- * flight, as wrk does.
- *
- * Closed loop: the next request leaves as soon as the answer to the last
- * one is in; latency runs from the send to the end of the answer.
- *
- * Open loop (--rate): every connection has its own schedule, one request
- * every `interval` (connections * 1 s / rate), the connections' schedules
- * staggered evenly across one interval. A request's latency runs from the
- * time it was *meant* to leave, not from when it did: when the server
- * stalls, the requests that should have gone out meanwhile are not
- * silently skipped (coordinated omission, which makes a stall look like
- * one slow request); they go out late, back to back, and each carries its
- * wait. This is what wrk2 does.
- *
- * The end of the run is the deadline of every connection task
- * (rf_deadline_set): a sleep or an operation still waiting then ends with
- * -ETIMEDOUT, and the request it belonged to is not counted. Within the
- * run, the deadline is brought forward to the request's own limit
- * (--timeout) while a request is in flight.
+ * The run itself is ringfiber-load's driver (load.c: a task per
+ * connection on a group of loops, closed or open loop, the figures merged
+ * exactly); rfload adds what is HTTP's and echo's: the requests (built by
+ * request.c from the command line or a request file), reading and checking
+ * the answers (HTTP statuses, --expect-*, the echo's bytes), and the
+ * reports: the text summary, the JSON, a sweep's table and knee, the
+ * HdrHistogram files and the plot (plot.c).
  */
 #include "rfload.h"
 
@@ -435,10 +419,10 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
         if (cfg->sched.sweep)
             cfg->duration_ns = cfg->sched.total_ns;
         cfg->rate = cfg->sched.steps[0].from;
-    } else if (cfg->slo_p99_ns) {
+    }
+    if (cfg->slo_p99_ns && !cfg->sched.sweep)
         return rfl_bad(err, "--slo-p99 applies to a sweep (--rate with steps "
                             "or a ramp)");
-    }
     if (!have_duration && cfg->requests == 0 && !cfg->sched.sweep)
         cfg->duration_ns = 10 * RF_NSEC_PER_SEC;
     if (rate && !cfg->sched.sweep) {
@@ -574,8 +558,12 @@ static int http_exchange(void *arg, rfl_conn *c)
     if (cfg->new_connection) {
         /* Wait for the server's close (it was asked to): the side that
          * closes first keeps the TIME_WAIT, and a client that did would
-         * run out of ports at some hundreds of connections per second. */
+         * run out of ports at some hundreds of connections per second.
+         * The latency ends with the answer, before this wait. */
+        rfl_conn_answered(c);
         ssize_t n = rf_recv(c->fd, st->in, IN_SIZE, 0);
+        if (n < 0)
+            return (int)n; /* it did not close: a timeout, counted */
         if (n > 0)
             return -EPROTO; /* more than the answer */
     }
@@ -964,9 +952,6 @@ int rfl_main(int argc, char **argv)
         return 1;
     }
     rc = rfl_run(&cfg, res);
-    if (rc == 0 && (write_histograms(&cfg, res) != 0 ||
-                    (cfg.plot && rfl_plot(&cfg, res, stderr) != 0)))
-        rc = -EIO;
     if (rc == 0) {
         rfl_report_text(&cfg, res, json_stdout ? stderr : stdout);
         if (json_stdout)
@@ -980,8 +965,13 @@ int rfl_main(int argc, char **argv)
     }
     if (json && rc != 0)
         unlink(cfg.json); /* no half-written or empty results */
+    /* The other files last: one that cannot be written (or a plot gnuplot
+     * refuses) fails the run's status, not its summary and JSON. */
+    int orc = rc == 0 ? write_histograms(&cfg, res) : 0;
+    if (rc == 0 && cfg.plot && rfl_plot(&cfg, res, stderr) != 0)
+        orc = -1;
     rfl_result_release(res);
     free(res);
     rfl_config_free(&cfg);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 && orc == 0 ? 0 : 1;
 }

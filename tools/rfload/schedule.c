@@ -47,7 +47,8 @@ static bool rate(const char *s, const char *end, double *r)
 {
     char buf[32];
     size_t n = (size_t)(end - s);
-    if (n == 0 || n >= sizeof buf)
+    /* A digit first: "1000...2000" is a typo, not a ramp to .2000. */
+    if (n == 0 || n >= sizeof buf || *s < '0' || *s > '9')
         return false;
     memcpy(buf, s, n);
     buf[n] = '\0';
@@ -127,6 +128,8 @@ int rfl_schedule_parse(const char *s, uint64_t default_ns, rfl_schedule *out,
             if (comma && p == at)
                 return why_not(why, whylen, "a rate is missing before @");
         }
+        if (out->nsteps == 0)
+            return why_not(why, whylen, "a rate is missing before @");
         out->sweep = true;
         return 0;
     }
