@@ -271,6 +271,21 @@ static void test_http_parser(void **state)
     assert_int_equal(rfl_http_parse(&p, c, strlen(c), &used), RFL_HTTP_DONE);
     assert_int_equal(used, strlen(c));
     assert_true(p.close);
+    /* Interim answers are skipped: one response, the final one, in any
+     * piece size. */
+    const char *interim = "HTTP/1.1 100 Continue\r\n\r\n"
+                          "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                          "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+    for (size_t step = 1; step <= strlen(interim); step++) {
+        int one[2] = {0};
+        assert_int_equal(feed(interim, step, one, 2), 1);
+        assert_int_equal(one[0], 201);
+    }
+    /* A length that is not a number. */
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", 64,
+                          st, 2), -EPROTO);
+    assert_int_equal(feed("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+                          64, st, 2), -EPROTO);
 }
 
 /* ---- command line ---------------------------------------------------------- */
