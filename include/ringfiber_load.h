@@ -169,6 +169,10 @@ typedef struct rfl_schedule {
     bool sweep;        /* steps or a ramp: reported step by step */
 } rfl_schedule;
 
+/* A time as rfload's options take it: "10" (seconds), "1.5s", "500ms",
+ * "250us", "2m", "1h", from 0 to about 31 years; true with *ns set. */
+RF_API bool rfl_parse_time(const char *s, uint64_t *ns);
+
 /*
  * Parse a rate: "R" (R requests/s for default_ns; 0: until the run ends),
  * "A..B/T" (a linear ramp from A to B over T, reported in steps of one

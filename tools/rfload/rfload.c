@@ -112,33 +112,6 @@ static bool parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
-/* "10", "1.5s", "500ms", "250us", "2m" -> ns. */
-static bool parse_time(const char *s, uint64_t *ns)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || !(v >= 0) || isinf(v))
-        return false;
-    double mult;
-    if (!*end || !strcmp(end, "s"))
-        mult = 1e9;
-    else if (!strcmp(end, "ms"))
-        mult = 1e6;
-    else if (!strcmp(end, "us"))
-        mult = 1e3;
-    else if (!strcmp(end, "m"))
-        mult = 60e9;
-    else if (!strcmp(end, "h"))
-        mult = 3600e9;
-    else
-        return false;
-    if (v * mult > 1e18)
-        return false;
-    *ns = (uint64_t)llround(v * mult);
-    return true;
-}
-
 /* Split "scheme://host:port/path" into cfg. */
 static int parse_url(const char *url, rfl_config *cfg, FILE *err)
 {
@@ -293,7 +266,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             cfg->connections = (unsigned)u;
             break;
         case 1:
-            if (!parse_time(val, &cfg->duration_ns) || cfg->duration_ns == 0)
+            if (!rfl_parse_time(val, &cfg->duration_ns) || cfg->duration_ns == 0)
                 return rfl_bad(err, "--duration must be a positive time (10, "
                                 "10s, 500ms, 2m), not '%s'", val);
             have_duration = true;
@@ -313,7 +286,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             cfg->threads = (unsigned)u;
             break;
         case 5:
-            if (!parse_time(val, &cfg->timeout_ns))
+            if (!rfl_parse_time(val, &cfg->timeout_ns))
                 return rfl_bad(err, "--timeout must be a time (2s, 500ms; 0 "
                                 "for none), not '%s'", val);
             break;
@@ -371,7 +344,7 @@ int rfl_parse_args(int argc, char **argv, rfl_config *cfg, FILE *out,
             cfg->expect_body_bytes = (int64_t)u;
             break;
         case 16:
-            if (!parse_time(val, &cfg->slo_p99_ns) || cfg->slo_p99_ns == 0)
+            if (!rfl_parse_time(val, &cfg->slo_p99_ns) || cfg->slo_p99_ns == 0)
                 return rfl_bad(err, "--slo-p99 must be a positive time "
                                     "(5ms, 250us), not '%s'", val);
             break;

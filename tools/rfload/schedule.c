@@ -18,40 +18,50 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "10", "1.5s", "500ms", "2m" -> ns (as rfload's --duration). */
-static bool duration(const char *s, const char *end, uint64_t *ns)
+bool rfl_parse_time(const char *s, uint64_t *ns)
 {
-    char buf[32];
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0) || isinf(v))
+        return false;
+    double mult = !*end || !strcmp(end, "s") ? 1e9
+                  : !strcmp(end, "ms")       ? 1e6
+                  : !strcmp(end, "us")       ? 1e3
+                  : !strcmp(end, "m")        ? 60e9
+                  : !strcmp(end, "h")        ? 3600e9
+                                             : 0;
+    if (mult == 0 || v * mult > 1e18)
+        return false;
+    *ns = (uint64_t)llround(v * mult);
+    return true;
+}
+
+/* [s, end) as a string in buf (cap bytes); false if empty or too long. */
+static bool span(const char *s, const char *end, char *buf, size_t cap)
+{
     size_t n = (size_t)(end - s);
-    if (n == 0 || n >= sizeof buf)
+    if (n == 0 || n >= cap)
         return false;
     memcpy(buf, s, n);
     buf[n] = '\0';
-    char *unit;
-    errno = 0;
-    double v = strtod(buf, &unit);
-    if (errno || unit == buf || !(v > 0) || isinf(v))
-        return false;
-    double mult = !*unit || !strcmp(unit, "s") ? 1e9
-                  : !strcmp(unit, "ms")        ? 1e6
-                  : !strcmp(unit, "m")         ? 60e9
-                  : !strcmp(unit, "h")         ? 3600e9
-                                               : 0;
-    if (mult == 0 || v * mult > 1e15 || v * mult < 1e6)
-        return false; /* from a millisecond to about 11 days */
-    *ns = (uint64_t)llround(v * mult);
     return true;
+}
+
+/* A step's or a ramp's length: from a millisecond to about 11 days. */
+static bool duration(const char *s, const char *end, uint64_t *ns)
+{
+    char buf[32];
+    return span(s, end, buf, sizeof buf) && rfl_parse_time(buf, ns) &&
+           *ns >= RF_NSEC_PER_MSEC && *ns <= 1000000000000000ull;
 }
 
 static bool rate(const char *s, const char *end, double *r)
 {
     char buf[32];
-    size_t n = (size_t)(end - s);
     /* A digit first: "1000...2000" is a typo, not a ramp to .2000. */
-    if (n == 0 || n >= sizeof buf || *s < '0' || *s > '9')
+    if (!span(s, end, buf, sizeof buf) || *s < '0' || *s > '9')
         return false;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
     char *e;
     errno = 0;
     double v = strtod(buf, &e);
