@@ -278,7 +278,10 @@ typedef struct rfl_load_opts {
     const rfl_schedule *rate; /* NULL: closed loop (the next request when
                              * the answer is in); else open loop: requests
                              * due on this schedule, latency from when
-                             * each was due */
+                             * each was due. A sweep's last requests are
+                             * waited for after its end, up to timeout_ns
+                             * (10 s without one), so that its last step
+                             * loses none of its answers */
     uint64_t timeout_ns;    /* one request's limit; 0: none */
     bool new_connection;    /* a connection per request, its connect in
                              * the latency */

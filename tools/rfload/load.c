@@ -42,6 +42,8 @@ enum {
                             * connection gives up */
 };
 
+#define SWEEP_DRAIN_NS (10 * RF_NSEC_PER_SEC)
+
 typedef struct shared shared;
 
 typedef struct worker {
@@ -53,6 +55,11 @@ typedef struct worker {
     uint64_t quota;        /* requests it may send; 0: no limit */
     uint64_t issued;
     uint64_t start_ns, end_ns; /* end_ns: 0 without a duration */
+    uint64_t flight_end;   /* a request in flight may last until then: a
+                            * sweep's last requests are waited for (up to
+                            * their timeout, or SWEEP_DRAIN_NS without
+                            * one), so that its last step loses none;
+                            * otherwise end_ns */
     int rc;
     rfl_slots slots;       /* open loop: its share of the schedule */
     rfl_result res;        /* its steps' histograms are its own until
@@ -278,8 +285,9 @@ static void *conn_main(void *arg)
          * connect. */
         uint64_t begin = rf_now_ns();
         if (o->new_connection && o->timeout_ns)
-            rf_deadline_set(w->end_ns && w->end_ns < begin + o->timeout_ns
-                                ? w->end_ns
+            rf_deadline_set(w->flight_end &&
+                                    w->flight_end < begin + o->timeout_ns
+                                ? w->flight_end
                                 : begin + o->timeout_ns);
         if (c->pub.fd < 0) {
             int rc = open_conn(c);
@@ -303,14 +311,17 @@ static void *conn_main(void *arg)
                                              : sent;
         if (o->timeout_ns && !o->new_connection) {
             uint64_t limit = sent + o->timeout_ns;
-            rf_deadline_set(w->end_ns && w->end_ns < limit ? w->end_ns
-                                                           : limit);
+            rf_deadline_set(w->flight_end && w->flight_end < limit
+                                ? w->flight_end
+                                : limit);
+        } else if (!o->timeout_ns && w->flight_end != w->end_ns) {
+            rf_deadline_set(w->flight_end);
         }
         c->sent = false;
         c->answered_at = 0;
         int rc = o->proto->exchange(o->arg, &c->pub);
         uint64_t done = c->answered_at ? c->answered_at : rf_now_ns();
-        if (o->timeout_ns)
+        if (o->timeout_ns || w->flight_end != w->end_ns)
             rf_deadline_set(w->end_ns);
         if (rc >= 0) {
             note_answer(w, start, done, done - start);
@@ -449,13 +460,21 @@ static void *worker_main(void *arg)
 
     w->start_ns = atomic_load(&sh->start_ns);
     w->end_ns = o->duration_ns ? w->start_ns + o->duration_ns : 0;
+    w->flight_end = w->end_ns;
+    if (w->end_ns && o->rate && o->rate->sweep)
+        w->flight_end = w->end_ns + (o->timeout_ns && o->timeout_ns <
+                                                          SWEEP_DRAIN_NS
+                                         ? o->timeout_ns
+                                         : SWEEP_DRAIN_NS);
     if (o->rate)
         rfl_slots_init(&w->slots, o->rate, w->index, sh->nworkers);
     if (o->rate && o->rate->sweep && o->rate->total_ns) {
         /* 1 ms buckets (at most a million: longer sweeps, wider ones). */
         uint64_t width = o->rate->total_ns / 1000000 + 1;
         w->res.arrivals_ns = width > RF_NSEC_PER_MSEC ? width : RF_NSEC_PER_MSEC;
-        w->narrivals = (size_t)(o->rate->total_ns / w->res.arrivals_ns) + 2;
+        /* The run, and the wait for its last answers. */
+        w->narrivals = (size_t)((o->rate->total_ns + SWEEP_DRAIN_NS) /
+                                w->res.arrivals_ns) + 2;
         w->arrivals = calloc(w->narrivals, sizeof *w->arrivals);
         /* NULL: merge_steps reports it (-ENOMEM) */
     }
@@ -771,11 +790,14 @@ double rfl_step_rate(const rfl_schedule *s, const rfl_result *res,
                      from;
         return len > 0 ? (double)res->steps[j].completed / (len / 1e9) : 0;
     }
+    /* The last step's late answers were waited for (they are in the
+     * buckets): only the buckets' end cuts the window. */
     double shift = (double)rfl_hist_percentile(h, 50);
     from += shift;
     to += shift;
-    if (to > res->elapsed_s * 1e9)
-        to = res->elapsed_s * 1e9;
+    double kept = (double)res->narrivals * (double)res->arrivals_ns;
+    if (to > kept)
+        to = kept;
     return to > from ? arrived(res, from, to) / ((to - from) / 1e9) : 0;
 }
 
