@@ -197,6 +197,10 @@ void W6_echo_variant_fixed_files(benchmark::State &state) {
     w6_run(state, w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)");
 }
 
+void W6_echo_variant_wake_at_once(benchmark::State &state) {
+    w6_run(state, w6_at_once_serve, "public calls, RF_LOOP_WAKE_AT_ONCE");
+}
+
 // The connection sweep: the same ping-pong with 1, 10, 100 and 1,000
 // connections, ringfiber's server against the epoll server at each count
 // (bench/ratios.sh pairs them by the "_<N>c" in their names). 1,000
@@ -212,6 +216,13 @@ const int w6_sweep_registered = [] {
             [n, label](benchmark::State &st) {
                 w6_run(st, w6_ringfiber_serve, label.c_str(), n);
             })->UseRealTime()->MinTime(0.5);
+        if (n >= 100)
+            benchmark::RegisterBenchmark(
+                ("W6_echo_variant_wake_at_once_sweep_" + c).c_str(),
+                [n](benchmark::State &st) {
+                    w6_run(st, w6_at_once_serve,
+                           "public calls, RF_LOOP_WAKE_AT_ONCE", n);
+                })->UseRealTime()->MinTime(0.5);
         benchmark::RegisterBenchmark(
             ("W6_echo_epoll_sweep_" + c + "_baseline").c_str(),
             [n, label](benchmark::State &st) {
@@ -228,3 +239,4 @@ BENCHMARK(W6_echo_ringfiber)->UseRealTime()->MinTime(1.0);
 BENCHMARK(W6_echo_variant_raw_ops)->UseRealTime()->MinTime(1.0);
 BENCHMARK(W6_echo_variant_pollfirst)->UseRealTime()->MinTime(1.0);
 BENCHMARK(W6_echo_variant_fixed_files)->UseRealTime()->MinTime(1.0);
+BENCHMARK(W6_echo_variant_wake_at_once)->UseRealTime()->MinTime(1.0);

@@ -16,6 +16,9 @@
  *                there yet when the receive is submitted;
  *   fixed        raw + registered files (IOSQE_FIXED_FILE): no fd table
  *                lookup and reference per operation.
+ * and at_once is the public server on a loop that never batches its
+ * wake-ups (RF_LOOP_WAKE_AT_ONCE): what batching gains where the server
+ * shares its CPU with the load client, as it does here.
  */
 #define _GNU_SOURCE
 #include "w6_servers.h"
@@ -168,16 +171,27 @@ out:
     return NULL;
 }
 
-static int serve(int lfd, int nconns, w6_kind kind)
+static int serve_flags(int lfd, int nconns, w6_kind kind, unsigned flags)
 {
     w6_server s = {lfd, nconns, 0, kind};
-    int rc = rf_run(w6_main, &s, NULL);
+    rf_loop_opts o = {.flags = flags};
+    int rc = rf_run_opts(w6_main, &s, NULL, &o);
     return rc ? rc : s.rc;
+}
+
+static int serve(int lfd, int nconns, w6_kind kind)
+{
+    return serve_flags(lfd, nconns, kind, 0);
 }
 
 int w6_ringfiber_serve(int lfd, int nconns)
 {
     return serve(lfd, nconns, W6_PUBLIC);
+}
+
+int w6_at_once_serve(int lfd, int nconns)
+{
+    return serve_flags(lfd, nconns, W6_PUBLIC, RF_LOOP_WAKE_AT_ONCE);
 }
 
 int w6_raw_serve(int lfd, int nconns) { return serve(lfd, nconns, W6_RAW); }

@@ -183,7 +183,26 @@ typedef struct rf_loop_opts {
                                 * same inputs (virtual time): the same
                                 * schedule. 0: the environment's
                                 * RINGFIBER_SHUFFLE_SEED if set, else none */
+    unsigned wake_batch_us;    /* while the loop's thread waits for its CPU
+                                * (another thread runs there: a load
+                                * client, a busy machine), a sleep waits
+                                * for a batch of completions rather than
+                                * the first, and wakes once for them; this
+                                * is the longest the first of them waits
+                                * for the rest (docs/scheduler.md,
+                                * "Batched wake-ups"). A loop with a CPU
+                                * to itself always wakes at the first.
+                                * 0: the environment's
+                                * RINGFIBER_WAKE_BATCH_US if set (0 there:
+                                * never batch), else
+                                * RF_WAKE_BATCH_DEFAULT_US; at most
+                                * RF_WAKE_BATCH_MAX_US. RF_LOOP_WAKE_AT_ONCE
+                                * turns batching off */
 } rf_loop_opts;
+
+/* rf_loop_opts.wake_batch_us: the default and the most. */
+#define RF_WAKE_BATCH_DEFAULT_US 200u
+#define RF_WAKE_BATCH_MAX_US 10000u
 
 /*
  * The seed loop shakes its schedule with (rf_loop_opts.shuffle_seed, or
@@ -258,6 +277,9 @@ RF_API uint64_t rf_loop_shuffle_seed(const rf_loop *loop);
  * default: on this project's VMs a clock read costs more than a yield
  * (docs/inspect.md, "Metrics"). */
 #define RF_LOOP_SCHED_DELAY 0x400u
+/* Wake at the first completion, always: no batched wake-ups even while
+ * the loop's thread shares its CPU (rf_loop_opts.wake_batch_us). */
+#define RF_LOOP_WAKE_AT_ONCE 0x800u
 
 /* rf_run on a loop made with opts (rf_loop_new's, may be NULL): e.g.
  * RF_LOOP_VIRTUAL_TIME. Returns what rf_run returns, and rf_loop_new's
@@ -377,6 +399,9 @@ typedef struct rf_stats {
     uint64_t sleeps_avoided;  /* times the loop ran dry and work came while
                                * it spun (rf_loop_opts.spin_ns), so it
                                * did not sleep */
+    uint64_t wakes_batched;   /* sleeps that waited for a batch of
+                               * completions, the loop's thread sharing
+                               * its CPU (rf_loop_opts.wake_batch_us) */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */

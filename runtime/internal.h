@@ -285,6 +285,18 @@ struct rf_loop {
     size_t altstack_size;
     uint64_t next_id;
     uint64_t inflight;
+    /* Batched wake-ups (ring.c, rf__ring_sleep). */
+    struct {
+        unsigned us;        /* the first completion's longest wait; 0: off */
+        unsigned batch;     /* next batch to ask for (see rf__ring_sleep) */
+        int fd;             /* /proc/thread-self/schedstat, or -1 */
+        bool contended;     /* the thread waited for its CPU lately */
+        bool probing;       /* this window's sleeps are plain, to measure */
+        bool min_wait;      /* the kernel has IORING_FEAT_MIN_TIMEOUT */
+        unsigned windows;   /* batched windows since the last plain one */
+        uint64_t sample_at; /* when the CPU wait was last read */
+        uint64_t delay;     /* ... and what it read (ns waited, total) */
+    } wake;
     /* Work that another thread will hand back through rf__remote_post
      * (offloaded calls): the loop does not report a deadlock, and is not
      * freed, while it is non-zero. Loop thread only. */
@@ -709,6 +721,10 @@ void rf__vclock_autojump(rf_loop *l);
 /* ring.c: as rf__ring_enter(l, 1), for at most ns of real time (-ETIME
  * then). */
 int rf__ring_enter_timeout(rf_loop *l, uint64_t ns);
+int rf__ring_sleep(rf_loop *l, uint64_t now);
+void rf__ring_wake_init(rf_loop *l, unsigned us);
+void rf__ring_wake_fini(rf_loop *l);
+unsigned rf__wake_batch_env(void);
 void rf__vclock_fini(rf_loop *l);
 /* l->now_approx = the loop's clock, coarse (see rf_loop.now_approx). */
 void rf__clock_refresh(rf_loop *l);

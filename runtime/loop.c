@@ -30,7 +30,7 @@
 #define RF_LOOP_KNOWN_FLAGS                                                    \
     (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
      RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING | RF_LOOP_VIRTUAL_TIME |            \
-     RF_LOOP_SCHED_DELAY)
+     RF_LOOP_SCHED_DELAY | RF_LOOP_WAKE_AT_ONCE)
 
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
@@ -359,7 +359,7 @@ static int loop_sleep(rf_loop *l)
     bool jump = l->autojump_ns && l->vheap_n;
     uint64_t slept = rf__real_now_ns(); /* beside a sleep's system call */
     int rc = jump ? rf__ring_enter_timeout(l, l->autojump_ns)
-                  : rf__ring_enter(l, 1);
+                  : rf__ring_sleep(l, slept); /* and reaps */
     uint64_t woke = rf__real_now_ns();
     RF_STAT_ADD(l->m.idle_ns, woke - slept);
     l->delay_now = woke;
@@ -370,7 +370,7 @@ static int loop_sleep(rf_loop *l)
             rf__vclock_autojump(l);
         return 0;
     }
-    if (rc == 0)
+    if (rc == 0 && jump)
         rf__ring_reap(l);
     return rc;
 }
@@ -581,7 +581,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         rf__size_check(o.mailbox_capacity, 0, RF_MAILBOX_MAX) ||
         rf__size_check(o.sq_entries, 0, RF_RING_MAX_ENTRIES) ||
         rf__size_check(o.cq_entries, 0, 2 * RF_RING_MAX_ENTRIES) ||
-        o.spin_ns > RF_SPIN_MAX_NS ||
+        o.spin_ns > RF_SPIN_MAX_NS || o.wake_batch_us > RF_WAKE_BATCH_MAX_US ||
         (o.autojump_ns && !(o.flags & RF_LOOP_VIRTUAL_TIME)))
         return -EINVAL;
     size_t stack = o.default_stack_size ? o.default_stack_size
@@ -654,6 +654,10 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         free(l);
         return rc;
     }
+    rf__ring_wake_init(l, (o.flags & RF_LOOP_WAKE_AT_ONCE)
+                              ? 0
+                              : o.wake_batch_us ? o.wake_batch_us
+                                                : rf__wake_batch_env());
     rf__stall_env(l); /* RINGFIBER_STALL_MS; a failure is reported */
     rf__registry_add(l);
     *loopp = l;
@@ -743,6 +747,7 @@ int rf_loop_free(rf_loop *loop)
     rf__remote_fini(loop);
     rf__vclock_fini(loop);
     io_uring_queue_exit(&loop->ring);
+    rf__ring_wake_fini(loop);
     rf__embed_fini(loop);
     rf__stacks_fini(&loop->stacks);
     rf__tasks_free_all(loop);
@@ -780,6 +785,7 @@ static void stats_snapshot(const rf_loop *l, rf_stats *out)
     out->wakeups_eventfd = RF_STAT_GET(s->wakeups_eventfd);
     out->wakeups_msg_ring = RF_STAT_GET(s->wakeups_msg_ring);
     out->sleeps_avoided = RF_STAT_GET(s->sleeps_avoided);
+    out->wakes_batched = RF_STAT_GET(s->wakes_batched);
 #undef RF_STAT_GET
 }
 

@@ -35,8 +35,13 @@
  * seen. A loop is not freed while it is non-zero, so no completion can
  * arrive for an operation record that is gone.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -231,6 +236,185 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
         if (tries == 16)
             return ret;
     }
+}
+
+/* ---- batched wake-ups ---- */
+
+/*
+ * A sleeping loop is woken by the kernel at its first completion. With a
+ * CPU to itself that is right: the CPU was idle, the wake costs nothing
+ * but the switch, and waiting for more would only add latency. When the
+ * thread shares its CPU with the threads whose work completes its
+ * operations (a load client, other servers, a busy machine), each wake
+ * makes it runnable for one completion, it waits for the CPU anyway, and
+ * each of its turns takes one completion and one context switch from the
+ * others. Then a sleep asks the kernel for a batch (wait_nr) and a
+ * minimum wait (IORING_FEAT_MIN_TIMEOUT, 6.12): woken when the batch is
+ * there, or wake_batch_us after the sleep began if anything is; never
+ * later than that for a completion that came alone. With DEFER_TASKRUN
+ * the kernel counts the completions without waking the thread.
+ *
+ * "Shares its CPU" is measured, not configured: the time the thread
+ * spent runnable but waiting for a CPU (the second field of
+ * /proc/thread-self/schedstat), read at most every 10 ms at a sleep. At
+ * 10% of the wall time the loop batches; under 2% it stops (measured on
+ * the 2-vCPU VM of docs/benchmarks.md: a server sharing its CPU with its
+ * load client waited 29-41% of the time, one with a CPU of its own under
+ * an open-loop load 0.1-3%). The batch adapts: it starts at 2, doubles
+ * while batches fill before the minimum wait ends, and drops to what came
+ * when one does not; a sleep that ended with one completion or none is
+ * followed by a plain one. Kernels without the minimum wait (5.11-6.11)
+ * get a plain timeout of wake_batch_us instead, which also ends a wait
+ * that found nothing; kernels without IORING_FEAT_EXT_ARG, or a
+ * /proc/thread-self that cannot be read, never batch.
+ */
+#define WAKE_SAMPLE_NS 10000000ull
+#define WAKE_PROBE_EVERY 9 /* batched windows between two plain ones */
+#define IORING_FEAT_MIN_TIMEOUT_ (1u << 15) /* liburing 2.3 predates it */
+#define INT_FLAG_REG_RING_ 1u               /* liburing: ring fd registered */
+
+unsigned rf__wake_batch_env(void)
+{
+    const char *env = getenv("RINGFIBER_WAKE_BATCH_US");
+    if (!env || !*env)
+        return RF_WAKE_BATCH_DEFAULT_US;
+    char *end;
+    errno = 0;
+    unsigned long us = strtoul(env, &end, 10);
+    if (errno || *end || us > RF_WAKE_BATCH_MAX_US) {
+        fprintf(stderr, "ringfiber: RINGFIBER_WAKE_BATCH_US=%s ignored (want "
+                        "0..%u microseconds)\n", env, RF_WAKE_BATCH_MAX_US);
+        return RF_WAKE_BATCH_DEFAULT_US;
+    }
+    return (unsigned)us; /* 0: never batch */
+}
+
+/* At rf_loop_new, on the loop's thread: the file is opened here, with
+ * the loop's other descriptors, not at some later sleep. */
+void rf__ring_wake_init(rf_loop *l, unsigned us)
+{
+    l->wake.fd = -1;
+    l->wake.min_wait = (l->ring.features & IORING_FEAT_MIN_TIMEOUT_) != 0;
+    l->wake.us = (l->ring.features & IORING_FEAT_EXT_ARG) ? us : 0;
+    if (l->wake.us) {
+        l->wake.fd =
+            open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+        if (l->wake.fd < 0)
+            l->wake.us = 0;
+    }
+}
+
+void rf__ring_wake_fini(rf_loop *l)
+{
+    if (l->wake.fd >= 0)
+        close(l->wake.fd);
+    l->wake.fd = -1;
+}
+
+/* Whether the thread waited for its CPU lately (see above); every
+ * WAKE_SAMPLE_NS at most. Turns batching off for good if the file cannot
+ * be read. */
+static void wake_sample(rf_loop *l, uint64_t now)
+{
+    if (now - l->wake.sample_at < WAKE_SAMPLE_NS)
+        return;
+    char buf[96];
+    ssize_t n = pread(l->wake.fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        goto off;
+    buf[n] = '\0';
+    char *p = buf;
+    (void)strtoull(p, &p, 10); /* time on the CPU */
+    char *end;
+    uint64_t delay = strtoull(p, &end, 10); /* time waiting for one */
+    if (end == p)
+        goto off;
+    if (l->wake.sample_at) {
+        uint64_t wall = now - l->wake.sample_at;
+        uint64_t waited = delay - l->wake.delay;
+        if (!l->wake.contended || l->wake.probing) {
+            /* A window of plain sleeps: the wait for the CPU is the
+             * thread's own. */
+            l->wake.contended = waited * 10 >= wall;
+            l->wake.probing = false;
+            l->wake.windows = 0;
+        } else if (++l->wake.windows == WAKE_PROBE_EVERY) {
+            /* Batched sleeps hide the wait (the thread is not woken until
+             * the others have run): the next window is plain again. */
+            l->wake.probing = true;
+        }
+    }
+    l->wake.sample_at = now;
+    l->wake.delay = delay;
+    return;
+off:
+    l->wake.us = 0;
+    l->wake.contended = false;
+}
+
+/* Sleep for k completions (k >= 2) or the minimum wait; the SQ is empty. */
+static int enter_batch(rf_loop *l, unsigned k)
+{
+    struct __kernel_timespec ts = {0, (long long)l->wake.us * 1000};
+    struct io_uring_getevents_arg arg = {
+        .sigmask = 0,
+        .sigmask_sz = _NSIG / 8,
+        .pad = l->wake.min_wait ? l->wake.us : 0, /* min_wait_usec */
+        .ts = l->wake.min_wait ? 0 : (uint64_t)(uintptr_t)&ts,
+    };
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    if (l->ring.int_flags & INT_FLAG_REG_RING_)
+        flags |= IORING_ENTER_REGISTERED_RING;
+    for (;;) {
+        int ret = io_uring_enter2((unsigned)l->ring.enter_ring_fd, 0, k, flags,
+                                  (sigset_t *)&arg, sizeof(arg));
+        RF_STAT_ADD(l->stats.enters, 1);
+        rf__clock_refresh(l);
+        if (ret >= 0 || ret == -ETIME)
+            return 0;
+        if (ret == -EINTR)
+            continue;
+        /* Wants CQ room or memory: the caller's reap makes room. */
+        if (ret == -EBUSY || ret == -EAGAIN)
+            return 0;
+        return ret;
+    }
+}
+
+/*
+ * loop_sleep's wait (loop.c): submit what is queued, sleep until a
+ * completion (or a batch of them, above), and reap. now: the time the
+ * sleep began. Returns 0 or the ring's error.
+ */
+int rf__ring_sleep(rf_loop *l, uint64_t now)
+{
+    unsigned k = 1;
+    if (l->wake.us) {
+        wake_sample(l, now);
+        if (l->wake.contended && !l->wake.probing &&
+            !io_uring_sq_ready(&l->ring)) {
+            k = l->wake.batch ? l->wake.batch : 2;
+            unsigned cap = l->ring.cq.ring_entries / 2;
+            if (k > cap)
+                k = cap;
+            if (k > l->inflight)
+                k = (unsigned)l->inflight;
+        }
+    }
+    if (k < 2) {
+        l->wake.batch = 0; /* the next batched sleep starts at 2 */
+        int rc = rf__ring_enter(l, 1);
+        if (rc == 0)
+            rf__ring_reap(l);
+        return rc;
+    }
+    int rc = enter_batch(l, k);
+    if (rc)
+        return rc;
+    RF_STAT_ADD(l->stats.wakes_batched, 1);
+    unsigned n = rf__ring_reap(l);
+    l->wake.batch = n >= k ? 2 * k : n >= 2 ? n : 1;
+    return 0;
 }
 
 /* Only for a virtual clock's autojump (time.c): a real timeout on the

@@ -173,6 +173,17 @@ static void test_loop_new_sizes_checked(void **state)
     o.spin_ns = UINT32_MAX;
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     memset(&o, 0, sizeof o);
+    o.flags = RF_LOOP_QUIET;
+    o.wake_batch_us = RF_WAKE_BATCH_MAX_US + 1;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    o.wake_batch_us = UINT32_MAX;
+    assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
+    assert_null(loop);
+    o.wake_batch_us = RF_WAKE_BATCH_MAX_US; /* the most, and the flag */
+    o.flags = RF_LOOP_QUIET | RF_LOOP_WAKE_AT_ONCE;
+    assert_int_equal(rf_loop_new(&loop, &o), 0);
+    assert_int_equal(rf_loop_free(loop), 0);
+    memset(&o, 0, sizeof o);
     o.flags = RF_LOOP_QUIET | 0x8000u; /* a flag that does not exist */
     assert_int_equal(rf_loop_new(&loop, &o), -EINVAL);
     assert_null(loop);

@@ -10,6 +10,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/utsname.h>
 #include <sys/socket.h>
 
 #include "helpers.h"
@@ -1278,6 +1281,142 @@ static void emfile_case(void *arg)
 static void test_emfile_accept(void **state) { emfile_case(NULL); }
 static void test_emfile_acceptor(void **state) { emfile_case((void *)1); }
 
+/*
+ * Batched wake-ups (rf_loop_opts.wake_batch_us, ring.c). The loop's
+ * thread and a client thread are pinned to one CPU: the client writes a
+ * message on each of WB_PAIRS socketpairs, then reads the echoes, the way
+ * a load client sharing the server's CPU does. The loop's thread then
+ * waits for its CPU, and its sleeps wait for batches (counted in
+ * wakes_batched) where the kernel and /proc allow it; every echo must
+ * come back intact either way, and so must the round trips of one pair
+ * alone at the end (each a lone completion, which the batch's minimum
+ * wait lets through). With RF_LOOP_WAKE_AT_ONCE no sleep batches.
+ */
+#define WB_PAIRS 16
+#define WB_ROUNDS 3000
+#define WB_LONE 200
+
+typedef struct wb_case {
+    int fds[WB_PAIRS][2];
+    int cpu;
+    int client_rc;
+} wb_case;
+
+static void wb_pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+static bool wb_put(int fd, uint32_t v)
+{
+    return write(fd, &v, sizeof v) == (ssize_t)sizeof v;
+}
+
+static void *wb_client(void *arg)
+{
+    wb_case *c = arg;
+    wb_pin(c->cpu);
+    c->client_rc = -1;
+    for (uint32_t r = 0; r < WB_ROUNDS + WB_LONE; r++) {
+        int n = r < WB_ROUNDS ? WB_PAIRS : 1;
+        for (int i = 0; i < n; i++)
+            if (!wb_put(c->fds[i][1], r * WB_PAIRS + (uint32_t)i))
+                return NULL;
+        for (int i = 0; i < n; i++) {
+            uint32_t v;
+            if (read(c->fds[i][1], &v, sizeof v) != (ssize_t)sizeof v ||
+                v != r * WB_PAIRS + (uint32_t)i + 1)
+                return NULL;
+        }
+    }
+    for (int i = 0; i < WB_PAIRS; i++)
+        shutdown(c->fds[i][1], SHUT_WR);
+    c->client_rc = 0;
+    return NULL;
+}
+
+/* One pair's server: each message back plus one, until end of stream. */
+static void *wb_echo(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    for (;;) {
+        uint32_t v;
+        ssize_t n = rf_recv(fd, &v, sizeof v, MSG_WAITALL);
+        if (n == 0)
+            return NULL;
+        if (!RFT_CHECK_INT(n, sizeof v))
+            return NULL;
+        v++;
+        if (!RFT_CHECK_INT(rf_send_all(fd, &v, sizeof v, 0, NULL), sizeof v))
+            return NULL;
+    }
+}
+
+static void *wb_main(void *arg)
+{
+    wb_case *c = arg;
+    rf_task *t[WB_PAIRS];
+    for (int i = 0; i < WB_PAIRS; i++)
+        t[i] = rf_spawn(wb_echo, (void *)(intptr_t)c->fds[i][0]);
+    pthread_t th;
+    if (!RFT_CHECK_INT(pthread_create(&th, NULL, wb_client, c), 0))
+        return NULL;
+    for (int i = 0; i < WB_PAIRS; i++)
+        RFT_CHECK_INT(rf_join(t[i], NULL), 0);
+    pthread_join(th, NULL);
+    RFT_CHECK_INT(c->client_rc, 0);
+    return NULL;
+}
+
+static uint64_t wb_run(unsigned flags)
+{
+    wb_case c = {.cpu = sched_getcpu()};
+    cpu_set_t saved;
+    assert_int_equal(
+        pthread_getaffinity_np(pthread_self(), sizeof saved, &saved), 0);
+    wb_pin(c.cpu);
+    for (int i = 0; i < WB_PAIRS; i++)
+        assert_int_equal(
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c.fds[i]), 0);
+    rf_loop *l;
+    rf_loop_opts o = {.flags = flags};
+    assert_int_equal(rf_loop_new(&l, &o), 0);
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(l, wb_main, &c, NULL), 0);
+    rft_end();
+    rf_stats st;
+    assert_int_equal(rf_loop_stats(l, &st), 0);
+    assert_int_equal(rf_loop_free(l), 0);
+    for (int i = 0; i < WB_PAIRS; i++) {
+        close(c.fds[i][0]);
+        close(c.fds[i][1]);
+    }
+    pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+    return st.wakes_batched;
+}
+
+static void test_wake_batch_shared_cpu(void **state)
+{
+    (void)state;
+    uint64_t batched = wb_run(0);
+    /* Batching needs the minimum wait's fallback (EXT_ARG, 5.11) and a
+     * readable /proc/thread-self/schedstat. */
+    struct utsname u;
+    int major = 0, minor = 0;
+    bool can = access("/proc/thread-self/schedstat", R_OK) == 0 &&
+               uname(&u) == 0 &&
+               sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+               (major > 5 || (major == 5 && minor >= 11));
+    fprintf(stderr, "wake batch: %llu batched sleeps (schedstat %s)\n",
+            (unsigned long long)batched, can ? "readable" : "absent");
+    if (can)
+        assert_true(batched > 0);
+    assert_int_equal(wb_run(RF_LOOP_WAKE_AT_ONCE), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_outside_task),
     cmocka_unit_test(test_bad_input),
@@ -1303,6 +1442,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_acceptor_left_open),
     cmocka_unit_test(test_emfile_accept),
     cmocka_unit_test(test_emfile_acceptor),
+    cmocka_unit_test(test_wake_batch_shared_cpu),
 };
 
 static const rft_child_case children[] = {
