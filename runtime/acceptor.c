@@ -288,18 +288,22 @@ int rf_acceptor_close(rf_acceptor *h)
  * CANCEL_FD), but one paused for a full queue, or ended by an error, is
  * not in the ring: without this it would re-arm later on the fd number,
  * which may by then belong to another socket. Its queued connections are
- * still handed out; then rf_acceptor_next returns -ECANCELED.
+ * still handed out; then rf_acceptor_next returns -ECANCELED. Returns
+ * whether one of them was armed (then the close must cancel it).
  */
-void rf__acceptors_fd_closed(rf_loop *l, int fd)
+bool rf__acceptors_fd_closed(rf_loop *l, int fd)
 {
+    bool armed = false;
     for (rf_list *n = l->acceptors.next; n != &l->acceptors; n = n->next) {
         rf_acceptor *a = rf_container_of(n, rf_acceptor, node);
         if (a->lfd != fd)
             continue;
+        armed |= a->armed;
         a->lfd = -1;
         a->err = -ECANCELED;
         rf__waiter_done(l, &a->w, 0);
     }
+    return armed;
 }
 
 /*

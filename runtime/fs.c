@@ -346,7 +346,8 @@ int rf_statx(int dirfd, const char *path, int flags, unsigned mask,
  * kernel without IORING_ASYNC_CANCEL_FD). */
 static void cancel_listed(rf_loop *l, int fd)
 {
-    for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
+    rf_list *b = rf__fd_ops(l, fd);
+    for (rf_list *n = b->next; n != b; n = n->next) {
         rf_op *op = rf_container_of(n, rf_op, node);
         if (op->fd == fd && !op->w.done)
             rf__op_cancel(l, op);
@@ -356,10 +357,13 @@ static void cancel_listed(rf_loop *l, int fd)
 /* Claim the operations listed on fd now, before the close: those are the
  * ones on the file being closed. Once the close has run, the number can
  * be reused at once (another task's open, socket or accept) and the
- * operations on that new file are none of this close's business. */
-static void claim_listed(rf_loop *l, rf_close_wait *c, int fd)
+ * operations on that new file are none of this close's business. Returns
+ * whether one of them is still in the kernel (its CQE not seen). */
+static bool claim_listed(rf_loop *l, rf_close_wait *c, int fd)
 {
-    for (rf_list *n = l->fd_ops.next; n != &l->fd_ops; n = n->next) {
+    bool live = false;
+    rf_list *b = rf__fd_ops(l, fd);
+    for (rf_list *n = b->next; n != b; n = n->next) {
         rf_op *op = rf_container_of(n, rf_op, node);
         if (op->fd != fd)
             continue;
@@ -367,7 +371,9 @@ static void claim_listed(rf_loop *l, rf_close_wait *c, int fd)
             rf__close_release(l, op->closer);
         op->closer = c;
         c->left++;
+        live |= !op->w.done;
     }
+    return live;
 }
 
 /* One claimed operation of c has ended (or was claimed by a later close):
@@ -388,7 +394,9 @@ static void wait_unlisted(rf_loop *l, rf_task *self, rf_close_wait *c, int fd)
 }
 
 /*
- * Cancel, then close, in one submission: an ASYNC_CANCEL of every
+ * Cancel, then close, in one submission (the cancel only where an
+ * operation of this loop is in flight on fd or an acceptor is armed on
+ * it): an ASYNC_CANCEL of every
  * operation of this ring on fd (IORING_ASYNC_CANCEL_FD | _ALL, 5.19),
  * hard-linked to the IORING_OP_CLOSE so that the close runs whatever the
  * cancel found. A socket's pending recv or accept holds a reference to
@@ -409,14 +417,21 @@ int rf_close(int fd)
     if (!self)
         return -EPERM;
     rf_close_wait claimed = {0};
-    claim_listed(l, &claimed, fd);
-    rf__acceptors_fd_closed(l, fd);
+    /* Nothing of this loop in the kernel on fd (the usual close: a
+     * connection's task closes it after its last recv or send): no cancel,
+     * which the kernel would answer by looking through all of the ring's
+     * polls. */
+    bool live = claim_listed(l, &claimed, fd);
+    live |= rf__acceptors_fd_closed(l, fd);
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);
     struct io_uring_sqe *cs = NULL, *sqe = NULL;
     rf_op cop = RF_OP(-1), op = RF_OP(-1);
-    if (have_close && !l->no_cancel_fd && io_uring_sq_space_left(&l->ring) >= 2) {
+    if (!live) {
+        /* nothing to cancel */
+    } else if (have_close && !l->no_cancel_fd &&
+               io_uring_sq_space_left(&l->ring) >= 2) {
         cs = rf__sqe_get(l);
         io_uring_prep_cancel_fd(cs, fd, IORING_ASYNC_CANCEL_ALL);
         cs->flags |= IOSQE_IO_HARDLINK;

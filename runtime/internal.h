@@ -194,12 +194,16 @@ struct rf_task {
 /* An operation in the ring (ring.c); lives on the waiting task's stack.
  * rf__op_begin sets it up; a record used without it (rf_close's) is made
  * with RF_OP(fd). */
+/* Buckets of the loop's index of operations by fd (4 KiB of heads): a
+ * close looks at about 1/256 of the operations in flight. */
+#define RF_FD_BUCKETS 256u
+
 typedef struct rf_op {
     rf_waiter w;      /* done at the final CQE, with its res */
     rf_loop *loop;
     uint32_t cflags;
     int fd;           /* the descriptor it works on; -1: none */
-    rf_list node;     /* loop->fd_ops while in flight on fd */
+    rf_list node;     /* rf__fd_ops(loop, fd) while in flight on fd */
     struct rf_close_wait *closer; /* an rf_close waiting for it to end */
 } rf_op;
 
@@ -326,9 +330,6 @@ struct rf_loop {
     rf_handler remote_h;
     uint64_t probe[4];     /* opcodes the kernel supports (bitmap) */
     bool accept_stopped;   /* graceful shutdown began: accepts refuse */
-    /* ring.c: operations on descriptors in flight (rf_op.node), so
-     * that rf_close can wait for the ones on the fd it closes. */
-    rf_list fd_ops;
     rf_list acceptors;     /* acceptor.c: rf_acceptor.node, open ones */
     rf_list free_acceptors; /* acceptor.c: closed ones, records kept for
                              * reuse */
@@ -410,7 +411,16 @@ struct rf_loop {
     void **peek_frames;     /* rf__peek_backtrace's request */
     int peek_max, peek_len;
     rf_task *peek_back;     /* the task the peek returns to, NULL: none */
+    /* ring.c: operations on descriptors in flight (rf_op.node), so that
+     * rf_close can wait for the ones on the fd it closes: in the list of
+     * bucket fd % RF_FD_BUCKETS, so that a close looks at the few
+     * operations of its bucket, not at every connection's. */
+    rf_list fd_ops[RF_FD_BUCKETS];
 };
+static inline rf_list *rf__fd_ops(rf_loop *l, int fd)
+{
+    return &l->fd_ops[(unsigned)fd & (RF_FD_BUCKETS - 1)];
+}
 
 /*
  * The counters of rf_stats (and the gauges it reports: inflight,
@@ -850,7 +860,7 @@ int rf__accept_backoff(rf_loop *l, uint64_t *backoff);
 
 /* ---- acceptor.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
-void rf__acceptors_fd_closed(rf_loop *l, int fd);
+bool rf__acceptors_fd_closed(rf_loop *l, int fd);
 
 /* ---- pool.c ---- */
 void rf__pool_loop_fini(rf_loop *l);

@@ -617,7 +617,8 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         l->timer_slack_ns = 0;
     rf_list_init(&l->alive);
     rf_list_init(&l->free_tasks);
-    rf_list_init(&l->fd_ops);
+    for (unsigned i = 0; i < RF_FD_BUCKETS; i++)
+        rf_list_init(&l->fd_ops[i]);
     rf_list_init(&l->acceptors);
     rf_list_init(&l->free_acceptors);
     rf_list_init(&l->idle_buckets);

@@ -21,7 +21,7 @@
  * stderr), a cancelled task (-ECANCELED), a task past its deadline
  * (-ETIMEDOUT), a submission queue that stays full (-EBUSY).
  *
- * run lists the operation in loop->fd_ops while it is in flight on a
+ * run lists the operation in rf__fd_ops(loop, fd) while it is in flight on a
  * descriptor (rf_close waits for those) and suspends the task until the
  * operation's final CQE. A cancellation, or the task's deadline (its
  * timer, time.c), that ends the wait first asks the kernel to cancel the
@@ -88,7 +88,7 @@ void rf__op_cancel(rf_loop *l, rf_op *op)
  * file call, fs.c): rf_close(fd) waits until it is untracked. */
 void rf__op_track(rf_op *op)
 {
-    rf_list_push_back(&op->loop->fd_ops, &op->node);
+    rf_list_push_back(rf__fd_ops(op->loop, op->fd), &op->node);
 }
 
 void rf__op_untrack(rf_op *op)

@@ -852,6 +852,66 @@ static void *close_many(void *arg)
 
 static void test_close_wakes_all(void **state) { rft_run(close_many, NULL); }
 
+/* rf_close finds the operations on its fd among those of fd's bucket
+ * (fds RF_FD_BUCKETS = 256 apart share one; 1024 is a multiple): closing
+ * fd must end the recv waiting on fd and leave alone the one waiting on
+ * fd + 1024. */
+#define BUCKET_STRIDE 1024
+
+static void *bucket_reader(void *arg)
+{
+    char b = 0;
+    ssize_t n = rf_recv((int)(intptr_t)arg, &b, 1, 0);
+    return (void *)(intptr_t)(n == 1 ? b : n);
+}
+
+static void *close_same_bucket(void *arg)
+{
+    (void)arg;
+    int a[2], b[2];
+    RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+    RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+    /* b[0] moved to a[0] + 1024: the same bucket as a[0]'s. */
+    int high = a[0] + BUCKET_STRIDE;
+    RFT_CHECK_INT(dup3(b[0], high, O_CLOEXEC), high);
+    close(b[0]);
+    rf_task *ta = rf_spawn(bucket_reader, (void *)(intptr_t)a[0]);
+    rf_task *tb = rf_spawn(bucket_reader, (void *)(intptr_t)high);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0); /* both wait in the ring */
+    RFT_CHECK_INT(rf_close(a[0]), 0);
+    void *ra = NULL, *rb = NULL;
+    RFT_CHECK_INT(rf_join(ta, &ra), 0);
+    /* Its own recv was cancelled by the close (or saw the end). */
+    RFT_CHECK((intptr_t)ra == -ECANCELED || (intptr_t)ra == 0 ||
+              (intptr_t)ra == -EBADF);
+    RFT_CHECK(!rf_done(tb)); /* the other one still waits */
+    RFT_CHECK_INT(write(b[1], "k", 1), 1);
+    RFT_CHECK_INT(rf_join(tb, &rb), 0);
+    RFT_CHECK_INT((intptr_t)rb, 'k');
+    rf_task_release(ta);
+    rf_task_release(tb);
+    close(a[1]);
+    close(b[1]);
+    rf_close(high);
+    return NULL;
+}
+
+static void test_close_same_bucket(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct rlimit saved = rl;
+    if (rl.rlim_cur < 2 * BUCKET_STRIDE + 64) {
+        if (rl.rlim_max < 2 * BUCKET_STRIDE + 64)
+            skip(); /* no room for fd + 1024 */
+        rl.rlim_cur = 2 * BUCKET_STRIDE + 64;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    rft_run(close_same_bucket, NULL);
+    setrlimit(RLIMIT_NOFILE, &saved);
+}
+
 /* ---- the multishot acceptor ----------------------------------------------------------- */
 
 static void *acceptor(void *arg)
@@ -1434,6 +1494,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_race_accept),
     cmocka_unit_test(test_close_inflight_reuse),
     cmocka_unit_test(test_close_wakes_all),
+    cmocka_unit_test(test_close_same_bucket),
     cmocka_unit_test(test_acceptor),
     cmocka_unit_test(test_acceptor_closed_handle_is_stale),
     cmocka_unit_test(test_acceptor_cancel),
