@@ -191,7 +191,9 @@ typedef struct rf_loop_opts {
                                 * is the longest the first of them waits
                                 * for the rest (docs/scheduler.md,
                                 * "Batched wake-ups"). A loop with a CPU
-                                * to itself always wakes at the first.
+                                * to itself wakes at the first (within
+                                * 100 ms of getting it, it stops
+                                * batching).
                                 * 0: the environment's
                                 * RINGFIBER_WAKE_BATCH_US if set (0 there:
                                 * never batch), else

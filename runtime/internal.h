@@ -284,6 +284,7 @@ struct rf_loop {
     bool shuffle;
     bool draining;         /* rf_loop_free: cancel every task spawned */
     bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
+    bool ring_fd_registered; /* enter with IORING_ENTER_REGISTERED_RING */
     bool own_altstack;
     void *altstack;
     size_t altstack_size;
@@ -734,7 +735,7 @@ int rf__ring_enter_timeout(rf_loop *l, uint64_t ns);
 int rf__ring_sleep(rf_loop *l, uint64_t now);
 void rf__ring_wake_init(rf_loop *l, unsigned us);
 void rf__ring_wake_fini(rf_loop *l);
-unsigned rf__wake_batch_env(void);
+unsigned rf__wake_batch_env(bool quiet);
 void rf__vclock_fini(rf_loop *l);
 /* l->now_approx = the loop's clock, coarse (see rf_loop.now_approx). */
 void rf__clock_refresh(rf_loop *l);

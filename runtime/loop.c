@@ -657,8 +657,9 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     }
     rf__ring_wake_init(l, (o.flags & RF_LOOP_WAKE_AT_ONCE)
                               ? 0
-                              : o.wake_batch_us ? o.wake_batch_us
-                                                : rf__wake_batch_env());
+                              : o.wake_batch_us
+                                  ? o.wake_batch_us
+                                  : rf__wake_batch_env(o.flags & RF_LOOP_QUIET));
     rf__stall_env(l); /* RINGFIBER_STALL_MS; a failure is reported */
     rf__registry_add(l);
     *loopp = l;

@@ -203,8 +203,9 @@ static bool events_waiting(const rf_loop *l)
 }
 
 /*
- * The only place that enters the kernel (with rf__ring_enter_timeout
- * below, its timed variant for a virtual clock's autojump). wait_nr 0: submit and/or have the
+ * The place that enters the kernel (with rf__ring_enter_timeout below,
+ * its timed variant for a virtual clock's autojump, and enter_batch, a
+ * batched sleep's). wait_nr 0: submit and/or have the
  * kernel post the completions it holds, if there is anything to do,
  * without blocking; wait_nr 1: submit and block until a completion is
  * available. Both ask for events (IORING_ENTER_GETEVENTS): with
@@ -250,17 +251,25 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * each of its turns takes one completion and one context switch from the
  * others. Then a sleep asks the kernel for a batch (wait_nr) and a
  * minimum wait (IORING_FEAT_MIN_TIMEOUT, 6.12): woken when the batch is
- * there, or wake_batch_us after the sleep began if anything is; never
- * later than that for a completion that came alone. With DEFER_TASKRUN
- * the kernel counts the completions without waking the thread.
+ * there, or wake_batch_us after the sleep began if anything is, else at
+ * the first completion after that; never later than wake_batch_us for a
+ * completion that came alone. (The minimum wait needs a general timeout
+ * beside it, or the kernel ends the sleep when it passes, with nothing:
+ * WAKE_LONGEST_NS.) With DEFER_TASKRUN the kernel counts the completions
+ * without waking the thread.
  *
  * "Shares its CPU" is measured, not configured: the time the thread
  * spent runnable but waiting for a CPU (the second field of
  * /proc/thread-self/schedstat), read at most every 10 ms at a sleep. At
- * 10% of the wall time the loop batches; under 2% it stops (measured on
+ * 10% of the wall time or more the loop batches, under it it does not
+ * (measured on
  * the 2-vCPU VM of docs/benchmarks.md: a server sharing its CPU with its
  * load client waited 29-41% of the time, one with a CPU of its own under
- * an open-loop load 0.1-3%). The batch adapts: it starts at 2, doubles
+ * an open-loop load 0.1-3%). Batched sleeps hide that wait (the thread is
+ * not made runnable until the others have run), so after WAKE_PROBE_EVERY
+ * batched windows one window of plain sleeps measures it again: a loop
+ * that gets a CPU to itself stops batching within 100 ms. The batch
+ * adapts: it starts at 2, doubles
  * while batches fill before the minimum wait ends, and drops to what came
  * when one does not; a sleep that ended with one completion or none is
  * followed by a plain one. Kernels without the minimum wait (5.11-6.11)
@@ -269,11 +278,23 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * /proc/thread-self that cannot be read, never batch.
  */
 #define WAKE_SAMPLE_NS 10000000ull
+#define WAKE_LONGEST_NS 1000000000ll /* a batched sleep's general timeout */
 #define WAKE_PROBE_EVERY 9 /* batched windows between two plain ones */
 #define IORING_FEAT_MIN_TIMEOUT_ (1u << 15) /* liburing 2.3 predates it */
-#define INT_FLAG_REG_RING_ 1u               /* liburing: ring fd registered */
 
-unsigned rf__wake_batch_env(void)
+/* struct io_uring_getevents_arg as 6.12 has it; liburing's own is named
+ * after the release it comes from (pad, then min_wait_usec). */
+struct getevents_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec;
+    uint64_t ts;
+};
+_Static_assert(sizeof(struct getevents_arg) ==
+                   sizeof(struct io_uring_getevents_arg),
+               "struct io_uring_getevents_arg changed");
+
+unsigned rf__wake_batch_env(bool quiet)
 {
     const char *env = getenv("RINGFIBER_WAKE_BATCH_US");
     if (!env || !*env)
@@ -282,7 +303,8 @@ unsigned rf__wake_batch_env(void)
     errno = 0;
     unsigned long us = strtoul(env, &end, 10);
     if (errno || *end || us > RF_WAKE_BATCH_MAX_US) {
-        fprintf(stderr, "ringfiber: RINGFIBER_WAKE_BATCH_US=%s ignored (want "
+        if (!quiet)
+            fprintf(stderr, "ringfiber: RINGFIBER_WAKE_BATCH_US=%s ignored (want "
                         "0..%u microseconds)\n", env, RF_WAKE_BATCH_MAX_US);
         return RF_WAKE_BATCH_DEFAULT_US;
     }
@@ -355,15 +377,19 @@ off:
 /* Sleep for k completions (k >= 2) or the minimum wait; the SQ is empty. */
 static int enter_batch(rf_loop *l, unsigned k)
 {
-    struct __kernel_timespec ts = {0, (long long)l->wake.us * 1000};
-    struct io_uring_getevents_arg arg = {
+    /* With the minimum wait: that, then the first completion, for at
+     * most WAKE_LONGEST_NS; without: wake_batch_us, whatever came. */
+    long long ns = l->wake.min_wait ? WAKE_LONGEST_NS
+                                    : (long long)l->wake.us * 1000;
+    struct __kernel_timespec ts = {ns / 1000000000ll, ns % 1000000000ll};
+    struct getevents_arg arg = {
         .sigmask = 0,
         .sigmask_sz = _NSIG / 8,
-        .pad = l->wake.min_wait ? l->wake.us : 0, /* min_wait_usec */
-        .ts = l->wake.min_wait ? 0 : (uint64_t)(uintptr_t)&ts,
+        .min_wait_usec = l->wake.min_wait ? l->wake.us : 0,
+        .ts = (uint64_t)(uintptr_t)&ts,
     };
     unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
-    if (l->ring.int_flags & INT_FLAG_REG_RING_)
+    if (l->ring_fd_registered)
         flags |= IORING_ENTER_REGISTERED_RING;
     for (;;) {
         int ret = io_uring_enter2((unsigned)l->ring.enter_ring_fd, 0, k, flags,
@@ -557,7 +583,7 @@ int rf__ring_setup(rf_loop *l, const rf_loop_opts *o)
     if (rc)
         return rc;
     /* Saves an fd lookup per io_uring_enter (5.18+); optional. */
-    (void)io_uring_register_ring_fd(&l->ring);
+    l->ring_fd_registered = io_uring_register_ring_fd(&l->ring) == 1;
     /* Which operations this kernel has: an operation it lacks is refused
      * with -EOPNOTSUPP before it reaches the ring (or takes a fallback). */
     struct io_uring_probe *p = io_uring_get_probe_ring(&l->ring);

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <sys/socket.h>
 
@@ -873,6 +874,7 @@ static void *close_same_bucket(void *arg)
     RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
     /* b[0] moved to a[0] + 1024: the same bucket as a[0]'s. */
     int high = a[0] + BUCKET_STRIDE;
+    RFT_CHECK(fcntl(high, F_GETFD) < 0); /* a free number: dup3 takes it */
     RFT_CHECK_INT(dup3(b[0], high, O_CLOEXEC), high);
     close(b[0]);
     rf_task *ta = rf_spawn(bucket_reader, (void *)(intptr_t)a[0]);
@@ -1422,12 +1424,16 @@ static void *wb_main(void *arg)
     for (int i = 0; i < WB_PAIRS; i++)
         t[i] = rf_spawn(wb_echo, (void *)(intptr_t)c->fds[i][0]);
     pthread_t th;
-    if (!RFT_CHECK_INT(pthread_create(&th, NULL, wb_client, c), 0))
-        return NULL;
+    bool started = RFT_CHECK_INT(pthread_create(&th, NULL, wb_client, c), 0);
+    if (!started) /* no client: end the servers' streams here */
+        for (int i = 0; i < WB_PAIRS; i++)
+            shutdown(c->fds[i][1], SHUT_WR);
     for (int i = 0; i < WB_PAIRS; i++)
         RFT_CHECK_INT(rf_join(t[i], NULL), 0);
-    pthread_join(th, NULL);
-    RFT_CHECK_INT(c->client_rc, 0);
+    if (started) {
+        pthread_join(th, NULL);
+        RFT_CHECK_INT(c->client_rc, 0);
+    }
     return NULL;
 }
 
@@ -1437,24 +1443,35 @@ static uint64_t wb_run(unsigned flags)
     cpu_set_t saved;
     assert_int_equal(
         pthread_getaffinity_np(pthread_self(), sizeof saved, &saved), 0);
-    wb_pin(c.cpu);
-    for (int i = 0; i < WB_PAIRS; i++)
+    /* A lost message fails the client's read after 10 s, not a hang. */
+    struct timeval tv = {.tv_sec = 10};
+    for (int i = 0; i < WB_PAIRS; i++) {
         assert_int_equal(
             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c.fds[i]), 0);
+        assert_int_equal(setsockopt(c.fds[i][1], SOL_SOCKET, SO_RCVTIMEO,
+                                    &tv, sizeof tv),
+                         0);
+    }
     rf_loop *l;
-    rf_loop_opts o = {.flags = flags};
+    /* The default bound, whatever RINGFIBER_WAKE_BATCH_US says. */
+    rf_loop_opts o = {.flags = flags,
+                      .wake_batch_us = RF_WAKE_BATCH_DEFAULT_US};
     assert_int_equal(rf_loop_new(&l, &o), 0);
+    wb_pin(c.cpu);
     rft_begin();
-    assert_int_equal(rf_loop_run_until_complete(l, wb_main, &c, NULL), 0);
-    rft_end();
+    int rc = rf_loop_run_until_complete(l, wb_main, &c, NULL);
+    pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
     rf_stats st;
-    assert_int_equal(rf_loop_stats(l, &st), 0);
-    assert_int_equal(rf_loop_free(l), 0);
+    int src = rf_loop_stats(l, &st);
+    int frc = rf_loop_free(l);
     for (int i = 0; i < WB_PAIRS; i++) {
         close(c.fds[i][0]);
         close(c.fds[i][1]);
     }
-    pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+    rft_end();
+    assert_int_equal(rc, 0);
+    assert_int_equal(src, 0);
+    assert_int_equal(frc, 0);
     return st.wakes_batched;
 }
 
