@@ -276,6 +276,54 @@ static void *cancel_beats_deadline(void *arg)
 
 static void test_cancel_with_deadline(void **state) { rft_run(cancel_beats_deadline, NULL); }
 
+/* An idle timeout renewed before every operation (rf_deadline_set(now +
+ * 60 s), as servers do: the far deadline's timer is set on a coarse grid
+ * (time.c, deadline_timer_end: d / 512 rounded to a power of two, 67 ms
+ * here), so 2,000 renewals share a kernel timeout per grid step instead
+ * of arming one (and removing the last) every timer slack. Counted in
+ * SQEs: besides the 2,000 NOPs, at most a timeout and its removal per
+ * 33 ms of the run, whatever the machine's speed. */
+static void *renewed_idle_timeout(void *arg)
+{
+    (void)arg;
+    rf_stats s0 = rft_stats();
+    uint64_t t0 = rft_now();
+    for (int i = 0; i < 2000; i++) {
+        rf_deadline_set(rf_now_ns() + 60 * RFT_SEC);
+        RFT_CHECK_INT(rf_nop(), 0);
+    }
+    uint64_t ms = (rft_now() - t0) / RFT_MS;
+    rf_stats s1 = rft_stats();
+    uint64_t extra = s1.sqes_submitted - s0.sqes_submitted - 2000;
+    fprintf(stderr, "renewed deadline: %llu timer SQEs in %llu ms\n",
+            (unsigned long long)extra, (unsigned long long)ms);
+    RFT_CHECK(extra <= 2 * (ms / 33) + 8);
+    rf_deadline_set(0);
+    return NULL;
+}
+
+static void test_renewed_far_deadline_shares_timer(void **state)
+{
+    rft_run(renewed_idle_timeout, NULL);
+}
+
+/* A far deadline's timer may fire late (up to d / 512), never early. */
+static void *far_deadline_not_early(void *arg)
+{
+    (void)arg;
+    uint64_t d = rf_now_ns() + 600 * RFT_MS; /* grid: 2^20 ns */
+    rf_deadline_set(d);
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
+    RFT_CHECK(rf_now_ns() >= d);
+    rf_deadline_set(0);
+    return NULL;
+}
+
+static void test_far_deadline_not_early(void **state)
+{
+    rft_run(far_deadline_not_early, NULL);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_outside_task),
     cmocka_unit_test(test_sleep_cut_by_deadline),
@@ -288,6 +336,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_one_timer_per_task),
     cmocka_unit_test(test_not_inherited),
     cmocka_unit_test(test_cancel_with_deadline),
+    cmocka_unit_test(test_renewed_far_deadline_shares_timer),
+    cmocka_unit_test(test_far_deadline_not_early),
 };
 
 RFT_MAIN(tests)
