@@ -26,9 +26,10 @@
 static void echo(ex_conn *c)
 {
     /* On the task's stack, whose pages are touched (and faulted in) as a
-     * frame reaches them: 4 KiB, one page, as the epoll server of the
-     * benchmarks uses per connection; 16 KiB cost each connection three
-     * more first-touch faults (W6 at 10,000 connections, bench/README.md). */
+     * frame reaches them: 4 KiB, as the epoll server of the benchmarks
+     * uses per connection (a page or two of stack); 16 KiB cost each
+     * connection three more first-touch faults (W6 at 10,000
+     * connections, bench/README.md). */
     char buf[4096];
     for (;;) {
         ex_idle_deadline(c->srv);

@@ -706,11 +706,11 @@ RF_API int rf_clock_jump(rf_loop *loop, uint64_t ns);
  * call when the task ends or the deadline moves), not one per operation:
  * operations under a deadline cost what they cost without one. A wait
  * ends up to one timer slack (the thread's, prctl PR_SET_TIMERSLACK; 50
- * us by default) after the deadline, or, for a deadline d ns away when
- * its timer is armed and d over 512 slacks, up to d / 512 after it (a
- * coarser instant that renewed idle timeouts share: 33-67 ms for 60 s);
- * an operation in the ring one cancellation later still; never before
- * it.
+ * us by default) after the deadline; a deadline d ns away when its
+ * first wait begins, d over 512 to 1,024 slacks (25-50 ms by default),
+ * up to d / 512 more (a coarser instant that renewed idle timeouts
+ * share: 67 ms for 60 s; not with a slack of 0); an operation in the
+ * ring one cancellation later still; never before it.
  * rf_deadline_set returns 0, or -EPERM outside a task. Does not suspend.
  */
 RF_API int rf_deadline_set(uint64_t deadline_ns);

@@ -732,7 +732,7 @@ void rf__vclock_autojump(rf_loop *l);
 /* ring.c: as rf__ring_enter(l, 1), for at most ns of real time (-ETIME
  * then). */
 int rf__ring_enter_timeout(rf_loop *l, uint64_t ns);
-int rf__ring_sleep(rf_loop *l, uint64_t now);
+int rf__ring_sleep(rf_loop *l, uint64_t now, bool may_batch);
 void rf__ring_wake_init(rf_loop *l, unsigned us);
 void rf__ring_wake_fini(rf_loop *l);
 unsigned rf__wake_batch_env(bool quiet);

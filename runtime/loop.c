@@ -348,7 +348,7 @@ static void run_pass(rf_loop *l, bool one_pass)
 /* Nothing is ready: submit what the last pass gathered and sleep until at
  * least one completion, in one system call; a message from another
  * thread also ends the sleep (remote.c). Returns 0 or the ring's error. */
-static int loop_sleep(rf_loop *l)
+static int loop_sleep(rf_loop *l, bool may_batch)
 {
     if (!rf__remote_sleep_begin(l))
         return 0; /* mail came in the meantime */
@@ -359,7 +359,7 @@ static int loop_sleep(rf_loop *l)
     bool jump = l->autojump_ns && l->vheap_n;
     uint64_t slept = rf__real_now_ns(); /* beside a sleep's system call */
     int rc = jump ? rf__ring_enter_timeout(l, l->autojump_ns)
-                  : rf__ring_sleep(l, slept); /* and reaps */
+                  : rf__ring_sleep(l, slept, may_batch); /* and reaps */
     uint64_t woke = rf__real_now_ns();
     RF_STAT_ADD(l->m.idle_ns, woke - slept);
     l->delay_now = woke;
@@ -505,7 +505,9 @@ static int loop_run(rf_loop *l, enum run_mode mode)
             continue;
         if (rc < 0)
             break;
-        rc = loop_sleep(l);
+        /* A host's run_once blocks until something completes: its
+         * sleeps never batch (a batched one may end with nothing). */
+        rc = loop_sleep(l, !host);
         if (rc < 0)
             break;
         if (host && !rf__nready(l) && !rf__remote_pending(l))

@@ -409,13 +409,13 @@ static int enter_batch(rf_loop *l, unsigned k)
 
 /*
  * loop_sleep's wait (loop.c): submit what is queued, sleep until a
- * completion (or a batch of them, above), and reap. now: the time the
- * sleep began. Returns 0 or the ring's error.
+ * completion (or, with may_batch, a batch of them, above), and reap. now:
+ * the time the sleep began. Returns 0 or the ring's error.
  */
-int rf__ring_sleep(rf_loop *l, uint64_t now)
+int rf__ring_sleep(rf_loop *l, uint64_t now, bool may_batch)
 {
     unsigned k = 1;
-    if (l->wake.us) {
+    if (l->wake.us && may_batch) {
         wake_sample(l, now);
         if (l->wake.contended && !l->wake.probing &&
             !io_uring_sq_ready(&l->ring)) {

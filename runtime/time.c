@@ -332,6 +332,8 @@ int rf_clock_advance(rf_loop *loop, uint64_t ns)
 static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
 {
     uint64_t slack = l->timer_slack_ns;
+    if (end > UINT64_MAX / 4)
+        end = UINT64_MAX / 4; /* "never" (146 years): end + slack must not wrap */
     for (int k = 0; k < 2; k++) {
         rf_timer_bucket *b =
             l->timer_cache[bucket_slot(end + (uint64_t)k * slack, slack)];
@@ -493,45 +495,53 @@ int rf_sleep(uint64_t ns)
  * makes a thousand operations under one deadline arms it once, and the
  * timers of tasks whose deadlines fall within one timer slack share one
  * kernel timeout. The price is precision: the wait ends up to one timer
- * slack after the deadline (as every timer here), and an operation in the
- * ring one cancellation later still.
+ * slack after the deadline (as every timer here; a far one set with
+ * rf_deadline_set, up to a grid step more: deadline_timer_end below), and
+ * an operation in the ring one cancellation later still.
  *
  * The bounded waits of rf_wait_for, rf_wait and a graceful shutdown's
  * grace are the same deadline, narrowed for one wait (rf__deadline_narrow,
  * rf__deadline_restore): asyncio's wait_for is its timeout() likewise.
  */
 
+/*
+ * The instant the timer of a deadline set with rf_deadline_set is set for
+ * (rf__deadline_arm, at the first wait it bounds), now being the time. A
+ * deadline far away need not be kept to the timer slack: one d ns away
+ * fires on a grid of g, d / 512 rounded down to a power of two (2^26 ns,
+ * 67 ms, for 60 s), the deadline rounded up to it, so up to g plus the
+ * slack late (about 0.1-0.2% of d), never early. What that buys: a server
+ * that renews an idle timeout (now + 60 s) before each read and write
+ * gives its tasks' timers the same instant for g, and they share one
+ * kernel timeout, where a deadline kept to the 50 us slack needed a new
+ * one, and the removal of the last, every 50 us: 0.15 more
+ * io_uring_enter calls and 1.2 us more CPU per message for the W6 echo
+ * server with a 60 s idle timeout. Kept to the slack: a grid step not
+ * above it (deadlines under 512 to 1,024 slacks away: 25-50 ms by
+ * default), a slack of 0 (a thread that asked for exact timers), virtual
+ * time, and the narrowed deadlines of rf_wait_for, rf_wait's timeout and
+ * a shutdown's grace (rf__deadline_move with arm).
+ */
+static uint64_t deadline_timer_end(const rf_loop *l, uint64_t deadline,
+                                   uint64_t now)
+{
+    if (l->vtime || deadline <= now || l->timer_slack_ns == 0)
+        return deadline;
+    uint64_t g = (deadline - now) >> 9;
+    if (g == 0)
+        return deadline;
+    g = 1ull << (63 - __builtin_clzll(g));
+    if (g <= l->timer_slack_ns)
+        return deadline;
+    uint64_t end = (deadline | (g - 1)) + 1; /* rounded up, never early */
+    return end > deadline ? end : deadline;  /* no wrap at "forever" */
+}
+
 /* A deadline that is changed: its timer, armed for the old one, must not
  * fire for the new one. With arm (a deadline narrowed for one wait, just
  * computed from the clock), the new one's timer is armed at once, without
  * reading the clock again; if it cannot be, the wait tries again and
  * reports why. */
-/*
- * The instant a deadline's timer is set for. A deadline far away need not
- * be kept to the timer slack: one d ns away fires up to d / 512 late
- * (rounded up to a multiple of the largest power of two under d / 512,
- * so about 0.1-0.2%: 33-67 ms for 60 s), never early. What that buys: a
- * server that renews an idle timeout (now + 60 s) before each read and
- * write gives its tasks' timers the same instant for tens of
- * milliseconds, and they share one kernel timeout, where a deadline kept
- * to the 50 us slack needed a new one, and the removal of the last, every
- * 50 us: 0.15 more io_uring_enter calls and 1.2 us more CPU per message
- * for the W6 echo server with a 60 s idle timeout. Near deadlines (under
- * 512 slacks: 25.6 ms by default) and virtual time keep the slack.
- */
-static uint64_t deadline_timer_end(const rf_loop *l, uint64_t deadline)
-{
-    uint64_t now = l->now_approx;
-    if (l->vtime || deadline <= now)
-        return deadline;
-    uint64_t g = (deadline - now) >> 9;
-    if (g <= l->timer_slack_ns)
-        return deadline;
-    g = 1ull << (63 - __builtin_clzll(g));
-    uint64_t end = (deadline | (g - 1)) + 1; /* rounded up, never early */
-    return end > deadline ? end : deadline;  /* no wrap at "forever" */
-}
-
 void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
                        bool arm)
 {
@@ -543,7 +553,7 @@ void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
     t->w.done = false;
     self->deadline = deadline_ns;
     if (arm)
-        (void)rf__timer_start(l, t, NULL, deadline_timer_end(l, deadline_ns));
+        (void)rf__timer_start(l, t, NULL, deadline_ns);
 }
 
 /*
@@ -561,10 +571,11 @@ int rf__deadline_arm(rf_loop *l, rf_task *self)
     if (t->w.done)
         return -ETIMEDOUT;
     if (!t->bucket) {
-        if (rf_now_ns() >= self->deadline)
+        uint64_t now = rf_now_ns();
+        if (now >= self->deadline)
             return -ETIMEDOUT;
         int rc = rf__timer_start(l, t, NULL,
-                                 deadline_timer_end(l, self->deadline));
+                                 deadline_timer_end(l, self->deadline, now));
         if (rc)
             return rc;
     }

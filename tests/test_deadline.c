@@ -324,6 +324,21 @@ static void test_far_deadline_not_early(void **state)
     rft_run(far_deadline_not_early, NULL);
 }
 
+/* The largest deadline is "never": a wait under it is not cut (the shared
+ * timeout's end, deadline + slack, once wrapped around to 50 us). */
+static void *never_deadline(void *arg)
+{
+    (void)arg;
+    rf_deadline_set(UINT64_MAX);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(rf_nop(), 0);
+    RFT_CHECK(rf_deadline_get() == UINT64_MAX);
+    rf_deadline_set(0);
+    return NULL;
+}
+
+static void test_never_deadline(void **state) { rft_run(never_deadline, NULL); }
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_outside_task),
     cmocka_unit_test(test_sleep_cut_by_deadline),
@@ -338,6 +353,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cancel_with_deadline),
     cmocka_unit_test(test_renewed_far_deadline_shares_timer),
     cmocka_unit_test(test_far_deadline_not_early),
+    cmocka_unit_test(test_never_deadline),
 };
 
 RFT_MAIN(tests)

@@ -874,8 +874,12 @@ static void *close_same_bucket(void *arg)
     RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
     /* b[0] moved to a[0] + 1024: the same bucket as a[0]'s. */
     int high = a[0] + BUCKET_STRIDE;
-    RFT_CHECK(fcntl(high, F_GETFD) < 0); /* a free number: dup3 takes it */
-    RFT_CHECK_INT(dup3(b[0], high, O_CLOEXEC), high);
+    /* A free number: dup3 would close what sits there. */
+    if (!RFT_CHECK(fcntl(high, F_GETFD) < 0) ||
+        !RFT_CHECK_INT(dup3(b[0], high, O_CLOEXEC), high)) {
+        close(a[0]), close(a[1]), close(b[0]), close(b[1]);
+        return NULL;
+    }
     close(b[0]);
     rf_task *ta = rf_spawn(bucket_reader, (void *)(intptr_t)a[0]);
     rf_task *tb = rf_spawn(bucket_reader, (void *)(intptr_t)high);
@@ -1377,26 +1381,31 @@ static bool wb_put(int fd, uint32_t v)
     return write(fd, &v, sizeof v) == (ssize_t)sizeof v;
 }
 
-static void *wb_client(void *arg)
+static int wb_exchange(wb_case *c)
 {
-    wb_case *c = arg;
-    wb_pin(c->cpu);
-    c->client_rc = -1;
     for (uint32_t r = 0; r < WB_ROUNDS + WB_LONE; r++) {
         int n = r < WB_ROUNDS ? WB_PAIRS : 1;
         for (int i = 0; i < n; i++)
             if (!wb_put(c->fds[i][1], r * WB_PAIRS + (uint32_t)i))
-                return NULL;
+                return -1;
         for (int i = 0; i < n; i++) {
             uint32_t v;
             if (read(c->fds[i][1], &v, sizeof v) != (ssize_t)sizeof v ||
                 v != r * WB_PAIRS + (uint32_t)i + 1)
-                return NULL;
+                return -1;
         }
     }
+    return 0;
+}
+
+static void *wb_client(void *arg)
+{
+    wb_case *c = arg;
+    wb_pin(c->cpu);
+    c->client_rc = wb_exchange(c);
+    /* Success or not, the servers' streams end: their tasks return. */
     for (int i = 0; i < WB_PAIRS; i++)
         shutdown(c->fds[i][1], SHUT_WR);
-    c->client_rc = 0;
     return NULL;
 }
 
