@@ -1361,9 +1361,18 @@ static void test_sweep_latency_not_shortfall(void **state)
     rfl_result *r = run(&cfg);
     assert_int_equal(errors(r), 0);
     double rate0 = rfl_step_rate(&cfg.sched, r, 0);
-    if (rfl_knee(&cfg.sched, r, 0) != 1)
-        fail_msg("knee %d: step rates %.1f %.1f of 400", rfl_knee(&cfg.sched, r, 0),
-                 rate0, rfl_step_rate(&cfg.sched, r, 1));
+    /* A client that could not keep its schedule (sends over 1 ms late: a
+     * machine loaded far past its CPUs, as the suite's run under load
+     * makes it) truly falls short; that is not what this checks. */
+    if (r->late > 8)
+        fprintf(stderr, "sweep: %llu late sends, step rates %.1f %.1f of "
+                        "400: the knee is not checked\n",
+                (unsigned long long)r->late, rate0,
+                rfl_step_rate(&cfg.sched, r, 1));
+    else if (rfl_knee(&cfg.sched, r, 0) != 1)
+        fail_msg("knee %d: step rates %.1f %.1f of 400 (%llu late sends)",
+                 rfl_knee(&cfg.sched, r, 0), rate0,
+                 rfl_step_rate(&cfg.sched, r, 1), (unsigned long long)r->late);
     /* Counted without the shift, the first step is short by about
      * 400/s x 50 ms. */
     assert_true(r->steps[0].completed < 800 - 10);
