@@ -182,23 +182,31 @@ void W6_echo_ringfiber(benchmark::State &state) {
            "1 iteration = 1 message; 50 conns x 64 B, same CPU");
 }
 
-// The I/O options measured on this workload (registered files,
-// POLL_FIRST) and the floor under the public calls. Not baselines:
-// ringfiber variants (see w6_ringfiber.c).
-void W6_echo_variant_raw_ops(benchmark::State &state) {
-    w6_run(state, w6_raw_serve, "recv/send SQEs via rf__op_run, no extras");
-}
+// The ringfiber variants (not baselines; see w6_ringfiber.c): the I/O
+// options net.c rejected (registered files, POLL_FIRST), each against raw
+// ops, the floor under the public calls that they differ from in one
+// thing, and the public server with batched wake-ups off. Run at 50
+// connections as W6_echo_variant_<name>, and at 100 and 1,000 in the sweep.
+struct w6_variant {
+    const char *name;
+    w6_server_fn fn;
+    const char *what;
+};
+const w6_variant w6_variants[] = {
+    {"raw_ops", w6_raw_serve, "recv/send SQEs via rf__op_run, no extras"},
+    {"pollfirst", w6_pollfirst_serve, "raw + IORING_RECVSEND_POLL_FIRST on recv"},
+    {"fixed_files", w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)"},
+    {"wake_at_once", w6_at_once_serve, "public calls, RF_LOOP_WAKE_AT_ONCE"},
+};
 
-void W6_echo_variant_pollfirst(benchmark::State &state) {
-    w6_run(state, w6_pollfirst_serve, "raw + IORING_RECVSEND_POLL_FIRST on recv");
-}
-
-void W6_echo_variant_fixed_files(benchmark::State &state) {
-    w6_run(state, w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)");
-}
-
-void W6_echo_variant_wake_at_once(benchmark::State &state) {
-    w6_run(state, w6_at_once_serve, "public calls, RF_LOOP_WAKE_AT_ONCE");
+void w6_register_variant(const w6_variant &x, int n, const std::string &suffix,
+                         double min_time) {
+    w6_server_fn fn = x.fn;
+    const char *what = x.what;
+    benchmark::RegisterBenchmark(
+        ("W6_echo_variant_" + std::string(x.name) + suffix).c_str(),
+        [n, fn, what](benchmark::State &st) { w6_run(st, fn, what, n); })
+        ->UseRealTime()->MinTime(min_time);
 }
 
 // The connection sweep: the same ping-pong with 1, 10, 100 and 1,000
@@ -216,26 +224,11 @@ const int w6_sweep_registered = [] {
             [n, label](benchmark::State &st) {
                 w6_run(st, w6_ringfiber_serve, label.c_str(), n);
             })->UseRealTime()->MinTime(0.5);
-        // The options the runtime decided on at 50 connections, again
-        // where there are many: batched wake-ups off, and the two I/O
-        // options net.c rejected (registered files, POLL_FIRST), each
-        // against raw ops, the floor they differ from in one thing.
-        struct { const char *name; w6_server_fn fn; const char *what; } v[] = {
-            {"wake_at_once", w6_at_once_serve, "public calls, RF_LOOP_WAKE_AT_ONCE"},
-            {"raw_ops", w6_raw_serve, "recv/send SQEs via rf__op_run, no extras"},
-            {"pollfirst", w6_pollfirst_serve, "raw + IORING_RECVSEND_POLL_FIRST on recv"},
-            {"fixed_files", w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)"},
-        };
-        for (const auto &x : v) {
-            if (n < 100)
-                break;
-            w6_server_fn fn = x.fn;
-            const char *what = x.what;
-            benchmark::RegisterBenchmark(
-                ("W6_echo_variant_" + std::string(x.name) + "_sweep_" + c).c_str(),
-                [n, fn, what](benchmark::State &st) { w6_run(st, fn, what, n); })
-                ->UseRealTime()->MinTime(0.5);
-        }
+        // The options decided at 50 connections, again where there are
+        // many.
+        if (n >= 100)
+            for (const auto &x : w6_variants)
+                w6_register_variant(x, n, "_sweep_" + c, 0.5);
         benchmark::RegisterBenchmark(
             ("W6_echo_epoll_sweep_" + c + "_baseline").c_str(),
             [n, label](benchmark::State &st) {
@@ -249,7 +242,10 @@ const int w6_sweep_registered = [] {
 
 BENCHMARK(W6_echo_epoll_baseline)->UseRealTime()->MinTime(1.0);
 BENCHMARK(W6_echo_ringfiber)->UseRealTime()->MinTime(1.0);
-BENCHMARK(W6_echo_variant_raw_ops)->UseRealTime()->MinTime(1.0);
-BENCHMARK(W6_echo_variant_pollfirst)->UseRealTime()->MinTime(1.0);
-BENCHMARK(W6_echo_variant_fixed_files)->UseRealTime()->MinTime(1.0);
-BENCHMARK(W6_echo_variant_wake_at_once)->UseRealTime()->MinTime(1.0);
+const int w6_variants_registered = [] {
+    for (const auto &x : w6_variants)
+        w6_register_variant(x, kConns, "", 1.0);
+    return 0;
+}();
+
+

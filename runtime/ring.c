@@ -264,7 +264,7 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * 10% of the wall time or more the loop batches, under it it does not
  * (measured on
  * the 2-vCPU VM of docs/benchmarks.md: a server sharing its CPU with its
- * load client waited 29-41% of the time, one with a CPU of its own under
+ * load client waited 29-49% of the time, one with a CPU of its own under
  * an open-loop load 0.1-3%). Batched sleeps hide that wait (the thread is
  * not made runnable until the others have run), so after WAKE_PROBE_EVERY
  * batched windows one window of plain sleeps measures it again: a loop
