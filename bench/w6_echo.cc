@@ -197,6 +197,7 @@ const w6_variant w6_variants[] = {
     {"pollfirst", w6_pollfirst_serve, "raw + IORING_RECVSEND_POLL_FIRST on recv"},
     {"fixed_files", w6_fixed_serve, "raw + registered files (IOSQE_FIXED_FILE)"},
     {"wake_at_once", w6_at_once_serve, "public calls, RF_LOOP_WAKE_AT_ONCE"},
+    {"multishot", w6_multishot_serve, "public calls, RF_LOOP_RECV_MULTISHOT"},
 };
 
 void w6_register_variant(const w6_variant &x, int n, const std::string &suffix,

@@ -18,7 +18,9 @@
  *                lookup and reference per operation.
  * and at_once is the public server on a loop that never batches its
  * wake-ups (RF_LOOP_WAKE_AT_ONCE): what batching gains where the server
- * shares its CPU with the load client, as it does here.
+ * shares its CPU with the load client, as it does here; multishot the
+ * public server on a loop with RF_LOOP_RECV_MULTISHOT (rf_recv served by
+ * one multishot receive per socket into the loop's buffer ring).
  */
 #define _GNU_SOURCE
 #include "w6_servers.h"
@@ -192,6 +194,11 @@ int w6_ringfiber_serve(int lfd, int nconns)
 int w6_at_once_serve(int lfd, int nconns)
 {
     return serve_flags(lfd, nconns, W6_PUBLIC, RF_LOOP_WAKE_AT_ONCE);
+}
+
+int w6_multishot_serve(int lfd, int nconns)
+{
+    return serve_flags(lfd, nconns, W6_PUBLIC, RF_LOOP_RECV_MULTISHOT);
 }
 
 int w6_raw_serve(int lfd, int nconns) { return serve(lfd, nconns, W6_RAW); }

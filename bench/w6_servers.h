@@ -23,6 +23,8 @@ int w6_pollfirst_serve(int lfd, int nconns);
 int w6_fixed_serve(int lfd, int nconns);
 /* The public server on a loop with RF_LOOP_WAKE_AT_ONCE. */
 int w6_at_once_serve(int lfd, int nconns);
+/* The public server on a loop with RF_LOOP_RECV_MULTISHOT. */
+int w6_multishot_serve(int lfd, int nconns);
 
 /* The loop counters of the last ringfiber server run, over its whole life
  * (accepts and warm-up included). */

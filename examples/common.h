@@ -378,12 +378,17 @@ static inline void ex_release_all(rf_task *const *tasks, size_t n)
 
 /* asyncio.run(main(arg)); exits 1 if the loop cannot run at all (no
  * io_uring, for one: the library has already said why on stderr). */
-/* The options every loop of an example is made with: NULL, or the
- * virtual clock with --virtual-time. */
+/* Loop flags an example asks for (a server's --recv). */
+static unsigned ex_loop_flags = 0;
+
+/* The options every loop of an example is made with: NULL, or
+ * ex_loop_flags and the virtual clock with --virtual-time. */
 static inline const rf_loop_opts *ex_loop_opts(void)
 {
-    static const rf_loop_opts virt = {.flags = RF_LOOP_VIRTUAL_TIME};
-    return ex_virtual_time ? &virt : NULL;
+    static rf_loop_opts o;
+    o = (rf_loop_opts){
+        .flags = ex_loop_flags | (ex_virtual_time ? RF_LOOP_VIRTUAL_TIME : 0)};
+    return o.flags ? &o : NULL;
 }
 
 /* --virtual-time: the virtual time the runs so far have taken (each run's
@@ -508,6 +513,9 @@ typedef struct ex_server {
     long loops;                  /* --loops: 1 (one loop), 0 (one per
                                   * CPU) or N (a group of loops) */
     const char *accept_mode;     /* --accept: "reuseport" or "handoff" */
+    const char *recv_mode;       /* --recv: "plain" or "multishot"
+                                  * (RF_LOOP_RECV_MULTISHOT); the
+                                  * example's default, else plain */
     /* many loops: called on each loop, before it serves and after its
      * connections have ended (may suspend); data starts as main's */
     void (*loop_open)(struct ex_server *s);
@@ -555,7 +563,7 @@ static inline void ex_idle_deadline(const ex_server *s)
  * example's default, which the help shows. */
 static inline void ex_server_options(ex_server *s, ex_option *opts)
 {
-    static ex_str_option host[3];
+    static ex_str_option host[4];
     host[0] = (ex_str_option){"--host", "ADDR",
                               "address to listen on (default 127.0.0.1)",
                               &s->host};
@@ -567,6 +575,15 @@ static inline void ex_server_options(ex_server *s, ex_option *opts)
                               "or handoff (loop 0 accepts and hands each "
                               "connection to the loop with the fewest open)",
                               &s->accept_mode};
+    if (!s->recv_mode)
+        s->recv_mode = "plain";
+    static char recv_help[192];
+    snprintf(recv_help, sizeof recv_help,
+             "plain (a receive submitted per rf_recv) or multishot (one "
+             "multishot receive per connection into the loop's buffers: "
+             "RF_LOOP_RECV_MULTISHOT); default %s",
+             s->recv_mode);
+    host[2] = (ex_str_option){"--recv", "MODE", recv_help, &s->recv_mode};
     ex_str_options = host;
     if (s->loops == 0)
         s->loops = 1;
@@ -913,6 +930,13 @@ static inline void *ex_loop_main(void *arg)
     return NULL;
 }
 
+/* The flags of the server's loops (--recv). */
+static inline unsigned ex_server_loop_flags(const ex_server *s)
+{
+    return strcmp(s->recv_mode, "multishot") == 0 ? RF_LOOP_RECV_MULTISHOT
+                                                   : 0;
+}
+
 static inline int ex_server_run_loops(ex_server *s)
 {
     /* --loops 0: one per CPU of the affinity mask, at most one per CPU
@@ -929,7 +953,8 @@ static inline int ex_server_run_loops(ex_server *s)
         g.per[k] = *s;
         g.per[k].group = &g;
     }
-    rf_loops_opts o = {.loops = (unsigned)s->loops, .flags = RF_LOOPS_PIN};
+    rf_loops_opts o = {.loops = (unsigned)s->loops, .flags = RF_LOOPS_PIN,
+                       .loop = ex_loop_opts()};
     int failed = -1;
     int rc = rf_run_loops(ex_loop_main, &g, &o, NULL, &failed);
     if (rc)
@@ -972,6 +997,11 @@ static inline int ex_server_run(ex_server *s)
                 ex_prog);
         exit(2);
     }
+    if (strcmp(s->recv_mode, "plain") != 0 &&
+        strcmp(s->recv_mode, "multishot") != 0) {
+        fprintf(stderr, "%s: --recv must be plain or multishot\n", ex_prog);
+        exit(2);
+    }
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -980,6 +1010,7 @@ static inline int ex_server_run(ex_server *s)
      * rf_signal_wait is called stays pending for it. */
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
         ex_die("sigprocmask", -errno);
+    ex_loop_flags |= ex_server_loop_flags(s);
     if (s->loops != 1)
         return ex_server_run_loops(s);
     ex_run(ex_server_main, s);

@@ -4,6 +4,7 @@
  *   echo_server [--port 7000] [--host 127.0.0.1] [--grace 2]
  *               [--max-conns 10000] [--idle-timeout 60]
  *               [--loops 1] [--accept reuseport|handoff]
+ *               [--recv multishot|plain]
  *
  * One task per connection, written as blocking code would be: receive,
  * send it all back (rf_send_all: a peer that has gone is -EPIPE, never
@@ -16,6 +17,10 @@
  * --max-conns connections are served at once (see ex_server in common.h).
  * With --loops N it serves on N loops, one per thread (see "many loops"
  * in common.h and Many cores in the README).
+ * Its loops receive with RF_LOOP_RECV_MULTISHOT (one multishot receive per
+ * connection, into the loop's buffers: docs/scheduler.md, "Multishot
+ * receive"), which it can use: each connection has one reading task and
+ * is closed with rf_close; --recv plain turns it off.
  * Prints "listening on HOST:PORT" when ready; SIGINT or SIGTERM stops it
  * gracefully (see ex_server_main in common.h) with exit status 0.
  * Try it with echo_client, or `nc 127.0.0.1 7000`.
@@ -45,7 +50,7 @@ static void echo(ex_conn *c)
 int main(int argc, char **argv)
 {
     ex_server s = {.host = "127.0.0.1", .port = 7000, .grace_s = 2,
-                   .idle_s = 60, .serve = echo};
+                   .idle_s = 60, .serve = echo, .recv_mode = "multishot"};
     ex_option opts[EX_SERVER_NOPTS + 1] = {{0}};
     ex_server_options(&s, opts);
     ex_parse_args(argc, argv, opts);

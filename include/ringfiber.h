@@ -200,7 +200,26 @@ typedef struct rf_loop_opts {
                                 * RF_WAKE_BATCH_DEFAULT_US; at most
                                 * RF_WAKE_BATCH_MAX_US. RF_LOOP_WAKE_AT_ONCE
                                 * turns batching off */
+    unsigned recv_bufs;        /* with RF_LOOP_RECV_MULTISHOT (else
+                                * -EINVAL): buffers in the loop's
+                                * provided-buffer ring, a power of two
+                                * 2..RF_RECV_BUFS_MAX; 0 =
+                                * RF_RECV_BUFS_DEFAULT */
+    unsigned recv_buf_size;    /* .. and the size of each, 64..
+                                * RF_RECV_BUF_SIZE_MAX bytes; 0 =
+                                * RF_RECV_BUF_SIZE_DEFAULT. The buffers
+                                * are one mapping, mapped at the first
+                                * rf_recv and touched only where the
+                                * kernel writes */
 } rf_loop_opts;
+
+/* rf_loop_opts.recv_bufs and .recv_buf_size: defaults and limits (4 MiB
+ * of buffers by default; 1,024 sockets can each have one message in user
+ * space, sockets beyond that wait in the kernel until one is read). */
+#define RF_RECV_BUFS_DEFAULT 1024u
+#define RF_RECV_BUFS_MAX 32768u
+#define RF_RECV_BUF_SIZE_DEFAULT 4096u
+#define RF_RECV_BUF_SIZE_MAX (1u << 20)
 
 /* rf_loop_opts.wake_batch_us: the default and the most. */
 #define RF_WAKE_BATCH_DEFAULT_US 200u
@@ -282,6 +301,27 @@ RF_API uint64_t rf_loop_shuffle_seed(const rf_loop *loop);
 /* Wake at the first completion, always: no batched wake-ups even while
  * the loop's thread shares its CPU (rf_loop_opts.wake_batch_us). */
 #define RF_LOOP_WAKE_AT_ONCE 0x800u
+/*
+ * Receive with one multishot receive per stream socket, into buffers the
+ * loop provides to the kernel, instead of one receive per rf_recv
+ * (docs/scheduler.md, "Multishot receive"): a message then costs the
+ * kernel no re-arming of the socket's poll and the loop no SQE. Measured
+ * on the W6 echo server (bench/README.md). rf_recv keeps its contract,
+ * with three rules more for the sockets it reads:
+ *  - one task at a time waits in rf_recv on a socket: another task's
+ *    rf_recv on it meanwhile returns -EBUSY;
+ *  - such a socket is closed with rf_close (which ends its multishot and
+ *    frees its buffers). close(2) would leave the multishot holding the
+ *    connection open; a number rf_accept, rf_acceptor_next or rf_socket
+ *    hands out again is taken for a new socket;
+ *  - bytes received for rf_recv wait in user space: rf_read reads them
+ *    first, rf_poll(POLLIN) reports them, rf_recvmsg returns -EBUSY while
+ *    any wait (read them with rf_recv).
+ * MSG_PEEK, MSG_DONTWAIT and MSG_WAITALL are served from the queue (with
+ * MSG_DONTWAIT, -EAGAIN when it is empty); other flags, sockets that are
+ * not SOCK_STREAM and kernels before 6.0 take the plain path.
+ */
+#define RF_LOOP_RECV_MULTISHOT 0x1000u
 
 /* rf_run on a loop made with opts (rf_loop_new's, may be NULL): e.g.
  * RF_LOOP_VIRTUAL_TIME. Returns what rf_run returns, and rf_loop_new's
@@ -404,6 +444,12 @@ typedef struct rf_stats {
     uint64_t wakes_batched;   /* sleeps that waited for a batch of
                                * completions, the loop's thread sharing
                                * its CPU (rf_loop_opts.wake_batch_us) */
+    uint64_t recv_pauses;     /* RF_LOOP_RECV_MULTISHOT: multishot
+                               * receives stopped because a socket's
+                               * unread buffers reached RF_RECV_PAUSE */
+    uint64_t recv_nobufs;     /* .. ended because the loop's buffers
+                               * had run out (the socket's next rf_recv
+                               * is a plain one) */
 } rf_stats;
 
 /* How task stacks are protected against overflow. */

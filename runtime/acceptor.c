@@ -259,6 +259,7 @@ int rf_acceptor_next(rf_acceptor *h)
     self->in_accept = false;
     if (rc < 0 && rc != -ETIMEDOUT && l->accept_stopped)
         rc = -ESHUTDOWN;
+    rf__recvq_fd_made(l, rc);
     return rc;
 }
 

@@ -162,6 +162,14 @@ static ssize_t rw(unsigned opcode, const char *what, int fd, const void *buf,
 
 ssize_t rf_read(int fd, void *buf, size_t len, int64_t off)
 {
+    rf_loop *l = rf__tls_loop;
+    if (rf_unlikely(l && l->rxq) && fd >= 0 && buf && len) {
+        /* A socket rf_recv read (RF_LOOP_RECV_MULTISHOT): its queue
+         * first. */
+        int rc = rf__recvq_quiesce(l, fd);
+        if (rc)
+            return rc > 0 ? rf__recvq_take(l, fd, buf, len) : rc;
+    }
     return rw(IORING_OP_READ, "rf_read", fd, buf, len, off);
 }
 
@@ -197,6 +205,12 @@ static ssize_t rwv(unsigned opcode, const char *what, int fd,
 
 ssize_t rf_readv(int fd, const struct iovec *iov, int cnt, int64_t off)
 {
+    rf_loop *l = rf__tls_loop;
+    if (rf_unlikely(l && l->rxq) && fd >= 0) {
+        int rc = rf__recvq_quiesce(l, fd);
+        if (rc)
+            return rc > 0 ? -EBUSY : rc;
+    }
     return rwv(IORING_OP_READV, "rf_readv", fd, iov, cnt, off);
 }
 
@@ -423,6 +437,8 @@ int rf_close(int fd)
      * polls. */
     bool live = claim_listed(l, &claimed, fd);
     live |= rf__acceptors_fd_closed(l, fd);
+    if (rf_unlikely(l->rxq != NULL))
+        rf__recvq_fd_closed(l, fd); /* cancels its multishot by itself */
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);

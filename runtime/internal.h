@@ -335,6 +335,11 @@ struct rf_loop {
     rf_list free_acceptors; /* acceptor.c: closed ones, records kept for
                              * reuse */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
+    /* recvq.c: RF_LOOP_RECV_MULTISHOT's buffers and queues, made at the
+     * first rf_recv (NULL before, and without the flag). */
+    struct rf_recvq *rxq;
+    bool recv_ms;          /* RF_LOOP_RECV_MULTISHOT */
+    unsigned recv_bufs, recv_buf_size; /* rf_loop_opts' (defaults applied) */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     /* Embedding (embed.c). gate: the threadsafe calls in progress (count
      * in units of RF_GATE_ONE) and what they are refused (RF_GATE_* bits);
@@ -862,6 +867,28 @@ int rf__accept_backoff(rf_loop *l, uint64_t *backoff);
 /* ---- acceptor.c ---- */
 void rf__acceptors_release(rf_loop *l, bool final);
 bool rf__acceptors_fd_closed(rf_loop *l, int fd);
+
+/* ---- recvq.c (RF_LOOP_RECV_MULTISHOT) ---- */
+/* rf__recvq_recv's answer for "not here: take the plain recv". */
+#define RF_RECVQ_PLAIN ((ssize_t)INT64_MIN)
+/* A socket's queue pauses its multishot at this many buffers (or an
+ * eighth of the ring, if less). */
+#define RF_RECV_PAUSE 16u
+ssize_t rf__recvq_recv(rf_loop *l, int fd, void *buf, size_t len, int flags);
+/* Stop fd's multishot (waiting for its end): 1 if bytes wait in its
+ * queue, 0 if none (or fd has no record), or the wait's negative errno. */
+int rf__recvq_quiesce(rf_loop *l, int fd);
+/* Take up to len of fd's queued bytes (after rf__recvq_quiesce said 1). */
+ssize_t rf__recvq_take(rf_loop *l, int fd, void *buf, size_t len);
+void rf__recvq_fd_closed(rf_loop *l, int fd);
+void rf__recvq_fd_new(rf_loop *l, int fd);
+void rf__recvq_release(rf_loop *l, bool final);
+/* A descriptor the runtime just made: a record for its number is stale. */
+static inline void rf__recvq_fd_made(rf_loop *l, int fd)
+{
+    if (rf_unlikely(l->rxq != NULL) && fd >= 0)
+        rf__recvq_fd_new(l, fd);
+}
 
 /* ---- pool.c ---- */
 void rf__pool_loop_fini(rf_loop *l);

@@ -30,7 +30,7 @@
 #define RF_LOOP_KNOWN_FLAGS                                                    \
     (RF_LOOP_QUIET | RF_LOOP_NO_OVERFLOW_HANDLER | RF_LOOP_GUARD_MPROTECT |    \
      RF_LOOP_SERVE | RF_LOOP_WAKE_MSG_RING | RF_LOOP_VIRTUAL_TIME |            \
-     RF_LOOP_SCHED_DELAY | RF_LOOP_WAKE_AT_ONCE)
+     RF_LOOP_SCHED_DELAY | RF_LOOP_WAKE_AT_ONCE | RF_LOOP_RECV_MULTISHOT)
 
 __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 
@@ -592,7 +592,13 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
         rf__size_check(o.sq_entries, 0, RF_RING_MAX_ENTRIES) ||
         rf__size_check(o.cq_entries, 0, 2 * RF_RING_MAX_ENTRIES) ||
         o.spin_ns > RF_SPIN_MAX_NS || o.wake_batch_us > RF_WAKE_BATCH_MAX_US ||
-        (o.autojump_ns && !(o.flags & RF_LOOP_VIRTUAL_TIME)))
+        (o.autojump_ns && !(o.flags & RF_LOOP_VIRTUAL_TIME)) ||
+        ((o.recv_bufs || o.recv_buf_size) &&
+         !(o.flags & RF_LOOP_RECV_MULTISHOT)) ||
+        o.recv_bufs > RF_RECV_BUFS_MAX || o.recv_bufs == 1 ||
+        (o.recv_bufs & (o.recv_bufs - 1)) ||
+        (o.recv_buf_size && o.recv_buf_size < 64) ||
+        o.recv_buf_size > RF_RECV_BUF_SIZE_MAX)
         return -EINVAL;
     size_t stack = o.default_stack_size ? o.default_stack_size
                                         : RF_DEFAULT_STACK_SIZE;
@@ -607,6 +613,10 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
      * posters in flight included. */
     l->mail_cap = o.mailbox_capacity ? o.mailbox_capacity : RF_MAILBOX_DEFAULT;
     l->spin_ns = o.spin_ns;
+    l->recv_ms = o.flags & RF_LOOP_RECV_MULTISHOT;
+    l->recv_bufs = o.recv_bufs ? o.recv_bufs : RF_RECV_BUFS_DEFAULT;
+    l->recv_buf_size =
+        o.recv_buf_size ? o.recv_buf_size : RF_RECV_BUF_SIZE_DEFAULT;
     l->owner = pthread_self();
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     l->timer_slack_ns = slack > 0 ? (uint64_t)slack : 0;
@@ -741,6 +751,7 @@ int rf_loop_free(rf_loop *loop)
     for (rf_list *n = loop->alive.next; n != &loop->alive; n = n->next)
         rf__cancel(rf_container_of(n, rf_task, alive));
     rf__acceptors_release(loop, false);
+    rf__recvq_release(loop, false);
     if (!rf_list_empty(&loop->alive) || loop->inflight ||
         loop->remote_expected)
         rc = loop_run(loop, RUN_DEFAULT);
@@ -756,6 +767,7 @@ int rf_loop_free(rf_loop *loop)
         rf__stack_put(&loop->stacks, t);
     }
     rf__acceptors_release(loop, true);
+    rf__recvq_release(loop, true);
     rf__remote_fini(loop);
     rf__vclock_fini(loop);
     io_uring_queue_exit(&loop->ring);
@@ -798,6 +810,8 @@ static void stats_snapshot(const rf_loop *l, rf_stats *out)
     out->wakeups_msg_ring = RF_STAT_GET(s->wakeups_msg_ring);
     out->sleeps_avoided = RF_STAT_GET(s->sleeps_avoided);
     out->wakes_batched = RF_STAT_GET(s->wakes_batched);
+    out->recv_pauses = RF_STAT_GET(s->recv_pauses);
+    out->recv_nobufs = RF_STAT_GET(s->recv_nobufs);
 #undef RF_STAT_GET
 }
 

@@ -370,7 +370,7 @@ int rf_run_loops(rf_fn entry, void *arg, const rf_loops_opts *opts,
 
 /* rf_loops_stats sums the fields one by one: a field added to rf_stats
  * must be added there. */
-_Static_assert(sizeof(rf_stats) == 19 * sizeof(uint64_t),
+_Static_assert(sizeof(rf_stats) == 21 * sizeof(uint64_t),
                "rf_stats changed: update rf_loops_stats");
 
 int rf_loops_stats(const rf_loops *ls, rf_stats *out)
@@ -406,6 +406,8 @@ int rf_loops_stats(const rf_loops *ls, rf_stats *out)
         SUM(wakeups_msg_ring);
         SUM(sleeps_avoided);
         SUM(wakes_batched);
+        SUM(recv_pauses);
+        SUM(recv_nobufs);
 #undef SUM
     }
     return 0;

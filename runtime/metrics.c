@@ -109,7 +109,8 @@ typedef struct metric {
 #define MS(field) static uint64_t get_##field(const rf_loop_metrics *m) { return m->stats.field; }
 MS(switches) MS(passes) MS(tasks_spawned) MS(tasks_alive) MS(sqes_submitted)
 MS(enters) MS(cqes_reaped) MS(ops_in_flight) MS(stacks_mapped) MS(stalls)
-MS(mail_refused) MS(accept_emfile) MS(wakes_batched)
+MS(mail_refused) MS(accept_emfile) MS(wakes_batched) MS(recv_pauses)
+MS(recv_nobufs)
 M(tasks_ready) M(idle_ns) M(bytes_read) M(bytes_written) M(offload_calls)
 M(offload_wait_ns) M(offload_in_flight)
 #undef M
@@ -124,6 +125,8 @@ static const metric metrics[] = {
     {"ringfiber_sqes_submitted_total", "counter", "Submission queue entries handed to the kernel.", get_sqes_submitted, 1},
     {"ringfiber_enters_total", "counter", "io_uring_enter system calls.", get_enters, 1},
     {"ringfiber_wakes_batched_total", "counter", "Sleeps that waited for a batch of completions, the loop's thread sharing its CPU.", get_wakes_batched, 1},
+    {"ringfiber_recv_pauses_total", "counter", "Multishot receives stopped because a socket's unread buffers reached RF_RECV_PAUSE.", get_recv_pauses, 1},
+    {"ringfiber_recv_nobufs_total", "counter", "Multishot receives ended because the loop's receive buffers had run out.", get_recv_nobufs, 1},
     {"ringfiber_cqes_reaped_total", "counter", "Completions reaped.", get_cqes_reaped, 1},
     {"ringfiber_ops_in_flight", "gauge", "Operations submitted whose completion has not come.", get_ops_in_flight, 1},
     {"ringfiber_read_bytes_total", "counter", "Bytes read and received.", get_bytes_read, 1},

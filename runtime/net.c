@@ -1,7 +1,8 @@
 /*
  * Socket operations: socket, the TCP listen/connect helpers, accept (one at
  * a time; the multishot acceptor for servers is in acceptor.c, and shares
- * the backoff here), connect, recv/send (and rf_send_all),
+ * the backoff here), connect, recv/send (and rf_send_all; rf_recv on a
+ * loop with RF_LOOP_RECV_MULTISHOT reads through recvq.c),
  * recvmsg/sendmsg, shutdown, poll. Each operation
  * takes the I/O path of ring.c (rf__op_begin, rf__op_run): it suspends only
  * the caller, is bounded by the task's deadline and is cancelled as
@@ -21,7 +22,13 @@
  * interleaved repetitions, messages/s against raw ops in two runs):
  *     registered files                          0.95x, 1.01x
  *     IORING_RECVSEND_POLL_FIRST on recv        1.03x, 0.99x
- * None is faster beyond the run-to-run noise, so none is used:
+ * and, against the public server (W6_echo_variant_multishot_sweep_1000c,
+ * 15 interleaved repetitions):
+ *     multishot recv + provided buffer ring     1.07x
+ * The first two are not faster beyond the run-to-run noise, so neither
+ * is used; multishot receive is, where connections are many (level at 50
+ * and 100), and is a loop option, RF_LOOP_RECV_MULTISHOT (recvq.c), not
+ * the default:
  *  - plain descriptors: in a single-threaded process fget() on a private
  *    file table takes no atomic, which is most of what registration
  *    saves; registered files would also need a second fd namespace that
@@ -30,10 +37,9 @@
  *    surely absent, which saves little next to the poll wake-up, and
  *    costs a poll arm and a task_work round whenever the data is already
  *    there (a pipelined request, a reply that came first);
- *  - no buffer rings: they save the re-arm of each recv and memory for
- *    idle connections (many thousands of them), not time per message
- *    here; they would also change rf_recv's contract (the kernel picks the
- *    buffer). Worth revisiting for servers with very many idle sockets.
+ *  - multishot receive only on request: it saves the re-arm of each
+ *    recv, but adds rules to rf_recv's contract (one reader at a time, a
+ *    socket closed with rf_close; ringfiber.h, RF_LOOP_RECV_MULTISHOT).
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -58,10 +64,14 @@ int rf_socket(int domain, int type, int protocol)
         if (!sqe)
             return err;
         io_uring_prep_socket(sqe, domain, type, protocol, 0);
-        return rf__op_run(&op, sqe);
+        int fd = rf__op_run(&op, sqe);
+        rf__recvq_fd_made(l, fd);
+        return fd;
     }
     /* socket(2) never blocks: the fallback, and the way outside a task. */
     int fd = socket(domain, type, protocol);
+    if (fd >= 0 && l)
+        rf__recvq_fd_made(l, fd);
     return fd >= 0 ? fd : -errno;
 }
 
@@ -226,6 +236,7 @@ int rf_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
     self->in_accept = false;
     if (res < 0 && res != -ETIMEDOUT && l->accept_stopped)
         res = -ESHUTDOWN;
+    rf__recvq_fd_made(l, res);
     return res;
 }
 
@@ -247,14 +258,18 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return rf__op_run(&op, sqe);
 }
 
-/* recv without IORING_RECVSEND_POLL_FIRST: the kernel tries the receive
- * at once and arms a poll only if nothing is there (see the top). */
-ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
+/* One recv(2) into buf: from the socket's multishot queue (recvq.c) on a
+ * loop with RF_LOOP_RECV_MULTISHOT, else a plain IORING_OP_RECV, without
+ * IORING_RECVSEND_POLL_FIRST: the kernel tries the receive at once and
+ * arms a poll only if nothing is there (see the top). */
+static ssize_t recv_once(rf_loop *l, int fd, void *buf, size_t len, int flags)
 {
-    if (fd < 0)
-        return -EBADF;
-    if (!buf && len)
-        return -EFAULT;
+    if (l && l->recv_ms && len &&
+        !(flags & ~(MSG_PEEK | MSG_DONTWAIT | MSG_WAITALL))) {
+        ssize_t r = rf__recvq_recv(l, fd, buf, len, flags);
+        if (r != RF_RECVQ_PLAIN)
+            return r;
+    }
     rf_op op;
     int err;
     struct io_uring_sqe *sqe =
@@ -264,6 +279,29 @@ ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
     io_uring_prep_recv(sqe, fd, buf, len > RF_IO_MAX ? RF_IO_MAX : len,
                        flags);
     return rf__op_run(&op, sqe);
+}
+
+ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (!buf && len)
+        return -EFAULT;
+    rf_loop *l = rf__tls_loop;
+    if (rf_likely(!l || !l->recv_ms) || !(flags & MSG_WAITALL) ||
+        (flags & MSG_PEEK))
+        return recv_once(l, fd, buf, len, flags);
+    /* MSG_WAITALL over the queue: recv(2)'s rule, taken a piece at a
+     * time (an error or the end after some bytes returns the bytes). */
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = recv_once(l, fd, (char *)buf + got, len - got,
+                              flags & ~MSG_WAITALL);
+        if (r <= 0)
+            return got ? (ssize_t)got : r;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
 }
 
 ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
@@ -322,6 +360,12 @@ static ssize_t msg_op(unsigned opcode, const char *what, int fd,
 
 ssize_t rf_recvmsg(int fd, struct msghdr *msg, int flags)
 {
+    rf_loop *l = rf__tls_loop;
+    if (rf_unlikely(l && l->rxq) && fd >= 0) {
+        int rc = rf__recvq_quiesce(l, fd);
+        if (rc)
+            return rc > 0 ? -EBUSY : rc;
+    }
     return msg_op(IORING_OP_RECVMSG, "rf_recvmsg", fd, msg, flags);
 }
 
@@ -356,6 +400,14 @@ int rf_poll(int fd, unsigned events)
 {
     if (fd < 0)
         return -EBADF;
+    rf_loop *l = rf__tls_loop;
+    if (rf_unlikely(l && l->rxq) && (events & POLLIN)) {
+        /* Bytes rf_recv's multishot took are readable, and the socket
+         * itself is, once it stopped taking them. */
+        int rc = rf__recvq_quiesce(l, fd);
+        if (rc)
+            return rc > 0 ? POLLIN : rc;
+    }
     rf_op op;
     int err;
     struct io_uring_sqe *sqe =
