@@ -88,6 +88,12 @@ typedef struct rf_stacks {
     int guard_mode;   /* RF_GUARD_* */
     int pidfd;        /* for batched guard installs; -1: not available */
     uint64_t mprotect_budget; /* mprotect guards still allowed */
+    /* How a new slab's stack tops get their first page (stack.c,
+     * slab_touch): what each way cost last, per slab, and the slabs
+     * made so far. */
+    bool populate_off; /* process_madvise(MADV_POPULATE_WRITE) refused */
+    uint64_t touch_ns, populate_ns;
+    uint64_t slabs_made;
 } rf_stacks;
 
 /* ---- tasks ---- */
