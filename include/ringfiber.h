@@ -214,8 +214,10 @@ typedef struct rf_loop_opts {
 } rf_loop_opts;
 
 /* rf_loop_opts.recv_bufs and .recv_buf_size: defaults and limits (4 MiB
- * of buffers by default; 1,024 sockets can each have one message in user
- * space, sockets beyond that wait in the kernel until one is read). */
+ * of buffers by default). A socket pauses at RF_RECV_PAUSE unread buffers
+ * (or an eighth of the ring, at least 2), but the kernel may fill more
+ * before the loop sees them: when the ring runs dry, sockets wait in the
+ * kernel and their next rf_recv is a plain receive; nothing is lost. */
 #define RF_RECV_BUFS_DEFAULT 1024u
 #define RF_RECV_BUFS_MAX 32768u
 #define RF_RECV_BUF_SIZE_DEFAULT 4096u
@@ -307,19 +309,29 @@ RF_API uint64_t rf_loop_shuffle_seed(const rf_loop *loop);
  * (docs/scheduler.md, "Multishot receive"): a message then costs the
  * kernel no re-arming of the socket's poll and the loop no SQE. Measured
  * on the W6 echo server (bench/README.md). rf_recv keeps its contract,
- * with three rules more for the sockets it reads:
+ * with these rules more for the stream sockets it reads:
  *  - one task at a time waits in rf_recv on a socket: another task's
  *    rf_recv on it meanwhile returns -EBUSY;
- *  - such a socket is closed with rf_close (which ends its multishot and
- *    frees its buffers). close(2) would leave the multishot holding the
- *    connection open; a number rf_accept, rf_acceptor_next or rf_socket
- *    hands out again is taken for a new socket;
+ *  - such a socket is closed with rf_close, on the loop that reads it
+ *    (which ends its multishot and frees its buffers). close(2) would
+ *    leave the multishot holding the connection open, and the number's
+ *    next owner could be taken for the old socket; rf_accept,
+ *    rf_acceptor_next and rf_socket do drop what the loop kept for a
+ *    number they hand out again, other calls that make descriptors do
+ *    not;
  *  - bytes received for rf_recv wait in user space: rf_read reads them
- *    first, rf_poll(POLLIN) reports them, rf_recvmsg returns -EBUSY while
- *    any wait (read them with rf_recv).
- * MSG_PEEK, MSG_DONTWAIT and MSG_WAITALL are served from the queue (with
- * MSG_DONTWAIT, -EAGAIN when it is empty); other flags, sockets that are
- * not SOCK_STREAM and kernels before 6.0 take the plain path.
+ *    first, rf_poll(POLLIN) reports them, rf_recvmsg and rf_readv return
+ *    -EBUSY while any wait (read them with rf_recv); descriptors passed
+ *    over a Unix stream socket (SCM_RIGHTS) are lost to the multishot's
+ *    reads, so such a socket is read with rf_recvmsg only.
+ * MSG_PEEK, MSG_DONTWAIT and MSG_WAITALL are served from the queue
+ * (MSG_DONTWAIT: -EAGAIN when it is empty and the multishot is armed;
+ * MSG_PEEK | MSG_WAITALL: short when the queue is full before len),
+ * MSG_NOSIGNAL and MSG_CMSG_CLOEXEC change nothing; other flags are
+ * recv(2)'s once the queue is empty (-EBUSY while it is not). Sockets
+ * that are not SOCK_STREAM and kernels before 6.0 take the plain path.
+ * An armed multishot is an operation in flight: a loop with one does not
+ * report a deadlock (-EDEADLK) while it waits for its tasks.
  */
 #define RF_LOOP_RECV_MULTISHOT 0x1000u
 

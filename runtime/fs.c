@@ -437,8 +437,8 @@ int rf_close(int fd)
      * polls. */
     bool live = claim_listed(l, &claimed, fd);
     live |= rf__acceptors_fd_closed(l, fd);
-    if (rf_unlikely(l->rxq != NULL))
-        rf__recvq_fd_closed(l, fd); /* cancels its multishot by itself */
+    if (rf_unlikely(l->rxq != NULL)) /* cancels its multishot by itself */
+        live |= rf__recvq_fd_closed(l, fd);
     bool have_close = rf__op_supported(l, IORING_OP_CLOSE);
     if (!have_close || io_uring_sq_space_left(&l->ring) < 2)
         rf__ring_enter(l, 0);

@@ -881,12 +881,16 @@ bool rf__acceptors_fd_closed(rf_loop *l, int fd);
  * eighth of the ring, if less). */
 #define RF_RECV_PAUSE 16u
 ssize_t rf__recvq_recv(rf_loop *l, int fd, void *buf, size_t len, int flags);
+/* net.c: rf_recv's own IORING_OP_RECV (recvq.c falls back to it). */
+ssize_t rf__recv_plain(rf_loop *l, int fd, void *buf, size_t len, int flags);
 /* Stop fd's multishot (waiting for its end): 1 if bytes wait in its
  * queue, 0 if none (or fd has no record), or the wait's negative errno. */
 int rf__recvq_quiesce(rf_loop *l, int fd);
 /* Take up to len of fd's queued bytes (after rf__recvq_quiesce said 1). */
 ssize_t rf__recvq_take(rf_loop *l, int fd, void *buf, size_t len);
-void rf__recvq_fd_closed(rf_loop *l, int fd);
+/* rf_close(fd): true if fd's multishot is still armed uncancelled (no
+ * SQE): the close must cancel what is in flight on fd. */
+bool rf__recvq_fd_closed(rf_loop *l, int fd);
 void rf__recvq_fd_new(rf_loop *l, int fd);
 void rf__recvq_release(rf_loop *l, bool final);
 /* A descriptor the runtime just made: a record for its number is stale. */

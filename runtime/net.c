@@ -258,18 +258,12 @@ int rf_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return rf__op_run(&op, sqe);
 }
 
-/* One recv(2) into buf: from the socket's multishot queue (recvq.c) on a
- * loop with RF_LOOP_RECV_MULTISHOT, else a plain IORING_OP_RECV, without
- * IORING_RECVSEND_POLL_FIRST: the kernel tries the receive at once and
- * arms a poll only if nothing is there (see the top). */
-static ssize_t recv_once(rf_loop *l, int fd, void *buf, size_t len, int flags)
+/* recv(2) as one IORING_OP_RECV, without IORING_RECVSEND_POLL_FIRST: the
+ * kernel tries the receive at once and arms a poll only if nothing is
+ * there (see the top). */
+ssize_t rf__recv_plain(rf_loop *l, int fd, void *buf, size_t len, int flags)
 {
-    if (l && l->recv_ms && len &&
-        !(flags & ~(MSG_PEEK | MSG_DONTWAIT | MSG_WAITALL))) {
-        ssize_t r = rf__recvq_recv(l, fd, buf, len, flags);
-        if (r != RF_RECVQ_PLAIN)
-            return r;
-    }
+    (void)l;
     rf_op op;
     int err;
     struct io_uring_sqe *sqe =
@@ -281,6 +275,8 @@ static ssize_t recv_once(rf_loop *l, int fd, void *buf, size_t len, int flags)
     return rf__op_run(&op, sqe);
 }
 
+/* On a loop with RF_LOOP_RECV_MULTISHOT, recvq.c serves a stream socket's
+ * reads; everything else is a plain receive. */
 ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
 {
     if (fd < 0)
@@ -288,20 +284,12 @@ ssize_t rf_recv(int fd, void *buf, size_t len, int flags)
     if (!buf && len)
         return -EFAULT;
     rf_loop *l = rf__tls_loop;
-    if (rf_likely(!l || !l->recv_ms) || !(flags & MSG_WAITALL) ||
-        (flags & MSG_PEEK))
-        return recv_once(l, fd, buf, len, flags);
-    /* MSG_WAITALL over the queue: recv(2)'s rule, taken a piece at a
-     * time (an error or the end after some bytes returns the bytes). */
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = recv_once(l, fd, (char *)buf + got, len - got,
-                              flags & ~MSG_WAITALL);
-        if (r <= 0)
-            return got ? (ssize_t)got : r;
-        got += (size_t)r;
+    if (rf_unlikely(l && l->recv_ms) && len) {
+        ssize_t r = rf__recvq_recv(l, fd, buf, len, flags);
+        if (r != RF_RECVQ_PLAIN)
+            return r;
     }
-    return (ssize_t)got;
+    return rf__recv_plain(l, fd, buf, len, flags);
 }
 
 ssize_t rf_send(int fd, const void *buf, size_t len, int flags)
@@ -403,10 +391,15 @@ int rf_poll(int fd, unsigned events)
     rf_loop *l = rf__tls_loop;
     if (rf_unlikely(l && l->rxq) && (events & POLLIN)) {
         /* Bytes rf_recv's multishot took are readable, and the socket
-         * itself is, once it stopped taking them. */
+         * itself is, once it stopped taking them. The other events as
+         * they are now (a poll(2) that does not wait). */
         int rc = rf__recvq_quiesce(l, fd);
-        if (rc)
-            return rc > 0 ? POLLIN : rc;
+        if (rc < 0)
+            return rc;
+        if (rc > 0) {
+            struct pollfd p = {.fd = fd, .events = (short)(events & ~POLLIN)};
+            return POLLIN | (p.events && poll(&p, 1, 0) == 1 ? p.revents : 0);
+        }
     }
     rf_op op;
     int err;

@@ -42,14 +42,21 @@
  *    the socket open; a descriptor number that rf_accept,
  *    rf_acceptor_next or rf_socket hands out again drops what a record
  *    for the old socket held (rf__recvq_fd_new);
- *  - rf_read on such a socket reads the queue first; rf_recvmsg returns
- *    -EBUSY while bytes wait in it; rf_poll(POLLIN) reports them.
+ *  - rf_read on such a socket reads the queue first; rf_recvmsg and
+ *    rf_readv return -EBUSY while bytes wait in it; rf_poll(POLLIN)
+ *    reports them. Each first stops the multishot (rxq_quiesce, with a
+ *    waiter of its own, so that a task polling beside the reader does not
+ *    take the reader's place).
  * Flags: MSG_PEEK, MSG_DONTWAIT and MSG_WAITALL are served from the queue
- * (MSG_DONTWAIT: -EAGAIN when it is empty, even if data has arrived in
- * the kernel and its CQE is not reaped yet: the next pass reaps it). Any
- * other flag, a socket that is not SOCK_STREAM, len 0, and a kernel
- * without multishot receive (before 6.0) take the plain path.
+ * (MSG_DONTWAIT: -EAGAIN when it is empty and the multishot armed, even if
+ * data has arrived in the kernel and its CQE is not reaped yet: the next
+ * pass reaps it; with nothing armed, a plain non-blocking receive).
+ * MSG_NOSIGNAL and MSG_CMSG_CLOEXEC change nothing; other flags are the
+ * plain receive's once the queue is empty and the multishot stopped.
+ * MSG_OOB, MSG_ERRQUEUE, a socket that is not SOCK_STREAM, len 0, and a
+ * kernel without multishot receive (before 6.0) take the plain path.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -72,7 +79,8 @@ typedef struct rf_rxq {
     uint32_t off;   /* bytes of the head buffer already taken */
     uint32_t n;     /* buffers queued */
     uint64_t bytes; /* bytes queued, less off */
-    rf_waiter w;    /* the task in rf_recv, rf_poll or rf_read */
+    rf_waiter w;    /* the task in rf_recv: the socket's one reader */
+    rf_waiter qw;   /* a task stopping the multishot (rxq_quiesce) */
 } rf_rxq;
 
 struct rf_recvq {
@@ -165,6 +173,21 @@ static void rxq_free(struct rf_recvq *s, rf_rxq *q)
     rf_list_push_back(&s->free, &q->node);
 }
 
+/* A detached record goes once neither the kernel nor a task refers to
+ * it. */
+static void rxq_release_if_idle(struct rf_recvq *s, rf_rxq *q)
+{
+    if (q->closed && !q->armed && !q->w.task && !q->qw.task)
+        rxq_free(s, q);
+}
+
+/* Something happened to q (a CQE, its close): wake whoever waits. */
+static void rxq_wake(rf_loop *l, rf_rxq *q)
+{
+    rf__waiter_done(l, &q->w, 0);
+    rf__waiter_done(l, &q->qw, 0);
+}
+
 /* Give q's queued buffers back to the ring. */
 static void rxq_drop(struct rf_recvq *s, rf_rxq *q)
 {
@@ -179,32 +202,37 @@ static void rxq_drop(struct rf_recvq *s, rf_rxq *q)
     q->bytes = 0;
 }
 
-static void rxq_cancel(rf_loop *l, rf_rxq *q)
+/* Cancel q's multishot (by its user_data: the kernel finds it without
+ * looking through the ring's other polls). Returns false if no SQE could
+ * be had (rf__sqe_get has already entered the kernel to make room). */
+static bool rxq_cancel(rf_loop *l, rf_rxq *q)
 {
     if (!q->armed || q->stopping)
-        return;
+        return true;
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
-        return; /* tried again at the next close or pause */
+        return false;
     io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);
     io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
     q->stopping = true;
+    return true;
 }
 
 /* q's socket is gone (closed, or its number handed out again): out of the
  * index, buffers back, the multishot cancelled; freed once nothing (the
- * kernel, a waiting task) refers to it. */
-static void rxq_detach(rf_loop *l, struct rf_recvq *s, rf_rxq *q)
+ * kernel, a waiting task) refers to it. Returns false if its multishot is
+ * still armed uncancelled (no SQE): the caller must have the kernel end
+ * it another way. */
+static bool rxq_detach(rf_loop *l, struct rf_recvq *s, rf_rxq *q)
 {
     s->by_fd[q->fd] = NULL;
     if (s->br)
         rxq_drop(s, q);
     q->closed = true;
-    rxq_cancel(l, q);
-    if (q->w.task)
-        rf__waiter_done(l, &q->w, 0); /* it sees closed */
-    else if (!q->armed)
-        rxq_free(s, q);
+    bool ok = rxq_cancel(l, q);
+    rxq_wake(l, q); /* they see closed */
+    rxq_release_if_idle(s, q);
+    return ok;
 }
 
 static rf_rxq *rxq_find(const rf_loop *l, int fd)
@@ -213,16 +241,21 @@ static rf_rxq *rxq_find(const rf_loop *l, int fd)
     return s && (unsigned)fd < s->cap ? s->by_fd[fd] : NULL;
 }
 
-void rf__recvq_fd_closed(rf_loop *l, int fd)
+bool rf__recvq_fd_closed(rf_loop *l, int fd)
 {
     rf_rxq *q = rxq_find(l, fd);
-    if (q)
-        rxq_detach(l, l->rxq, q);
+    return q && !rxq_detach(l, l->rxq, q);
 }
 
 void rf__recvq_fd_new(rf_loop *l, int fd)
 {
-    rf__recvq_fd_closed(l, fd);
+    rf_rxq *q = rxq_find(l, fd);
+    if (q && !rxq_detach(l, l->rxq, q)) {
+        /* No SQE now: the number is a new socket's already, so only the
+         * multishot's user_data can name the old one. */
+        for (int tries = 0; tries < 100 && !rxq_cancel(l, q); tries++)
+            rf__ring_enter(l, 0);
+    }
 }
 
 /*
@@ -240,7 +273,11 @@ void rf__recvq_release(rf_loop *l, bool final)
         if (!q)
             continue;
         if (!final) {
-            rxq_cancel(l, q);
+            /* Every CQE must come before the loop is freed: make room
+             * for the cancel if need be (bounded: a ring that takes
+             * nothing is broken, and the drain will say so). */
+            for (int tries = 0; tries < 100 && !rxq_cancel(l, q); tries++)
+                rf__ring_enter(l, 0);
             continue;
         }
         free(q);
@@ -291,29 +328,31 @@ static void rxq_cqe(rf_loop *l, rf_handler *h, const struct io_uring_cqe *cqe)
         } else if (cqe->res < 0 && cqe->res != -ECANCELED)
             q->err = cqe->res;
         if (q->closed) {
-            if (!q->w.task)
-                rxq_free(s, q);
+            rxq_release_if_idle(s, q);
             return;
         }
-    } else if (q->n >= s->pause_at && !q->stopping && !q->closed) {
-        rxq_cancel(l, q);
+    } else if (q->n >= s->pause_at && !q->stopping && !q->closed &&
+               rxq_cancel(l, q)) {
         RF_STAT_ADD(l->stats.recv_pauses, 1);
     }
-    rf__waiter_done(l, &q->w, 0);
+    rxq_wake(l, q);
 }
 
 /* ---- the records --------------------------------------------------------------- */
 
-/* fd's record, made at its first rf_recv; NULL: take the plain path (not
- * a socket, or no memory for the record). */
+/* fd's record, made at its first rf_recv; NULL: take the plain path (a
+ * bad descriptor, or no memory for the record). A descriptor that is not
+ * a stream socket gets a record too, marked plain, so that it is asked
+ * once. */
 static rf_rxq *rxq_get(struct rf_recvq *s, int fd)
 {
     if ((unsigned)fd < s->cap && s->by_fd[fd])
         return s->by_fd[fd];
     int type = 0;
     socklen_t tl = sizeof(type);
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
-        return NULL; /* EBADF, ENOTSOCK: recv's own answer follows */
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 &&
+        errno != ENOTSOCK)
+        return NULL; /* EBADF: recv's own answer follows */
     if ((unsigned)fd >= s->cap) {
         unsigned ncap = s->cap ? s->cap : 64;
         while (ncap <= (unsigned)fd)
@@ -391,64 +430,110 @@ static size_t rxq_copy(struct rf_recvq *s, rf_rxq *q, char *dst, size_t len,
 
 /* ---- the calls --------------------------------------------------------------- */
 
-/* Wait for q's next event (a CQE, its close), its multishot armed unless
- * stop: 0, or the wait's -ECANCELED / -ETIMEDOUT / -EBUSY (no SQE). */
-static int rxq_wait(rf_loop *l, rf_task *self, rf_rxq *q)
+/* Wait on w (q's reader's or a quiescer's) for q's next event (a CQE, its
+ * close): 0, -ECANCELED if q was closed meanwhile, or the wait's
+ * -ECANCELED / -ETIMEDOUT. */
+static int rxq_wait(rf_loop *l, rf_task *self, rf_rxq *q, rf_waiter *w,
+                    unsigned how)
 {
-    int rc = rf__waiter_next(l, self, &q->w, RF_WAIT_ANY,
-                             RF_ON_IO(IORING_OP_RECV), RF_ON_FD(q->fd));
+    int rc = rf__waiter_next(l, self, w, how, RF_ON_IO(IORING_OP_RECV),
+                             RF_ON_FD(q->fd));
     if (q->closed) {
-        if (!q->armed)
-            rxq_free(l->rxq, q);
+        rxq_release_if_idle(l->rxq, q);
         return -ECANCELED;
     }
     return rc;
 }
 
+/* Stop q's multishot and wait for its end, unless another task is in the
+ * socket already (its reader, another quiescer: then leave it be):
+ * 1 if bytes wait in q, else 0, or the wait's negative errno. */
+static int rxq_quiesce(rf_loop *l, rf_task *self, rf_rxq *q)
+{
+    if (q->plain || q->w.task || q->qw.task)
+        return 0;
+    while (q->armed && !q->bytes && !q->w.task) {
+        if (!rxq_cancel(l, q))
+            return -EBUSY;
+        int rc = rxq_wait(l, self, q, &q->qw, 0);
+        if (rc)
+            return rc;
+    }
+    return q->bytes ? 1 : 0;
+}
+
+/* The flags that leave the bytes as they are. */
+#define RXQ_NEUTRAL (MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)
+/* The flags served over the queue. */
+#define RXQ_SERVED (MSG_PEEK | MSG_DONTWAIT | MSG_WAITALL)
+
 ssize_t rf__recvq_recv(rf_loop *l, int fd, void *buf, size_t len, int flags)
 {
     rf_task *self = l->current;
     struct rf_recvq *s = l->rxq;
-    if (!self || (!s && !(s = recvq_setup(l))) || s->off)
+    /* Out-of-band data and the error queue are not the stream's bytes. */
+    if (!self || (flags & (MSG_OOB | MSG_ERRQUEUE)) ||
+        (!s && !(s = recvq_setup(l))) || s->off)
         return RF_RECVQ_PLAIN;
     rf_rxq *q = rxq_get(s, fd);
     if (!q || q->plain)
         return RF_RECVQ_PLAIN;
+    int rc;
+    if (flags & ~(RXQ_SERVED | RXQ_NEUTRAL)) {
+        /* MSG_TRUNC and the like: recv(2) itself, once nothing is queued
+         * or on its way (else the bytes would come out of order). */
+        rc = rxq_quiesce(l, self, q);
+        return rc < 0 ? rc : rc ? -EBUSY : RF_RECVQ_PLAIN;
+    }
     if (q->w.task)
         return -EBUSY;
-    int rc = rf__wait_precheck(self);
-    if (rc)
+    if ((rc = rf__wait_precheck(self)) != 0)
         return rc;
-    bool peek = flags & MSG_PEEK;
-    /* MSG_PEEK | MSG_WAITALL waits for len bytes and takes none; a
-     * MSG_WAITALL without MSG_PEEK is rf_recv's loop over this call. */
-    size_t want = peek && (flags & MSG_WAITALL) ? len : 1;
+    bool peek = flags & MSG_PEEK, all = flags & MSG_WAITALL,
+         dontwait = flags & MSG_DONTWAIT;
+    char *dst = buf;
+    size_t got = 0; /* MSG_WAITALL: bytes taken by earlier rounds */
     for (;;) {
-        if (q->bytes >= want ||
-            (q->bytes && (q->eof || q->err || (flags & MSG_DONTWAIT)))) {
-            size_t got = rxq_copy(s, q, buf, len, peek);
-            rf__op_count(l, IORING_OP_RECV, (int)got);
-            return (ssize_t)got;
+        if (peek) {
+            /* MSG_PEEK | MSG_WAITALL waits for len bytes; short if the
+             * queue cannot grow (paused full, or no buffer left). */
+            bool stuck = !q->armed && (q->n >= s->pause_at || q->nobufs);
+            if (q->bytes >= (all ? len : 1) ||
+                (q->bytes && (q->eof || q->err || dontwait || stuck))) {
+                size_t n = rxq_copy(s, q, dst, len, true);
+                rf__op_count(l, IORING_OP_RECV, (int)n);
+                return (ssize_t)n;
+            }
+        } else if (q->bytes) {
+            got += rxq_copy(s, q, dst + got, len - got, false);
+            if (!all || got == len || q->eof || q->err) {
+                rf__op_count(l, IORING_OP_RECV, (int)got);
+                return (ssize_t)got;
+            }
+            continue;
         }
         if (q->eof)
-            return 0;
+            return (ssize_t)got;
         if (q->err) {
+            if (got)
+                return (ssize_t)got; /* the error at the next call */
             rc = q->err;
             q->err = 0;
             return rc;
         }
-        if (flags & MSG_DONTWAIT)
-            return -EAGAIN;
-        if (!q->armed) {
-            if (q->nobufs) {
-                q->nobufs = false;
-                return RF_RECVQ_PLAIN; /* this once; the next call arms */
-            }
-            if ((rc = rxq_arm(l, q)) != 0)
-                return rc;
+        if (!q->armed && !q->bytes && (q->nobufs || dontwait)) {
+            /* Nothing queued, nothing on its way: recv(2) itself, this
+             * once (the next call that must wait arms again). */
+            q->nobufs = false;
+            ssize_t r = rf__recv_plain(l, fd, dst + got, len - got, flags);
+            return r < 0 ? (got ? (ssize_t)got : r) : (ssize_t)(got + (size_t)r);
         }
-        if ((rc = rxq_wait(l, self, q)) != 0)
-            return rc;
+        if (dontwait)
+            return got ? (ssize_t)got : -EAGAIN;
+        if (!q->armed && (rc = rxq_arm(l, q)) != 0)
+            return got ? (ssize_t)got : rc;
+        if ((rc = rxq_wait(l, self, q, &q->w, RF_WAIT_ANY)) != 0)
+            return got ? (ssize_t)got : rc;
     }
 }
 
@@ -456,17 +541,7 @@ int rf__recvq_quiesce(rf_loop *l, int fd)
 {
     rf_rxq *q = rxq_find(l, fd);
     rf_task *self = l->current;
-    if (!q || q->plain || !self)
-        return 0;
-    if (q->w.task)
-        return 0; /* another task reads it: leave its multishot be */
-    while (q->armed && !q->bytes) {
-        rxq_cancel(l, q);
-        int rc = rxq_wait(l, self, q);
-        if (rc)
-            return rc;
-    }
-    return q->bytes ? 1 : 0;
+    return q && self ? rxq_quiesce(l, self, q) : 0;
 }
 
 ssize_t rf__recvq_take(rf_loop *l, int fd, void *buf, size_t len)

@@ -197,8 +197,6 @@ static void *flags(void *arg)
     RFT_CHECK_INT(rf_shutdown(c, SHUT_WR), 0);
     RFT_CHECK_INT(rf_recv(s, b, sizeof b, MSG_WAITALL), 3);
     RFT_CHECK_INT(rf_recv(s, b, sizeof b, 0), 0);
-    /* A flag the queue does not serve takes the plain path. */
-    RFT_CHECK_INT(rf_recv(s, b, sizeof b, MSG_TRUNC), 0);
     /* Bad input as without the flag. */
     RFT_CHECK_INT(rf_recv(-1, b, 1, 0), -EBADF);
     RFT_CHECK_INT(rf_recv(s, NULL, 1, 0), -EFAULT);
@@ -219,6 +217,213 @@ static void test_flags(void **state)
 {
     (void)state;
     run_ms(flags, NULL, 0, 0);
+}
+
+/* MSG_DONTWAIT with nothing armed reads the socket itself: the first
+ * call on a socket, and a poll-then-read loop after rf_poll stopped the
+ * multishot, get the bytes at once. */
+static void *dontwait_unarmed(void *arg)
+{
+    (void)arg;
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    char b[16];
+    RFT_CHECK_INT(rf_send(c, "hi", 2, 0), 2);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, MSG_DONTWAIT), 2);
+    RFT_CHECK_INT(rf_send(c, "x", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, 0), 1); /* armed now */
+    RFT_CHECK_INT(rf_send(c, "yz", 2, 0), 2);
+    ssize_t r = -EAGAIN;
+    for (int i = 0; i < 3 && r == -EAGAIN; i++) {
+        RFT_CHECK_INT(rf_poll(s, POLLIN) & POLLIN, POLLIN);
+        r = rf_recv(s, b, sizeof b, MSG_DONTWAIT);
+    }
+    RFT_CHECK_INT(r, 2);
+    RFT_CHECK(memcmp(b, "yz", 2) == 0);
+    RFT_CHECK_INT(rf_close(s), 0);
+    RFT_CHECK_INT(rf_close(c), 0);
+    return NULL;
+}
+
+static void test_dontwait_unarmed(void **state)
+{
+    (void)state;
+    run_ms(dontwait_unarmed, NULL, 0, 0);
+}
+
+/* Flags that do not touch the bytes are served from the queue; others
+ * are recv(2)'s once nothing waits in it (-EBUSY while bytes do);
+ * MSG_WAITALL on a datagram socket is recv(2)'s, one datagram. */
+static void *other_flags(void *arg)
+{
+    (void)arg;
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    char b[16];
+    RFT_CHECK_INT(rf_send(c, "a", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s, b, 1, 0), 1); /* armed */
+    RFT_CHECK_INT(rf_send(c, "bcd", 3, 0), 3);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0); /* queued */
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, MSG_TRUNC), -EBUSY);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, MSG_CMSG_CLOEXEC), 3);
+    RFT_CHECK(memcmp(b, "bcd", 3) == 0);
+    /* Nothing queued: MSG_TRUNC stops the multishot and is recv(2)'s
+     * (TCP discards len bytes and returns their count). */
+    RFT_CHECK_INT(rf_recv(s, b, 2, MSG_TRUNC | MSG_DONTWAIT), -EAGAIN);
+    RFT_CHECK_INT(rf_send(c, "efgh", 4, 0), 4);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0);
+    RFT_CHECK_INT(rf_recv(s, b, 2, MSG_TRUNC), 2);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, 0), 2);
+    RFT_CHECK(memcmp(b, "gh", 2) == 0);
+    RFT_CHECK_INT(rf_close(s), 0);
+    RFT_CHECK_INT(rf_close(c), 0);
+
+    int d[2];
+    RFT_CHECK_INT(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, d), 0);
+    RFT_CHECK_INT(rf_send(d[1], "one", 3, 0), 3);
+    RFT_CHECK_INT(rf_send(d[1], "two", 3, 0), 3);
+    RFT_CHECK_INT(rf_recv(d[0], b, sizeof b, MSG_WAITALL), 3);
+    RFT_CHECK(memcmp(b, "one", 3) == 0);
+    RFT_CHECK_INT(rf_close(d[0]), 0);
+    RFT_CHECK_INT(rf_close(d[1]), 0);
+    return NULL;
+}
+
+static void test_other_flags(void **state)
+{
+    (void)state;
+    run_ms(other_flags, NULL, 0, 0);
+}
+
+/* MSG_PEEK | MSG_WAITALL for more than the queue may hold (2 buffers of
+ * 64 bytes): a short peek of the first bytes, in order, never bytes from
+ * beyond them; then all of it is read. */
+static void *peek_beyond_ring(void *arg)
+{
+    (void)arg;
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    char b[400], m[300];
+    RFT_CHECK_INT(rf_send(c, "!", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s, b, 1, 0), 1); /* armed */
+    for (size_t i = 0; i < sizeof m; i++)
+        m[i] = pat(i);
+    RFT_CHECK_INT(rf_send(c, m, sizeof m, 0), (long long)sizeof m);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0);
+    rf_deadline_set(rf_now_ns() + 5 * RFT_SEC);
+    ssize_t r = rf_recv(s, b, 150, MSG_PEEK | MSG_WAITALL);
+    RFT_CHECK(r > 0 && r <= 150);
+    if (r > 0)
+        RFT_CHECK(memcmp(b, m, (size_t)r) == 0);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof m, MSG_WAITALL), (long long)sizeof m);
+    RFT_CHECK(memcmp(b, m, sizeof m) == 0);
+    rf_deadline_set(0);
+    RFT_CHECK_INT(rf_close(s), 0);
+    RFT_CHECK_INT(rf_close(c), 0);
+    return NULL;
+}
+
+static void test_peek_beyond_ring(void **state)
+{
+    (void)state;
+    run_ms(peek_beyond_ring, NULL, 2, 64);
+}
+
+typedef struct poll_ctx {
+    int fd;
+    int res;
+} poll_ctx;
+
+static void *poller(void *arg)
+{
+    poll_ctx *x = arg;
+    rf_deadline_set(rf_now_ns() + 5 * RFT_SEC);
+    x->res = rf_poll(x->fd, POLLIN);
+    return NULL;
+}
+
+/* A task that polls a socket another task reads does not get in the
+ * reader's way. */
+static void *poll_beside_reader(void *arg)
+{
+    (void)arg;
+    int c, s;
+    if (!tcp_pair(&c, &s))
+        return NULL;
+    char b[16];
+    RFT_CHECK_INT(rf_send(c, "a", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s, b, 1, 0), 1); /* armed */
+    poll_ctx x = {s, 0};
+    rf_task *t = rf_spawn(poller, &x);
+    RFT_CHECK_INT(rf_yield(), 0); /* the poller is in rf_poll */
+    RFT_CHECK_INT(rf_send(c, "b", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s, b, sizeof b, 0), 1);
+    RFT_CHECK_INT(b[0], 'b');
+    RFT_CHECK_INT(rf_send(c, "c", 1, 0), 1); /* the poller's, if it waits */
+    RFT_CHECK_INT(rf_join(t, NULL), 0);
+    rf_task_release(t);
+    RFT_CHECK(x.res > 0 && (x.res & POLLIN));
+    RFT_CHECK_INT(rf_close(s), 0);
+    RFT_CHECK_INT(rf_close(c), 0);
+    return NULL;
+}
+
+static void test_poll_beside_reader(void **state)
+{
+    (void)state;
+    run_ms(poll_beside_reader, NULL, 0, 0);
+}
+
+/* A socket whose task does not read fills the ring (16 x 64 bytes) before
+ * its pause takes effect: another socket's bytes still come, whole and in
+ * order (a plain receive when no buffer is left). */
+static void *hog(void *arg)
+{
+    (void)arg;
+    int c1, s1, c2, s2;
+    if (!tcp_pair(&c1, &s1) || !tcp_pair(&c2, &s2))
+        return NULL;
+    char b[2048];
+    RFT_CHECK_INT(rf_send(c1, "a", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s1, b, 1, 0), 1);
+    RFT_CHECK_INT(rf_send(c2, "a", 1, 0), 1);
+    RFT_CHECK_INT(rf_recv(s2, b, 1, 0), 1);
+    memset(b, 'x', sizeof b);
+    RFT_CHECK_INT(rf_send(c1, b, 2000, 0), 2000);
+    RFT_CHECK_INT(rf_sleep(5 * RFT_MS), 0);
+    for (int i = 0; i < 10; i++) {
+        char m[16];
+        int len = snprintf(m, sizeof m, "hello %d", i);
+        RFT_CHECK_INT(rf_send(c2, m, (size_t)len, 0), len);
+        RFT_CHECK_INT(rf_recv(s2, b, (size_t)len, MSG_WAITALL), len);
+        RFT_CHECK(memcmp(b, m, (size_t)len) == 0);
+    }
+    size_t got = 0;
+    while (got < 2000) {
+        ssize_t n = rf_recv(s1, b, sizeof b, 0);
+        if (!RFT_CHECK(n > 0))
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            if (b[i] != 'x')
+                RFT_CHECK_INT(b[i], 'x');
+        got += (size_t)n;
+    }
+    RFT_CHECK_INT(got, 2000);
+    RFT_CHECK_INT(rf_close(s1), 0);
+    RFT_CHECK_INT(rf_close(c1), 0);
+    RFT_CHECK_INT(rf_close(s2), 0);
+    RFT_CHECK_INT(rf_close(c2), 0);
+    return NULL;
+}
+
+static void test_hog(void **state)
+{
+    (void)state;
+    run_ms(hog, NULL, 16, 64);
 }
 
 /* ---- errors, deadlines, close ------------------------------------------------------- */
@@ -597,6 +802,11 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_in_order),
     cmocka_unit_test(test_echo_no_recv_sqes),
     cmocka_unit_test(test_flags),
+    cmocka_unit_test(test_dontwait_unarmed),
+    cmocka_unit_test(test_other_flags),
+    cmocka_unit_test(test_peek_beyond_ring),
+    cmocka_unit_test(test_poll_beside_reader),
+    cmocka_unit_test(test_hog),
     cmocka_unit_test(test_reset_peer),
     cmocka_unit_test(test_deadline),
     cmocka_unit_test(test_close_waiting),
