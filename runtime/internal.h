@@ -74,27 +74,31 @@ typedef struct rf_ctx {
 } rf_ctx;
 
 /* ---- stacks ---- */
+/* 96 bytes, as it was before slab_touch's fields: it sits in rf_loop
+ * before fields the hot paths use, whose offsets W1 is sensitive to. */
 typedef struct rf_stacks {
-    size_t page;
     size_t size;      /* usable size of a pooled (default) stack */
-    size_t guard;     /* guard bytes below each stack */
     size_t slot;      /* guard + size */
-    unsigned per_slab;
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
     struct rf_stack_slab *slabs; /* stack.c */
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
+    uint64_t mprotect_budget; /* mprotect guards still allowed */
+    uint32_t page;
+    uint32_t guard;   /* guard bytes below each stack */
+    uint32_t per_slab;
     int guard_mode;   /* RF_GUARD_* */
     int pidfd;        /* for batched guard installs; -1: not available */
-    uint64_t mprotect_budget; /* mprotect guards still allowed */
     /* How a new slab's stack tops get their first page (stack.c,
-     * slab_touch): what each way cost last, per slab, and the slabs
-     * made so far. */
-    bool populate_off; /* process_madvise(MADV_POPULATE_WRITE) refused */
-    uint64_t touch_ns, populate_ns;
-    uint64_t slabs_made;
+     * slab_touch): what each way cost when last timed (ns per slab,
+     * saturated), the slabs made (mod 256), and whether the kernel
+     * refused process_madvise(MADV_POPULATE_WRITE). */
+    uint32_t touch_ns, populate_ns;
+    uint8_t slabs_made;
+    bool populate_off;
 } rf_stacks;
+_Static_assert(sizeof(rf_stacks) == 96, "rf_stacks: see above");
 
 /* ---- tasks ---- */
 enum rf_task_state {
@@ -341,11 +345,6 @@ struct rf_loop {
     rf_list free_acceptors; /* acceptor.c: closed ones, records kept for
                              * reuse */
     bool no_cancel_fd;     /* the kernel refused IORING_ASYNC_CANCEL_FD */
-    /* recvq.c: RF_LOOP_RECV_MULTISHOT's buffers and queues, made at the
-     * first rf_recv (NULL before, and without the flag). */
-    struct rf_recvq *rxq;
-    bool recv_ms;          /* RF_LOOP_RECV_MULTISHOT */
-    unsigned recv_bufs, recv_buf_size; /* rf_loop_opts' (defaults applied) */
     uint64_t op_warned[4]; /* opcodes whose absence was reported (bitmap) */
     /* Embedding (embed.c). gate: the threadsafe calls in progress (count
      * in units of RF_GATE_ONE) and what they are refused (RF_GATE_* bits);
@@ -428,6 +427,12 @@ struct rf_loop {
      * bucket fd % RF_FD_BUCKETS, so that a close looks at the few
      * operations of its bucket, not at every connection's. */
     rf_list fd_ops[RF_FD_BUCKETS];
+    /* recvq.c: RF_LOOP_RECV_MULTISHOT's buffers and queues, made at the
+     * first rf_recv (NULL before, and without the flag). Last: the fields
+     * above keep the offsets the hot paths were measured with. */
+    struct rf_recvq *rxq;
+    bool recv_ms;          /* RF_LOOP_RECV_MULTISHOT */
+    unsigned recv_bufs, recv_buf_size; /* rf_loop_opts' (defaults applied) */
 };
 static inline rf_list *rf__fd_ops(rf_loop *l, int fd)
 {

@@ -78,7 +78,7 @@ static uint64_t max_map_count(void)
 int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags)
 {
     memset(s, 0, sizeof(*s));
-    s->page = (size_t)sysconf(_SC_PAGESIZE);
+    s->page = (uint32_t)sysconf(_SC_PAGESIZE);
     s->size = round_up(default_size, s->page);
     s->guard = RF_GUARD_SIZE;
     s->slot = s->size + s->guard;
@@ -191,7 +191,7 @@ static void **free_link(const rf_stacks *s, void *lo)
  */
 static void slab_touch(rf_stacks *s, char *base)
 {
-    uint64_t n = s->slabs_made++;
+    unsigned n = s->slabs_made++; /* wraps: both are timed anew */
     bool populate = false;
     if (!s->populate_off && s->pidfd >= 0 && n >= 1) {
         bool cheaper = s->populate_ns < s->touch_ns;
@@ -212,7 +212,8 @@ static void slab_touch(rf_stacks *s, char *base)
     for (unsigned i = 0; i < s->per_slab; i++)
         *(void *volatile *)free_link(s, base + (size_t)i * s->slot +
                                             s->guard) = NULL;
-    uint64_t dt = rf__real_now_ns() - t0;
+    uint64_t ns = rf__real_now_ns() - t0;
+    uint32_t dt = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
     if (populate)
         s->populate_ns = dt;
     else
