@@ -1892,8 +1892,10 @@ RF_API int rf_pool_new(unsigned threads, unsigned queue_capacity,
  * Stop and join the workers, after they have run every call already
  * queued (their results are delivered to their loops as usual; this
  * blocks the calling thread meanwhile). Returns 0, or -EBUSY, freeing
- * nothing, while a task waits for room in the queue (its loop must run
- * for it to go on: this thread may be that loop's). The caller
+ * nothing, while a task waits for room in the queue, or while a loop's
+ * calls made in its current scheduler pass wait for the pass's end to be
+ * queued (that loop must run for them to go on: this thread may be that
+ * loop's). The caller
  * guarantees that no call is submitted concurrently or afterwards: the
  * handle is stale from then on (rf_pool_call, rf_pool_free,
  * rf_pool_threads and rf_loop_set_pool refuse it with -ESRCH, errno

@@ -292,6 +292,11 @@ struct rf_loop {
      * takes the slow path, which permutes the next pass (loop.c). In the
      * padding after the bools: no offset above moves. */
     bool shuffle;
+    /* Offloaded calls gathered this pass, for the pass end to queue
+     * (pool.c, rf__pool_flush). With the three bytes after it (always 0),
+     * the pass end reads it in the same word as the four above. */
+    bool pool_pending;
+    uint8_t pass_zero[3];
     bool draining;         /* rf_loop_free: cancel every task spawned */
     bool taskrun_flag;     /* ring has IORING_SETUP_TASKRUN_FLAG */
     bool ring_fd_registered; /* enter with IORING_ENTER_REGISTERED_RING */
@@ -433,6 +438,11 @@ struct rf_loop {
     struct rf_recvq *rxq;
     bool recv_ms;          /* RF_LOOP_RECV_MULTISHOT */
     unsigned recv_bufs, recv_buf_size; /* rf_loop_opts' (defaults applied) */
+    /* pool.c: the calls to pb_pool gathered this pass (a FIFO through
+     * pool_call.next), and the slots reserved for more (credits). */
+    struct rf_pool *pb_pool;
+    struct pool_call *pb_head, *pb_tail;
+    unsigned pb_n, pb_credit;
 };
 static inline rf_list *rf__fd_ops(rf_loop *l, int fd)
 {
@@ -907,6 +917,8 @@ static inline void rf__recvq_fd_made(rf_loop *l, int fd)
 
 /* ---- pool.c ---- */
 void rf__pool_loop_fini(rf_loop *l);
+/* The pass end: queue the offloaded calls this pass gathered. */
+void rf__pool_flush(rf_loop *l);
 
 /* ---- stall.c ---- */
 int rf__stall_env(rf_loop *l);

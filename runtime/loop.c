@@ -150,11 +150,14 @@ static inline rf_task *run_next(rf_loop *l)
 _Static_assert(offsetof(rf_loop, once) == offsetof(rf_loop, stop) + 1 &&
                    offsetof(rf_loop, target_done) ==
                        offsetof(rf_loop, stop) + 2 &&
-                   offsetof(rf_loop, shuffle) == offsetof(rf_loop, stop) + 3,
+                   offsetof(rf_loop, shuffle) == offsetof(rf_loop, stop) + 3 &&
+                   offsetof(rf_loop, pool_pending) ==
+                       offsetof(rf_loop, stop) + 4 &&
+                   offsetof(rf_loop, pass_zero) == offsetof(rf_loop, stop) + 5,
                "the pass end's flags must be adjacent bytes");
-static inline uint32_t pass_flags(const rf_loop *l)
+static inline uint64_t pass_flags(const rf_loop *l)
 {
-    uint32_t w;
+    uint64_t w;
     memcpy(&w, &l->stop, sizeof(w));
     return w;
 }

@@ -3,10 +3,12 @@
  * (rf_to_thread, rf_pool_*).
  *
  * A call is a record on the calling task's stack. The task puts it in the
- * pool's bounded queue and waits; a worker takes it, runs fn(arg), stores
- * the result and posts the record to the task's loop through the loop's
- * cross-thread mailbox (remote.c): a burst of completions costs the loop
- * one eventfd write and one wake-up. The message runs on the loop's
+ * pool's bounded queue (or, mostly, in its loop's batch for this pass,
+ * which the pass end queues with one lock: RF_POOL_CREDIT below) and
+ * waits; a worker takes it (with its share of the queue: RF_POOL_TAKE_MAX),
+ * runs fn(arg), stores the result and posts the record to the task's loop
+ * through the loop's cross-thread mailbox (remote.c): a burst of
+ * completions costs the loop one eventfd write and one wake-up. The message runs on the loop's
  * thread, marks the call done and wakes the task. While the call is out,
  * the loop counts it in remote_expected, so it neither reports a deadlock
  * nor is freed.
@@ -48,6 +50,7 @@
 
 typedef struct pool_call {
     rf_remote_msg msg; /* first: the completion, posted by the worker */
+    struct pool_call *next; /* the loop's calls gathered this pass */
     rf_loop *loop;
     rf_waiter w;       /* loop thread: done when the completion has run */
     rf_fn fn;
@@ -222,6 +225,17 @@ static pool_worker *worker_to_wake(rf_pool *p)
  * many calls queued as workers.
  */
 #define RF_POOL_TAKE_MAX 8u
+
+/*
+ * A loop does not take the pool's mutex for each call either: the first
+ * call of a pass reserves its slot and up to RF_POOL_CREDIT - 1 more
+ * (pool->reserved), the calls of the pass's other tasks use them without
+ * the mutex, and the pass end queues them all under one lock and gives
+ * the unused slots back (rf__pool_flush). A call waits at most until the
+ * end of the pass it was made in, which also ends before the loop
+ * sleeps.
+ */
+#define RF_POOL_CREDIT 64u
 
 /* Without the mutex: until a call is queued, or RF_POOL_SPIN_NS. */
 static void spin_for_work(rf_pool *p)
@@ -444,6 +458,41 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
     return rc;
 }
 
+/*
+ * The pass end (ring.c): queue the calls this pass gathered, under one
+ * lock, wake the workers they need, and give back the slots reserved and
+ * not used. Credits never outlive a pass: a pool is never left with slots
+ * reserved by a loop that no longer calls it.
+ */
+void rf__pool_flush(rf_loop *l)
+{
+    rf_pool *p = l->pb_pool;
+    pool_call *c = l->pb_head;
+    unsigned n = l->pb_n, unused = l->pb_credit;
+    l->pool_pending = false;
+    l->pb_head = l->pb_tail = NULL;
+    l->pb_n = l->pb_credit = 0;
+    l->pb_pool = NULL;
+    if (!p)
+        return;
+    pool_worker *wake[RF_POOL_CREDIT];
+    unsigned nw = 0;
+    pthread_mutex_lock(&p->mu);
+    for (; c; c = c->next)
+        p->q[(p->head + p->count + 0) % p->cap] = c,
+        __atomic_store_n(&p->count, p->count + 1, __ATOMIC_RELAXED);
+    p->reserved -= n + unused;
+    room_waiter *grants = unused ? grant_room_locked(p) : NULL;
+    pool_worker *w;
+    while (nw < n && (w = worker_to_wake(p)) != NULL)
+        wake[nw++] = w;
+    pthread_mutex_unlock(&p->mu);
+    post_grants(grants);
+    /* After the unlock, as in rf_pool_call's own path. */
+    for (unsigned i = 0; i < nw; i++)
+        pthread_cond_signal(&wake[i]->cv);
+}
+
 int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
 {
     if (!h || !fn)
@@ -459,31 +508,62 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     if (rc)
         return rc;
     pool_call c = {.msg.run = call_done, .loop = l, .fn = fn, .arg = arg};
-    pthread_mutex_lock(&pool->mu);
-    if (pool->stopping) {
-        pthread_mutex_unlock(&pool->mu);
-        return -ESHUTDOWN;
-    }
-    if (pool->count + pool->reserved >= pool->cap ||
-        !rf_list_empty(&pool->room_fifo)) {
-        rc = wait_for_room(pool, l, self);
-        if (rc)
-            return rc;
-        pool->reserved--; /* ours: filled just below */
+    bool gathered = false;
+    if (l->pb_pool == pool && l->pb_credit) {
+        l->pb_credit--; /* a slot reserved earlier in this pass */
+        gathered = true;
+    } else {
+        if (l->pool_pending)
+            rf__pool_flush(l); /* another pool's calls */
+        pthread_mutex_lock(&pool->mu);
+        if (pool->stopping) {
+            pthread_mutex_unlock(&pool->mu);
+            return -ESHUTDOWN;
+        }
+        if (pool->count + pool->reserved >= pool->cap ||
+            !rf_list_empty(&pool->room_fifo)) {
+            rc = wait_for_room(pool, l, self);
+            if (rc)
+                return rc;
+            pool->reserved--; /* ours: filled just below */
+        } else {
+            /* Reserve this call's slot and some more for the calls the
+             * other tasks of this pass make; the pass end queues them all
+             * under one lock (rf__pool_flush). */
+            unsigned room = pool->cap - pool->count - pool->reserved;
+            unsigned take = room < RF_POOL_CREDIT ? room : RF_POOL_CREDIT;
+            pool->reserved += take;
+            pthread_mutex_unlock(&pool->mu);
+            l->pb_pool = pool;
+            l->pb_credit = take - 1;
+            gathered = true;
+        }
     }
     c.queued_at = rf__real_now_ns(); /* a thread hand-off costs far more */
     RF_STAT_ADD(l->m.offload_in_flight, 1);
-    pool->q[(pool->head + pool->count) % pool->cap] = &c;
-    __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);
-    pool_worker *wake = worker_to_wake(pool);
-    pthread_mutex_unlock(&pool->mu);
-    /* Signalled after the unlock, the worker does not wake up only to
-     * block on the mutex still held here. It cannot miss the signal: it
-     * waits until its `woken` is set, which was done under the mutex. */
-    if (wake)
-        pthread_cond_signal(&wake->cv);
+    if (gathered) {
+        if (l->pb_tail)
+            l->pb_tail->next = &c;
+        else
+            l->pb_head = &c;
+        l->pb_tail = &c;
+        l->pb_n++;
+        l->pool_pending = true;
+    } else {
+        pool->q[(pool->head + pool->count) % pool->cap] = &c;
+        __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);
+        pool_worker *wake = worker_to_wake(pool);
+        pthread_mutex_unlock(&pool->mu);
+        /* Signalled after the unlock, the worker does not wake up only
+         * to block on the mutex still held here. It cannot miss the
+         * signal: it waits until its `woken` is set, which was done under
+         * the mutex. */
+        if (wake)
+            pthread_cond_signal(&wake->cv);
+    }
     l->remote_expected++;
-    /* uncancellable: the worker has arg */
+    /* uncancellable: the call is the pool's (queued, or about to be at
+     * this pass's end) */
     rf__waiter_wait(l, self, &c.w, 0, RF_WAIT_ON_OFFLOAD, (const void *)fn);
     RF_STAT_SUB(l->m.offload_in_flight, 1);
     RF_STAT_ADD(l->m.offload_calls, 1);

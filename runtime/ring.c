@@ -173,6 +173,8 @@ struct io_uring_sqe *rf__sqe_get(rf_loop *l)
  */
 void rf__ring_pass_end(rf_loop *l)
 {
+    if (rf_unlikely(l->pool_pending))
+        rf__pool_flush(l);
     if (rf_unlikely(rf__remote_pending(l)))
         rf__remote_drain(l);
     if (l->inflight == 0)

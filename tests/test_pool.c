@@ -477,6 +477,74 @@ static void test_backpressure(void **state)
     assert_int_equal(rf_pool_free(s.pool), 0);
 }
 
+/* ---- calls gathered in a pass -------------------------------------------- */
+
+/* The calls a pass's tasks make are queued at the pass end, on slots the
+ * pass's first call reserved (pool.c, RF_POOL_CREDIT). 200 tasks call two
+ * small pools in turn (a call to the other pool queues the first pool's
+ * batch at once), 20 calls each: every call runs once, returns its own
+ * result, and both pools can be freed after. */
+#define GA_TASKS 200
+#define GA_CALLS 20
+
+typedef struct ga_state {
+    rf_pool *pools[2];
+    int ran[GA_TASKS]; /* calls run for each task (atomic: two workers) */
+} ga_state;
+
+typedef struct ga_arg {
+    ga_state *s;
+    int i;
+} ga_arg;
+
+static void *ga_call(void *arg)
+{
+    ga_arg *a = arg;
+    __atomic_add_fetch(&a->s->ran[a->i], 1, __ATOMIC_RELAXED);
+    return (void *)(intptr_t)(a->i * 7 + 1);
+}
+
+static void *ga_task(void *arg)
+{
+    ga_arg *a = arg;
+    for (int k = 0; k < GA_CALLS; k++) {
+        void *res = NULL;
+        RFT_CHECK_INT(rf_pool_call(a->s->pools[(a->i + k) % 2], ga_call, a,
+                                   &res), 0);
+        RFT_CHECK_INT((intptr_t)res, a->i * 7 + 1);
+    }
+    return NULL;
+}
+
+static void *gathered_body(void *arg)
+{
+    ga_state *s = arg;
+    static ga_arg args[GA_TASKS];
+    static rf_task *t[GA_TASKS];
+    for (int i = 0; i < GA_TASKS; i++) {
+        args[i] = (ga_arg){s, i};
+        t[i] = rf_spawn(ga_task, &args[i]);
+    }
+    RFT_CHECK_INT(rf_gather(t, GA_TASKS, NULL), 0);
+    for (int i = 0; i < GA_TASKS; i++)
+        rf_task_release(t[i]);
+    return NULL;
+}
+
+static void test_gathered_calls(void **state)
+{
+    (void)state;
+    static ga_state s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(rf_pool_new(2, 8, &s.pools[0]), 0);
+    assert_int_equal(rf_pool_new(3, 5, &s.pools[1]), 0);
+    rft_run(gathered_body, &s);
+    for (int i = 0; i < GA_TASKS; i++)
+        assert_int_equal(s.ran[i], GA_CALLS);
+    assert_int_equal(rf_pool_free(s.pools[0]), 0);
+    assert_int_equal(rf_pool_free(s.pools[1]), 0);
+}
+
 /* rf_pool_free refuses while a task waits for room, and drains what is
  * queued otherwise. */
 static void *busy_task(void *arg)
@@ -756,6 +824,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_million_round_trips),
     cmocka_unit_test(test_sequential_round_trips),
     cmocka_unit_test(test_backpressure),
+    cmocka_unit_test(test_gathered_calls),
     cmocka_unit_test(test_pool_free_busy),
     cmocka_unit_test(test_cancel_rule),
     cmocka_unit_test(test_shutdown_in_flight),
