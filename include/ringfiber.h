@@ -1864,15 +1864,20 @@ RF_API int rf_nop(void);
  *
  * A pool has a bounded queue: when it is full, callers wait (suspend) for
  * room, oldest first; the queue never grows and the loop thread never
- * blocks on it. One pool may serve loops on any number of threads.
+ * blocks on it. One pool may serve loops on any number of threads. While
+ * every worker is busy, the calls a loop's tasks make in one scheduler
+ * pass are queued together at the pass's end, on slots reserved for them
+ * (at most half the free room): a caller on another loop may then wait
+ * for room that such a reservation holds until that pass ends.
  *
- * Cancellation: a call cannot be interrupted once queued. rf_cancel of a
+ * Cancellation: a call cannot be interrupted once accepted (queued, or
+ * gathered for its pass's end). rf_cancel of a
  * task in rf_to_thread / rf_pool_call does not resume it before the worker
  * has returned from fn (so arg may live on the task's stack); the call
  * then returns 0 and delivers fn's real result, and the cancellation
  * shows at the task's next suspending call. A task cancelled (or past its
- * deadline) before its call was queued, while it waits for room included,
- * gets -ECANCELED (-ETIMEDOUT) and fn is not called.
+ * deadline) before its call was accepted (while it waits for room
+ * included) gets -ECANCELED (-ETIMEDOUT) and fn is not called.
  */
 typedef struct rf_pool rf_pool;
 
@@ -2214,9 +2219,11 @@ typedef struct rf_loop_metrics {
                               * the multishot accepts of rf_acceptor,
                               * rf_close's close) */
     uint64_t offload_calls;  /* rf_to_thread / rf_pool_call returned */
-    uint64_t offload_wait_ns; /* their time in the pool's queue, in all */
+    uint64_t offload_wait_ns; /* their time from the call until a worker
+                               * took it, in all */
     uint64_t offload_in_flight; /* gauge: this loop's calls not returned
-                                 * yet (queued, or running on a worker) */
+                                 * yet (gathered for the pass end,
+                                 * queued, or running on a worker) */
     bool sched_delay_on;     /* RF_LOOP_SCHED_DELAY */
     uint64_t sched_delay_count;
     uint64_t sched_delay_sum_ns;

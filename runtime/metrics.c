@@ -137,8 +137,8 @@ static const metric metrics[] = {
     {"ringfiber_mail_refused_total", "counter", "Threadsafe spawns and calls refused: the mailbox was full.", get_mail_refused, 1},
     {"ringfiber_accept_emfile_total", "counter", "Accepts that met EMFILE or ENFILE and backed off.", get_accept_emfile, 1},
     {"ringfiber_offload_calls_total", "counter", "Calls run on the thread pool (rf_to_thread) that returned.", get_offload_calls, 1},
-    {"ringfiber_offload_wait_seconds_total", "counter", "Time those calls waited in the pool's queue for a worker.", get_offload_wait_ns, 1e-9},
-    {"ringfiber_offload_in_flight", "gauge", "Calls on the thread pool not returned yet (queued or running).", get_offload_in_flight, 1},
+    {"ringfiber_offload_wait_seconds_total", "counter", "Time those calls waited for a worker, from the call until one took it.", get_offload_wait_ns, 1e-9},
+    {"ringfiber_offload_in_flight", "gauge", "Calls on the thread pool not returned yet (gathered, queued or running).", get_offload_in_flight, 1},
 };
 #define NMETRICS (sizeof metrics / sizeof metrics[0])
 

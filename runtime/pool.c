@@ -3,12 +3,12 @@
  * (rf_to_thread, rf_pool_*).
  *
  * A call is a record on the calling task's stack. The task puts it in the
- * pool's bounded queue (or, mostly, in its loop's batch for this pass,
- * which the pass end queues with one lock: RF_POOL_CREDIT below) and
- * waits; a worker takes it (with its share of the queue: RF_POOL_TAKE_MAX),
- * runs fn(arg), stores the result and posts the record to the task's loop
- * through the loop's cross-thread mailbox (remote.c): a burst of
- * completions costs the loop one eventfd write and one wake-up. The message runs on the loop's
+ * pool's bounded queue (or, while every worker is busy, in its loop's
+ * batch for this pass, which the pass end queues with one lock: see
+ * "Gathering" below) and waits; a worker takes it, runs fn(arg), stores
+ * the result and posts the record to the task's loop through the loop's
+ * cross-thread mailbox (remote.c): a burst of completions costs the loop
+ * one eventfd write and one wake-up. The message runs on the loop's
  * thread, marks the call done and wakes the task. While the call is out,
  * the loop counts it in remote_expected, so it neither reports a deadlock
  * nor is freed.
@@ -27,8 +27,9 @@
  * task does not resume before the worker is done with arg, and the call
  * then returns 0 with its real result (the cancellation shows at the
  * task's next suspending call, as for any wait that had completed). A
- * task cancelled (or past its deadline) before its call is queued, waiting
- * for room included, gets -ECANCELED (-ETIMEDOUT) and fn never runs.
+ * task cancelled (or past its deadline) before its call is accepted
+ * (queued, or gathered for the pass end), waiting for room included, gets
+ * -ECANCELED (-ETIMEDOUT) and fn never runs.
  *
  * Every loop has a default pool for rf_to_thread: created at the first
  * call, RINGFIBER_POOL_THREADS threads (or rf_loop_set_pool_threads, or
@@ -47,6 +48,9 @@
 #include "internal.h"
 
 #define RF_POOL_DEFAULT_QUEUE 1024u
+/* rf_pool.hint (see "Gathering" below). */
+#define RF_HINT_IDLE 1u    /* a worker is asleep */
+#define RF_HINT_WAITERS 2u /* a caller waits for room */
 
 typedef struct pool_call {
     rf_remote_msg msg; /* first: the completion, posted by the worker */
@@ -84,10 +88,14 @@ struct rf_pool {
     pthread_mutex_t mu;
     pool_call **q;       /* ring of cap calls */
     unsigned cap, head, count;
-    unsigned reserved;   /* slots granted to room waiters, not yet filled */
+    unsigned reserved;   /* slots granted to room waiters, or reserved by a
+                          * loop for this pass's calls, not yet filled */
     unsigned nidle;      /* workers asleep, in idle[0..nidle) */
     unsigned waking;     /* workers woken that have not looked at q yet */
     bool spinning;       /* a worker watches count before it sleeps */
+    unsigned hint;       /* RF_HINT_*, for the loops' gathering: written
+                          * under mu (pool_hint), read without it;
+                          * __atomic_* */
     unsigned nthreads;
     bool stopping;
     rf_list room_fifo;   /* room_waiter */
@@ -164,6 +172,14 @@ static void room_granted(rf_loop *l, rf_remote_msg *m)
 
 /* ---- pool side ---- */
 
+/* Under p->mu, after nidle, spinning or room_fifo changed. */
+static void pool_hint(rf_pool *p)
+{
+    unsigned h = (p->nidle ? RF_HINT_IDLE : 0) |
+                 (rf_list_empty(&p->room_fifo) ? 0 : RF_HINT_WAITERS);
+    __atomic_store_n(&p->hint, h, __ATOMIC_RELAXED);
+}
+
 /* Grant the free slots to the oldest room waiters; returns them, to be
  * posted (post_grants) once the mutex is released. */
 static room_waiter *grant_room_locked(rf_pool *p)
@@ -178,6 +194,7 @@ static room_waiter *grant_room_locked(rf_pool *p)
         *tail = w;
         tail = &w->next_grant;
     }
+    pool_hint(p);
     return head;
 }
 
@@ -200,6 +217,7 @@ static pool_worker *worker_to_wake(rf_pool *p)
     pool_worker *w = p->idle[--p->nidle];
     w->woken = true;
     p->waking++;
+    pool_hint(p);
     return w;
 }
 
@@ -215,25 +233,22 @@ static pool_worker *worker_to_wake(rf_pool *p)
 #define RF_POOL_SPIN_NS (10 * RF_NSEC_PER_USEC)
 
 /*
- * A worker takes its share of the queued calls at once, count / threads
- * of them (at least one, at most RF_POOL_TAKE_MAX), and runs them one
- * after the other, posting each result as it comes: one pass through the
- * mutex for several calls where the queue is long, which is where the
- * workers and the loops queueing calls fight for it. A call taken this
- * way waits behind the others of the share; it would have waited as long
- * in the queue, since it is taken only when there are at least twice as
- * many calls queued as workers.
- */
-#define RF_POOL_TAKE_MAX 8u
-
-/*
- * A loop does not take the pool's mutex for each call either: the first
- * call of a pass reserves its slot and up to RF_POOL_CREDIT - 1 more
- * (pool->reserved), the calls of the pass's other tasks use them without
- * the mutex, and the pass end queues them all under one lock and gives
- * the unused slots back (rf__pool_flush). A call waits at most until the
- * end of the pass it was made in, which also ends before the loop
- * sleeps.
+ * Gathering. While every worker is busy (none asleep, none spinning), a
+ * call would only wait in the queue, so a loop does not take the pool's
+ * mutex for each one: the first call of a pass reserves its slot and up
+ * to RF_POOL_CREDIT - 1 more (pool->reserved; at most half the free room,
+ * so that other loops keep room of their own), the calls of the pass's
+ * other tasks use them without the mutex, and the pass end queues them
+ * all under one lock and gives the unused slots back (rf__pool_flush).
+ * Once a worker has gone to sleep or a caller waits for room (pool->hint,
+ * read without the mutex), the batch is queued at the next call instead
+ * of at the pass end. With a worker asleep or spinning, a call is queued
+ * at once, as without gathering. So a gathered call waits for its pass's
+ * end at the latest, and only where every worker was busy when its pass
+ * reserved; a pass is short unless a task blocks the loop, which the
+ * stall detector reports. (A spinning worker does not count for the
+ * hint: it sleeps within RF_POOL_SPIN_NS, and queueing each call for it
+ * would give back the lock per call that gathering saves.)
  */
 #define RF_POOL_CREDIT 64u
 
@@ -265,15 +280,18 @@ static void *worker_main(void *arg)
                  * wake nobody: look at the queue again (the loop's
                  * condition) under the mutex before sleeping. */
                 p->spinning = true;
+                pool_hint(p);
                 pthread_mutex_unlock(&p->mu);
                 spin_for_work(p);
                 pthread_mutex_lock(&p->mu);
                 p->spinning = false;
+                pool_hint(p);
                 spun = true;
                 continue;
             }
             self->woken = false;
             p->idle[p->nidle++] = self;
+            pool_hint(p);
             while (!self->woken && !p->stopping)
                 pthread_cond_wait(&self->cv, &p->mu);
             if (self->woken)
@@ -281,26 +299,20 @@ static void *worker_main(void *arg)
         }
         if (p->count == 0)
             break; /* stopping, and the queue is drained */
-        /* Its share of the queue (see RF_POOL_TAKE_MAX), at least one. */
-        unsigned take = p->count / p->nthreads;
-        take = take < 1 ? 1 : take > RF_POOL_TAKE_MAX ? RF_POOL_TAKE_MAX : take;
-        pool_call *mine[RF_POOL_TAKE_MAX];
-        for (unsigned i = 0; i < take; i++) {
-            mine[i] = p->q[p->head];
-            p->head = (p->head + 1) % p->cap;
-        }
+        /* One call at a time: a call that blocks holds up no other (a
+         * worker that took several would keep them from idle workers:
+         * calls that wait for each other could deadlock). */
+        pool_call *c = p->q[p->head];
+        c->waited = rf__real_now_ns() - c->queued_at;
+        p->head = (p->head + 1) % p->cap;
         /* An atomic store (under the mutex) for the spinning worker. */
-        __atomic_store_n(&p->count, p->count - take, __ATOMIC_RELAXED);
+        __atomic_store_n(&p->count, p->count - 1, __ATOMIC_RELAXED);
         room_waiter *grants = grant_room_locked(p);
         pthread_mutex_unlock(&p->mu);
         post_grants(grants);
-        for (unsigned i = 0; i < take; i++) {
-            pool_call *c = mine[i];
-            c->waited = rf__real_now_ns() - c->queued_at;
-            c->result = c->fn(c->arg);
-            /* c belongs to the waiting task again once posted. */
-            rf__remote_post(c->loop, &c->msg);
-        }
+        c->result = c->fn(c->arg);
+        /* c belongs to the waiting task again once posted. */
+        rf__remote_post(c->loop, &c->msg);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -432,6 +444,7 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
 {
     room_waiter w = {.msg.run = room_granted, .loop = l, .queued = true};
     rf_list_push_back(&p->room_fifo, &w.node);
+    pool_hint(p);
     pthread_mutex_unlock(&p->mu);
     l->remote_expected++;
     int rc = rf__waiter_wait(l, self, &w.w, RF_WAIT_ANY, RF_WAIT_ON_POOL, p);
@@ -439,6 +452,7 @@ static int wait_for_room(rf_pool *p, rf_loop *l, rf_task *self)
         pthread_mutex_lock(&p->mu);
         if (w.queued) {
             rf_list_remove(&w.node);
+            pool_hint(p);
             pthread_mutex_unlock(&p->mu);
             l->remote_expected--;
             return rc;
@@ -508,10 +522,13 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     if (rc)
         return rc;
     pool_call c = {.msg.run = call_done, .loop = l, .fn = fn, .arg = arg};
-    bool gathered = false;
+    bool gathered = false, flush_now = false;
     if (l->pb_pool == pool && l->pb_credit) {
         l->pb_credit--; /* a slot reserved earlier in this pass */
         gathered = true;
+        /* A worker went idle, or a caller waits for room: queue the
+         * batch now rather than at the pass end. */
+        flush_now = __atomic_load_n(&pool->hint, __ATOMIC_RELAXED) != 0;
     } else {
         if (l->pool_pending)
             rf__pool_flush(l); /* another pool's calls */
@@ -526,12 +543,17 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
             if (rc)
                 return rc;
             pool->reserved--; /* ours: filled just below */
+        } else if (pool->nidle || pool->spinning) {
+            /* A worker can take it now: queued just below. */
         } else {
-            /* Reserve this call's slot and some more for the calls the
-             * other tasks of this pass make; the pass end queues them all
-             * under one lock (rf__pool_flush). */
+            /* Every worker is busy: reserve this call's slot and some
+             * more for the calls the other tasks of this pass make; the
+             * pass end queues them all under one lock (see
+             * RF_POOL_CREDIT). */
             unsigned room = pool->cap - pool->count - pool->reserved;
-            unsigned take = room < RF_POOL_CREDIT ? room : RF_POOL_CREDIT;
+            unsigned take = room / 2 < RF_POOL_CREDIT ? room / 2
+                                                      : RF_POOL_CREDIT;
+            take = take ? take : 1;
             pool->reserved += take;
             pthread_mutex_unlock(&pool->mu);
             l->pb_pool = pool;
@@ -549,6 +571,8 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
         l->pb_tail = &c;
         l->pb_n++;
         l->pool_pending = true;
+        if (flush_now)
+            rf__pool_flush(l);
     } else {
         pool->q[(pool->head + pool->count) % pool->cap] = &c;
         __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);

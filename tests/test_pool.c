@@ -5,6 +5,7 @@
  * rule, shutdown with calls in flight, one pool shared by loops on two
  * threads, bad input.
  */
+#include <semaphore.h>
 #include "helpers.h"
 
 #include <pthread.h>
@@ -545,6 +546,104 @@ static void test_gathered_calls(void **state)
     assert_int_equal(rf_pool_free(s.pools[1]), 0);
 }
 
+/* ---- calls that wait for each other --------------------------------------- */
+
+/* Calls made together are taken one at a time, so a call is never held
+ * back behind another by a worker while a worker is free: four calls of
+ * one pass on two workers, [wait for A, post A, wait for B, post B], all
+ * finish (a worker that took two of them at once would wait on A with
+ * A's post behind it). And short calls made beside a long one run on the
+ * other worker while it runs: the long one waits for them. */
+#define WF_TIMEOUT_S 20
+
+typedef struct wf_state {
+    sem_t a, b, shorts_done;
+    int timeouts;
+    rf_pool *pool;
+} wf_state;
+
+typedef struct wf_arg {
+    wf_state *s;
+    int kind; /* 0 wait A, 1 post A, 2 wait B, 3 post B; 4 long, 5 short */
+} wf_arg;
+
+static bool wf_wait(wf_state *s, sem_t *sem)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += WF_TIMEOUT_S;
+    int rc;
+    while ((rc = sem_timedwait(sem, &ts)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0)
+        __atomic_add_fetch(&s->timeouts, 1, __ATOMIC_RELAXED);
+    return rc == 0;
+}
+
+static void *wf_call(void *arg)
+{
+    wf_arg *a = arg;
+    wf_state *s = a->s;
+    switch (a->kind) {
+    case 0: wf_wait(s, &s->a); break;
+    case 1: sem_post(&s->a); break;
+    case 2: wf_wait(s, &s->b); break;
+    case 3: sem_post(&s->b); break;
+    case 4: /* the long call: until the three short ones are back */
+        for (int i = 0; i < 3; i++)
+            wf_wait(s, &s->shorts_done);
+        break;
+    default: break;
+    }
+    return (void *)(intptr_t)(a->kind + 1);
+}
+
+static void *wf_task(void *arg)
+{
+    wf_arg *a = arg;
+    void *res = NULL;
+    RFT_CHECK_INT(rf_pool_call(a->s->pool, wf_call, a, &res), 0);
+    RFT_CHECK_INT((intptr_t)res, a->kind + 1);
+    if (a->kind == 5)
+        sem_post(&a->s->shorts_done);
+    return NULL;
+}
+
+static void *wf_body(void *arg)
+{
+    wf_state *s = arg;
+    static wf_arg args[8];
+    rf_task *t[8];
+    int kinds[8] = {0, 1, 2, 3, 4, 5, 5, 5};
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4; i++) {
+            args[round * 4 + i] = (wf_arg){s, kinds[round * 4 + i]};
+            t[i] = rf_spawn(wf_task, &args[round * 4 + i]);
+        }
+        RFT_CHECK_INT(rf_gather(t, 4, NULL), 0);
+        for (int i = 0; i < 4; i++)
+            rf_task_release(t[i]);
+    }
+    return NULL;
+}
+
+static void test_calls_wait_for_each_other(void **state)
+{
+    (void)state;
+    static wf_state s;
+    memset(&s, 0, sizeof s);
+    sem_init(&s.a, 0, 0);
+    sem_init(&s.b, 0, 0);
+    sem_init(&s.shorts_done, 0, 0);
+    assert_int_equal(rf_pool_new(2, 16, &s.pool), 0);
+    rft_run(wf_body, &s);
+    assert_int_equal(s.timeouts, 0);
+    assert_int_equal(rf_pool_free(s.pool), 0);
+    sem_destroy(&s.a);
+    sem_destroy(&s.b);
+    sem_destroy(&s.shorts_done);
+}
+
 /* rf_pool_free refuses while a task waits for room, and drains what is
  * queued otherwise. */
 static void *busy_task(void *arg)
@@ -825,6 +924,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sequential_round_trips),
     cmocka_unit_test(test_backpressure),
     cmocka_unit_test(test_gathered_calls),
+    cmocka_unit_test(test_calls_wait_for_each_other),
     cmocka_unit_test(test_pool_free_busy),
     cmocka_unit_test(test_cancel_rule),
     cmocka_unit_test(test_shutdown_in_flight),
