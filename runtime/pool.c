@@ -522,16 +522,18 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
     if (rc)
         return rc;
     pool_call c = {.msg.run = call_done, .loop = l, .fn = fn, .arg = arg};
-    bool gathered = false, flush_now = false;
-    if (l->pb_pool == pool && l->pb_credit) {
+    bool gathered = false;
+    if (l->pb_pool == pool && l->pb_credit &&
+        __atomic_load_n(&pool->hint, __ATOMIC_RELAXED) == 0) {
         l->pb_credit--; /* a slot reserved earlier in this pass */
         gathered = true;
-        /* A worker went idle, or a caller waits for room: queue the
-         * batch now rather than at the pass end. */
-        flush_now = __atomic_load_n(&pool->hint, __ATOMIC_RELAXED) != 0;
     } else {
+        /* No credit; or a worker has gone to sleep (it could take this
+         * call now), or a caller waits for room (this call goes behind
+         * it, not into a slot reserved before it came): the mutex's
+         * path, with the calls gathered so far queued first. */
         if (l->pool_pending)
-            rf__pool_flush(l); /* another pool's calls */
+            rf__pool_flush(l);
         pthread_mutex_lock(&pool->mu);
         if (pool->stopping) {
             pthread_mutex_unlock(&pool->mu);
@@ -571,8 +573,6 @@ int rf_pool_call(rf_pool *h, rf_fn fn, void *arg, void **result)
         l->pb_tail = &c;
         l->pb_n++;
         l->pool_pending = true;
-        if (flush_now)
-            rf__pool_flush(l);
     } else {
         pool->q[(pool->head + pool->count) % pool->cap] = &c;
         __atomic_store_n(&pool->count, pool->count + 1, __ATOMIC_RELAXED);
