@@ -492,9 +492,11 @@ void rf__pool_flush(rf_loop *l)
     pool_worker *wake[RF_POOL_CREDIT];
     unsigned nw = 0;
     pthread_mutex_lock(&p->mu);
+    unsigned tail = p->head + p->count;
     for (; c; c = c->next)
-        p->q[(p->head + p->count + 0) % p->cap] = c,
-        __atomic_store_n(&p->count, p->count + 1, __ATOMIC_RELAXED);
+        p->q[tail++ % p->cap] = c;
+    /* One atomic store (under the mutex) for the spinning worker. */
+    __atomic_store_n(&p->count, p->count + n, __ATOMIC_RELAXED);
     p->reserved -= n + unused;
     room_waiter *grants = unused ? grant_room_locked(p) : NULL;
     pool_worker *w;

@@ -218,6 +218,16 @@ static bool rxq_cancel(rf_loop *l, rf_rxq *q)
     return true;
 }
 
+/* Cancel q's multishot whatever it takes: every CQE must come before the
+ * record or the loop goes, so make room for the cancel if need be
+ * (bounded: a ring that takes nothing is broken, and the loop's drain will
+ * say so). */
+static void rxq_cancel_hard(rf_loop *l, rf_rxq *q)
+{
+    for (int tries = 0; tries < 100 && !rxq_cancel(l, q); tries++)
+        rf__ring_enter(l, 0);
+}
+
 /* q's socket is gone (closed, or its number handed out again): out of the
  * index, buffers back, the multishot cancelled; freed once nothing (the
  * kernel, a waiting task) refers to it. Returns false if its multishot is
@@ -250,12 +260,10 @@ bool rf__recvq_fd_closed(rf_loop *l, int fd)
 void rf__recvq_fd_new(rf_loop *l, int fd)
 {
     rf_rxq *q = rxq_find(l, fd);
-    if (q && !rxq_detach(l, l->rxq, q)) {
-        /* No SQE now: the number is a new socket's already, so only the
-         * multishot's user_data can name the old one. */
-        for (int tries = 0; tries < 100 && !rxq_cancel(l, q); tries++)
-            rf__ring_enter(l, 0);
-    }
+    /* No SQE now: the number is a new socket's already, so only the
+     * multishot's user_data can name the old one. */
+    if (q && !rxq_detach(l, l->rxq, q))
+        rxq_cancel_hard(l, q);
 }
 
 /*
@@ -273,11 +281,7 @@ void rf__recvq_release(rf_loop *l, bool final)
         if (!q)
             continue;
         if (!final) {
-            /* Every CQE must come before the loop is freed: make room
-             * for the cancel if need be (bounded: a ring that takes
-             * nothing is broken, and the drain will say so). */
-            for (int tries = 0; tries < 100 && !rxq_cancel(l, q); tries++)
-                rf__ring_enter(l, 0);
+            rxq_cancel_hard(l, q);
             continue;
         }
         free(q);
