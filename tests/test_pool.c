@@ -644,6 +644,79 @@ static void test_calls_wait_for_each_other(void **state)
     sem_destroy(&s.shorts_done);
 }
 
+/* ---- a pass's calls run side by side ------------------------------------ */
+
+/* A pass's first call is queued at once and the others at the pass end
+ * (pool.c, "Gathering"): the pass end must wake as many workers as the
+ * batch needs. Four tasks of one pass each call a function that returns
+ * only once all four are running (or after RV_TIMEOUT_S, counted as a
+ * failure), on four workers that were asleep (the loop sleeps between
+ * rounds); then on a worker count of two, with two calls a pass. */
+#define RV_TIMEOUT_S 20
+#define RV_ROUNDS 20
+
+typedef struct rv_state {
+    int arrived; /* atomic */
+    int need;
+    int timeouts;
+    rf_pool *pool;
+} rv_state;
+
+static void *rv_call(void *arg)
+{
+    rv_state *s = arg;
+    __atomic_add_fetch(&s->arrived, 1, __ATOMIC_SEQ_CST);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (__atomic_load_n(&s->arrived, __ATOMIC_SEQ_CST) < s->need) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > RV_TIMEOUT_S) {
+            __atomic_add_fetch(&s->timeouts, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        struct timespec pause = {0, 50 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+static void *rv_task(void *arg)
+{
+    rv_state *s = arg;
+    RFT_CHECK_INT(rf_pool_call(s->pool, rv_call, s, NULL), 0);
+    return NULL;
+}
+
+static void *rv_body(void *arg)
+{
+    rv_state *s = arg;
+    rf_task *t[4];
+    for (int round = 0;
+         round < RV_ROUNDS && !__atomic_load_n(&s->timeouts, __ATOMIC_RELAXED);
+         round++) {
+        __atomic_store_n(&s->arrived, 0, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < s->need; i++)
+            t[i] = rf_spawn(rv_task, s);
+        RFT_CHECK_INT(rf_gather(t, (size_t)s->need, NULL), 0);
+        for (int i = 0; i < s->need; i++)
+            rf_task_release(t[i]);
+        RFT_CHECK_INT(rf_sleep(round % 2 ? 2 * RF_NSEC_PER_MSEC : 0), 0);
+    }
+    return NULL;
+}
+
+static void test_pass_calls_run_together(void **state)
+{
+    (void)state;
+    for (unsigned workers = 4; workers >= 2; workers -= 2) {
+        rv_state s = {.need = (int)workers};
+        assert_int_equal(rf_pool_new(workers, 0, &s.pool), 0);
+        rft_run(rv_body, &s);
+        assert_int_equal(s.timeouts, 0);
+        assert_int_equal(rf_pool_free(s.pool), 0);
+    }
+}
+
 /* rf_pool_free refuses while a task waits for room, and drains what is
  * queued otherwise. */
 static void *busy_task(void *arg)
@@ -925,6 +998,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_backpressure),
     cmocka_unit_test(test_gathered_calls),
     cmocka_unit_test(test_calls_wait_for_each_other),
+    cmocka_unit_test(test_pass_calls_run_together),
     cmocka_unit_test(test_pool_free_busy),
     cmocka_unit_test(test_cancel_rule),
     cmocka_unit_test(test_shutdown_in_flight),
