@@ -431,8 +431,10 @@ void *w2_main(void *arg) {
     benchmark::State &state = *c->state;
     size_t n = 0;
     if (c->warm) {
-        // One untimed batch fills the loop's stack pool and faults in the
-        // 10,000 stacks, as in a program that has been running a while.
+        // One untimed batch, as in a program that has been running a
+        // while: task records, run queue and ring in use. (Stacks: a task
+        // takes its stack when it first runs, and these tasks end before
+        // the next one starts, so they run on two stacks in turn.)
         for (; n < kW2Batch; n++) {
             c->batch[n] = rf_spawn(empty_task, nullptr);
             if (!c->batch[n])
@@ -1654,9 +1656,12 @@ void q2_fanout(benchmark::State &state, int consumers) {
 // ===========================================================================
 // Sweeps (W2 at scale, W3): one round = N tasks spawned, all alive at once,
 // then gathered. W2's tasks return at once; W3's each sleep 10 ms first.
-// Cold rounds run in a fresh loop each (every stack mapped and touched for
-// the first time, as in a program that just started); warm rounds reuse
-// one loop whose stack pool an untimed round has filled. The time of a
+// A task takes its stack when it first runs (runtime/stack.c): W3's
+// sleepers hold N stacks at once, W2's tasks each end before the next
+// starts and run on two stacks in turn. Cold rounds run in a fresh loop
+// each (every stack mapped and touched for the first time, as in a
+// program that just started); warm rounds reuse one loop whose stack pool
+// an untimed round has filled. The time of a
 // round runs from the first rf_spawn to rf_gather's return (manual time:
 // the loop's setup and teardown stay outside).
 //

@@ -530,6 +530,10 @@ typedef struct rf_spawn_options {
  * fn. Returns the handle, or NULL with errno set to EINVAL (NULL fn, stack
  * size too small or too large), EPERM (no loop on this thread), ENOMEM
  * (out of memory or out of memory mappings for stacks). Does not suspend.
+ * A stack of the loop's default size is taken when the task first runs
+ * (the one most recently released: tasks that end before the next one
+ * starts share a few stacks); its mapping is made here, so a spawn that
+ * returns a task never fails later for want of a stack.
  */
 RF_API rf_task *rf_spawn(rf_fn fn, void *arg);
 RF_API rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts);
@@ -2127,8 +2131,9 @@ RF_API int rf_loop_tasks(rf_loop *loop, rf_task_visit_fn fn, void *arg);
  * (the task's own code does not run, its state does not change). Only a
  * dump made in a task of loop walks other tasks' stacks (the threadsafe
  * and signal dumps are made so); called outside any task it lists them
- * without. A task with less than 8 KiB of its stack left is not walked.
- * The dump says why where it does not walk.
+ * without. A task with less than 8 KiB of its stack left is not walked,
+ * nor one not started yet (it has no stack). The dump says why where it
+ * does not walk.
  *
  * The dump is built in memory, then written whole (on EINTR and short
  * writes, the rest; the write blocks the loop's thread if fd does). From a

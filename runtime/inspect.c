@@ -343,6 +343,10 @@ static int task_frames(dump_state *d, rf_task *t, const char **why)
      * task of this loop may do: outside any task (a threadsafe call's
      * function runs at a pass end, on the stack of whichever task ended
      * the pass) the switch would save over the scheduler's context. */
+    if (t->ctx.fctx == NULL) {
+        *why = "not started yet";
+        return 0;
+    }
     if (!d->walk) {
         *why = "stacks are walked only by a dump made in a task of the loop "
                "(rf_loop_dump_threadsafe and the dump signal make theirs so)";

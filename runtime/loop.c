@@ -128,6 +128,8 @@ uint64_t rf_loop_shuffle_seed(const rf_loop *loop)
 static inline rf_task *run_next(rf_loop *l)
 {
     rf_task *t = l->rq[l->rq_head++ & l->rq_mask];
+    if (rf_unlikely(t->ctx.fctx == NULL))
+        rf__task_bind(l, t); /* its first run: its stack (stack.c) */
     l->budget--;
     /* The task after this one: its record and the frame its switch will
      * pop, fetched while this one runs (many tasks' stacks miss the

@@ -16,6 +16,11 @@
  *
  * Stacks of a non-default size get a mapping of their own and are unmapped
  * when their task ends.
+ *
+ * A default-size stack is promised at spawn and taken at the task's first
+ * run (rf__stack_reserve, rf__stack_bind: see there why); a slab is mapped
+ * when a promise needs it, and guarded and touched when its first stack
+ * is taken (slab_fill).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -41,7 +46,8 @@
 #endif
 
 typedef struct rf_stack_slab {
-    struct rf_stack_slab *next;
+    struct rf_stack_slab *next;       /* every slab (rf_stacks.slabs) */
+    struct rf_stack_slab *next_fresh; /* slabs not yet filled (.fresh) */
     void *base;
     size_t len;
 } rf_stack_slab;
@@ -220,7 +226,9 @@ static void slab_touch(rf_stacks *s, char *base)
         s->touch_ns = dt;
 }
 
-static int slab_new(rf_stacks *s)
+/* A new slab, mapped, neither guarded nor touched: it waits on s->fresh
+ * until the free list runs dry (slab_fill). */
+static int slab_map(rf_stacks *s)
 {
     rf_stack_slab *slab = malloc(sizeof(*slab));
     if (!slab)
@@ -231,6 +239,20 @@ static int slab_new(rf_stacks *s)
         free(slab);
         return -ENOMEM;
     }
+    slab->next = s->slabs;
+    s->slabs = slab;
+    slab->next_fresh = s->fresh;
+    s->fresh = slab;
+    s->spare += s->per_slab;
+    return 0;
+}
+
+/* The free list is empty: guard a fresh slab's stacks, touch their tops
+ * and put them on it. */
+static void slab_fill(rf_stacks *s)
+{
+    rf_stack_slab *slab = s->fresh;
+    s->fresh = slab->next_fresh;
     bool guarded = guard_install_slab(s, slab->base);
     slab_touch(s, slab->base);
     /* Push in reverse so the lowest slot is handed out first. */
@@ -243,9 +265,6 @@ static int slab_new(rf_stacks *s)
         *free_link(s, lo) = s->free;
         s->free = lo;
     }
-    slab->next = s->slabs;
-    s->slabs = slab;
-    return 0;
 }
 
 static bool has_canary(const rf_stacks *s, const void *lo)
@@ -253,24 +272,50 @@ static bool has_canary(const rf_stacks *s, const void *lo)
     return *(const uint64_t *)lo == canary_of(s, lo);
 }
 
+/*
+ * A pooled (default-size) stack is promised at spawn and taken when the
+ * task first runs (rf__stack_bind, from the scheduler). Spawning then
+ * touches no stack memory, and a task takes the stack most recently
+ * released, still in cache: tasks that end before the next one starts
+ * (a burst of short tasks, spawned then gathered) run on two stacks in
+ * turn however many there are, instead of one cold stack each. The
+ * promise keeps rf_spawn's contract: the slab a stack will come from is
+ * mapped and guarded at spawn (s->spare counts the stacks on the free
+ * list and in fresh slabs not yet promised), so an out-of-memory still
+ * fails the spawn, and binding cannot fail. Only the first touch of a
+ * fresh slab's pages moves, from spawn to first run.
+ */
+int rf__stack_reserve(rf_stacks *s, rf_task *t)
+{
+    if (s->spare == 0) {
+        int rc = slab_map(s);
+        if (rc)
+            return rc;
+    }
+    s->spare--;
+    t->ctx.fctx = NULL; /* unbound: rf__stack_bind */
+    t->ctx.stack_lo = NULL;
+    t->ctx.stack_size = s->size;
+    t->pooled_stack = true;
+    t->canary = false;
+    return 0;
+}
+
+void rf__stack_bind(rf_stacks *s, rf_task *t)
+{
+    if (!s->free)
+        slab_fill(s); /* s->spare promised one: a fresh slab is there */
+    void *lo = s->free;
+    s->free = *free_link(s, lo);
+    t->ctx.stack_lo = lo;
+    t->canary = s->guard_mode != RF_GUARD_MADVISE && has_canary(s, lo);
+    RF_STAT_ADD(s->mapped, 1);
+}
+
+/* A stack of a size of its own, mapped at spawn. */
 int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
 {
-    size = size ? round_up(size, s->page) : s->size;
-    if (size == s->size) {
-        if (!s->free) {
-            int rc = slab_new(s);
-            if (rc)
-                return rc;
-        }
-        void *lo = s->free;
-        s->free = *free_link(s, lo);
-        t->ctx.stack_lo = lo;
-        t->ctx.stack_size = size;
-        t->pooled_stack = true;
-        t->canary = s->guard_mode != RF_GUARD_MADVISE && has_canary(s, lo);
-        RF_STAT_ADD(s->mapped, 1);
-        return 0;
-    }
+    size = round_up(size, s->page);
     char *base = map_stack_area(size + s->guard);
     if (!base)
         return -ENOMEM;
@@ -287,9 +332,18 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
     return 0;
 }
 
+bool rf__stack_pooled(const rf_stacks *s, size_t size)
+{
+    return size == 0 || round_up(size, s->page) == s->size;
+}
+
 void rf__stack_put(rf_stacks *s, rf_task *t)
 {
     void *lo = t->ctx.stack_lo;
+    if (t->pooled_stack)
+        s->spare++;
+    if (!lo)
+        return; /* promised, never bound: the task never ran */
     RF_STAT_SUB(s->mapped, 1);
     if (t->pooled_stack) {
         *free_link(s, lo) = s->free;
@@ -596,7 +650,9 @@ void rf__stacks_fini(rf_stacks *s)
         slab = next;
     }
     s->slabs = NULL;
+    s->fresh = NULL;
     s->free = NULL;
+    s->spare = 0;
     if (s->pidfd >= 0)
         close(s->pidfd);
     s->pidfd = -1;

@@ -126,7 +126,12 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
         errno = ENOMEM;
         return NULL;
     }
-    int rc = rf__stack_get(&l->stacks, t, ss);
+    /* A default-size stack is promised now and taken at the first run
+     * (stack.c, rf__stack_reserve); one of a size of its own is mapped
+     * now. */
+    bool lazy = rf__stack_pooled(&l->stacks, ss);
+    int rc = lazy ? rf__stack_reserve(&l->stacks, t)
+                  : rf__stack_get(&l->stacks, t, ss);
     if (rc) {
         rf_list_push_back(&l->free_tasks, &t->node);
         errno = -rc;
@@ -151,7 +156,8 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
     else
         __atomic_store_n(&t->name[0], '\0', __ATOMIC_RELAXED);
     rf_list_init(&t->joiners);
-    rf__ctx_init_task(&t->ctx);
+    if (!lazy)
+        rf__ctx_init_task(&t->ctx);
     rf_list_push_back(&l->alive, &t->alive);
     if (rf_unlikely(l->delay_on)) /* RF_LOOP_SCHED_DELAY (metrics.c) */
         t->ready_at = l->delay_now;
@@ -159,6 +165,13 @@ rf_task *rf__spawn(rf_loop *l, rf_fn fn, void *arg, const rf_spawn_options *o,
     RF_STAT_ADD(l->stats.tasks_spawned, 1);
     RF_STAT_ADD(l->stats.tasks_alive, 1);
     return t;
+}
+
+/* t runs for the first time (run_next, loop.c): its stack. */
+void rf__task_bind(rf_loop *l, rf_task *t)
+{
+    rf__stack_bind(&l->stacks, t);
+    rf__ctx_init_task(&t->ctx);
 }
 
 static void task_finish(rf_loop *l, rf_task *t)

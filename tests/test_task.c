@@ -5,6 +5,7 @@
  */
 #include "helpers.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -878,6 +879,95 @@ static void test_stale_handle_aborts_when_asked(void **state)
     assert_true(ok);
 }
 
+/* ---- stacks taken at the first run --------------------------------------- */
+
+/* A default-size stack is promised at spawn and taken when the task first
+ * runs (stack.c): spawning maps no stack into use, and tasks that end
+ * before the next one starts run on recycled stacks, a few however many
+ * there are. A dump of a task not started yet says it has no stack. */
+#define FR_TASKS 1000
+
+static void *fr_where(void *arg)
+{
+    uintptr_t *out = arg;
+    char here;
+    *out = (uintptr_t)&here;
+    return NULL;
+}
+
+static void *fr_body(void *arg)
+{
+    (void)arg;
+    static uintptr_t where[FR_TASKS];
+    static rf_task *t[FR_TASKS];
+    rf_stats s0 = rft_stats();
+    for (int i = 0; i < FR_TASKS; i++)
+        t[i] = rf_spawn(fr_where, &where[i]);
+    rf_stats s1 = rft_stats();
+    RFT_CHECK_INT(s1.stacks_mapped, s0.stacks_mapped); /* none taken yet */
+
+    /* The dump of tasks not started: listed, their stacks not walked. */
+    int fd = memfd_create("dump", MFD_CLOEXEC);
+    RFT_CHECK(fd >= 0);
+    RFT_CHECK_INT(rf_loop_dump(rf_loop_current(), fd, RF_DUMP_BACKTRACES), 0);
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    RFT_CHECK(n > 0);
+    buf[n > 0 ? n : 0] = '\0';
+    RFT_CHECK(strstr(buf, "not started yet") != NULL);
+    close(fd);
+
+    RFT_CHECK_INT(rf_gather(t, FR_TASKS, NULL), 0);
+    for (int i = 0; i < FR_TASKS; i++)
+        rf_task_release(t[i]);
+    /* Distinct stacks used, told apart by the 64 KiB region of a local. */
+    int distinct = 0;
+    for (int i = 0; i < FR_TASKS; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = where[j] >> 16 == where[i] >> 16;
+        distinct += !seen;
+    }
+    RFT_CHECK(distinct >= 1 && distinct <= 4);
+    rf_stats s2 = rft_stats();
+    RFT_CHECK_INT(s2.stacks_mapped, s0.stacks_mapped);
+    return NULL;
+}
+
+static void test_stacks_taken_at_first_run(void **state)
+{
+    (void)state;
+    rft_run(fr_body, NULL);
+}
+
+/* Tasks spawned on a loop that is not running hold no stack (10,000 of
+ * them: none mapped into use), and rf_loop_free, which runs them to their
+ * end, then frees the loop with every promise kept or given back. */
+static void *fr_never(void *arg)
+{
+    (void)arg;
+    return NULL;
+}
+
+static void test_unstarted_tasks_freed(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        rf_loop *l = NULL;
+        assert_int_equal(rf_loop_new(&l, NULL), 0);
+        for (int i = 0; i < 10000; i++) {
+            rf_task *t = rf_loop_spawn(l, fr_never, NULL, NULL);
+            assert_non_null(t);
+            rf_task_release(t);
+        }
+        rf_stats s;
+        assert_int_equal(rf_loop_stats(l, &s), 0);
+        assert_int_equal(s.stacks_mapped, 0);
+        assert_int_equal(s.tasks_alive, 10000);
+        assert_int_equal(rf_loop_free(l), 0); /* they run, then it ends */
+    }
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_join_nocancel),
     cmocka_unit_test(test_spawn_join_results),
@@ -900,6 +990,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_released_handle_is_stale),
     cmocka_unit_test(test_as_completed_after_fini_is_stale),
     cmocka_unit_test(test_stale_handle_aborts_when_asked),
+    cmocka_unit_test(test_stacks_taken_at_first_run),
+    cmocka_unit_test(test_unstarted_tasks_freed),
 };
 
 RFT_MAIN_CHILDREN(tests, children, sizeof children / sizeof children[0])

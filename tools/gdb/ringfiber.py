@@ -263,6 +263,10 @@ after (a core file's registers cannot be set; see the file's top)."""
                     raise gdb.GdbError(f"task {want} is running: use bt "
                                        "in its loop's thread")
                 fctx = int(t["ctx"]["fctx"])
+                if fctx == 0:
+                    print(f"task {want} '{_task_name(t)}' of loop {i} has "
+                          "not started yet: no stack")
+                    return
                 print(f"task {want} '{_task_name(t)}' of loop {i}, "
                       f"suspended at {fctx:#x}:")
                 _unwinder.regs = _saved_regs(fctx)
