@@ -307,6 +307,10 @@ void rf__stack_bind(rf_stacks *s, rf_task *t)
         slab_fill(s); /* s->spare promised one: a fresh slab is there */
     void *lo = s->free;
     s->free = *free_link(s, lo);
+    /* The next bind reads the link at the top of the next free stack,
+     * which is out of the cache when many tasks are alive: fetch it. */
+    if (s->free)
+        __builtin_prefetch(free_link(s, s->free));
     t->ctx.stack_lo = lo;
     t->canary = s->guard_mode != RF_GUARD_MADVISE && has_canary(s, lo);
     RF_STAT_ADD(s->mapped, 1);

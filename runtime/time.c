@@ -130,6 +130,15 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
     }
     rf_list *n;
     while ((n = rf_list_pop_front(&b->timers)) != NULL) {
+        /* The timers live on their tasks' stacks: with many tasks asleep
+         * each is a line out of the cache. The pop has just written the
+         * next one; fetch the one after it, which the next pop writes,
+         * and the next one's task record, which its wake writes. */
+        rf_list *f = b->timers.next;
+        if (f != &b->timers) {
+            __builtin_prefetch(f->next, 1);
+            __builtin_prefetch(rf_container_of(f, rf_timer, node)->w.task, 1);
+        }
         rf_timer *t = rf_container_of(n, rf_timer, node);
         rf__waiter_done(l, &t->w, cqe->res);
     }
