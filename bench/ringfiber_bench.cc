@@ -1659,9 +1659,9 @@ void q2_fanout(benchmark::State &state, int consumers) {
 // A task takes its stack when it first runs (runtime/stack.c): W3's
 // sleepers hold N stacks at once, W2's tasks each end before the next
 // starts and run on two stacks in turn. Cold rounds run in a fresh loop
-// each (every stack mapped and touched for the first time, as in a
-// program that just started); warm rounds reuse one loop whose stack pool
-// an untimed round has filled. The time of a
+// each (every stack a round uses mapped and touched for the first time,
+// as in a program that just started); warm rounds reuse one loop whose
+// stack pool an untimed round has filled. The time of a
 // round runs from the first rf_spawn to rf_gather's return (manual time:
 // the loop's setup and teardown stay outside).
 //

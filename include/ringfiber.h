@@ -430,7 +430,8 @@ typedef struct rf_stats {
                                * for reuse, which nobody waits on and
                                * the loop removes before it sleeps */
     uint64_t passes;          /* scheduler passes */
-    uint64_t stacks_mapped;   /* task stacks currently mapped */
+    uint64_t stacks_mapped;   /* task stacks in use: a task takes its
+                               * stack when it first runs */
     uint32_t ring_flags;      /* IORING_SETUP_* flags the ring runs with */
     uint32_t guard_mode;      /* RF_GUARD_* below */
     uint64_t accept_emfile;   /* accepts that met EMFILE/ENFILE and backed
@@ -1868,11 +1869,15 @@ RF_API int rf_nop(void);
  *
  * A pool has a bounded queue: when it is full, callers wait (suspend) for
  * room, oldest first; the queue never grows and the loop thread never
- * blocks on it. One pool may serve loops on any number of threads. While
- * every worker is busy, the calls a loop's tasks make in one scheduler
- * pass are queued together at the pass's end, on slots reserved for them
- * (at most half the free room): a caller on another loop may then wait
- * for room that such a reservation holds until that pass ends.
+ * blocks on it. One pool may serve loops on any number of threads. The
+ * calls a loop's tasks make in one scheduler pass are queued together at
+ * the pass's end, as the ring's operations are submitted there, on slots
+ * reserved for them (one per other ready task, at most 63 and half the
+ * free room); the pass's first call is queued at once when a worker is
+ * free to take it. So a call waits for its pass's end at the latest (a
+ * task that keeps the loop busy delays it, as it delays I/O), and a
+ * caller on another loop may wait for room that such a reservation holds
+ * until that pass ends.
  *
  * Cancellation: a call cannot be interrupted once accepted (queued, or
  * gathered for its pass's end). rf_cancel of a
@@ -1901,10 +1906,11 @@ RF_API int rf_pool_new(unsigned threads, unsigned queue_capacity,
  * Stop and join the workers, after they have run every call already
  * queued (their results are delivered to their loops as usual; this
  * blocks the calling thread meanwhile). Returns 0, or -EBUSY, freeing
- * nothing, while a task waits for room in the queue, or while a loop's
- * calls made in its current scheduler pass wait for the pass's end to be
- * queued (that loop must run for them to go on: this thread may be that
- * loop's). The caller
+ * nothing, while a task waits for room in the queue, or while a loop
+ * holds slots reserved for the calls of its current scheduler pass (a
+ * call made in the pass reserves them; the pass's end fills them or
+ * gives them back, so that loop must run for them to go on: this thread
+ * may be that loop's). The caller
  * guarantees that no call is submitted concurrently or afterwards: the
  * handle is stale from then on (rf_pool_call, rf_pool_free,
  * rf_pool_threads and rf_loop_set_pool refuse it with -ESRCH, errno

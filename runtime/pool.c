@@ -3,9 +3,8 @@
  * (rf_to_thread, rf_pool_*).
  *
  * A call is a record on the calling task's stack. The task puts it in the
- * pool's bounded queue (or, while every worker is busy, in its loop's
- * batch for this pass, which the pass end queues with one lock: see
- * "Gathering" below) and waits; a worker takes it, runs fn(arg), stores
+ * pool's bounded queue (or in its loop's batch for this pass, which the
+ * pass end queues with one lock: see "Gathering" below) and waits; a worker takes it, runs fn(arg), stores
  * the result and posts the record to the task's loop through the loop's
  * cross-thread mailbox (remote.c): a burst of completions costs the loop
  * one eventfd write and one wake-up. The message runs on the loop's
@@ -245,8 +244,10 @@ static pool_worker *worker_to_wake(rf_pool *p)
  * (pool->hint, read without the mutex), the batch is queued at the next
  * call instead of at the pass end, so that no call goes into a slot
  * reserved before the waiter came. So a call other than its pass's first
- * waits for its pass's end at the latest; a pass is short unless a task
- * blocks the loop, which the stall detector reports. Measured on 2 vCPUs
+ * waits for its pass's end, as an operation a task starts in the ring
+ * waits for its pass's end to be submitted: a pass of many tasks that
+ * each keep the CPU for long delays both (and a task that keeps it too
+ * long is what the stall detector reports). Measured on 2 vCPUs
  * (W5, 64 calls in flight, 4 workers): gathering only while every worker
  * was busy left most calls on the mutex's path, since with four workers
  * one is nearly always asleep: 650-820 ns a call against 416-468 ns with

@@ -132,11 +132,17 @@ static bool guard_install(rf_stacks *s, void *g)
  * process since 6.13, the release that brought guard regions). Installing
  * them one madvise() at a time costs a system call per task.
  */
+/* The ranges of a slab's stacks for process_madvise(). Not on the
+ * stack: a slab is filled at a task's first run, inside the switch of
+ * whichever task suspends then, and that one may have little stack left
+ * (16 KiB stacks are allowed). One per thread: a loop is one thread's. */
+static __thread struct iovec slab_iov[RF_SLAB_STACKS];
+
 static bool guard_install_slab(rf_stacks *s, char *base)
 {
     if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0)
         return false;
-    struct iovec iov[RF_SLAB_STACKS];
+    struct iovec *iov = slab_iov;
     for (unsigned i = 0; i < s->per_slab; i++) {
         iov[i].iov_base = base + (size_t)i * s->slot;
         iov[i].iov_len = s->guard;
@@ -205,7 +211,7 @@ static void slab_touch(rf_stacks *s, char *base)
     }
     uint64_t t0 = rf__real_now_ns();
     if (populate) {
-        struct iovec iov[RF_SLAB_STACKS];
+        struct iovec *iov = slab_iov;
         for (unsigned i = 0; i < s->per_slab; i++) {
             iov[i].iov_base = base + (size_t)(i + 1) * s->slot - s->page;
             iov[i].iov_len = s->page;
@@ -280,10 +286,11 @@ static bool has_canary(const rf_stacks *s, const void *lo)
  * (a burst of short tasks, spawned then gathered) run on two stacks in
  * turn however many there are, instead of one cold stack each. The
  * promise keeps rf_spawn's contract: the slab a stack will come from is
- * mapped and guarded at spawn (s->spare counts the stacks on the free
+ * mapped at spawn (s->spare counts the stacks on the free
  * list and in fresh slabs not yet promised), so an out-of-memory still
- * fails the spawn, and binding cannot fail. Only the first touch of a
- * fresh slab's pages moves, from spawn to first run.
+ * fails the spawn, and binding cannot fail. The guards and the first
+ * touch of a fresh slab's pages move from spawn to the first run of the
+ * first task that takes one of its stacks.
  */
 int rf__stack_reserve(rf_stacks *s, rf_task *t)
 {
@@ -344,10 +351,14 @@ bool rf__stack_pooled(const rf_stacks *s, size_t size)
 void rf__stack_put(rf_stacks *s, rf_task *t)
 {
     void *lo = t->ctx.stack_lo;
+    if (!lo) {
+        if (t->pooled_stack)
+            s->spare++; /* promised, never bound: the task never ran */
+        t->pooled_stack = false; /* a second put gives nothing back */
+        return;
+    }
     if (t->pooled_stack)
         s->spare++;
-    if (!lo)
-        return; /* promised, never bound: the task never ran */
     RF_STAT_SUB(s->mapped, 1);
     if (t->pooled_stack) {
         *free_link(s, lo) = s->free;
@@ -357,6 +368,7 @@ void rf__stack_put(rf_stacks *s, rf_task *t)
         s->own_mapped--;
     }
     t->ctx.stack_lo = NULL;
+    t->pooled_stack = false;
 }
 
 /* ---- overflow reports: async-signal-safe (write(2) only, no stdio, no

@@ -361,7 +361,8 @@ static void *backtraces_main(void *arg)
     scene_start(s);
     rf_task *deep = rf_spawn_opts(deep_one, &s->ev, &(rf_spawn_options){.name = "deep"});
     rf_yield();
-    /* Ready, and never run yet: walked too, and then starts as usual. */
+    /* Ready, and never run yet: not walked (it has no stack until its
+     * first run), and then starts as usual. */
     rf_task *fresh = rf_spawn_opts(never_started, (void *)7,
                                    &(rf_spawn_options){.name = "fresh"});
     rf_stats before;
