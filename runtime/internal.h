@@ -315,11 +315,14 @@ struct rf_loop {
         unsigned batch;     /* next batch to ask for (see rf__ring_sleep) */
         int fd;             /* /proc/thread-self/schedstat, or -1 */
         bool contended;     /* the thread waited for its CPU lately */
-        bool probing;       /* this window's sleeps are plain, to measure */
+        bool losing;        /* batched sleeps reaped less than plain ones */
+        bool probing;       /* this window tries the other way */
         bool min_wait;      /* the kernel has IORING_FEAT_MIN_TIMEOUT */
-        unsigned windows;   /* batched windows since the last plain one */
+        unsigned windows;   /* windows since the last probe */
         uint64_t sample_at; /* when the CPU wait was last read */
         uint64_t delay;     /* ... and what it read (ns waited, total) */
+        uint64_t cqes;      /* cqes_reaped when the window began */
+        uint64_t sum_cqes, sum_wall; /* the windows since the last probe */
     } wake;
     /* Work that another thread will hand back through rf__remote_post
      * (offloaded calls): the loop does not report a deadlock, and is not

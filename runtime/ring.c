@@ -270,7 +270,13 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  * an open-loop load 0.1-3%). Batched sleeps hide that wait (the thread is
  * not made runnable until the others have run), so after WAKE_PROBE_EVERY
  * batched windows one window of plain sleeps measures it again: a loop
- * that gets a CPU to itself stops batching within 100 ms. The batch
+ * that gets a CPU to itself stops batching within 100 ms. Waiting for the
+ * CPU is why batching can pay, not proof that it does (where wake-ups are
+ * cheap it cost a W6 server sharing its CPU 13-20% of its messages/s):
+ * every WAKE_PROBE_EVERY + 1 windows one runs the other way (plain while
+ * batching, batched while not), and the loop batches unless its batched
+ * windows reaped WAKE_TIE times fewer completions per unit of time than
+ * plain ones. The batch
  * adapts: it starts at 2, doubles
  * while batches fill before the minimum wait ends, and drops to what came
  * when one does not; a sleep that ended with one completion or none is
@@ -281,7 +287,8 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
  */
 #define WAKE_SAMPLE_NS 10000000ull
 #define WAKE_LONGEST_NS 1000000000ll /* a batched sleep's general timeout */
-#define WAKE_PROBE_EVERY 9 /* batched windows between two plain ones */
+#define WAKE_PROBE_EVERY 9 /* windows one way between two the other way */
+#define WAKE_TIE 0.97      /* batching kept unless it reaps 3% less */
 #define IORING_FEAT_MIN_TIMEOUT_ (1u << 15) /* liburing 2.3 predates it */
 
 /* struct io_uring_getevents_arg as 6.12 has it; liburing's own is named
@@ -335,9 +342,16 @@ void rf__ring_wake_fini(rf_loop *l)
     l->wake.fd = -1;
 }
 
-/* Whether the thread waited for its CPU lately (see above); every
- * WAKE_SAMPLE_NS at most. Turns batching off for good if the file cannot
- * be read. */
+/* Whether this window's sleeps are batched: the thread waits for its CPU,
+ * and batching is the way it does better, or is tried this window. */
+static inline bool wake_batching(const rf_loop *l)
+{
+    return l->wake.contended && l->wake.losing == l->wake.probing;
+}
+
+/* Whether the thread waited for its CPU lately, and which way of sleeping
+ * reaps more (see above); every WAKE_SAMPLE_NS at most. Turns batching
+ * off for good if the file cannot be read. */
 static void wake_sample(rf_loop *l, uint64_t now)
 {
     if (now - l->wake.sample_at < WAKE_SAMPLE_NS)
@@ -353,21 +367,50 @@ static void wake_sample(rf_loop *l, uint64_t now)
     uint64_t delay = strtoull(p, &end, 10); /* time waiting for one */
     if (end == p)
         goto off;
+    uint64_t cqes = l->stats.cqes_reaped; /* this thread writes it */
     if (l->wake.sample_at) {
         uint64_t wall = now - l->wake.sample_at;
         uint64_t waited = delay - l->wake.delay;
-        if (!l->wake.contended || l->wake.probing) {
+        uint64_t reaped = cqes - l->wake.cqes;
+        if (!wake_batching(l)) {
             /* A window of plain sleeps: the wait for the CPU is the
              * thread's own. */
+            bool was = l->wake.contended;
             l->wake.contended = waited * 10 >= wall;
+            if (!l->wake.contended || !was) {
+                l->wake.losing = l->wake.probing = false;
+                l->wake.windows = 0;
+                l->wake.sum_cqes = l->wake.sum_wall = 0;
+                goto done;
+            }
+        }
+        if (l->wake.probing) {
+            /* The other way's window: judge it against this way's
+             * windows before it, by completions reaped per unit of
+             * time, batching kept on a tie (it costs fewer wake-ups). */
+            if (l->wake.sum_wall) {
+                double other = (double)reaped / (double)wall;
+                double mine = (double)l->wake.sum_cqes /
+                              (double)l->wake.sum_wall;
+                l->wake.losing = l->wake.losing ? other < mine * WAKE_TIE
+                                                : mine < other * WAKE_TIE;
+            }
             l->wake.probing = false;
             l->wake.windows = 0;
-        } else if (++l->wake.windows == WAKE_PROBE_EVERY) {
-            /* Batched sleeps hide the wait (the thread is not woken until
-             * the others have run): the next window is plain again. */
-            l->wake.probing = true;
+            l->wake.sum_cqes = l->wake.sum_wall = 0;
+        } else {
+            l->wake.sum_cqes += reaped;
+            l->wake.sum_wall += wall;
+            /* Batched sleeps hide the wait for the CPU (the thread is not
+             * woken until the others have run), and the other way may
+             * have become the better: every WAKE_PROBE_EVERY windows, one
+             * window the other way. */
+            if (++l->wake.windows == WAKE_PROBE_EVERY)
+                l->wake.probing = true;
         }
     }
+done:
+    l->wake.cqes = cqes;
     l->wake.sample_at = now;
     l->wake.delay = delay;
     return;
@@ -419,8 +462,7 @@ int rf__ring_sleep(rf_loop *l, uint64_t now, bool may_batch)
     unsigned k = 1;
     if (l->wake.us && may_batch) {
         wake_sample(l, now);
-        if (l->wake.contended && !l->wake.probing &&
-            !io_uring_sq_ready(&l->ring)) {
+        if (wake_batching(l) && !io_uring_sq_ready(&l->ring)) {
             k = l->wake.batch ? l->wake.batch : 2;
             unsigned cap = l->ring.cq.ring_entries / 2;
             if (k > cap)
