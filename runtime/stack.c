@@ -126,18 +126,18 @@ static bool guard_install(rf_stacks *s, void *g)
     return true;
 }
 
-/*
- * All the guards of a new slab in one system call: process_madvise() on
- * ourselves takes a vector of ranges (any advice is allowed on the calling
- * process since 6.13, the release that brought guard regions). Installing
- * them one madvise() at a time costs a system call per task.
- */
 /* The ranges of a slab's stacks for process_madvise(). Not on the
  * stack: a slab is filled at a task's first run, inside the switch of
  * whichever task suspends then, and that one may have little stack left
  * (16 KiB stacks are allowed). One per thread: a loop is one thread's. */
 static __thread struct iovec slab_iov[RF_SLAB_STACKS];
 
+/*
+ * All the guards of a new slab in one system call: process_madvise() on
+ * ourselves takes a vector of ranges (any advice is allowed on the calling
+ * process since 6.13, the release that brought guard regions). Installing
+ * them one madvise() at a time costs a system call per task.
+ */
 static bool guard_install_slab(rf_stacks *s, char *base)
 {
     if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0)
@@ -286,11 +286,11 @@ static bool has_canary(const rf_stacks *s, const void *lo)
  * (a burst of short tasks, spawned then gathered) run on two stacks in
  * turn however many there are, instead of one cold stack each. The
  * promise keeps rf_spawn's contract: the slab a stack will come from is
- * mapped at spawn (s->spare counts the stacks on the free
- * list and in fresh slabs not yet promised), so an out-of-memory still
- * fails the spawn, and binding cannot fail. The guards and the first
- * touch of a fresh slab's pages move from spawn to the first run of the
- * first task that takes one of its stacks.
+ * mapped at spawn (s->spare counts the stacks on the free list and in
+ * fresh slabs not yet promised), so an out-of-memory still fails the
+ * spawn, and binding cannot fail. The guards and the first touch of a
+ * fresh slab's pages move from spawn to the first run of the first task
+ * that takes one of its stacks.
  */
 int rf__stack_reserve(rf_stacks *s, rf_task *t)
 {
