@@ -534,7 +534,9 @@ typedef struct rf_spawn_options {
  * A stack of the loop's default size is taken when the task first runs
  * (the one most recently released: tasks that end before the next one
  * starts share a few stacks); its mapping is made here, so a spawn that
- * returns a task never fails later for want of a stack.
+ * returns a task never fails later for want of a stack. Where many tasks
+ * start at once, a thread of the loop's ("rf-stacks", joined by
+ * rf_loop_free) prepares the stacks the next ones will take.
  */
 RF_API rf_task *rf_spawn(rf_fn fn, void *arg);
 RF_API rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts);

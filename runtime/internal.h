@@ -77,13 +77,15 @@ typedef struct rf_ctx {
 /* Its size is pinned: it sits in rf_loop before fields the hot paths
  * use, whose offsets W1 is sensitive to. 112 bytes since stacks are taken
  * at the first run (fresh, spare): W1 1.006 against its raw baseline's
- * 0.990 (bench/ab.sh, 5 runs). */
+ * 0.990 (bench/ab.sh, 5 runs); 120 with the slab preparer (prep): W1
+ * 0.997 against 1.001. */
 typedef struct rf_stacks {
     size_t size;      /* usable size of a pooled (default) stack */
     size_t slot;      /* guard + size */
     void *free;       /* LIFO of free pooled stacks; link at the stack top */
     struct rf_stack_slab *slabs; /* stack.c */
     struct rf_stack_slab *fresh; /* mapped, not yet on the free list */
+    struct rf_stack_prep *prep;  /* the slab preparer thread (stack.c) */
     uint64_t spare;   /* stacks free or fresh, not promised to a task */
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t own_mapped; /* of which with a mapping of their own */
@@ -101,8 +103,9 @@ typedef struct rf_stacks {
     uint32_t touch_ns, populate_ns;
     uint8_t slabs_made;
     bool populate_off;
+    bool prep_off;    /* no slab preparer: the kernel or a thread refused */
 } rf_stacks;
-_Static_assert(sizeof(rf_stacks) == 112, "rf_stacks: see above");
+_Static_assert(sizeof(rf_stacks) == 120, "rf_stacks: see above");
 
 /* ---- tasks ---- */
 enum rf_task_state {

@@ -45,12 +45,49 @@
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
+/* A fresh slab's preparation by the preparer thread (prep->mu). */
+enum { SLAB_FRESH, SLAB_QUEUED, SLAB_PREPARING, SLAB_PREPARED,
+       SLAB_PREPARED_UNGUARDED, SLAB_TAKEN };
+
 typedef struct rf_stack_slab {
     struct rf_stack_slab *next;       /* every slab (rf_stacks.slabs) */
     struct rf_stack_slab *next_fresh; /* slabs not yet filled (.fresh) */
+    struct rf_stack_slab *next_prep;  /* the preparer's queue */
     void *base;
     size_t len;
+    int state; /* SLAB_*, under prep->mu */
 } rf_stack_slab;
+
+/*
+ * The slab preparer. Filling a fresh slab costs a guard install and 64
+ * page allocations (slab_fill), on the loop's thread, in the switch of
+ * whichever task then runs for the first time: where many tasks start
+ * at once on a fresh loop (W3's first round) that is most of the round.
+ * So when the loop fills a slab and more fresh ones wait, a thread of
+ * the loop's prepares the next RF_PREP_AHEAD of them meanwhile, on
+ * another CPU where there is one: it installs their guards and populates
+ * their stack tops (process_madvise, MADV_GUARD_INSTALL and
+ * MADV_POPULATE_WRITE), and the loop, when it reaches a prepared slab,
+ * only links its stacks. Only slabs the loop is about to fill are
+ * prepared (read-ahead, not all that spawns promised: tasks that end
+ * before the next one starts never need them). Where the kernel lacks
+ * either advice (before 6.13), or the thread cannot be made, the loop
+ * does it all, as before.
+ */
+#define RF_PREP_AHEAD 4
+
+typedef struct rf_stack_prep {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* the preparer waits for a slab */
+    pthread_cond_t done; /* the loop waits for a slab being prepared */
+    pthread_t thread;
+    rf_stack_slab *head, *tail; /* queued, SLAB_QUEUED */
+    bool stop;
+    /* Copied from the loop's rf_stacks, read-only here. */
+    int pidfd;
+    unsigned per_slab;
+    size_t slot, guard, page;
+} rf_stack_prep;
 
 #define RF_SLAB_STACKS 64u
 /*
@@ -126,6 +163,8 @@ static bool guard_install(rf_stacks *s, void *g)
     return true;
 }
 
+static void prep_stop(rf_stacks *s);
+
 /* The ranges of a slab's stacks for process_madvise(). Not on the
  * stack: a slab is filled at a task's first run, inside the switch of
  * whichever task suspends then, and that one may have little stack left
@@ -152,7 +191,10 @@ static bool guard_install_slab(rf_stacks *s, char *base)
     if (rc == (long)((size_t)s->per_slab * s->guard))
         return true;
     /* Refused or partial: never try again, take the per-slot path (it
-     * re-installs harmlessly where a guard is already in place). */
+     * re-installs harmlessly where a guard is already in place). The
+     * preparer, which uses the descriptor too, stops first. */
+    prep_stop(s);
+    s->prep_off = true;
     close(s->pidfd);
     s->pidfd = -1;
     return false;
@@ -249,18 +291,191 @@ static int slab_map(rf_stacks *s)
     s->slabs = slab;
     slab->next_fresh = s->fresh;
     s->fresh = slab;
+    slab->next_prep = NULL;
+    slab->state = SLAB_FRESH;
     s->spare += s->per_slab;
     return 0;
+}
+
+/* ---- the slab preparer (see rf_stack_prep) ---- */
+
+/* The preparer thread: guard and populate the queued slabs, in order. */
+static void *prep_main(void *arg)
+{
+    rf_stack_prep *p = arg;
+    struct iovec *iov = slab_iov; /* this thread's own */
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (p->stop)
+            break;
+        rf_stack_slab *slab = p->head;
+        p->head = slab->next_prep;
+        if (!p->head)
+            p->tail = NULL;
+        slab->state = SLAB_PREPARING;
+        char *base = slab->base;
+        pthread_mutex_unlock(&p->mu);
+        for (unsigned i = 0; i < p->per_slab; i++) {
+            iov[i].iov_base = base + (size_t)i * p->slot;
+            iov[i].iov_len = p->guard;
+        }
+        long rc = syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
+                          MADV_GUARD_INSTALL, 0);
+        bool guarded = rc == (long)((size_t)p->per_slab * p->guard);
+        for (unsigned i = 0; i < p->per_slab; i++) {
+            iov[i].iov_base = base + (size_t)(i + 1) * p->slot - p->page;
+            iov[i].iov_len = p->page;
+        }
+        /* A refusal leaves the pages to the loop's first writes. */
+        (void)syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
+                      MADV_POPULATE_WRITE, 0);
+        pthread_mutex_lock(&p->mu);
+        slab->state = guarded ? SLAB_PREPARED : SLAB_PREPARED_UNGUARDED;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* The preparer, started at the first fill that has fresh slabs behind
+ * it; NULL where there is none (prep_off). */
+static rf_stack_prep *prep_get(rf_stacks *s)
+{
+    if (s->prep || s->prep_off)
+        return s->prep;
+    s->prep_off = true; /* unless it starts below */
+    if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0 || s->populate_off)
+        return NULL;
+    rf_stack_prep *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->pidfd = s->pidfd;
+    p->per_slab = s->per_slab;
+    p->slot = s->slot;
+    p->guard = s->guard;
+    p->page = s->page;
+    if (rf__thread_create(&p->thread, prep_main, p) != 0) {
+        pthread_cond_destroy(&p->done);
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    pthread_setname_np(p->thread, "rf-stacks");
+    s->prep_off = false;
+    s->prep = p;
+    return p;
+}
+
+/* Queue the next RF_PREP_AHEAD fresh slabs that are not yet queued. */
+static void prep_ahead(rf_stacks *s)
+{
+    rf_stack_prep *p = prep_get(s);
+    if (!p)
+        return;
+    bool queued = false;
+    pthread_mutex_lock(&p->mu);
+    rf_stack_slab *f = s->fresh;
+    for (unsigned k = 0; f && k < RF_PREP_AHEAD; f = f->next_fresh, k++) {
+        if (f->state != SLAB_FRESH)
+            continue;
+        f->state = SLAB_QUEUED;
+        f->next_prep = NULL;
+        if (p->tail)
+            p->tail->next_prep = f;
+        else
+            p->head = f;
+        p->tail = f;
+        queued = true;
+    }
+    if (queued)
+        pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The fresh slab the loop fills next, unlinked from s->fresh: among the
+ * first RF_PREP_AHEAD + 1, one the preparer is done with, else the
+ * first that it is not working on (out of its queue if it is there);
+ * the loop never waits for the preparer. *state: the slab's state then. */
+static rf_stack_slab *prep_pick(rf_stacks *s, int *state)
+{
+    rf_stack_prep *p = s->prep;
+    rf_stack_slab *slab = s->fresh;
+    if (!p) {
+        s->fresh = slab->next_fresh;
+        *state = SLAB_FRESH;
+        return slab;
+    }
+    pthread_mutex_lock(&p->mu);
+    rf_stack_slab **at = NULL, **pp = &s->fresh;
+    for (unsigned k = 0; *pp && k <= RF_PREP_AHEAD;
+         pp = &(*pp)->next_fresh, k++) {
+        int st = (*pp)->state;
+        if (st == SLAB_PREPARED || st == SLAB_PREPARED_UNGUARDED) {
+            at = pp;
+            break;
+        }
+        if (!at && st != SLAB_PREPARING)
+            at = pp;
+    }
+    if (!at) /* the preparer works on every one of them: do the first */
+        at = &s->fresh;
+    slab = *at;
+    *at = slab->next_fresh;
+    if (slab->state == SLAB_QUEUED) {
+        rf_stack_slab **q = &p->head, *prev = NULL;
+        while (*q != slab) {
+            prev = *q;
+            q = &(*q)->next_prep;
+        }
+        *q = slab->next_prep;
+        if (p->tail == slab)
+            p->tail = prev;
+    }
+    *state = slab->state;
+    /* Taken: the preparer leaves it alone (one it is preparing is done
+     * twice, harmlessly: a guard or a page installed twice is one). */
+    if (slab->state != SLAB_PREPARING)
+        slab->state = SLAB_TAKEN;
+    pthread_mutex_unlock(&p->mu);
+    return slab;
+}
+
+static void prep_stop(rf_stacks *s)
+{
+    rf_stack_prep *p = s->prep;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    s->prep = NULL;
 }
 
 /* The free list is empty: guard a fresh slab's stacks, touch their tops
  * and put them on it. */
 static void slab_fill(rf_stacks *s)
 {
-    rf_stack_slab *slab = s->fresh;
-    s->fresh = slab->next_fresh;
-    bool guarded = guard_install_slab(s, slab->base);
-    slab_touch(s, slab->base);
+    int state;
+    rf_stack_slab *slab = prep_pick(s, &state);
+    if (s->fresh)
+        prep_ahead(s); /* the next ones, while this one is filled */
+    bool guarded = state == SLAB_PREPARED;
+    if (state != SLAB_PREPARED && state != SLAB_PREPARED_UNGUARDED) {
+        guarded = guard_install_slab(s, slab->base);
+        slab_touch(s, slab->base);
+    }
     /* Push in reverse so the lowest slot is handed out first. */
     for (unsigned i = s->per_slab; i-- > 0;) {
         char *slot = (char *)slab->base + (size_t)i * s->slot;
@@ -658,6 +873,7 @@ static bool overflow_report(const rf_loop *l, const siginfo_t *si,
 
 void rf__stacks_fini(rf_stacks *s)
 {
+    prep_stop(s); /* before the slabs it may be preparing go */
     rf_stack_slab *slab = s->slabs;
     while (slab) {
         rf_stack_slab *next = slab->next;

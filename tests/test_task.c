@@ -5,6 +5,7 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
@@ -969,6 +970,84 @@ static void test_unstarted_tasks_freed(void **state)
     }
 }
 
+/* ---- slabs prepared ahead ------------------------------------------------ */
+
+/* Many tasks starting at once on a fresh loop fill slab after slab; the
+ * loop's slab preparer guards and populates the next ones meanwhile
+ * (stack.c, rf_stack_prep), where the kernel has the advice it needs
+ * (guard mode RF_GUARD_MADVISE). 5,000 tasks each hold their stack
+ * across a yield: all run and return their own value; the preparer's
+ * thread ("rf-stacks") runs while they do, and is gone once the loop is
+ * freed. */
+#define PA_TASKS 5000
+
+static int pa_threads_named(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f) && strncmp(comm, name, strlen(name)) == 0)
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+static void *pa_task(void *arg)
+{
+    RFT_CHECK_INT(rf_yield(), 0);
+    return arg;
+}
+
+static void *pa_body(void *arg)
+{
+    int *preparers = arg;
+    static rf_task *t[PA_TASKS];
+    static void *res[PA_TASKS];
+    for (int i = 0; i < PA_TASKS; i++)
+        t[i] = rf_spawn(pa_task, (void *)(intptr_t)(i + 1));
+    RFT_CHECK_INT(rf_yield(), 0); /* every task has run once: all hold stacks */
+    rf_stats st = rft_stats();
+    RFT_CHECK(st.stacks_mapped >= PA_TASKS);
+    *preparers = pa_threads_named("rf-stacks");
+    RFT_CHECK_INT(rf_gather(t, PA_TASKS, res), 0);
+    for (int i = 0; i < PA_TASKS; i++) {
+        RFT_CHECK_INT((intptr_t)res[i], i + 1);
+        rf_task_release(t[i]);
+    }
+    return NULL;
+}
+
+static void test_slabs_prepared_ahead(void **state)
+{
+    (void)state;
+    int preparers = -1;
+    rf_loop *l = NULL;
+    assert_int_equal(rf_loop_new(&l, NULL), 0);
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(l, pa_body, &preparers, NULL), 0);
+    rft_end();
+    rf_stats st; /* the guard mode the loop ended with (a fallback shows) */
+    assert_int_equal(rf_loop_stats(l, &st), 0);
+    assert_int_equal(rf_loop_free(l), 0);
+    fprintf(stderr, "guard mode %u: %d preparer thread(s) while running\n",
+            st.guard_mode, preparers);
+    if (st.guard_mode == RF_GUARD_MADVISE)
+        assert_int_equal(preparers, 1);
+    assert_int_equal(pa_threads_named("rf-stacks"), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_join_nocancel),
     cmocka_unit_test(test_spawn_join_results),
@@ -993,6 +1072,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_handle_aborts_when_asked),
     cmocka_unit_test(test_stacks_taken_at_first_run),
     cmocka_unit_test(test_unstarted_tasks_freed),
+    cmocka_unit_test(test_slabs_prepared_ahead),
 };
 
 RFT_MAIN_CHILDREN(tests, children, sizeof children / sizeof children[0])
