@@ -536,7 +536,9 @@ typedef struct rf_spawn_options {
  * starts share a few stacks); its mapping is made here, so a spawn that
  * returns a task never fails later for want of a stack. Where many tasks
  * start at once, a thread of the loop's ("rf-stacks", joined by
- * rf_loop_free) prepares the stacks the next ones will take.
+ * rf_loop_free) prepares the stacks the next ones will take. (A loop's
+ * threads, like its ring, stay with the process that made it: a child of
+ * fork() must neither use nor free the loops it inherits.)
  */
 RF_API rf_task *rf_spawn(rf_fn fn, void *arg);
 RF_API rf_task *rf_spawn_opts(rf_fn fn, void *arg, const rf_spawn_options *opts);

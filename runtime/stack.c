@@ -64,7 +64,8 @@ typedef struct rf_stack_slab {
  * whichever task then runs for the first time: where many tasks start
  * at once on a fresh loop (W3's first round) that is most of the round.
  * So when the loop fills a slab and more fresh ones wait, a thread of
- * the loop's prepares the next RF_PREP_AHEAD of them meanwhile, on
+ * the loop's (started at the spawn that maps a second fresh slab)
+ * prepares the next RF_PREP_AHEAD of them meanwhile, on
  * another CPU where there is one: it installs their guards and populates
  * their stack tops (process_madvise, MADV_GUARD_INSTALL and
  * MADV_POPULATE_WRITE), and the loop, when it reaches a prepared slab,
@@ -79,7 +80,6 @@ typedef struct rf_stack_slab {
 typedef struct rf_stack_prep {
     pthread_mutex_t mu;
     pthread_cond_t work; /* the preparer waits for a slab */
-    pthread_cond_t done; /* the loop waits for a slab being prepared */
     pthread_t thread;
     rf_stack_slab *head, *tail; /* queued, SLAB_QUEUED */
     bool stop;
@@ -164,6 +164,7 @@ static bool guard_install(rf_stacks *s, void *g)
 }
 
 static void prep_stop(rf_stacks *s);
+static struct rf_stack_prep *prep_get(rf_stacks *s);
 
 /* The ranges of a slab's stacks for process_madvise(). Not on the
  * stack: a slab is filled at a task's first run, inside the switch of
@@ -294,6 +295,8 @@ static int slab_map(rf_stacks *s)
     slab->next_prep = NULL;
     slab->state = SLAB_FRESH;
     s->spare += s->per_slab;
+    if (slab->next_fresh)
+        prep_get(s); /* a burst: two fresh slabs wait */
     return 0;
 }
 
@@ -333,14 +336,15 @@ static void *prep_main(void *arg)
                       MADV_POPULATE_WRITE, 0);
         pthread_mutex_lock(&p->mu);
         slab->state = guarded ? SLAB_PREPARED : SLAB_PREPARED_UNGUARDED;
-        pthread_cond_broadcast(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-/* The preparer, started at the first fill that has fresh slabs behind
- * it; NULL where there is none (prep_off). */
+/* The preparer: started by slab_map when a second fresh slab waits (on
+ * the spawning task's stack, at an rf_spawn, not inside the switch of
+ * whatever task suspends when a slab is filled); NULL where there is
+ * none (prep_off). */
 static rf_stack_prep *prep_get(rf_stacks *s)
 {
     if (s->prep || s->prep_off)
@@ -353,14 +357,12 @@ static rf_stack_prep *prep_get(rf_stacks *s)
         return NULL;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
     p->pidfd = s->pidfd;
     p->per_slab = s->per_slab;
     p->slot = s->slot;
     p->guard = s->guard;
     p->page = s->page;
     if (rf__thread_create(&p->thread, prep_main, p) != 0) {
-        pthread_cond_destroy(&p->done);
         pthread_cond_destroy(&p->work);
         pthread_mutex_destroy(&p->mu);
         free(p);
@@ -375,7 +377,7 @@ static rf_stack_prep *prep_get(rf_stacks *s)
 /* Queue the next RF_PREP_AHEAD fresh slabs that are not yet queued. */
 static void prep_ahead(rf_stacks *s)
 {
-    rf_stack_prep *p = prep_get(s);
+    rf_stack_prep *p = s->prep;
     if (!p)
         return;
     bool queued = false;
@@ -456,7 +458,6 @@ static void prep_stop(rf_stacks *s)
     pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
-    pthread_cond_destroy(&p->done);
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->mu);
     free(p);

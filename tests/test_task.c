@@ -6,6 +6,8 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
@@ -1004,6 +1006,29 @@ static int pa_threads_named(const char *name)
     return n;
 }
 
+/* Whether this process may guard and populate its own pages through a
+ * pidfd, as the preparer does. */
+static bool pa_can_prepare(void)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (pidfd < 0)
+        return false;
+    long page = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool ok = false;
+    if (m != MAP_FAILED) {
+        struct iovec g = {m, (size_t)page}, t = {m + page, (size_t)page};
+        ok = syscall(SYS_process_madvise, pidfd, &g, 1, 102 /* GUARD_INSTALL */,
+                     0) == page &&
+             syscall(SYS_process_madvise, pidfd, &t, 1, 23 /* POPULATE_WRITE */,
+                     0) == page;
+        munmap(m, (size_t)page * 2);
+    }
+    close(pidfd);
+    return ok;
+}
+
 static void *pa_task(void *arg)
 {
     RFT_CHECK_INT(rf_yield(), 0);
@@ -1043,8 +1068,12 @@ static void test_slabs_prepared_ahead(void **state)
     assert_int_equal(rf_loop_free(l), 0);
     fprintf(stderr, "guard mode %u: %d preparer thread(s) while running\n",
             st.guard_mode, preparers);
-    if (st.guard_mode == RF_GUARD_MADVISE)
+    /* The preparer needs process_madvise() on ourselves with both
+     * advice values (6.13); a sandbox may refuse it where madvise()
+     * guards work. */
+    if (st.guard_mode == RF_GUARD_MADVISE && pa_can_prepare())
         assert_int_equal(preparers, 1);
+    assert_true(preparers <= 1);
     assert_int_equal(pa_threads_named("rf-stacks"), 0);
 }
 
