@@ -178,15 +178,25 @@ static __thread struct iovec slab_iov[RF_SLAB_STACKS];
  * process since 6.13, the release that brought guard regions). Installing
  * them one madvise() at a time costs a system call per task.
  */
+/* slab_iov as the ranges of a slab at base: each slot's guard region
+ * (tops false), or each stack's top page (tops true). */
+static struct iovec *slab_ranges(char *base, unsigned n, size_t slot,
+                                 size_t guard, size_t page, bool tops)
+{
+    for (unsigned i = 0; i < n; i++) {
+        slab_iov[i].iov_base = tops ? base + (size_t)(i + 1) * slot - page
+                                    : base + (size_t)i * slot;
+        slab_iov[i].iov_len = tops ? page : guard;
+    }
+    return slab_iov;
+}
+
 static bool guard_install_slab(rf_stacks *s, char *base)
 {
     if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0)
         return false;
-    struct iovec *iov = slab_iov;
-    for (unsigned i = 0; i < s->per_slab; i++) {
-        iov[i].iov_base = base + (size_t)i * s->slot;
-        iov[i].iov_len = s->guard;
-    }
+    struct iovec *iov =
+        slab_ranges(base, s->per_slab, s->slot, s->guard, s->page, false);
     long rc = syscall(SYS_process_madvise, s->pidfd, iov, s->per_slab,
                       MADV_GUARD_INSTALL, 0);
     if (rc == (long)((size_t)s->per_slab * s->guard))
@@ -254,11 +264,8 @@ static void slab_touch(rf_stacks *s, char *base)
     }
     uint64_t t0 = rf__real_now_ns();
     if (populate) {
-        struct iovec *iov = slab_iov;
-        for (unsigned i = 0; i < s->per_slab; i++) {
-            iov[i].iov_base = base + (size_t)(i + 1) * s->slot - s->page;
-            iov[i].iov_len = s->page;
-        }
+        struct iovec *iov =
+            slab_ranges(base, s->per_slab, s->slot, s->guard, s->page, true);
         long rc = syscall(SYS_process_madvise, s->pidfd, iov, s->per_slab,
                           MADV_POPULATE_WRITE, 0);
         if (rc != (long)((size_t)s->per_slab * s->page))
@@ -306,7 +313,7 @@ static int slab_map(rf_stacks *s)
 static void *prep_main(void *arg)
 {
     rf_stack_prep *p = arg;
-    struct iovec *iov = slab_iov; /* this thread's own */
+    struct iovec *iov; /* slab_iov: this thread's own */
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->head && !p->stop)
@@ -320,17 +327,12 @@ static void *prep_main(void *arg)
         slab->state = SLAB_PREPARING;
         char *base = slab->base;
         pthread_mutex_unlock(&p->mu);
-        for (unsigned i = 0; i < p->per_slab; i++) {
-            iov[i].iov_base = base + (size_t)i * p->slot;
-            iov[i].iov_len = p->guard;
-        }
+        iov = slab_ranges(base, p->per_slab, p->slot, p->guard, p->page,
+                          false);
         long rc = syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
                           MADV_GUARD_INSTALL, 0);
         bool guarded = rc == (long)((size_t)p->per_slab * p->guard);
-        for (unsigned i = 0; i < p->per_slab; i++) {
-            iov[i].iov_base = base + (size_t)(i + 1) * p->slot - p->page;
-            iov[i].iov_len = p->page;
-        }
+        iov = slab_ranges(base, p->per_slab, p->slot, p->guard, p->page, true);
         /* A refusal leaves the pages to the loop's first writes. */
         (void)syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
                       MADV_POPULATE_WRITE, 0);

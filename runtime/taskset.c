@@ -46,6 +46,16 @@ static inline void gather_prefetch(rf_task *const *handles, size_t i, size_t n)
     }
 }
 
+/* Task i, joined: its result, and its status if rc has none yet. */
+static inline void gather_take(const rf_task *t, void **results, size_t i,
+                               int *rc)
+{
+    if (results)
+        results[i] = t->result;
+    if (!*rc)
+        *rc = t->status;
+}
+
 int rf_gather(rf_task *const *handles, size_t n, void **results)
 {
     if (n && !handles)
@@ -84,17 +94,10 @@ int rf_gather(rf_task *const *handles, size_t n, void **results)
             rc = wrc;
             break;
         }
-        if (results)
-            results[i] = tasks(i)->result;
-        if (!rc)
-            rc = tasks(i)->status;
+        gather_take(tasks(i), results, i, &rc);
     }
-    for (; i < n; i++) { /* those joined after a cancellation */
-        if (results)
-            results[i] = tasks(i)->result;
-        if (!rc)
-            rc = tasks(i)->status;
-    }
+    for (; i < n; i++) /* those joined after a cancellation */
+        gather_take(tasks(i), results, i, &rc);
     return rc;
 #undef tasks
 }
