@@ -136,8 +136,8 @@ typedef struct rf_waiter {
  * rf__timer_stop takes a timer that has not fired out of its timeout,
  * without a system call or a wait (a no-op once done). */
 typedef struct rf_timer {
-    rf_list node;
-    rf_waiter w; /* done when it fires: res -ETIME */
+    uint32_t slot; /* its index in its bucket's array (time.c) */
+    rf_waiter w;   /* done when it fires: res -ETIME */
     struct rf_timer_bucket *bucket;
 } rf_timer;
 

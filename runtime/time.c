@@ -95,11 +95,73 @@ typedef struct rf_timer_bucket {
     uint64_t deadline;
     uint64_t seq;      /* virtual time: arming order, for equal deadlines */
     size_t heap_i;     /* virtual time: index in l->vheap */
-    rf_list timers;
+    rf_timer **v;      /* its timers in arming order; NULL: one stopped */
+    uint32_t n;        /* entries of v in use, holes included */
+    uint32_t live;     /* of which timers */
+    uint32_t cap;      /* room in v */
     rf_list idle_node; /* l->idle_buckets, while idle */
     bool idle;         /* no timer in it; not counted in l->inflight */
     bool removing;     /* a TIMEOUT_REMOVE is on its way */
 } rf_timer_bucket;
+
+/*
+ * A bucket's timers are an array, not a list linked through them: they
+ * live on their tasks' stacks, so with many tasks asleep each is a line
+ * out of the cache and the TLB, and a list's walk learns where the next
+ * one is only once this one has arrived. The array names them all, so the
+ * firing fetches many at once (bucket_fired). A stopped timer leaves a
+ * hole, which the firing skips; trailing holes are dropped, and the array
+ * is compacted when holes outnumber timers three to one.
+ */
+static void bucket_init(rf_timer_bucket *b)
+{
+    b->v = NULL;
+    b->n = b->live = b->cap = 0;
+}
+
+static int bucket_add(rf_timer_bucket *b, rf_timer *t)
+{
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? 2 * b->cap : 16;
+        if (cap < b->cap)
+            return -ENOMEM;
+        rf_timer **v = realloc(b->v, (size_t)cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        b->v = v;
+        b->cap = cap;
+    }
+    t->slot = b->n;
+    b->v[b->n++] = t;
+    b->live++;
+    return 0;
+}
+
+static void bucket_del(rf_timer_bucket *b, rf_timer *t)
+{
+    b->v[t->slot] = NULL;
+    if (--b->live == 0) {
+        b->n = 0;
+        return;
+    }
+    while (!b->v[b->n - 1])
+        b->n--;
+    if (b->n >= 64 && b->live < b->n / 4) {
+        uint32_t j = 0;
+        for (uint32_t i = 0; i < b->n; i++)
+            if (b->v[i]) {
+                b->v[i]->slot = j;
+                b->v[j++] = b->v[i];
+            }
+        b->n = j;
+    }
+}
+
+static void bucket_free(rf_timer_bucket *b)
+{
+    free(b->v);
+    free(b);
+}
 
 static unsigned bucket_slot(uint64_t deadline, uint64_t slack)
 {
@@ -117,6 +179,8 @@ static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
     RF_STAT_ADD(l->inflight, 1);
 }
 
+enum { FIRE_AHEAD = 16 };
+
 static void bucket_fired(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
 {
@@ -128,21 +192,20 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
         rf_list_remove(&b->idle_node);
         l->nidle--;
     }
-    rf_list *n;
-    while ((n = rf_list_pop_front(&b->timers)) != NULL) {
-        /* The timers live on their tasks' stacks: with many tasks asleep
-         * each is a line out of the cache. The pop has just written the
-         * next one; fetch the one after it, which the next pop writes,
-         * and the next one's task record, which its wake writes. */
-        rf_list *f = b->timers.next;
-        if (f != &b->timers) {
-            __builtin_prefetch(f->next, 1);
-            __builtin_prefetch(rf_container_of(f, rf_timer, node)->w.task, 1);
-        }
-        rf_timer *t = rf_container_of(n, rf_timer, node);
-        rf__waiter_done(l, &t->w, cqe->res);
+    /* Each wake writes its timer and its task's record: the timers
+     * FIRE_AHEAD on are fetched, and the records of those half as far on,
+     * whose timers (which name them) have arrived by then. */
+    rf_timer **v = b->v;
+    uint32_t n = b->n;
+    for (uint32_t k = 0; k < n; k++) {
+        if (k + FIRE_AHEAD < n && v[k + FIRE_AHEAD])
+            __builtin_prefetch(v[k + FIRE_AHEAD], 1);
+        if (k + FIRE_AHEAD / 2 < n && v[k + FIRE_AHEAD / 2])
+            __builtin_prefetch(v[k + FIRE_AHEAD / 2]->w.task, 1);
+        if (v[k])
+            rf__waiter_done(l, &v[k]->w, cqe->res);
     }
-    free(b);
+    bucket_free(b);
 }
 
 /* ---- virtual time (RF_LOOP_VIRTUAL_TIME) ----
@@ -270,7 +333,7 @@ void rf__vclock_fini(rf_loop *l)
     while (l->vheap_n) {
         rf_timer_bucket *b = l->vheap[0];
         vheap_remove(l, b);
-        free(b);
+        bucket_free(b);
     }
     free(l->vheap);
     l->vheap = NULL;
@@ -366,7 +429,7 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
         b->deadline = deadline;
         b->idle = false;
         b->removing = false;
-        rf_list_init(&b->timers);
+        bucket_init(b);
         if ((*err = vheap_push(l, b)) != 0) {
             free(b);
             return NULL;
@@ -385,13 +448,15 @@ static rf_timer_bucket *bucket_get(rf_loop *l, uint64_t end, int *err)
     b->deadline = deadline;
     b->idle = false;
     b->removing = false;
-    rf_list_init(&b->timers);
+    bucket_init(b);
     rf__abs_timespec(&b->ts, deadline);
     io_uring_prep_timeout(sqe, &b->ts, 0, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&b->h));
     l->timer_cache[i] = b;
     return b;
 }
+
+static void bucket_emptied(rf_loop *l, rf_timer_bucket *b);
 
 int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
 {
@@ -403,7 +468,12 @@ int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
     t->w.done = false;
     if (!b)
         return err;
-    rf_list_push_back(&b->timers, &t->node);
+    if ((err = bucket_add(b, t)) != 0) {
+        t->bucket = NULL;
+        if (b->live == 0)
+            bucket_emptied(l, b); /* new, or taken back from idle */
+        return err;
+    }
     return 0;
 }
 
@@ -430,15 +500,22 @@ void rf__timer_stop(rf_loop *l, rf_timer *t)
     if (t->w.done || !b)
         return;
     t->bucket = NULL;
-    rf_list_remove(&t->node);
-    if (!rf_list_empty(&b->timers) || b->removing)
+    bucket_del(b, t);
+    if (b->live == 0)
+        bucket_emptied(l, b);
+}
+
+/* b's last timer has left it. */
+static void bucket_emptied(rf_loop *l, rf_timer_bucket *b)
+{
+    if (b->removing)
         return;
     if (rf_unlikely(l->vtime)) {
         unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
         if (l->timer_cache[i] == b)
             l->timer_cache[i] = NULL;
         vheap_remove(l, b);
-        free(b);
+        bucket_free(b);
         return;
     }
     /* Idle: kept armed for the next timers that end near it. */

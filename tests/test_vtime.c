@@ -105,6 +105,71 @@ static void test_same_instant_in_arming_order(void **state)
     vrun(order_body, NULL);
 }
 
+/* Timers of one instant, most of them stopped before it comes: the rest
+ * still fire in arming order, each once, and timers armed after the stops
+ * come after them. The stops take 4 of every 5, some from the front, some
+ * from the back, which leaves holes in the bucket's array of timers and
+ * makes it compact them (time.c). */
+#define HOLES_N 400
+#define HOLES_LATE 40
+static int g_holes_order[HOLES_N + HOLES_LATE];
+static int g_holes_n;
+
+static void *holes_sleeper(void *arg)
+{
+    int rc = rf_sleep(5 * SEC); /* all armed at 0: they end at 5 s */
+    if (rc == 0) {
+        RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+        g_holes_order[g_holes_n++] = (int)(intptr_t)arg;
+    } else {
+        RFT_CHECK_INT(rc, -ECANCELED);
+    }
+    return NULL;
+}
+
+static void *holes_late(void *arg)
+{
+    RFT_CHECK_INT(rf_sleep(5 * SEC - rf_now_ns()), 0); /* armed late */
+    RFT_CHECK_INT(rf_now_ns(), 5 * SEC);
+    g_holes_order[g_holes_n++] = (int)(intptr_t)arg;
+    return NULL;
+}
+
+static void *holes_body(void *arg)
+{
+    (void)arg;
+    rf_task *t[HOLES_N + HOLES_LATE];
+    g_holes_n = 0;
+    for (int i = 0; i < HOLES_N; i++)
+        t[i] = rf_spawn(holes_sleeper, (void *)(intptr_t)i);
+    RFT_CHECK_INT(rf_yield(), 0); /* every sleeper armed its timer */
+    for (int i = HOLES_N / 2; i-- > 0;) /* front half, from its end */
+        if (i % 5 != 0)
+            RFT_CHECK_INT(rf_cancel(t[i]), 0);
+    for (int i = HOLES_N / 2; i < HOLES_N; i++) /* back half, forwards */
+        if (i % 5 != 0)
+            RFT_CHECK_INT(rf_cancel(t[i]), 0);
+    RFT_CHECK_INT(rf_sleep(SEC), 0); /* the cancelled ones end */
+    for (int i = HOLES_N; i < HOLES_N + HOLES_LATE; i++)
+        t[i] = rf_spawn(holes_late, (void *)(intptr_t)i);
+    for (int i = 0; i < HOLES_N + HOLES_LATE; i++) {
+        RFT_CHECK_INT(rf_join(t[i], NULL),
+                      i < HOLES_N && i % 5 != 0 ? -ECANCELED : 0);
+        rf_task_release(t[i]);
+    }
+    RFT_CHECK_INT(g_holes_n, HOLES_N / 5 + HOLES_LATE);
+    for (int k = 0; k < HOLES_N / 5; k++)
+        RFT_CHECK_INT(g_holes_order[k], 5 * k);
+    for (int k = 0; k < HOLES_LATE; k++)
+        RFT_CHECK_INT(g_holes_order[HOLES_N / 5 + k], HOLES_N + k);
+    return NULL;
+}
+
+static void test_same_instant_after_stops(void **state)
+{
+    vrun(holes_body, NULL);
+}
+
 /* A deadline and a sleep that end at one instant: the one armed first
  * wins. rf_sleep arms its own timer before the wait begins, and the wait
  * arms the task's deadline: the sleep ends normally at exactly 5 s, and
@@ -550,6 +615,7 @@ static void test_clock_advance_errors(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hour_of_sleepers),
     cmocka_unit_test(test_same_instant_in_arming_order),
+    cmocka_unit_test(test_same_instant_after_stops),
     cmocka_unit_test(test_deadline_and_sleep),
     cmocka_unit_test(test_wait_for_at_its_timeout),
     cmocka_unit_test(test_cancel_during_advance),
