@@ -1,9 +1,10 @@
 /*
  * The one intrusive list of the runtime: circular, doubly linked, with a
  * sentinel head. Tasks alive, free records, every list of waiters (a
- * task's joiners, a queue's getters...), timers, operations in flight on a
- * descriptor, acceptors and group members use it; the run queue does not
- * (a ring of task pointers, rf_loop.rq).
+ * task's joiners, a queue's getters...), idle timer buckets, operations
+ * in flight on a descriptor, acceptors and group members use it; the run
+ * queue (a ring of task pointers, rf_loop.rq) and a timer bucket's timers
+ * (an array, time.c) do not.
  * A removed node points at itself, so removing it twice is harmless; that
  * lets a waiter unlink itself without knowing whether the event it waited
  * for has already unlinked it.

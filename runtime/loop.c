@@ -149,7 +149,10 @@ static inline rf_task *run_next(rf_loop *l)
         __builtin_prefetch(r, 1);
         rf_task *n = l->rq[(l->rq_head + PREFETCH_FRAME) & l->rq_mask];
         const char *f = (const char *)n->ctx.fctx;
-        if (f) /* NULL: not started yet, bound when it runs */
+        /* NULL: not started yet, bound when it runs. (A task with a
+         * stack of its own has a first frame at spawn, at the top of its
+         * mapping: the lines above it are fetched for nothing.) */
+        if (f)
             for (unsigned k = 0; k < PREFETCH_LINES; k++)
                 __builtin_prefetch(f + 64 * k);
     }

@@ -181,10 +181,15 @@ static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
 
 enum { FIRE_AHEAD = 16 };
 
+/* The bucket bucket_remove is taking an SQE for (see there). */
+static __thread rf_timer_bucket *removing_now;
+
 static void bucket_fired(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
 {
     rf_timer_bucket *b = (rf_timer_bucket *)h;
+    if (rf_unlikely(b == removing_now))
+        removing_now = NULL; /* freed below, inside bucket_remove's SQE get */
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
@@ -197,6 +202,9 @@ static void bucket_fired(rf_loop *l, rf_handler *h,
      * whose timers (which name them) have arrived by then. */
     rf_timer **v = b->v;
     uint32_t n = b->n;
+    for (uint32_t k = 0; k < n && k < FIRE_AHEAD; k++)
+        if (v[k])
+            __builtin_prefetch(v[k], 1);
     for (uint32_t k = 0; k < n; k++) {
         if (k + FIRE_AHEAD < n && v[k + FIRE_AHEAD])
             __builtin_prefetch(v[k + FIRE_AHEAD], 1);
@@ -478,7 +486,10 @@ int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
 }
 
 /* Take b's kernel timeout out (its CQE, -ECANCELED, frees it). Without an
- * SQE it is left to fire on its own, counted, and freed then. */
+ * SQE it is left to fire on its own, counted, and freed then. An SQ that
+ * stays full makes rf__sqe_get reap, and the completions it reaps may
+ * include b's own timeout, fired meanwhile: bucket_fired then frees b and
+ * says so through removing_now, and the SQE taken does nothing. */
 static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
 {
     if (b->idle)
@@ -486,12 +497,19 @@ static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
+    removing_now = b;
     struct io_uring_sqe *sqe = rf__sqe_get(l);
+    bool gone = removing_now == NULL;
+    removing_now = NULL;
     if (!sqe)
         return;
-    io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
+    if (gone)
+        io_uring_prep_nop(sqe);
+    else
+        io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
     io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    b->removing = true;
+    if (!gone)
+        b->removing = true;
 }
 
 void rf__timer_stop(rf_loop *l, rf_timer *t)
@@ -569,8 +587,9 @@ int rf_sleep(uint64_t ns)
  * task's own timer, t->deadline_timer, one of the timers above. It is
  * armed at the first wait that accepts the deadline (RF_WAIT_DEADLINE)
  * and stays armed across waits until it fires, the deadline moves, or the
- * task ends; stopping it is a list unlink, without a system call. While
- * the task waits, the timer's waiter names it: the timer firing wakes it,
+ * task ends; stopping it clears its slot in its bucket's array, without
+ * a system call. While the task waits, the timer's waiter names it: the
+ * timer firing wakes it,
  * and rf__wait returns -ETIMEDOUT, as rf_cancel ends a wait that accepts
  * cancellation. The waiter then takes itself out of what it waited on;
  * an operation in the ring is first cancelled in the kernel, and its

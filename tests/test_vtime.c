@@ -107,10 +107,13 @@ static void test_same_instant_in_arming_order(void **state)
 
 /* Timers of one instant, most of them stopped before it comes: the rest
  * still fire in arming order, each once, and timers armed after the stops
- * come after them. The stops take 4 of every 5, some from the front, some
- * from the back, which leaves holes in the bucket's array of timers and
- * makes it compact them (time.c). */
+ * come after them. 4 of every 5 are stopped, the last 300 first, then the
+ * first 100, both in arming order: the holes make the bucket's array of
+ * timers compact itself (time.c) while some of the first 100 are still
+ * to stop, and a stop that used a slot from before the compaction would
+ * clear a timer still armed, whose sleeper would never wake. */
 #define HOLES_N 400
+#define HOLES_FRONT 100
 #define HOLES_LATE 40
 static int g_holes_order[HOLES_N + HOLES_LATE];
 static int g_holes_n;
@@ -143,12 +146,11 @@ static void *holes_body(void *arg)
     for (int i = 0; i < HOLES_N; i++)
         t[i] = rf_spawn(holes_sleeper, (void *)(intptr_t)i);
     RFT_CHECK_INT(rf_yield(), 0); /* every sleeper armed its timer */
-    for (int i = HOLES_N / 2; i-- > 0;) /* front half, from its end */
-        if (i % 5 != 0)
-            RFT_CHECK_INT(rf_cancel(t[i]), 0);
-    for (int i = HOLES_N / 2; i < HOLES_N; i++) /* back half, forwards */
-        if (i % 5 != 0)
-            RFT_CHECK_INT(rf_cancel(t[i]), 0);
+    for (int i = HOLES_FRONT; i < HOLES_N + HOLES_FRONT; i++) {
+        int k = i % HOLES_N; /* the last 300, then the first 100 */
+        if (k % 5 != 0)
+            RFT_CHECK_INT(rf_cancel(t[k]), 0);
+    }
     RFT_CHECK_INT(rf_sleep(SEC), 0); /* the cancelled ones end */
     for (int i = HOLES_N; i < HOLES_N + HOLES_LATE; i++)
         t[i] = rf_spawn(holes_late, (void *)(intptr_t)i);
