@@ -275,7 +275,11 @@ int rf_acceptor_close(rf_acceptor *h)
     rf_loop *l = a->loop;
     a->closing = true;
     if (a->armed) {
-        acceptor_cancel(a);
+        /* The multishot must end before the record goes: make room for
+         * the cancel if need be (bounded: a ring that takes nothing is
+         * broken). */
+        for (int tries = 0; tries < 100 && !acceptor_cancel(a); tries++)
+            rf__ring_enter(l, 0);
         while (a->armed)
             rf__waiter_next(l, self, &a->w, 0, RF_WAIT_ON_ACCEPT, RF_ON_FD(a->lfd));
     }

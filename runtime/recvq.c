@@ -212,9 +212,15 @@ static bool rxq_cancel(rf_loop *l, rf_rxq *q)
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
         return false;
-    io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);
+    if (!q->armed) {
+        /* An SQ that stayed full made the get reap, and the reap took
+         * the multishot's last CQE: nothing to cancel (nor to wait for). */
+        io_uring_prep_nop(sqe);
+    } else {
+        io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);
+        q->stopping = true;
+    }
     io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    q->stopping = true;
     return true;
 }
 
@@ -236,10 +242,13 @@ static void rxq_cancel_hard(rf_loop *l, rf_rxq *q)
 static bool rxq_detach(rf_loop *l, struct rf_recvq *s, rf_rxq *q)
 {
     s->by_fd[q->fd] = NULL;
+    /* Closed after the cancel: a reap inside its SQE get (an SQ that
+     * stayed full) that took the multishot's last CQE must not free the
+     * record under us; the buffers such a reap queued go back below. */
+    bool ok = rxq_cancel(l, q);
+    q->closed = true;
     if (s->br)
         rxq_drop(s, q);
-    q->closed = true;
-    bool ok = rxq_cancel(l, q);
     rxq_wake(l, q); /* they see closed */
     rxq_release_if_idle(s, q);
     return ok;
@@ -459,6 +468,8 @@ static int rxq_quiesce(rf_loop *l, rf_task *self, rf_rxq *q)
     while (q->armed && !q->bytes && !q->w.task) {
         if (!rxq_cancel(l, q))
             return -EBUSY;
+        if (!q->armed || q->bytes)
+            break; /* ended, or data came, while the cancel got an SQE */
         int rc = rxq_wait(l, self, q, &q->qw, 0);
         if (rc)
             return rc;

@@ -214,6 +214,10 @@ static bool events_waiting(const rf_loop *l)
  * DEFER_TASKRUN that is what makes the kernel post the completions it
  * holds, which the reap that follows takes.
  */
+/* This thread is in rf__ring_reap (a loop is run by one thread at a
+ * time, and its handlers run inside its reaps). */
+static __thread bool reaping;
+
 int rf__ring_enter(rf_loop *l, unsigned wait_nr)
 {
     for (unsigned tries = 0;; tries++) {
@@ -233,7 +237,13 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
             return ret;
         /* The kernel wants CQ room (overflow backlog on older kernels) or
          * memory before it takes more. Reaping makes room; completions
-         * reaped are what a waiter wanted anyway. */
+         * reaped are what a waiter wanted anyway. Not inside a reap (a
+         * handler that takes an SQE in a full SQ): the CQ's head moves
+         * only when that reap's walk ends, so a reap nested in it would
+         * dispatch the same completions again. The handler gets no SQE
+         * instead, which every handler copes with. */
+        if (reaping)
+            return ret;
         if (rf__ring_reap(l) > 0 && wait_nr)
             return 0;
         if (tries == 16)
@@ -532,6 +542,8 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
 unsigned rf__ring_reap(rf_loop *l)
 {
     unsigned total = 0;
+    bool was = reaping;
+    reaping = true;
     if (rf_unlikely(l->delay_on)) /* the tasks its CQEs wake are ready now */
         l->delay_now = rf__real_now_ns();
     for (;;) {
@@ -552,6 +564,7 @@ unsigned rf__ring_reap(rf_loop *l)
         if (io_uring_get_events(&l->ring) < 0 && n == 0)
             break;
     }
+    reaping = was;
     RF_STAT_ADD(l->stats.cqes_reaped, total);
     return total;
 }
