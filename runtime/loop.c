@@ -842,6 +842,10 @@ int rf_loop_free(rf_loop *loop)
                 (unsigned long long)loop->stats.tasks_alive, rf_strerror(rc));
     rf__stall_fini(loop);
     rf__pool_loop_fini(loop);
+    /* Before the records and stacks go: where the run above failed (a
+     * ring that refused work) operations may still be in flight, and the
+     * mailbox's last reaps dispatch their completions. */
+    rf__remote_fini(loop);
     while (!rf_list_empty(&loop->alive)) {
         rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
         rf_list_remove(&t->alive);
@@ -849,7 +853,6 @@ int rf_loop_free(rf_loop *loop)
     }
     rf__acceptors_release(loop, true);
     rf__recvq_release(loop, true);
-    rf__remote_fini(loop);
     rf__vclock_fini(loop);
     io_uring_queue_exit(&loop->ring);
     rf__ring_wake_fini(loop);
