@@ -54,11 +54,12 @@ static double header_timeout_s = 10;
 
 static const char HELLO[] = "hello world!";
 
-/* "Date: Sun, 22 Nov 2026 01:02:03 GMT\r\n", remade once a second. */
+/* "Date: Sun, 22 Nov 2026 01:02:03 GMT\r\n", remade once a second; one
+ * per thread (with --loops, each loop runs on a thread of its own). */
 static const char *date_header(void)
 {
-    static char buf[64];
-    static time_t made = -1;
+    static __thread char buf[64];
+    static __thread time_t made = -1;
     time_t now = time(NULL);
     if (now != made) {
         struct tm tm;
