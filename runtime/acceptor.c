@@ -277,11 +277,17 @@ int rf_acceptor_close(rf_acceptor *h)
     if (a->armed) {
         /* The multishot must end before the record goes: make room for
          * the cancel if need be (bounded: a ring that takes nothing is
-         * broken). */
-        for (int tries = 0; tries < 100 && !acceptor_cancel(a); tries++)
-            rf__ring_enter(l, 0);
-        while (a->armed)
+         * broken), and try again at each wake-up until one is sent. A
+         * reap inside the SQE get may end the multishot first. */
+        bool sent = false;
+        for (int tries = 0; tries < 100 && a->armed && !sent; tries++)
+            if (!(sent = acceptor_cancel(a)))
+                rf__ring_enter(l, 0);
+        while (a->armed) {
             rf__waiter_next(l, self, &a->w, 0, RF_WAIT_ON_ACCEPT, RF_ON_FD(a->lfd));
+            if (a->armed && !sent)
+                sent = acceptor_cancel(a);
+        }
     }
     acceptor_free(a);
     return 0;

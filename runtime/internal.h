@@ -204,7 +204,9 @@ struct rf_task {
 #if !defined(RF_ASAN) && !defined(RF_TSAN)
 /* 256 bytes: every record of a chunk starts at the same offset in a cache
  * line, and the fields above deadline_timer stay within three lines. */
-_Static_assert(sizeof(struct rf_task) == 256, "rf_task: see above");
+_Static_assert(sizeof(struct rf_task) == 256 &&
+                   offsetof(struct rf_task, deadline_timer) <= 192,
+               "rf_task: see above");
 #endif
 
 #define RF_TIMER_BUCKETS 16

@@ -134,8 +134,8 @@ uint64_t rf_loop_shuffle_seed(const rf_loop *loop)
 enum { PREFETCH_RECORD = 3, PREFETCH_FRAME = 1, PREFETCH_LINES = 6 };
 
 /* Always inlined: GCC takes a function that only prefetches for one
- * without side effects, and drops the calls to it (run_next and
- * rf__yield_begin then fetched nothing: W4 1.26). */
+ * without side effects and drops the calls to it, unless it is inlined
+ * first (without the attribute W4 ran at 1.26). */
 static inline __attribute__((always_inline)) void prefetch_ahead(rf_loop *l)
 {
     if (rf__nready(l) > PREFETCH_RECORD) {
@@ -292,19 +292,6 @@ int rf_yield(void)
     return self->cancelled ? -ECANCELED : 0;
 }
 
-/*
- * rf_yield as the header inlines it into the caller (see "Fast path" in
- * ringfiber.h): begin does everything up to the jump, the caller jumps
- * (rf__jump, a tail jump into jump_fcontext), end lands.
- *
- * Why: jump_fcontext leaves through an indirect jmp, not a ret, so the
- * return address pushed by the call into it stays on the CPU's return
- * stack buffer. When the switch sits inside a library function, the ret
- * of that function in the task being resumed pops that stale entry and
- * mispredicts: one misprediction per switch, about a third of a yield.
- * With the jump in the caller's own frame no ret follows it: the calls to
- * begin and end each return to where they were called from.
- */
 /* rf__yield_begin's whole way. */
 static __attribute__((noinline)) rf__plan yield_begin(rf_loop *l,
                                                       rf_task *self)
@@ -320,6 +307,19 @@ static __attribute__((noinline)) rf__plan yield_begin(rf_loop *l,
     return (rf__plan){to->fctx, &self->ctx};
 }
 
+/*
+ * rf_yield as the header inlines it into the caller (see "Fast path" in
+ * ringfiber.h): begin does everything up to the jump, the caller jumps
+ * (rf__jump, a tail jump into jump_fcontext), end lands.
+ *
+ * Why: jump_fcontext leaves through an indirect jmp, not a ret, so the
+ * return address pushed by the call into it stays on the CPU's return
+ * stack buffer. When the switch sits inside a library function, the ret
+ * of that function in the task being resumed pops that stale entry and
+ * mispredicts: one misprediction per switch, about a third of a yield.
+ * With the jump in the caller's own frame no ret follows it: the calls to
+ * begin and end each return to where they were called from.
+ */
 /* Both halves start a cache line: a change anywhere in this file moved
  * them within their lines and W1 by 3 to 9% either way (bench/ab.sh,
  * 16 runs), with no instruction of theirs changed. */

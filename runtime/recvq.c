@@ -212,9 +212,10 @@ static bool rxq_cancel(rf_loop *l, rf_rxq *q)
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
         return false;
-    if (!q->armed) {
+    if (!q->armed || q->stopping) {
         /* An SQ that stayed full made the get reap, and the reap took
-         * the multishot's last CQE: nothing to cancel (nor to wait for). */
+         * the multishot's last CQE (nothing to cancel, nor to wait for),
+         * or paused it (a cancel is on its way). */
         io_uring_prep_nop(sqe);
     } else {
         io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);

@@ -204,6 +204,10 @@ static bool events_waiting(const rf_loop *l)
            (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
+/* This thread is in rf__ring_reap (a loop is run by one thread at a
+ * time, and its handlers run inside its reaps). */
+static __thread bool reaping __attribute__((tls_model("initial-exec")));
+
 /*
  * The place that enters the kernel (with rf__ring_enter_timeout below,
  * its timed variant for a virtual clock's autojump, and enter_batch, a
@@ -214,10 +218,6 @@ static bool events_waiting(const rf_loop *l)
  * DEFER_TASKRUN that is what makes the kernel post the completions it
  * holds, which the reap that follows takes.
  */
-/* This thread is in rf__ring_reap (a loop is run by one thread at a
- * time, and its handlers run inside its reaps). */
-static __thread bool reaping;
-
 int rf__ring_enter(rf_loop *l, unsigned wait_nr)
 {
     for (unsigned tries = 0;; tries++) {

@@ -182,7 +182,8 @@ static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
 enum { FIRE_AHEAD = 16 };
 
 /* The bucket bucket_remove is taking an SQE for (see there). */
-static __thread rf_timer_bucket *removing_now;
+static __thread rf_timer_bucket *removing_now
+    __attribute__((tls_model("initial-exec")));
 
 static void bucket_fired(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
