@@ -590,12 +590,12 @@ int rf_sleep(uint64_t ns)
  * and stays armed across waits until it fires, the deadline moves, or the
  * task ends; stopping it clears its slot in its bucket's array, without
  * a system call. While the task waits, the timer's waiter names it: the
- * timer firing wakes it,
- * and rf__wait returns -ETIMEDOUT, as rf_cancel ends a wait that accepts
- * cancellation. The waiter then takes itself out of what it waited on;
- * an operation in the ring is first cancelled in the kernel, and its
- * final CQE awaited (ring.c). Once fired, the timer stays done: every later
- * wait returns -ETIMEDOUT at once, until the deadline is moved or cleared.
+ * timer firing wakes it, and rf__wait returns -ETIMEDOUT, as rf_cancel
+ * ends a wait that accepts cancellation. The waiter then takes itself
+ * out of what it waited on; an operation in the ring is first cancelled
+ * in the kernel, and its final CQE awaited (ring.c). Once fired, the
+ * timer stays done: every later wait returns -ETIMEDOUT at once, until
+ * the deadline is moved or cleared.
  *
  * So a deadline costs one timer per task, not one per wait: a task that
  * makes a thousand operations under one deadline arms it once, and the
