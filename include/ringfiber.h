@@ -428,7 +428,10 @@ typedef struct rf_stats {
     uint64_t ops_in_flight;   /* submitted or queued, CQE not yet seen;
                                * not counted: idle shared timeouts kept
                                * for reuse, which nobody waits on and
-                               * the loop removes before it sleeps */
+                               * the loop removes before it sleeps;
+                               * plus one while completions the kernel
+                               * handed over to make room (it refused a
+                               * submission) wait for the next reap */
     uint64_t passes;          /* scheduler passes */
     uint64_t stacks_mapped;   /* task stacks in use: a task takes its
                                * stack when it first runs */

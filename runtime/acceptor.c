@@ -277,10 +277,9 @@ int rf_acceptor_close(rf_acceptor *h)
     if (a->armed) {
         /* The multishot must end before the record goes: make room for
          * the cancel if need be (bounded: a ring that takes nothing is
-         * broken), and try again at each wake-up until one is sent. A
-         * reap inside the SQE get may end the multishot first. */
+         * broken), and try again at each wake-up until one is sent. */
         bool sent = false;
-        for (int tries = 0; tries < 100 && a->armed && !sent; tries++)
+        for (int tries = 0; tries < 100 && !sent; tries++)
             if (!(sent = acceptor_cancel(a)))
                 rf__ring_enter(l, 0);
         while (a->armed) {

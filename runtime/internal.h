@@ -335,6 +335,20 @@ struct rf_loop {
         uint64_t cqes;      /* cqes_reaped when the window began */
         uint64_t sum_cqes, sum_wall; /* the windows since the last probe */
     } wake;
+    /* Completions an enter took out of the CQ when the kernel refused a
+     * submission, in order, for the next rf__ring_reap to dispatch
+     * (ring.c). While it holds any, it counts as one in inflight. */
+    struct {
+        struct io_uring_cqe *v;
+        unsigned head, n, cap; /* v[head..n) are still to dispatch */
+        uint64_t taken;        /* completions ever moved in (tests) */
+    } backlog;
+    /* Test hook (tests/test_refuse.c): every refuse_every-th submitting
+     * enter of rf__ring_enter is refused with -EBUSY once the kernel has
+     * posted the completions it holds, as a kernel that wants CQ room
+     * refuses one. 0: never. */
+    unsigned refuse_every, refuse_count;
+    uint64_t refused;
     /* Work that another thread will hand back through rf__remote_post
      * (offloaded calls): the loop does not report a deadlock, and is not
      * freed, while it is non-zero. Loop thread only. */

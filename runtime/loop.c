@@ -430,12 +430,6 @@ static int loop_sleep(rf_loop *l, bool may_batch)
 {
     if (!rf__remote_sleep_begin(l))
         return 0; /* mail came in the meantime */
-    if (rf_unlikely(rf__nready(l))) {
-        /* Arming the mailbox's read had to reap (an SQ that stayed
-         * full), and the reap woke a task: no sleep. */
-        rf__remote_awake(l, true);
-        return 0;
-    }
     __atomic_store_n(&l->idle, 1, __ATOMIC_RELAXED);
     RF_STAT_SET(l->m.tasks_ready, 0);
     /* Virtual time with real work in flight: the clock waits for it, or
@@ -576,13 +570,8 @@ static int loop_run(rf_loop *l, enum run_mode mode)
             continue;
         /* Idle timeouts are not waited for: removed before a sleep (or
          * the verdict that nothing is left), they cannot wake it late. */
-        if (l->nidle) {
+        if (l->nidle)
             rf__timers_flush_idle(l);
-            /* Its SQE gets may have had to reap (an SQ that stayed
-             * full), and the reap woken tasks. */
-            if (rf_unlikely(rf__nready(l)))
-                continue;
-        }
         if (!can_wake(l)) {
             /* Every task waits and nothing can wake one; a host's loop
              * with no task at all is merely idle. */
@@ -861,6 +850,7 @@ int rf_loop_free(rf_loop *loop)
     rf__tasks_free_all(loop);
     rf__overflow_handler_remove(loop);
     rf_event_fini(&loop->shutdown_ev); /* nobody waits: no task is left */
+    free(loop->backlog.v);
     free(loop->rq);
     free(loop);
     return 0;

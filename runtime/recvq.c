@@ -212,16 +212,9 @@ static bool rxq_cancel(rf_loop *l, rf_rxq *q)
     struct io_uring_sqe *sqe = rf__sqe_get(l);
     if (!sqe)
         return false;
-    if (!q->armed || q->stopping) {
-        /* An SQ that stayed full made the get reap, and the reap took
-         * the multishot's last CQE (nothing to cancel, nor to wait for),
-         * or paused it (a cancel is on its way). */
-        io_uring_prep_nop(sqe);
-    } else {
-        io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);
-        q->stopping = true;
-    }
+    io_uring_prep_cancel64(sqe, rf__handler_data(&q->h), 0);
     io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
+    q->stopping = true;
     return true;
 }
 
@@ -243,9 +236,6 @@ static void rxq_cancel_hard(rf_loop *l, rf_rxq *q)
 static bool rxq_detach(rf_loop *l, struct rf_recvq *s, rf_rxq *q)
 {
     s->by_fd[q->fd] = NULL;
-    /* Closed after the cancel: a reap inside its SQE get (an SQ that
-     * stayed full) that took the multishot's last CQE must not free the
-     * record under us; the buffers such a reap queued go back below. */
     bool ok = rxq_cancel(l, q);
     q->closed = true;
     if (s->br)

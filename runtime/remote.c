@@ -212,8 +212,8 @@ static bool wake_by_ring(rf_loop *self, rf_loop *l)
                            rf__handler_data(&l->ring_woken_h), 0);
     io_uring_sqe_set_data64(sqe, rf__handler_data(&self->wake_fail_h));
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-    /* io_uring_submit, not rf__ring_enter: this may run inside a reap
-     * (a handler's post), which must not reap again. */
+    /* One plain submit, not rf__ring_enter: a refusal leaves the SQE in
+     * the SQ, which is what is looked at below. */
     int ret;
     do
         ret = io_uring_submit(&self->ring);

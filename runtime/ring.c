@@ -34,6 +34,16 @@
  * CQE (one without IORING_CQE_F_MORE); loop->inflight counts those not yet
  * seen. A loop is not freed while it is non-zero, so no completion can
  * arrive for an operation record that is gone.
+ *
+ * One rule for completions: they are dispatched by rf__ring_reap and
+ * nowhere else. Entering the kernel never runs a handler nor wakes a
+ * task, even when it has to make room: a kernel that refuses a
+ * submission for want of CQ room (-EBUSY, -EAGAIN) gets it by the
+ * enter moving the CQ's completions, in order, into the loop's backlog,
+ * which the next reap dispatches first. So rf__sqe_get, which enters
+ * when the SQ is full, leaves whatever its caller holds (a timer bucket,
+ * a receive queue, an acceptor, a handler's record in the middle of a
+ * reap) as it was.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -193,7 +203,8 @@ bool rf__ring_has_work(const rf_loop *l)
     const struct io_uring *r = &l->ring;
     return io_uring_sq_ready(r) != 0 || io_uring_cq_ready(r) != 0 ||
            (IO_URING_READ_ONCE(*r->sq.kflags) &
-            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
+           l->backlog.n != 0;
 }
 
 static bool events_waiting(const rf_loop *l)
@@ -204,9 +215,73 @@ static bool events_waiting(const rf_loop *l)
            (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
-/* This thread is in rf__ring_reap (a loop is run by one thread at a
- * time, and its handlers run inside its reaps). */
-static __thread bool reaping __attribute__((tls_model("initial-exec")));
+/*
+ * The kernel refused a submission for want of CQ room: move what the CQ
+ * holds (and what the kernel parked aside, on a CQ that overflowed) into
+ * the backlog, without dispatching any of it. Returns how many moved, or
+ * -ENOMEM if the backlog could not grow (what did not fit stays in the
+ * CQ). While the backlog holds completions it counts as one operation in
+ * flight: nothing takes the loop for idle or drained before the reap.
+ */
+static int backlog_take(rf_loop *l)
+{
+    struct io_uring *r = &l->ring;
+    int moved = 0;
+    for (unsigned rounds = 0;; rounds++) {
+        unsigned head = *r->cq.khead;
+        unsigned n = io_uring_smp_load_acquire(r->cq.ktail) - head;
+        if (n) {
+            unsigned have = l->backlog.n - l->backlog.head;
+            if (l->backlog.head && l->backlog.n + n > l->backlog.cap) {
+                memmove(l->backlog.v, l->backlog.v + l->backlog.head,
+                        have * sizeof(*l->backlog.v));
+                l->backlog.head = 0;
+                l->backlog.n = have;
+            }
+            if (l->backlog.n + n > l->backlog.cap) {
+                unsigned cap = l->backlog.cap ? 2 * l->backlog.cap
+                                              : r->cq.ring_entries;
+                while (cap < l->backlog.n + n)
+                    cap *= 2;
+                struct io_uring_cqe *v =
+                    realloc(l->backlog.v, (size_t)cap * sizeof(*v));
+                if (!v)
+                    return moved ? moved : -ENOMEM;
+                l->backlog.v = v;
+                l->backlog.cap = cap;
+            }
+            if (have == 0)
+                RF_STAT_ADD(l->inflight, 1);
+            for (unsigned i = 0; i < n; i++)
+                l->backlog.v[l->backlog.n++] =
+                    r->cq.cqes[(head + i) & r->cq.ring_mask];
+            io_uring_smp_store_release(r->cq.khead, head + n);
+            l->backlog.taken += n;
+            moved += (int)n;
+        }
+        /* Parked completions come in once the CQ has room. */
+        if (!io_uring_cq_has_overflow(r) || rounds == 8)
+            return moved;
+        RF_STAT_ADD(l->stats.enters, 1);
+        if (io_uring_get_events(r) < 0)
+            return moved;
+    }
+}
+
+/* The submitting enter of rf__ring_enter, and the test hook that refuses
+ * some (rf_loop.refuse_every): the kernel posts what it holds, takes
+ * nothing, and says -EBUSY. */
+static int enter_call(rf_loop *l, unsigned wait_nr)
+{
+    if (rf_unlikely(l->refuse_every) &&
+        ++l->refuse_count % l->refuse_every == 0) {
+        l->refused++;
+        (void)io_uring_get_events(&l->ring);
+        return -EBUSY;
+    }
+    return wait_nr ? io_uring_submit_and_wait(&l->ring, wait_nr)
+                   : io_uring_submit_and_get_events(&l->ring);
+}
 
 /*
  * The place that enters the kernel (with rf__ring_enter_timeout below,
@@ -220,11 +295,12 @@ static __thread bool reaping __attribute__((tls_model("initial-exec")));
  */
 int rf__ring_enter(rf_loop *l, unsigned wait_nr)
 {
+    if (rf_unlikely(l->backlog.n))
+        wait_nr = 0; /* completions are here: the caller's reap takes them */
     for (unsigned tries = 0;; tries++) {
         if (!wait_nr && !io_uring_sq_ready(&l->ring) && !events_waiting(l))
             return 0;
-        int ret = wait_nr ? io_uring_submit_and_wait(&l->ring, wait_nr)
-                          : io_uring_submit_and_get_events(&l->ring);
+        int ret = enter_call(l, wait_nr);
         RF_STAT_ADD(l->stats.enters, 1);
         rf__clock_refresh(l); /* a tenth of the system call, or less */
         if (ret >= 0) {
@@ -235,19 +311,16 @@ int rf__ring_enter(rf_loop *l, unsigned wait_nr)
             continue; /* a signal came while waiting; nothing was lost */
         if (ret != -EBUSY && ret != -EAGAIN)
             return ret;
-        /* The kernel wants CQ room (overflow backlog on older kernels) or
-         * memory before it takes more. Reaping makes room; completions
-         * reaped are what a waiter wanted anyway. Not inside a reap (a
-         * handler that takes an SQE in a full SQ): the CQ's head moves
-         * only when that reap's walk ends, so a reap nested in it would
-         * dispatch the same completions again. The handler gets no SQE
-         * instead, which every handler copes with. */
-        if (reaping)
+        /* The kernel wants CQ room (completions parked aside on older
+         * kernels) or memory before it takes more. The CQ's completions
+         * move to the backlog, which makes the room; the caller's next
+         * reap dispatches them (the rule at the top of this file). A
+         * wait is over: completions are there. */
+        int moved = backlog_take(l);
+        if (moved < 0 || tries == 16)
             return ret;
-        if (rf__ring_reap(l) > 0 && wait_nr)
+        if (wait_nr && moved > 0)
             return 0;
-        if (tries == 16)
-            return ret;
     }
 }
 
@@ -470,7 +543,7 @@ static int enter_batch(rf_loop *l, unsigned k)
 int rf__ring_sleep(rf_loop *l, uint64_t now, bool may_batch)
 {
     unsigned k = 1;
-    if (l->wake.us && may_batch) {
+    if (l->wake.us && may_batch && !l->backlog.n) {
         wake_sample(l, now);
         if (wake_batching(l) && !io_uring_sq_ready(&l->ring)) {
             k = l->wake.batch ? l->wake.batch : 2;
@@ -502,6 +575,8 @@ int rf__ring_sleep(rf_loop *l, uint64_t now, bool may_batch)
  * loop is made), not an SQE. */
 int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
 {
+    if (rf_unlikely(l->backlog.n))
+        return 0; /* completions are here: the caller's reap takes them */
     struct __kernel_timespec ts;
     rf__abs_timespec(&ts, ns); /* a relative timeout, the same split */
     for (;;) {
@@ -512,6 +587,8 @@ int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
         rf__clock_refresh(l);
         if (ret >= 0)
             return 0;
+        if ((ret == -EBUSY || ret == -EAGAIN) && backlog_take(l) > 0)
+            return 0; /* room made: the caller's reap takes them */
         if (ret != -EINTR)
             return ret; /* -ETIME: the time passed with nothing */
     }
@@ -539,32 +616,59 @@ static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
         h->fn(l, h, cqe);
 }
 
+/* The backlog's completions, oldest first, with those a handler's enter
+ * adds meanwhile (at the end). */
+static unsigned backlog_dispatch(rf_loop *l)
+{
+    unsigned n = 0;
+    while (l->backlog.head < l->backlog.n) {
+        struct io_uring_cqe c = l->backlog.v[l->backlog.head++];
+        dispatch(l, &c);
+        n++;
+    }
+    l->backlog.head = l->backlog.n = 0;
+    RF_STAT_SUB(l->inflight, 1);
+    return n;
+}
+
+/*
+ * Dispatch every completion there is: the backlog's first (they are the
+ * older), then the CQ's. The CQ's head moves past each completion before
+ * it is dispatched: a handler that takes an SQE in a full SQ may enter,
+ * and that enter may move the rest of the CQ to the backlog; the walk
+ * then starts again from the backlog, so that nothing is dispatched
+ * twice or out of order.
+ */
 unsigned rf__ring_reap(rf_loop *l)
 {
+    struct io_uring *r = &l->ring;
     unsigned total = 0;
-    bool was = reaping;
-    reaping = true;
     if (rf_unlikely(l->delay_on)) /* the tasks its CQEs wake are ready now */
         l->delay_now = rf__real_now_ns();
-    for (;;) {
-        unsigned head, n = 0;
-        struct io_uring_cqe *cqe;
-        io_uring_for_each_cqe(&l->ring, head, cqe)
-        {
-            dispatch(l, cqe);
-            n++;
+    for (unsigned dry = 0;;) {
+        if (rf_unlikely(l->backlog.n))
+            total += backlog_dispatch(l);
+        unsigned head = *r->cq.khead;
+        unsigned tail = io_uring_smp_load_acquire(r->cq.ktail);
+        if (head == tail) {
+            /* The CQ was full and the kernel parked completions aside
+             * (IORING_FEAT_NODROP); it has room now: have them moved in. */
+            if (!io_uring_cq_has_overflow(r) || dry == 2)
+                break;
+            RF_STAT_ADD(l->stats.enters, 1);
+            if (io_uring_get_events(r) < 0)
+                break;
+            dry++;
+            continue;
         }
-        io_uring_cq_advance(&l->ring, n);
-        total += n;
-        if (!io_uring_cq_has_overflow(&l->ring))
-            break;
-        /* The CQ was full and the kernel parked completions aside
-         * (IORING_FEAT_NODROP); the ring has room now, have them moved in. */
-        RF_STAT_ADD(l->stats.enters, 1);
-        if (io_uring_get_events(&l->ring) < 0 && n == 0)
-            break;
+        dry = 0;
+        do {
+            struct io_uring_cqe c = r->cq.cqes[head & r->cq.ring_mask];
+            io_uring_smp_store_release(r->cq.khead, ++head);
+            dispatch(l, &c);
+            total++;
+        } while (head != tail && rf_likely(!l->backlog.n));
     }
-    reaping = was;
     RF_STAT_ADD(l->stats.cqes_reaped, total);
     return total;
 }

@@ -181,16 +181,10 @@ static void bucket_unidle(rf_loop *l, rf_timer_bucket *b)
 
 enum { FIRE_AHEAD = 16 };
 
-/* The bucket bucket_remove is taking an SQE for (see there). */
-static __thread rf_timer_bucket *removing_now
-    __attribute__((tls_model("initial-exec")));
-
 static void bucket_fired(rf_loop *l, rf_handler *h,
                          const struct io_uring_cqe *cqe)
 {
     rf_timer_bucket *b = (rf_timer_bucket *)h;
-    if (rf_unlikely(b == removing_now))
-        removing_now = NULL; /* freed below, inside bucket_remove's SQE get */
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
@@ -487,10 +481,10 @@ int rf__timer_start(rf_loop *l, rf_timer *t, rf_task *task, uint64_t end)
 }
 
 /* Take b's kernel timeout out (its CQE, -ECANCELED, frees it). Without an
- * SQE it is left to fire on its own, counted, and freed then. An SQ that
- * stays full makes rf__sqe_get reap, and the completions it reaps may
- * include b's own timeout, fired meanwhile: bucket_fired then frees b and
- * says so through removing_now, and the SQE taken does nothing. */
+ * SQE it is left to fire on its own, counted, and freed then. (The SQE
+ * get dispatches nothing, ring.c: b is there after it, even if its
+ * timeout has fired meanwhile; that CQE frees it, and the removal finds
+ * nothing.) */
 static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
 {
     if (b->idle)
@@ -498,19 +492,12 @@ static void bucket_remove(rf_loop *l, rf_timer_bucket *b)
     unsigned i = bucket_slot(b->deadline, l->timer_slack_ns);
     if (l->timer_cache[i] == b)
         l->timer_cache[i] = NULL;
-    removing_now = b;
     struct io_uring_sqe *sqe = rf__sqe_get(l);
-    bool gone = removing_now == NULL;
-    removing_now = NULL;
     if (!sqe)
         return;
-    if (gone)
-        io_uring_prep_nop(sqe);
-    else
-        io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
+    io_uring_prep_timeout_remove(sqe, rf__handler_data(&b->h), 0);
     io_uring_sqe_set_data64(sqe, RF_UD_IGNORE);
-    if (!gone)
-        b->removing = true;
+    b->removing = true;
 }
 
 void rf__timer_stop(rf_loop *l, rf_timer *t)
