@@ -597,23 +597,36 @@ int rf__ring_enter_timeout(rf_loop *l, uint64_t ns)
 /* A CQE to its record: an operation's waiter is made done (its task
  * woken); a handler's function runs; an RF_UD_IGNORE request (a cancel,
  * a timeout removal) is only counted. */
-static void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+static inline bool is_op(uint64_t ud) { return (ud & 7) == 0 && ud != 0; }
+
+/* An operation's: it only wakes a task, and never enters the kernel. */
+static inline void dispatch_op(rf_loop *l, const struct io_uring_cqe *cqe)
+{
+    rf_op *op = (rf_op *)(uintptr_t)cqe->user_data;
+    RF_STAT_SUB(l->inflight, !(cqe->flags & IORING_CQE_F_MORE));
+    op->cflags = cqe->flags;
+    rf__waiter_done(l, &op->w, cqe->res);
+}
+
+/* A handler's, or an RF_UD_IGNORE request's: the handler may take an
+ * SQE, and so enter. */
+static void dispatch_other(rf_loop *l, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
-    bool final = !(cqe->flags & IORING_CQE_F_MORE);
-    if (rf_likely((ud & 7) == 0 && ud != 0)) {
-        rf_op *op = (rf_op *)(uintptr_t)ud;
-        RF_STAT_SUB(l->inflight, final);
-        op->cflags = cqe->flags;
-        rf__waiter_done(l, &op->w, cqe->res);
-        return;
-    }
     rf_handler *h = (ud & 7) == RF_UD_HANDLER ? (rf_handler *)(ud & ~7ULL)
                                               : NULL;
     if (!h || !h->uncounted)
-        RF_STAT_SUB(l->inflight, final);
+        RF_STAT_SUB(l->inflight, !(cqe->flags & IORING_CQE_F_MORE));
     if (h)
         h->fn(l, h, cqe);
+}
+
+static inline void dispatch(rf_loop *l, const struct io_uring_cqe *cqe)
+{
+    if (rf_likely(is_op(cqe->user_data)))
+        dispatch_op(l, cqe);
+    else
+        dispatch_other(l, cqe);
 }
 
 /* The backlog's completions, oldest first, with those a handler's enter
@@ -633,11 +646,13 @@ static unsigned backlog_dispatch(rf_loop *l)
 
 /*
  * Dispatch every completion there is: the backlog's first (they are the
- * older), then the CQ's. The CQ's head moves past each completion before
- * it is dispatched: a handler that takes an SQE in a full SQ may enter,
- * and that enter may move the rest of the CQ to the backlog; the walk
- * then starts again from the backlog, so that nothing is dispatched
- * twice or out of order.
+ * older), then the CQ's. A handler that takes an SQE in a full SQ may
+ * enter, and that enter may move the rest of the CQ to the backlog: the
+ * CQ's head is moved past a handler's completion before it runs (the
+ * completion copied first: its slot is the kernel's then), and if the
+ * backlog has grown the walk starts again from it, so that nothing is
+ * dispatched twice or out of order. An operation's completion only wakes
+ * a task: those move the head once, at the end of the walk.
  */
 unsigned rf__ring_reap(rf_loop *l)
 {
@@ -663,11 +678,22 @@ unsigned rf__ring_reap(rf_loop *l)
         }
         dry = 0;
         do {
-            struct io_uring_cqe c = r->cq.cqes[head & r->cq.ring_mask];
-            io_uring_smp_store_release(r->cq.khead, ++head);
-            dispatch(l, &c);
+            const struct io_uring_cqe *cqe =
+                &r->cq.cqes[head & r->cq.ring_mask];
+            head++;
             total++;
-        } while (head != tail && rf_likely(!l->backlog.n));
+            if (rf_likely(is_op(cqe->user_data))) {
+                dispatch_op(l, cqe);
+                continue;
+            }
+            struct io_uring_cqe c = *cqe;
+            io_uring_smp_store_release(r->cq.khead, head);
+            dispatch_other(l, &c);
+            if (rf_unlikely(l->backlog.n))
+                goto again; /* it moved the head on: not stored below */
+        } while (head != tail);
+        io_uring_smp_store_release(r->cq.khead, head);
+    again:;
     }
     RF_STAT_ADD(l->stats.cqes_reaped, total);
     return total;
