@@ -409,6 +409,11 @@ RF_API int rf_loop_stop(rf_loop *loop);
  * Returns 0 (also when tasks that ignore their cancellation had to be
  * abandoned: a line on stderr names how many), -EBUSY (called from a task
  * or while the loop runs; nothing is freed) or -EXDEV (wrong thread).
+ * If that run fails (a ring that refuses work), the operations still in
+ * the kernel are cancelled and waited for, at most 1 s; if any is left
+ * after that, the loop's stacks and receive buffers are left mapped
+ * rather than handed back while the kernel may write into them (a line
+ * on stderr says so).
  * NULL is accepted and ignored. Blocks the calling thread while the tasks
  * unwind.
  */

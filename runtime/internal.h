@@ -349,6 +349,9 @@ struct rf_loop {
      * refuses one. 0: never. */
     unsigned refuse_every, refuse_count;
     uint64_t refused;
+    /* rf_loop_free: operations were still in the kernel after the
+     * cancel-all, so the memory they may write into is never unmapped. */
+    bool unsettled;
     /* Work that another thread will hand back through rf__remote_post
      * (offloaded calls): the loop does not report a deadlock, and is not
      * freed, while it is non-zero. Loop thread only. */
@@ -546,7 +549,9 @@ static inline void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to,
 
 /* ---- stack.c ---- */
 int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags);
-void rf__stacks_fini(rf_stacks *s);
+/* keep_mapped: the slabs' memory stays mapped (the kernel may still
+ * write into a stack: rf_loop_free after a failed run). */
+void rf__stacks_fini(rf_stacks *s, bool keep_mapped);
 void rf__task_bind(rf_loop *l, rf_task *t);
 int rf__stack_reserve(rf_stacks *s, rf_task *t);
 void rf__stack_bind(rf_stacks *s, rf_task *t);
@@ -668,6 +673,7 @@ bool rf__ring_has_work(const rf_loop *l);
 struct io_uring_sqe *rf__sqe_get(rf_loop *l);
 int rf__ring_enter(rf_loop *l, unsigned wait_nr);
 unsigned rf__ring_reap(rf_loop *l);
+bool rf__ring_settle(rf_loop *l);
 
 /* ---- ring.c: the I/O path (see the top of ring.c) ---- */
 struct io_uring_sqe *rf__op_begin(rf_op *op, int fd, unsigned opcode,

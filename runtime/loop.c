@@ -717,14 +717,14 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     rf__stacks_init(&l->stacks, stack, l->flags);
     int rc = rf__rq_reserve(l, 64);
     if (rc) {
-        rf__stacks_fini(&l->stacks);
+        rf__stacks_fini(&l->stacks, false);
         free(l);
         return rc;
     }
     rc = rf__ring_setup(l, &o);
     if (rc) {
         rf__setup_error_report(rc, l->flags);
-        rf__stacks_fini(&l->stacks);
+        rf__stacks_fini(&l->stacks, false);
         free(l->rq);
         free(l);
         return rc;
@@ -740,7 +740,7 @@ int rf_loop_new(rf_loop **loopp, const rf_loop_opts *opts)
     }
     if (rc) {
         io_uring_queue_exit(&l->ring);
-        rf__stacks_fini(&l->stacks);
+        rf__stacks_fini(&l->stacks, false);
         free(l->rq);
         free(l);
         return rc;
@@ -826,15 +826,27 @@ int rf_loop_free(rf_loop *loop)
         loop->remote_expected)
         rc = loop_run(loop, RUN_DEFAULT);
     if (rc)
-        fprintf(stderr, "ringfiber: rf_loop_free: %llu task(s) could not "
-                        "finish (%s); their stacks are released anyway\n",
-                (unsigned long long)loop->stats.tasks_alive, rf_strerror(rc));
+        fprintf(stderr, "ringfiber: rf_loop_free: its last run failed (%s) "
+                        "with %llu task(s) unfinished and %llu operation(s) "
+                        "in flight; the operations are cancelled, the tasks "
+                        "released unfinished\n",
+                rf_strerror(rc), (unsigned long long)loop->stats.tasks_alive,
+                (unsigned long long)loop->inflight);
     rf__stall_fini(loop);
     rf__pool_loop_fini(loop);
     /* Before the records and stacks go: where the run above failed (a
      * ring that refused work) operations may still be in flight, and the
      * mailbox's last reaps dispatch their completions. */
     rf__remote_fini(loop);
+    /* What the kernel still holds after that is cancelled and waited
+     * for; what it will not give back keeps its memory mapped. */
+    if (loop->inflight && !rf__ring_settle(loop)) {
+        loop->unsettled = true;
+        fprintf(stderr, "ringfiber: rf_loop_free: %llu operation(s) still in "
+                        "the kernel 1 s after their cancel; the loop's stacks "
+                        "and receive buffers stay mapped\n",
+                (unsigned long long)loop->inflight);
+    }
     while (!rf_list_empty(&loop->alive)) {
         rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
         rf_list_remove(&t->alive);
@@ -846,7 +858,7 @@ int rf_loop_free(rf_loop *loop)
     io_uring_queue_exit(&loop->ring);
     rf__ring_wake_fini(loop);
     rf__embed_fini(loop);
-    rf__stacks_fini(&loop->stacks);
+    rf__stacks_fini(&loop->stacks, loop->unsettled);
     rf__tasks_free_all(loop);
     rf__overflow_handler_remove(loop);
     rf_event_fini(&loop->shutdown_ev); /* nobody waits: no task is left */

@@ -293,6 +293,8 @@ void rf__recvq_release(rf_loop *l, bool final)
         free(rf_container_of(n, rf_rxq, node));
     if (s->br)
         io_uring_unregister_buf_ring(&l->ring, RXQ_GROUP);
+    if (l->unsettled) /* a receive may still write into them */
+        s->mem = NULL, s->br = NULL;
     recvq_unmap(s);
     free(s->by_fd);
     free(s);

@@ -699,6 +699,40 @@ unsigned rf__ring_reap(rf_loop *l)
     return total;
 }
 
+/*
+ * rf_loop_free, where a run failed with operations in the kernel (a ring
+ * that refused work): ask the kernel to cancel every request of the ring
+ * (IORING_REGISTER_SYNC_CANCEL, 6.0; not an enter, so not refused like
+ * one) and wait for their completions, 1 s at most, dispatching them.
+ * Returns true once none is left in the kernel: SQEs never submitted,
+ * still in the SQ, are not (nor is the backlog, reaped here).
+ */
+bool rf__ring_settle(rf_loop *l)
+{
+    uint64_t deadline = rf__real_now_ns() + RF_NSEC_PER_SEC;
+    struct io_uring_sync_cancel_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.fd = -1;
+    reg.flags = IORING_ASYNC_CANCEL_ANY;
+    reg.timeout.tv_sec = 1;
+    for (bool cancelled = false;;) {
+        rf__ring_reap(l);
+        if (l->inflight <= io_uring_sq_ready(&l->ring))
+            return true;
+        if (rf__real_now_ns() >= deadline)
+            return false;
+        if (!cancelled) {
+            cancelled = true;
+            (void)io_uring_register_sync_cancel(&l->ring, &reg);
+            continue;
+        }
+        struct __kernel_timespec ts = {0, 10 * 1000 * 1000};
+        struct io_uring_cqe *cqe;
+        RF_STAT_ADD(l->stats.enters, 1);
+        (void)io_uring_wait_cqe_timeout(&l->ring, &cqe, &ts);
+    }
+}
+
 /* ---- set-up ---- */
 
 bool rf__op_supported(const rf_loop *l, unsigned opcode)

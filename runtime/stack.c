@@ -874,13 +874,14 @@ static bool overflow_report(const rf_loop *l, const siginfo_t *si,
     return true;
 }
 
-void rf__stacks_fini(rf_stacks *s)
+void rf__stacks_fini(rf_stacks *s, bool keep_mapped)
 {
     prep_stop(s); /* before the slabs it may be preparing go */
     rf_stack_slab *slab = s->slabs;
     while (slab) {
         rf_stack_slab *next = slab->next;
-        unmap_stack_area(slab->base, slab->len);
+        if (!keep_mapped)
+            unmap_stack_area(slab->base, slab->len);
         free(slab);
         slab = next;
     }

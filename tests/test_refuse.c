@@ -197,6 +197,60 @@ static void test_no_wait_with_backlog(void **state)
     rft_end();
 }
 
+/* A run that fails because the ring refuses every submission, with a
+ * read in the kernel: rf_loop_free cancels it and dispatches its
+ * completion before anything is freed. */
+static rf_handler free_h;
+static bool free_done;
+static int free_res;
+static char free_buf[8];
+
+static void free_cqe(rf_loop *l, rf_handler *h, const struct io_uring_cqe *cqe)
+{
+    (void)l, (void)h;
+    free_done = true;
+    free_res = cqe->res;
+}
+
+static void *read_then_refuse(void *arg)
+{
+    int *p = arg;
+    rf_loop *l = rf_loop_current();
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    RFT_CHECK(sqe != NULL);
+    io_uring_prep_read(sqe, p[0], free_buf, sizeof free_buf, 0);
+    io_uring_sqe_set_data64(sqe, rf__handler_data(&free_h));
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0); /* submitted at this pass's end */
+    RFT_CHECK(!free_done);
+    l->refuse_every = 1;
+    return NULL;
+}
+
+static void test_free_after_refused_run(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    free_h = (rf_handler){.fn = free_cqe};
+    free_done = false;
+    rf_loop *l;
+    assert_int_equal(rf_loop_new(&l, NULL), 0);
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(l, read_then_refuse, p, NULL),
+                     0);
+    /* Its drain fails (every enter refused), the read still in flight. */
+    assert_int_equal(rf_loop_free(l), 0);
+    rft_end();
+    assert_true(free_done);
+    assert_int_equal(free_res, -ECANCELED);
+    /* Nothing of the read is left in the kernel to take these bytes. */
+    assert_int_equal(write(p[1], "abc", 3), 3);
+    char b[4];
+    assert_int_equal(read(p[0], b, sizeof b), 3);
+    close(p[0]);
+    close(p[1]);
+}
+
 /* ---- operations: each completes once, with its own result ---- */
 
 enum { NOP_TASKS = 64, NOP_ROUNDS = 100 };
@@ -427,6 +481,7 @@ static void test_echo_through_refusals(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_take_inside_reap),
     cmocka_unit_test(test_no_wait_with_backlog),
+    cmocka_unit_test(test_free_after_refused_run),
     cmocka_unit_test(test_nops_complete_once),
     cmocka_unit_test(test_pipes_in_order),
     cmocka_unit_test(test_timers_removed_while_full),
