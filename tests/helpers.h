@@ -65,6 +65,13 @@
 #define RFT_TSAN 0
 #endif
 #define RFT_SANITIZED (RFT_ASAN || RFT_TSAN)
+/* ThreadSanitizer follows each task as a fiber, keeps at most 8,128
+ * threads and fibers at once ("Thread limit exceeded. Dying.") and
+ * spends ~0.9 MB of memory on each: a test that holds more tasks alive
+ * at once caps its count with RFT_ALIVE_CAP, or skips under it where
+ * the count is the point. */
+#define RFT_TSAN_ALIVE_MAX 2000
+#define RFT_ALIVE_CAP(n) (RFT_TSAN && (n) > RFT_TSAN_ALIVE_MAX ? RFT_TSAN_ALIVE_MAX : (n))
 
 #define RFT_UNUSED __attribute__((unused))
 

@@ -113,6 +113,8 @@ static void run_on_loop(unsigned flags, unsigned want_mode)
 
 static void test_hundred_thousand_sleepers(void **state)
 {
+    if (RFT_TSAN)
+        skip(); /* 100,000 fibers: RFT_TSAN_ALIVE_MAX, helpers.h */
     rft_run(hundred_thousand, (void *)(uintptr_t)RF_GUARD_MADVISE);
 }
 
@@ -127,6 +129,8 @@ static void *twice(void *arg)
 
 static void test_twice(void **state)
 {
+    if (RFT_TSAN)
+        skip(); /* 100,000 fibers: RFT_TSAN_ALIVE_MAX, helpers.h */
     rft_run(twice, (void *)(uintptr_t)RF_GUARD_MADVISE);
 }
 
@@ -134,6 +138,8 @@ static void test_twice(void **state)
  * rely on their canary: the 100,000 tasks still run. */
 static void test_hundred_thousand_mprotect_guards(void **state)
 {
+    if (RFT_TSAN)
+        skip(); /* 100,000 fibers: RFT_TSAN_ALIVE_MAX, helpers.h */
     run_on_loop(RF_LOOP_GUARD_MPROTECT, RF_GUARD_MPROTECT);
 }
 
@@ -178,6 +184,8 @@ static void *dump_hundred_thousand_main(void *arg)
 
 static void test_dump_of_hundred_thousand(void **state)
 {
+    if (RFT_TSAN)
+        skip(); /* 100,000 fibers: RFT_TSAN_ALIVE_MAX, helpers.h */
     (void)state;
     rf_loop_opts o = {.flags = RF_LOOP_VIRTUAL_TIME};
     rft_begin();

@@ -91,7 +91,16 @@ static void *thousand_sleeps(void *arg)
     return NULL;
 }
 
-static void test_thousand_sleeps_few_enters(void **state) { rft_run(thousand_sleeps, NULL); }
+static void test_thousand_sleeps_few_enters(void **state)
+{
+    /* Under ThreadSanitizer each task's start costs it a fiber (~0.5
+     * ms), so the 1,000 sleeps begin over half a second, longer than
+     * they last: what is checked here, that sleeps begun in one pass
+     * share timeouts, has no such pass to look at. */
+    if (RFT_TSAN)
+        skip();
+    rft_run(thousand_sleeps, NULL);
+}
 
 /* tasks_alive counts tasks spawned and not yet returned, whatever the
  * handles. */

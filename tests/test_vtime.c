@@ -36,7 +36,7 @@ static void *hour_sleeper(void *arg)
     return arg;
 }
 
-#define SLEEPERS 10000
+#define SLEEPERS RFT_ALIVE_CAP(10000)
 static void *many_body(void *arg)
 {
     (void)arg;
@@ -56,7 +56,8 @@ static void *many_body(void *arg)
     return NULL;
 }
 
-/* Ten thousand tasks sleep an hour: the clock reads exactly 3600 s. */
+/* Ten thousand tasks (RFT_ALIVE_CAP) sleep an hour: the clock reads
+ * exactly 3600 s. */
 static void test_hour_of_sleepers(void **state) { vrun(many_body, NULL); }
 
 /* ---- order ---------------------------------------------------------------- */
