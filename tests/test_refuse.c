@@ -357,8 +357,13 @@ static void *timer_worker(void *arg)
             RFT_CHECK_INT(rf_deadline_set(now + (uint64_t)(1 + r % 3) * RFT_MS), 0);
             RFT_CHECK_INT(rf_sleep(RFT_SEC), -ETIMEDOUT);
         } else {
-            /* One that does not: its timeout is left empty. */
-            RFT_CHECK_INT(rf_deadline_set(now + (uint64_t)(5 + i + r) * RFT_MS), 0);
+            /* One that does not (however slow the machine): its timeout
+             * is left empty. One each, 50 ms apart (a far deadline's
+             * timeout is shared within d / 512). */
+            RFT_CHECK_INT(rf_deadline_set(now + 10 * RFT_SEC +
+                                          (uint64_t)(i * TIMER_ROUNDS + r) *
+                                              50 * RFT_MS),
+                          0);
             RFT_CHECK_INT(rf_nop(), 0);
             RFT_CHECK_INT(rf_sleep((uint64_t)(r % 3) * 100 * 1000), 0);
         }
@@ -396,6 +401,7 @@ enum { ECHO_CLIENTS = RF_ACCEPTOR_QUEUE + 72, ECHO_MSGS = 8 };
 
 typedef struct echo_test {
     uint16_t port;
+    int connected;
     int echoed;
     int clients_done;
 } echo_test;
@@ -422,6 +428,7 @@ static void *echo_client(void *arg)
     echo_test *x = arg;
     int fd;
     RFT_CHECK_INT(rf_tcp_connect("127.0.0.1", x->port, &fd), 0);
+    x->connected++;
     for (uint32_t i = 0; i < ECHO_MSGS; i++) {
         uint32_t v = ((uint32_t)fd << 8) | i, back = ~0u;
         RFT_CHECK_INT(rf_send(fd, &v, sizeof v, 0), (long long)sizeof v);
@@ -450,8 +457,11 @@ static void *echo_body(void *arg)
     RFT_CHECK_INT(rf_group_init(&g), 0);
     for (int i = 0; i < ECHO_CLIENTS; i++)
         RFT_CHECK(rf_group_spawn(&g, echo_client, &x, NULL));
-    /* Let them all connect before the first is taken: the queue fills. */
-    RFT_CHECK_INT(rf_sleep(20 * RFT_MS), 0);
+    /* Let them all connect (into the listen backlog) before the first is
+     * taken: the acceptor's queue fills at once. */
+    for (int i = 0; i < 10000 && x.connected < ECHO_CLIENTS; i++)
+        RFT_CHECK_INT(rf_sleep(RFT_MS), 0);
+    RFT_CHECK_INT(x.connected, ECHO_CLIENTS);
     for (int i = 0; i < ECHO_CLIENTS; i++) {
         int fd = rf_acceptor_next(acc);
         RFT_CHECK(fd >= 0);
