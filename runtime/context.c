@@ -156,6 +156,43 @@ rf__xfer rf__jump(void *to, void *data)
 }
 #endif
 
+/*
+ * rf__jump_ret: jump_fcontext for the switches inside the library's own
+ * functions (rf__switch: every wait, a task's end). The call into it
+ * pushes an entry on the CPU's return stack buffer, and jump_fcontext
+ * leaves through an indirect jmp, never popping it. The task resumed
+ * would then return out of rf__wait, its caller and theirs with every
+ * prediction one entry off: a misprediction at each ret up its chain.
+ * Here the context left is saved with a return address of our own, a
+ * ret: the task resumed pops the entry its predecessor's call pushed,
+ * to the same place in rf__switch's caller when both suspended there
+ * (the common case: two tasks in rf__wait), and each ret after it
+ * matches the predecessor's calls. rax is free: jump_fcontext's
+ * arguments are rdi and rsi, its result rax:rdx, which the ret keeps.
+ */
+#if defined(__x86_64__) && defined(__ELF__)
+__asm__(".text\n"
+        ".globl rf__jump_ret\n"
+        ".hidden rf__jump_ret\n"
+        ".type rf__jump_ret, @function\n"
+        ".p2align 4\n"
+        "rf__jump_ret:\n"
+        "\t.cfi_startproc\n"
+        "\tleaq 1f(%rip), %rax\n"
+        "\tpushq %rax\n"
+        "\t.cfi_adjust_cfa_offset 8\n"
+        "\tjmp jump_fcontext\n"
+        /* Resumed at 1 with our return address popped: a debugger that
+         * unwinds a suspended task starts at that ret, and looks its
+         * frame up one byte before it, as for any return address: the
+         * nop (never run) is there for that. */
+        "\t.cfi_adjust_cfa_offset -8\n"
+        "\tnop\n"
+        "1:\tret\n"
+        "\t.cfi_endproc\n"
+        ".size rf__jump_ret, .-rf__jump_ret\n");
+#endif
+
 #if defined(RF_ASAN) || defined(RF_TSAN)
 void rf__switch_annotate(rf_ctx *from, rf_ctx *to, bool from_dies)
 {

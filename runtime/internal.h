@@ -59,6 +59,14 @@ typedef struct {
 } transfer_t;
 transfer_t jump_fcontext(fcontext_t const to, void *vp);
 fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+/* jump_fcontext for the switches inside the library (context.c): the
+ * context left resumes through a ret that the CPU predicts. */
+#if defined(__x86_64__) && defined(__ELF__)
+transfer_t rf__jump_ret(fcontext_t const to, void *vp);
+#define RF_JUMP rf__jump_ret
+#else
+#define RF_JUMP jump_fcontext
+#endif
 
 /* One execution context: a task's, or the loop's own (the thread stack). */
 typedef struct rf_ctx {
@@ -540,10 +548,23 @@ static inline void rf__switch(rf_loop *l, rf_ctx *from, rf_ctx *to,
 {
 #if defined(RF_ASAN) || defined(RF_TSAN)
     rf__switch_annotate(from, to, from_dies);
+#endif
+#if defined(__x86_64__) && defined(__ELF__)
+    if (from_dies) {
+        /* A finished task's last switch is a jump, not a call: it pushes
+         * nothing on the return stack buffer, so the task resumed (often
+         * the one that started or joined this one) pops the entry its own
+         * call pushed when it left (context.c, rf__jump_ret). */
+        __asm__ volatile("jmp jump_fcontext"
+                         :
+                         : "D"(to->fctx), "S"(from)
+                         : "memory");
+        __builtin_unreachable();
+    }
 #else
     (void)from_dies;
 #endif
-    transfer_t tr = jump_fcontext(to->fctx, from);
+    transfer_t tr = RF_JUMP(to->fctx, from);
     rf__land(l, tr);
 }
 
@@ -654,7 +675,7 @@ static inline int rf__wait_precheck(const rf_task *self)
         return -ETIMEDOUT;
     return 0;
 }
-void rf__switch_out(rf_loop *l);
+rf_ctx *rf__next_after_end(rf_loop *l);
 int rf__loop_check(const rf_loop *l);
 bool rf__loop_work_ready(rf_loop *l);
 bool rf__on_owner_thread(const rf_loop *l);

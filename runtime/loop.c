@@ -238,15 +238,25 @@ static inline __attribute__((always_inline)) void switch_out(rf_loop *l,
 {
     if (self->canary)
         rf__stack_check(&l->stacks, self);
-    bool dies = self->state == RF_DONE;
     rf_ctx *to = next_ctx(l);
     if (to == &self->ctx)
         return; /* it yielded and was the only one ready */
     RF_STAT_ADD(l->stats.switches, 1);
-    rf__switch(l, &self->ctx, to, dies);
+    rf__switch(l, &self->ctx, to, false);
 }
 
-void rf__switch_out(rf_loop *l) { switch_out(l, l->current); }
+/* A task that has finished: the context to hand the CPU to. The caller
+ * (rf__task_entry) makes the switch itself, so that no call of its is
+ * outstanding when it jumps (rf__switch). */
+rf_ctx *rf__next_after_end(rf_loop *l)
+{
+    rf_task *self = l->current;
+    if (self->canary)
+        rf__stack_check(&l->stacks, self);
+    rf_ctx *to = next_ctx(l);
+    RF_STAT_ADD(l->stats.switches, 1);
+    return to;
+}
 
 /*
  * Suspend the running task until rf__wake. how (RF_WAIT_*) says what else

@@ -223,7 +223,7 @@ __attribute__((aligned(64))) void rf__task_entry(transfer_t tr)
     if (rf_unlikely(t->deadline != 0))
         rf__deadline_move(l, t, 0, false);
     task_finish(l, t);
-    rf__switch_out(l);
+    rf__switch(l, &t->ctx, rf__next_after_end(l), true);
     abort(); /* a finished task is never resumed */
 }
 
