@@ -1,9 +1,10 @@
 /*
- * Context switching: context set-up, and the slow half of a switch (the
+ * Context switching: context set-up, the slow half of a switch (the
  * sanitizer annotations that let ASan and TSan follow a task from one
- * stack to another, the release of a finished task's stack). The hot half,
+ * stack to another, the release of a finished task's stack), and the
+ * entries into jump_fcontext (rf__jump, rf__jump_ret). The hot half,
  * rf__switch() and rf__land(), is inline in internal.h: it is the one
- * place that calls jump_fcontext.
+ * place inside the library that jumps to another context.
  *
  * Every switch passes the address of the context being left as the
  * transfer's data pointer. Whoever resumes stores the suspended fcontext
