@@ -134,21 +134,23 @@ int rf__peek_backtrace(rf_loop *l, rf_task *t, void **frames, int max)
  * pushes nothing on the return stack buffer (see rf__yield_begin).
  */
 #if defined(__x86_64__) && defined(__ELF__)
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl rf__jump\n"
         ".type rf__jump, @function\n"
         ".p2align 4\n"
         "rf__jump:\n"
         "\tjmp jump_fcontext\n"
-        ".size rf__jump, .-rf__jump\n");
+        ".size rf__jump, .-rf__jump\n"
+        ".popsection\n");
 #elif defined(__aarch64__) && defined(__ELF__)
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl rf__jump\n"
         ".type rf__jump, %function\n"
         ".p2align 2\n"
         "rf__jump:\n"
         "\tb jump_fcontext\n"
-        ".size rf__jump, .-rf__jump\n");
+        ".size rf__jump, .-rf__jump\n"
+        ".popsection\n");
 #else
 rf__xfer rf__jump(void *to, void *data)
 {
@@ -170,9 +172,12 @@ rf__xfer rf__jump(void *to, void *data)
  * (the common case: two tasks in rf__wait), and each ret after it
  * matches the predecessor's calls. rax is free: jump_fcontext's
  * arguments are rdi and rsi, its result rax:rdx, which the ret keeps.
+ * (A ret to an address no call pushed is what a CPU's shadow stack
+ * forbids; jump_fcontext, which moves between stacks, is not built for
+ * one either.)
  */
 #if defined(__x86_64__) && defined(__ELF__)
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl rf__jump_ret\n"
         ".hidden rf__jump_ret\n"
         ".type rf__jump_ret, @function\n"
@@ -191,7 +196,8 @@ __asm__(".text\n"
         "\tnop\n"
         "1:\tret\n"
         "\t.cfi_endproc\n"
-        ".size rf__jump_ret, .-rf__jump_ret\n");
+        ".size rf__jump_ret, .-rf__jump_ret\n"
+        ".popsection\n");
 #endif
 
 #if defined(RF_ASAN) || defined(RF_TSAN)

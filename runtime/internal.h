@@ -349,12 +349,13 @@ struct rf_loop {
     struct {
         struct io_uring_cqe *v;
         unsigned head, n, cap; /* v[head..n) are still to dispatch */
+        bool counted;          /* its one in inflight is there */
         uint64_t taken;        /* completions ever moved in (tests) */
     } backlog;
-    /* Test hook (tests/test_refuse.c): every refuse_every-th submitting
-     * enter of rf__ring_enter is refused with -EBUSY once the kernel has
-     * posted the completions it holds, as a kernel that wants CQ room
-     * refuses one. 0: never. */
+    /* Test hook (tests/test_refuse.c): every refuse_every-th enter of
+     * rf__ring_enter (submitting, waiting or both) is refused with -EBUSY
+     * once the kernel has posted the completions it holds, as a kernel
+     * that wants CQ room refuses one. 0: never. */
     unsigned refuse_every, refuse_count;
     uint64_t refused;
     /* rf_loop_free: operations were still in the kernel after the

@@ -128,7 +128,8 @@ uint64_t rf_loop_shuffle_seed(const rf_loop *loop)
  * that its saved frame pointer is in cache when it is 1 place on), and the
  * frame of the task 1 place on: 6 lines up from its saved context, which
  * a suspended task's resume pops and returns through (jump_fcontext's
- * 64 bytes, rf__wait, the waiter, the operation, its caller). With 1,000
+ * 64 bytes, rf__jump_ret's return, rf__wait, the waiter, the operation,
+ * its caller). With 1,000
  * tasks each a step apart, W4 0.85-0.88 against fetching one line of the
  * next task (bench/ab.sh, 9 runs). */
 enum { PREFETCH_RECORD = 3, PREFETCH_FRAME = 1, PREFETCH_LINES = 6 };
@@ -848,19 +849,20 @@ int rf_loop_free(rf_loop *loop)
      * ring that refused work) operations may still be in flight, and the
      * mailbox's last reaps dispatch their completions. */
     rf__remote_fini(loop);
-    /* What the kernel still holds after that is cancelled and waited
-     * for; what it will not give back keeps its memory mapped. */
-    if (loop->inflight && !rf__ring_settle(loop)) {
+    /* What the kernel still holds after a failed run is cancelled and
+     * waited for; what it will not give back keeps its memory mapped. */
+    if ((rc < 0 || loop->inflight) && !rf__ring_settle(loop)) {
         loop->unsettled = true;
-        fprintf(stderr, "ringfiber: rf_loop_free: %llu operation(s) still in "
-                        "the kernel 1 s after their cancel; the loop's stacks "
-                        "and receive buffers stay mapped\n",
+        fprintf(stderr, "ringfiber: rf_loop_free: operations still in the "
+                        "kernel 1 s after their cancel (%llu counted); the "
+                        "loop's stacks and receive buffers stay mapped\n",
                 (unsigned long long)loop->inflight);
     }
     while (!rf_list_empty(&loop->alive)) {
         rf_task *t = rf_container_of(loop->alive.next, rf_task, alive);
         rf_list_remove(&t->alive);
-        rf__stack_put(&loop->stacks, t);
+        if (!loop->unsettled) /* a stack of its own would be unmapped */
+            rf__stack_put(&loop->stacks, t);
     }
     rf__acceptors_release(loop, true);
     rf__recvq_release(loop, true);

@@ -250,8 +250,12 @@ static int backlog_take(rf_loop *l)
                 l->backlog.v = v;
                 l->backlog.cap = cap;
             }
-            if (have == 0)
+            /* Once, until the backlog is dispatched to its end (a handler
+             * run by that dispatch may add to it). */
+            if (!l->backlog.counted) {
+                l->backlog.counted = true;
                 RF_STAT_ADD(l->inflight, 1);
+            }
             for (unsigned i = 0; i < n; i++)
                 l->backlog.v[l->backlog.n++] =
                     r->cq.cqes[(head + i) & r->cq.ring_mask];
@@ -640,6 +644,7 @@ static unsigned backlog_dispatch(rf_loop *l)
         n++;
     }
     l->backlog.head = l->backlog.n = 0;
+    l->backlog.counted = false;
     RF_STAT_SUB(l->inflight, 1);
     return n;
 }
@@ -700,36 +705,40 @@ unsigned rf__ring_reap(rf_loop *l)
 }
 
 /*
- * rf_loop_free, where a run failed with operations in the kernel (a ring
- * that refused work): ask the kernel to cancel every request of the ring
- * (IORING_REGISTER_SYNC_CANCEL, 6.0; not an enter, so not refused like
- * one) and wait for their completions, 1 s at most, dispatching them.
- * Returns true once none is left in the kernel: SQEs never submitted,
- * still in the SQ, are not (nor is the backlog, reaped here).
+ * rf_loop_free, where its run failed (a ring that refused work) or left
+ * operations behind: have the kernel cancel every request of the ring
+ * (IORING_REGISTER_SYNC_CANCEL with IORING_ASYNC_CANCEL_ANY, 6.0: a
+ * register call, not an enter, so not refused like one; it waits for a
+ * request already running, 100 ms at a time), dispatch what that
+ * completes, and again until the kernel finds none, 1 s at most. The
+ * kernel is asked, not the counters: SQEs still in the SQ are not in
+ * it, and some of them (the mailbox's, an idle timeout's) are not
+ * counted in inflight. Returns true once the kernel holds nothing of the
+ * ring; false after 1 s (the caller keeps the memory operations may
+ * write into). A kernel without the call has only the count to go by.
  */
 bool rf__ring_settle(rf_loop *l)
 {
     uint64_t deadline = rf__real_now_ns() + RF_NSEC_PER_SEC;
-    struct io_uring_sync_cancel_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.fd = -1;
-    reg.flags = IORING_ASYNC_CANCEL_ANY;
-    reg.timeout.tv_sec = 1;
-    for (bool cancelled = false;;) {
+    for (;;) {
+        struct io_uring_sync_cancel_reg reg;
+        memset(&reg, 0, sizeof(reg));
+        reg.fd = -1;
+        reg.flags = IORING_ASYNC_CANCEL_ANY;
+        reg.timeout.tv_nsec = 100 * 1000 * 1000;
+        int found = io_uring_register_sync_cancel(&l->ring, &reg);
+        RF_STAT_ADD(l->stats.enters, 1);
+        (void)io_uring_get_events(&l->ring); /* what the cancels ended */
         rf__ring_reap(l);
-        if (l->inflight <= io_uring_sq_ready(&l->ring))
-            return true;
+        if (found == 0)
+            return true; /* nothing of this ring in the kernel */
+        if (found == -EINVAL)
+            return l->inflight == 0; /* a kernel without it: the count */
+        if (found < 0 && found != -ETIME && found != -EALREADY &&
+            found != -EINTR)
+            return false;
         if (rf__real_now_ns() >= deadline)
             return false;
-        if (!cancelled) {
-            cancelled = true;
-            (void)io_uring_register_sync_cancel(&l->ring, &reg);
-            continue;
-        }
-        struct __kernel_timespec ts = {0, 10 * 1000 * 1000};
-        struct io_uring_cqe *cqe;
-        RF_STAT_ADD(l->stats.enters, 1);
-        (void)io_uring_wait_cqe_timeout(&l->ring, &cqe, &ts);
     }
 }
 

@@ -197,6 +197,68 @@ static void test_no_wait_with_backlog(void **state)
     rft_end();
 }
 
+/* The backlog's last completion runs a handler whose SQE get enters in a
+ * full SQ, is refused, and moves new completions into the backlog while
+ * it is being dispatched: the backlog is still counted once in
+ * ops_in_flight, and nothing of it is left counted at the end. */
+static void *take_at_backlog_end(void *arg)
+{
+    rf_loop *l = rf_loop_current();
+    mark m[MARKS];
+    for (int i = 0; i < MARKS; i++)
+        m[i] = (mark){.h.fn = mark_cqe, .id = i};
+    norder = 0;
+    uint64_t before = rft_stats().ops_in_flight;
+    /* Mark 5: a read of a pipe, in the kernel until written. */
+    int p[2];
+    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
+    char c = 0;
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    RFT_CHECK(sqe != NULL);
+    io_uring_prep_read(sqe, p[0], &c, 1, 0);
+    io_uring_sqe_set_data64(sqe, rf__handler_data(&m[5].h));
+    RFT_CHECK_INT(rf__ring_enter(l, 0), 0);
+    /* Mark 0's completion into the backlog: the SQ full (marks 1-4),
+     * every enter refused. */
+    queue_marks(l, m, 0, 1, true);
+    queue_marks(l, m, 1, 4, false);
+    l->refuse_every = 1;
+    RFT_CHECK_INT(rf__ring_enter(l, 0), -EBUSY);
+    RFT_CHECK_INT(l->backlog.n, 1);
+    /* Mark 0 takes an SQE when it runs: refused, the read's completion
+     * (posted by the refused enter) goes to the backlog behind it. */
+    RFT_CHECK_INT(write(p[1], "x", 1), 1);
+    take_in_handler = true;
+    RFT_CHECK_INT(rf__ring_reap(l), 2);
+    RFT_CHECK_INT(l->refuse_every, 0);
+    RFT_CHECK_INT(norder, 2);
+    RFT_CHECK_INT(order[0], 0);
+    RFT_CHECK_INT(order[1], 5);
+    RFT_CHECK_INT(c, 'x');
+    RFT_CHECK(!l->backlog.counted);
+    RFT_CHECK_INT(rf_sleep(RFT_MS), 0); /* marks 1-4 go and come back */
+    RFT_CHECK_INT(norder, 6);
+    RFT_CHECK_INT(rft_stats().ops_in_flight, before);
+    close(p[0]);
+    close(p[1]);
+    return arg;
+}
+
+static void test_take_at_backlog_end(void **state)
+{
+    (void)state;
+    rf_loop_opts o;
+    memset(&o, 0, sizeof o);
+    o.sq_entries = 4;
+    rf_loop *l;
+    assert_int_equal(rf_loop_new(&l, &o), 0);
+    rft_begin();
+    assert_int_equal(
+        rf_loop_run_until_complete(l, take_at_backlog_end, NULL, NULL), 0);
+    assert_int_equal(rf_loop_free(l), 0);
+    rft_end();
+}
+
 /* A run that fails because the ring refuses every submission, with a
  * read in the kernel: rf_loop_free cancels it and dispatches its
  * completion before anything is freed. */
@@ -491,6 +553,7 @@ static void test_echo_through_refusals(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_take_inside_reap),
     cmocka_unit_test(test_no_wait_with_backlog),
+    cmocka_unit_test(test_take_at_backlog_end),
     cmocka_unit_test(test_free_after_refused_run),
     cmocka_unit_test(test_nops_complete_once),
     cmocka_unit_test(test_pipes_in_order),
