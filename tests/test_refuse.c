@@ -96,13 +96,46 @@ static void queue_marks(rf_loop *l, mark *m, int first, int n, bool submit)
         RFT_CHECK_INT(rf__ring_enter(l, 0), 0); /* posts them; reaps nothing */
 }
 
+/* body on a loop of 4 SQEs and 16 CQEs, its marks numbered. */
+static void run_marks(rf_fn body)
+{
+    rf_loop_opts o;
+    memset(&o, 0, sizeof o);
+    o.sq_entries = 4;
+    o.cq_entries = 16;
+    rf_loop *l;
+    assert_int_equal(rf_loop_new(&l, &o), 0);
+    rft_begin();
+    assert_int_equal(rf_loop_run_until_complete(l, body, NULL, NULL), 0);
+    assert_int_equal(rf_loop_free(l), 0);
+    rft_end();
+}
+
+static void marks_init(mark *m)
+{
+    for (int i = 0; i < MARKS; i++)
+        m[i] = (mark){.h.fn = mark_cqe, .id = i};
+    norder = 0;
+}
+
+/* A read of an empty pipe (made here, p) into *c, for mark m: in the
+ * kernel until the pipe is written. Left in the SQ. */
+static void queue_pipe_read(rf_loop *l, mark *m, int p[2], char *c)
+{
+    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
+    struct io_uring_sqe *sqe = rf__sqe_get(l);
+    RFT_CHECK(sqe != NULL);
+    if (!sqe)
+        return;
+    io_uring_prep_read(sqe, p[0], c, 1, 0);
+    io_uring_sqe_set_data64(sqe, rf__handler_data(&m->h));
+}
+
 static void *take_inside_reap(void *arg)
 {
     rf_loop *l = rf_loop_current();
     mark m[MARKS];
-    for (int i = 0; i < MARKS; i++)
-        m[i] = (mark){.h.fn = mark_cqe, .id = i};
-    norder = 0;
+    marks_init(m);
     /* 12 completions in the CQ, 4 SQEs in the SQ (full). */
     for (int i = 0; i < 12; i += 4)
         queue_marks(l, m, i, 4, true);
@@ -127,17 +160,7 @@ static void *take_inside_reap(void *arg)
 static void test_take_inside_reap(void **state)
 {
     (void)state;
-    rf_loop_opts o;
-    memset(&o, 0, sizeof o);
-    o.sq_entries = 4;
-    o.cq_entries = 16;
-    rf_loop *l;
-    assert_int_equal(rf_loop_new(&l, &o), 0);
-    rft_begin();
-    assert_int_equal(rf_loop_run_until_complete(l, take_inside_reap, NULL, NULL),
-                     0);
-    assert_int_equal(rf_loop_free(l), 0);
-    rft_end();
+    run_marks(take_inside_reap);
 }
 
 /* Completions waiting in the backlog: an enter asked to wait for one
@@ -147,18 +170,12 @@ static void *wait_with_backlog(void *arg)
 {
     rf_loop *l = rf_loop_current();
     mark m[MARKS];
-    for (int i = 0; i < MARKS; i++)
-        m[i] = (mark){.h.fn = mark_cqe, .id = i};
-    norder = 0;
+    marks_init(m);
     queue_marks(l, m, 0, 4, true);
     /* Mark 4: a read of an empty pipe, which completes when written. */
     int p[2];
-    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
     char c = 0;
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    RFT_CHECK(sqe != NULL);
-    io_uring_prep_read(sqe, p[0], &c, 1, 0);
-    io_uring_sqe_set_data64(sqe, rf__handler_data(&m[4].h));
+    queue_pipe_read(l, &m[4], p, &c);
     l->refuse_every = 1;
     /* Refused 17 times: the 4 completions move to the backlog. */
     RFT_CHECK_INT(rf__ring_enter(l, 0), -EBUSY);
@@ -185,16 +202,7 @@ static void *wait_with_backlog(void *arg)
 static void test_no_wait_with_backlog(void **state)
 {
     (void)state;
-    rf_loop_opts o;
-    memset(&o, 0, sizeof o);
-    o.sq_entries = 4;
-    rf_loop *l;
-    assert_int_equal(rf_loop_new(&l, &o), 0);
-    rft_begin();
-    assert_int_equal(rf_loop_run_until_complete(l, wait_with_backlog, NULL, NULL),
-                     0);
-    assert_int_equal(rf_loop_free(l), 0);
-    rft_end();
+    run_marks(wait_with_backlog);
 }
 
 /* The backlog's last completion runs a handler whose SQE get enters in a
@@ -205,18 +213,12 @@ static void *take_at_backlog_end(void *arg)
 {
     rf_loop *l = rf_loop_current();
     mark m[MARKS];
-    for (int i = 0; i < MARKS; i++)
-        m[i] = (mark){.h.fn = mark_cqe, .id = i};
-    norder = 0;
+    marks_init(m);
     uint64_t before = rft_stats().ops_in_flight;
     /* Mark 5: a read of a pipe, in the kernel until written. */
     int p[2];
-    RFT_CHECK_INT(pipe2(p, O_CLOEXEC), 0);
     char c = 0;
-    struct io_uring_sqe *sqe = rf__sqe_get(l);
-    RFT_CHECK(sqe != NULL);
-    io_uring_prep_read(sqe, p[0], &c, 1, 0);
-    io_uring_sqe_set_data64(sqe, rf__handler_data(&m[5].h));
+    queue_pipe_read(l, &m[5], p, &c);
     RFT_CHECK_INT(rf__ring_enter(l, 0), 0);
     /* Mark 0's completion into the backlog: the SQ full (marks 1-4),
      * every enter refused. */
@@ -247,16 +249,7 @@ static void *take_at_backlog_end(void *arg)
 static void test_take_at_backlog_end(void **state)
 {
     (void)state;
-    rf_loop_opts o;
-    memset(&o, 0, sizeof o);
-    o.sq_entries = 4;
-    rf_loop *l;
-    assert_int_equal(rf_loop_new(&l, &o), 0);
-    rft_begin();
-    assert_int_equal(
-        rf_loop_run_until_complete(l, take_at_backlog_end, NULL, NULL), 0);
-    assert_int_equal(rf_loop_free(l), 0);
-    rft_end();
+    run_marks(take_at_backlog_end);
 }
 
 /* A run that fails because the ring refuses every submission, with a
