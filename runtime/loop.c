@@ -129,9 +129,8 @@ uint64_t rf_loop_shuffle_seed(const rf_loop *loop)
  * frame of the task 1 place on: 6 lines up from its saved context, which
  * a suspended task's resume pops and returns through (jump_fcontext's
  * 64 bytes, rf__jump_ret's return, rf__wait, the waiter, the operation,
- * its caller). With 1,000
- * tasks each a step apart, W4 0.85-0.88 against fetching one line of the
- * next task (bench/ab.sh, 9 runs). */
+ * its caller). With 1,000 tasks each a step apart, W4 0.85-0.88 against
+ * fetching one line of the next task (bench/ab.sh, 9 runs). */
 enum { PREFETCH_RECORD = 3, PREFETCH_FRAME = 1, PREFETCH_LINES = 6 };
 
 /* Always inlined: GCC takes a function that only prefetches for one

@@ -231,13 +231,8 @@ static int backlog_take(rf_loop *l)
         unsigned head = *r->cq.khead;
         unsigned n = io_uring_smp_load_acquire(r->cq.ktail) - head;
         if (n) {
-            unsigned have = l->backlog.n - l->backlog.head;
-            if (l->backlog.head && l->backlog.n + n > l->backlog.cap) {
-                memmove(l->backlog.v, l->backlog.v + l->backlog.head,
-                        have * sizeof(*l->backlog.v));
-                l->backlog.head = 0;
-                l->backlog.n = have;
-            }
+            /* Appended: a dispatch under way reads on from its head, and
+             * the whole array is reused once it has ended. */
             if (l->backlog.n + n > l->backlog.cap) {
                 unsigned cap = l->backlog.cap ? 2 * l->backlog.cap
                                               : r->cq.ring_entries;
@@ -272,9 +267,9 @@ static int backlog_take(rf_loop *l)
     }
 }
 
-/* The submitting enter of rf__ring_enter, and the test hook that refuses
- * some (rf_loop.refuse_every): the kernel posts what it holds, takes
- * nothing, and says -EBUSY. */
+/* rf__ring_enter's system call, and the test hook that refuses some
+ * (rf_loop.refuse_every): the kernel posts what it holds, takes nothing,
+ * and says -EBUSY. */
 static int enter_call(rf_loop *l, unsigned wait_nr)
 {
     if (rf_unlikely(l->refuse_every) &&
