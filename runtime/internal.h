@@ -90,7 +90,9 @@ typedef struct rf_ctx {
 typedef struct rf_stacks {
     size_t size;      /* usable size of a pooled (default) stack */
     size_t slot;      /* guard + size */
-    void *free;       /* LIFO of free pooled stacks; link at the stack top */
+    void **free;      /* LIFO of free pooled stacks (their lo), nfree of */
+    uint32_t nfree;   /* them; room for every slot of every slab mapped */
+    uint32_t free_cap;
     struct rf_stack_slab *slabs; /* stack.c */
     struct rf_stack_slab *fresh; /* mapped, not yet on the free list */
     struct rf_stack_prep *prep;  /* the slab preparer thread (stack.c) */
@@ -98,11 +100,10 @@ typedef struct rf_stacks {
     uint64_t mapped;  /* stacks handed out or pooled */
     uint64_t own_mapped; /* of which with a mapping of their own */
     uint64_t canary_key;
-    uint64_t mprotect_budget; /* mprotect guards still allowed */
+    uint32_t mprotect_budget; /* mprotect guards still allowed */
     uint32_t page;
     uint32_t guard;   /* guard bytes below each stack */
-    uint32_t per_slab;
-    int guard_mode;   /* RF_GUARD_* */
+    uint32_t binds;   /* stacks taken since one was last given back */
     int pidfd;        /* for batched guard installs; -1: not available */
     /* How a new slab's stack tops get their first page (stack.c,
      * slab_touch): what each way cost when last timed (ns per slab,
@@ -110,6 +111,7 @@ typedef struct rf_stacks {
      * refused process_madvise(MADV_POPULATE_WRITE). */
     uint32_t touch_ns, populate_ns;
     uint8_t slabs_made;
+    uint8_t guard_mode; /* RF_GUARD_* */
     bool populate_off;
     bool prep_off;    /* no slab preparer: the kernel or a thread refused */
 } rf_stacks;

@@ -55,6 +55,7 @@ typedef struct rf_stack_slab {
     struct rf_stack_slab *next_prep;  /* the preparer's queue */
     void *base;
     size_t len;
+    uint32_t slots; /* pooled slots of this slab and of those mapped before */
     int state; /* SLAB_*, under prep->mu */
 } rf_stack_slab;
 
@@ -85,7 +86,6 @@ typedef struct rf_stack_prep {
     bool stop;
     /* Copied from the loop's rf_stacks, read-only here. */
     int pidfd;
-    unsigned per_slab;
     size_t slot, guard, page;
 } rf_stack_prep;
 
@@ -125,12 +125,12 @@ int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags)
     s->size = round_up(default_size, s->page);
     s->guard = RF_GUARD_SIZE;
     s->slot = s->size + s->guard;
-    s->per_slab = RF_SLAB_STACKS;
     s->canary_key = RF_CANARY_MAGIC ^ (uint64_t)(uintptr_t)s;
     s->guard_mode = (flags & RF_LOOP_GUARD_MPROTECT) ? RF_GUARD_MPROTECT
                                                      : RF_GUARD_MADVISE;
     s->pidfd = -1;
-    s->mprotect_budget = max_map_count() / 4; /* 2 mappings per guard */
+    uint64_t budget = max_map_count() / 4; /* 2 mappings per guard */
+    s->mprotect_budget = budget > UINT32_MAX ? UINT32_MAX : (uint32_t)budget;
     if (s->guard_mode == RF_GUARD_MADVISE)
         s->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     return 0;
@@ -196,10 +196,10 @@ static bool guard_install_slab(rf_stacks *s, char *base)
     if (s->guard_mode != RF_GUARD_MADVISE || s->pidfd < 0)
         return false;
     struct iovec *iov =
-        slab_ranges(base, s->per_slab, s->slot, s->guard, s->page, false);
-    long rc = syscall(SYS_process_madvise, s->pidfd, iov, s->per_slab,
+        slab_ranges(base, RF_SLAB_STACKS, s->slot, s->guard, s->page, false);
+    long rc = syscall(SYS_process_madvise, s->pidfd, iov, RF_SLAB_STACKS,
                       MADV_GUARD_INSTALL, 0);
-    if (rc == (long)((size_t)s->per_slab * s->guard))
+    if (rc == (long)((size_t)RF_SLAB_STACKS * s->guard))
         return true;
     /* Refused or partial: never try again, take the per-slot path (it
      * re-installs harmlessly where a guard is already in place). The
@@ -233,19 +233,19 @@ static void unmap_stack_area(void *p, size_t len)
     munmap(p, len);
 }
 
-/* The free-list link of a pooled stack sits in its top word. */
-static void **free_link(const rf_stacks *s, void *lo)
+/* A stack's top word: what a new slab's first touch writes. */
+static void **top_word(const rf_stacks *s, void *lo)
 {
     return (void **)((char *)lo + s->size - sizeof(void *));
 }
 
 /*
  * The first page of each new stack. Every slot's top page is written at
- * once (the free-list link lives there), which costs a page fault per
- * stack: most of what a task's first spawn costs on a fresh loop (W3
- * cold, bench/README.md). The faults can instead be taken in one system
- * call per slab, process_madvise(MADV_POPULATE_WRITE) over the 64 top
- * pages, which saves the traps but not the page allocations. Which is
+ * once, which costs a page fault per stack: most of what a task's first
+ * spawn costs on a fresh loop (W3 cold, bench/README.md). The faults can
+ * instead be taken in one system call per slab,
+ * process_madvise(MADV_POPULATE_WRITE) over the 64 top pages, which saves
+ * the traps but not the page allocations. Which is
  * cheaper depends on the machine, and on this project's VM on its
  * moment: measured on 100,000 slots, populating cost 1.13x the faults
  * when a fault took 2.7 us and 0.63x when one took 17 us (the host
@@ -265,15 +265,16 @@ static void slab_touch(rf_stacks *s, char *base)
     uint64_t t0 = rf__real_now_ns();
     if (populate) {
         struct iovec *iov =
-            slab_ranges(base, s->per_slab, s->slot, s->guard, s->page, true);
-        long rc = syscall(SYS_process_madvise, s->pidfd, iov, s->per_slab,
+            slab_ranges(base, RF_SLAB_STACKS, s->slot, s->guard, s->page,
+                        true);
+        long rc = syscall(SYS_process_madvise, s->pidfd, iov, RF_SLAB_STACKS,
                           MADV_POPULATE_WRITE, 0);
-        if (rc != (long)((size_t)s->per_slab * s->page))
+        if (rc != (long)((size_t)RF_SLAB_STACKS * s->page))
             s->populate_off = true; /* refused (before 6.x?): fault */
     }
-    for (unsigned i = 0; i < s->per_slab; i++)
-        *(void *volatile *)free_link(s, base + (size_t)i * s->slot +
-                                            s->guard) = NULL;
+    for (unsigned i = 0; i < RF_SLAB_STACKS; i++)
+        *(void *volatile *)top_word(s, base + (size_t)i * s->slot +
+                                           s->guard) = NULL;
     uint64_t ns = rf__real_now_ns() - t0;
     uint32_t dt = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
     if (populate)
@@ -282,26 +283,65 @@ static void slab_touch(rf_stacks *s, char *base)
         s->touch_ns = dt;
 }
 
+/*
+ * Room on the free list (s->free) for at least slots stacks: every slot
+ * mapped has room there, so that rf__stack_put and slab_fill, which
+ * cannot fail, only push. The list is a mapping of its own, grown by
+ * mremap: no copy, pages touched only as stacks are freed onto it, and
+ * nothing left in malloc's heap, where a 100,000-task list freed with its
+ * loop made the heap give back its top and the next loop's task records
+ * fault in anew (W2_spawn_join_sweep: 1.8x).
+ */
+static int free_grow(rf_stacks *s, uint64_t slots)
+{
+    uint64_t cap = s->free_cap ? (uint64_t)s->free_cap * 2
+                               : s->page / sizeof(void *);
+    while (cap < slots)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    size_t old = (size_t)s->free_cap * sizeof(void *);
+    size_t len = (size_t)cap * sizeof(void *);
+    void *a = s->free ? mremap(s->free, old, len, MREMAP_MAYMOVE)
+                      : mmap(NULL, len, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return -ENOMEM;
+    s->free = a;
+    s->free_cap = (uint32_t)cap;
+    return 0;
+}
+
 /* A new slab, mapped, neither guarded nor touched: it waits on s->fresh
  * until the free list runs dry (slab_fill). */
 static int slab_map(rf_stacks *s)
 {
+    uint64_t slots =
+        (s->slabs ? s->slabs->slots : 0) + (uint64_t)RF_SLAB_STACKS;
+    if (slots > UINT32_MAX)
+        return -ENOMEM;
+    if (slots > s->free_cap) {
+        int rc = free_grow(s, slots);
+        if (rc)
+            return rc;
+    }
     rf_stack_slab *slab = malloc(sizeof(*slab));
     if (!slab)
         return -ENOMEM;
-    slab->len = (size_t)s->per_slab * s->slot;
+    slab->len = (size_t)RF_SLAB_STACKS * s->slot;
     slab->base = map_stack_area(slab->len);
     if (!slab->base) {
         free(slab);
         return -ENOMEM;
     }
+    slab->slots = (uint32_t)slots;
     slab->next = s->slabs;
     s->slabs = slab;
     slab->next_fresh = s->fresh;
     s->fresh = slab;
     slab->next_prep = NULL;
     slab->state = SLAB_FRESH;
-    s->spare += s->per_slab;
+    s->spare += RF_SLAB_STACKS;
     if (slab->next_fresh)
         prep_get(s); /* a burst: two fresh slabs wait */
     return 0;
@@ -327,14 +367,15 @@ static void *prep_main(void *arg)
         slab->state = SLAB_PREPARING;
         char *base = slab->base;
         pthread_mutex_unlock(&p->mu);
-        iov = slab_ranges(base, p->per_slab, p->slot, p->guard, p->page,
+        iov = slab_ranges(base, RF_SLAB_STACKS, p->slot, p->guard, p->page,
                           false);
-        long rc = syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
+        long rc = syscall(SYS_process_madvise, p->pidfd, iov, RF_SLAB_STACKS,
                           MADV_GUARD_INSTALL, 0);
-        bool guarded = rc == (long)((size_t)p->per_slab * p->guard);
-        iov = slab_ranges(base, p->per_slab, p->slot, p->guard, p->page, true);
+        bool guarded = rc == (long)((size_t)RF_SLAB_STACKS * p->guard);
+        iov = slab_ranges(base, RF_SLAB_STACKS, p->slot, p->guard, p->page,
+                          true);
         /* A refusal leaves the pages to the loop's first writes. */
-        (void)syscall(SYS_process_madvise, p->pidfd, iov, p->per_slab,
+        (void)syscall(SYS_process_madvise, p->pidfd, iov, RF_SLAB_STACKS,
                       MADV_POPULATE_WRITE, 0);
         pthread_mutex_lock(&p->mu);
         slab->state = guarded ? SLAB_PREPARED : SLAB_PREPARED_UNGUARDED;
@@ -360,7 +401,6 @@ static rf_stack_prep *prep_get(rf_stacks *s)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     p->pidfd = s->pidfd;
-    p->per_slab = s->per_slab;
     p->slot = s->slot;
     p->guard = s->guard;
     p->page = s->page;
@@ -480,14 +520,13 @@ static void slab_fill(rf_stacks *s)
         slab_touch(s, slab->base);
     }
     /* Push in reverse so the lowest slot is handed out first. */
-    for (unsigned i = s->per_slab; i-- > 0;) {
+    for (unsigned i = RF_SLAB_STACKS; i-- > 0;) {
         char *slot = (char *)slab->base + (size_t)i * s->slot;
         void *lo = slot + s->guard;
         if (!guarded &&
             (!guard_install(s, slot) || s->guard_mode != RF_GUARD_MADVISE))
             *(uint64_t *)lo = canary_of(s, lo);
-        *free_link(s, lo) = s->free;
-        s->free = lo;
+        s->free[s->nfree++] = lo;
     }
 }
 
@@ -526,16 +565,36 @@ int rf__stack_reserve(rf_stacks *s, rf_task *t)
     return 0;
 }
 
+/*
+ * How a bind fetches ahead. Where many tasks start at once (binds with no
+ * release between them: s->binds), each takes a stack that is out of the
+ * cache and the TLB, and would wait at its first frames for both. A
+ * prefetch that misses the TLB holds the CPU up until its page walk is
+ * done, so fetched one by one the stacks would still cost a walk each,
+ * only earlier. Every BIND_BATCH binds, the first line of each of the
+ * BIND_BATCH stacks after the next BIND_BATCH is fetched at once: their
+ * walks overlap. Each bind then fetches the top BIND_LINES lines of the
+ * stack BIND_AHEAD on, already in the TLB. Tasks that end before the next
+ * one starts take back the stack just released, in cache: nothing is
+ * fetched for them.
+ */
+enum { BIND_AHEAD = 4, BIND_LINES = 6, BIND_BATCH = 8 };
+
 void rf__stack_bind(rf_stacks *s, rf_task *t)
 {
-    if (!s->free)
+    if (!s->nfree)
         slab_fill(s); /* s->spare promised one: a fresh slab is there */
-    void *lo = s->free;
-    s->free = *free_link(s, lo);
-    /* The next bind reads the link at the top of the next free stack,
-     * which is out of the cache when many tasks are alive: fetch it. */
-    if (s->free)
-        __builtin_prefetch(free_link(s, s->free));
+    void *lo = s->free[--s->nfree];
+    uint32_t run = ++s->binds;
+    if (run >= 2 && s->nfree >= BIND_AHEAD) {
+        char *top = (char *)s->free[s->nfree - BIND_AHEAD] + s->size;
+        for (unsigned k = 1; k <= BIND_LINES; k++)
+            __builtin_prefetch(top - 64 * k, 1);
+        if (run % BIND_BATCH == 0 && s->nfree >= 2 * BIND_BATCH)
+            for (unsigned k = BIND_BATCH; k < 2 * BIND_BATCH; k++)
+                __builtin_prefetch(
+                    (char *)s->free[s->nfree - 1 - k] + s->size - 64, 1);
+    }
     t->ctx.stack_lo = lo;
     t->canary = s->guard_mode != RF_GUARD_MADVISE && has_canary(s, lo);
     RF_STAT_ADD(s->mapped, 1);
@@ -579,8 +638,8 @@ void rf__stack_put(rf_stacks *s, rf_task *t)
         s->spare++;
     RF_STAT_SUB(s->mapped, 1);
     if (t->pooled_stack) {
-        *free_link(s, lo) = s->free;
-        s->free = lo;
+        s->free[s->nfree++] = lo;
+        s->binds = 0;
     } else {
         unmap_stack_area((char *)lo - s->guard, t->ctx.stack_size + s->guard);
         s->own_mapped--;
@@ -887,7 +946,10 @@ void rf__stacks_fini(rf_stacks *s, bool keep_mapped)
     }
     s->slabs = NULL;
     s->fresh = NULL;
+    if (s->free)
+        munmap(s->free, (size_t)s->free_cap * sizeof(void *));
     s->free = NULL;
+    s->nfree = s->free_cap = 0;
     s->spare = 0;
     if (s->pidfd >= 0)
         close(s->pidfd);

@@ -945,6 +945,50 @@ static void test_stacks_taken_at_first_run(void **state)
     rft_run(fr_body, NULL);
 }
 
+/* The free list across slabs: stacks given back are taken again latest
+ * first. A first round of tasks, all alive at once (each yields once
+ * before it ends), ends in start order; a second round, spawned after,
+ * runs on the same stacks in reverse: its first task on the stack the
+ * first round gave back last. None is left in use. */
+#define LF_TASKS 200 /* more than 3 slabs of 64 */
+
+static void *lf_task(void *arg)
+{
+    uintptr_t *out = arg;
+    *out = (uintptr_t)__builtin_frame_address(0); /* see fr_where */
+    RFT_CHECK_INT(rf_yield(), 0);
+    return NULL;
+}
+
+static void *lf_body(void *arg)
+{
+    (void)arg;
+    static uintptr_t where[2][LF_TASKS];
+    static rf_task *t[LF_TASKS];
+    rf_stats s0 = rft_stats();
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < LF_TASKS; i++)
+            t[i] = rf_spawn(lf_task, &where[round][i]);
+        RFT_CHECK_INT(rf_gather(t, LF_TASKS, NULL), 0);
+        for (int i = 0; i < LF_TASKS; i++)
+            rf_task_release(t[i]);
+    }
+    for (int i = 0; i < LF_TASKS; i++) {
+        for (int j = 0; j < i; j++) /* all alive at once: distinct */
+            RFT_CHECK(where[0][j] != where[0][i]);
+        RFT_CHECK(where[1][i] == where[0][LF_TASKS - 1 - i]);
+    }
+    rf_stats s2 = rft_stats();
+    RFT_CHECK_INT(s2.stacks_mapped, s0.stacks_mapped);
+    return NULL;
+}
+
+static void test_stacks_taken_latest_first(void **state)
+{
+    (void)state;
+    rft_run(lf_body, NULL);
+}
+
 /* Tasks spawned on a loop that is not running hold no stack (10,000 of
  * them: none mapped into use), and rf_loop_free, which runs them to their
  * end, then frees the loop with every promise kept or given back. */
@@ -1101,6 +1145,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_as_completed_after_fini_is_stale),
     cmocka_unit_test(test_stale_handle_aborts_when_asked),
     cmocka_unit_test(test_stacks_taken_at_first_run),
+    cmocka_unit_test(test_stacks_taken_latest_first),
     cmocka_unit_test(test_unstarted_tasks_freed),
     cmocka_unit_test(test_slabs_prepared_ahead),
 };
