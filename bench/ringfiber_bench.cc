@@ -1993,7 +1993,7 @@ void w3_raw_stacks(benchmark::State &state, bool populate) {
                 if (syscall(SYS_process_madvise, pidfd, iov, kPer, MADV_POPULATE_WRITE, 0) < 0)
                     err = "process_madvise(MADV_POPULATE_WRITE) refused";
             }
-            for (size_t i = 0; i < kPer; i++) // the free-list link slab_new writes
+            for (size_t i = 0; i < kPer; i++) // the top word slab_touch writes
                 *reinterpret_cast<void *volatile *>(b + (i + 1) * kSlot - sizeof(void *)) = b;
             uint64_t t2 = now_ns();
             guard_ns += double(t1 - t0);

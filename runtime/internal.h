@@ -103,7 +103,7 @@ typedef struct rf_stacks {
     uint32_t mprotect_budget; /* mprotect guards still allowed */
     uint32_t page;
     uint32_t guard;   /* guard bytes below each stack */
-    uint32_t binds;   /* stacks taken since one was last given back */
+    uint32_t binds;   /* pooled stacks taken since one was given back */
     int pidfd;        /* for batched guard installs; -1: not available */
     /* How a new slab's stack tops get their first page (stack.c,
      * slab_touch): what each way cost when last timed (ns per slab,

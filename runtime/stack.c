@@ -70,7 +70,7 @@ typedef struct rf_stack_slab {
  * another CPU where there is one: it installs their guards and populates
  * their stack tops (process_madvise, MADV_GUARD_INSTALL and
  * MADV_POPULATE_WRITE), and the loop, when it reaches a prepared slab,
- * only links its stacks. Only slabs the loop is about to fill are
+ * only pushes its stacks onto the free list. Only slabs the loop is about to fill are
  * prepared (read-ahead, not all that spawns promised: tasks that end
  * before the next one starts never need them). Where the kernel lacks
  * either advice (before 6.13), or the thread cannot be made, the loop
@@ -571,7 +571,7 @@ int rf__stack_reserve(rf_stacks *s, rf_task *t)
  * cache and the TLB, and would wait at its first frames for both. A
  * prefetch that misses the TLB holds the CPU up until its page walk is
  * done, so fetched one by one the stacks would still cost a walk each,
- * only earlier. Every BIND_BATCH binds, the first line of each of the
+ * only earlier. Every BIND_BATCH binds, the top line of each of the
  * BIND_BATCH stacks after the next BIND_BATCH is fetched at once: their
  * walks overlap. Each bind then fetches the top BIND_LINES lines of the
  * stack BIND_AHEAD on, already in the TLB. Tasks that end before the next
