@@ -62,19 +62,19 @@ typedef struct rf_stack_slab {
 /*
  * The slab preparer. Filling a fresh slab costs a guard install and 64
  * page allocations (slab_fill), on the loop's thread, in the switch of
- * whichever task then runs for the first time: where many tasks start
- * at once on a fresh loop (W3's first round) that is most of the round.
- * So when the loop fills a slab and more fresh ones wait, a thread of
- * the loop's (started at the spawn that maps a second fresh slab)
- * prepares the next RF_PREP_AHEAD of them meanwhile, on
- * another CPU where there is one: it installs their guards and populates
- * their stack tops (process_madvise, MADV_GUARD_INSTALL and
- * MADV_POPULATE_WRITE), and the loop, when it reaches a prepared slab,
- * only pushes its stacks onto the free list. Only slabs the loop is about to fill are
- * prepared (read-ahead, not all that spawns promised: tasks that end
- * before the next one starts never need them). Where the kernel lacks
- * either advice (before 6.13), or the thread cannot be made, the loop
- * does it all, as before.
+ * whichever task then runs for the first time: where many tasks start at
+ * once on a fresh loop (W3's first round) that is most of the round. So
+ * when the loop fills a slab and more fresh ones wait, a thread of the
+ * loop's (started at the spawn that maps a second fresh slab) prepares
+ * the next RF_PREP_AHEAD of them meanwhile, on another CPU where there
+ * is one: it installs their guards and populates their stack tops
+ * (process_madvise, MADV_GUARD_INSTALL and MADV_POPULATE_WRITE), and the
+ * loop, when it reaches a prepared slab, only pushes its stacks onto the
+ * free list. Only slabs the loop is about to fill are prepared
+ * (read-ahead, not all that spawns promised: tasks that end before the
+ * next one starts never need them). Where the kernel lacks either advice
+ * (before 6.13), or the thread cannot be made, the loop does it all, as
+ * before.
  */
 #define RF_PREP_AHEAD 4
 
@@ -244,15 +244,15 @@ static void **top_word(const rf_stacks *s, void *lo)
  * once, which costs a page fault per stack: most of what a task's first
  * spawn costs on a fresh loop (W3 cold, bench/README.md). The faults can
  * instead be taken in one system call per slab,
- * process_madvise(MADV_POPULATE_WRITE) over the 64 top pages, which saves
- * the traps but not the page allocations. Which is
- * cheaper depends on the machine, and on this project's VM on its
- * moment: measured on 100,000 slots, populating cost 1.13x the faults
- * when a fault took 2.7 us and 0.63x when one took 17 us (the host
- * backing fresh guest memory). So both are timed: the first slab faults,
- * the second populates, then each slab takes the one that was cheaper
- * when last timed, and every 8th slab the other, to see whether the
- * machine has changed its mind. Two clock reads per 64 stacks.
+ * process_madvise(MADV_POPULATE_WRITE) over the 64 top pages, which
+ * saves the traps but not the page allocations. Which is cheaper depends
+ * on the machine, and on this project's VM on its moment: measured on
+ * 100,000 slots, populating cost 1.13x the faults when a fault took 2.7
+ * us and 0.63x when one took 17 us (the host backing fresh guest
+ * memory). So both are timed: the first slab faults, the second
+ * populates, then each slab takes the one that was cheaper when last
+ * timed, and every 8th slab the other, to see whether the machine has
+ * changed its mind. Two clock reads per 64 stacks.
  */
 static void slab_touch(rf_stacks *s, char *base)
 {
