@@ -778,7 +778,8 @@ RF_API int rf_clock_jump(rf_loop *loop, uint64_t ns);
  * Cost and precision: the deadline is one timer per task (armed at the
  * first wait it bounds, kept across waits, shared with the loop's other
  * timers that end within one timer slack of it, removed without a system
- * call when the task ends or the deadline moves), not one per operation:
+ * call when the task ends or the deadline moves earlier or beyond it; a
+ * deadline renewed a little later keeps it), not one per operation:
  * operations under a deadline cost what they cost without one. A wait
  * ends up to one timer slack (the thread's, prctl PR_SET_TIMERSLACK; 50
  * us by default) after the deadline; a deadline d ns away when its

@@ -574,7 +574,8 @@ int rf_sleep(uint64_t ns)
  * wait is for (an operation in the ring, a sleep, a join, a lock): the
  * task's own timer, t->deadline_timer, one of the timers above. It is
  * armed at the first wait that accepts the deadline (RF_WAIT_DEADLINE)
- * and stays armed across waits until it fires, the deadline moves, or the
+ * and stays armed across waits until it fires, the deadline moves (a
+ * deadline moved a little later keeps it: deadline_timer_keeps), or the
  * task ends; stopping it clears its slot in its bucket's array, without
  * a system call. While the task waits, the timer's waiter names it: the
  * timer firing wakes it, and rf__wait returns -ETIMEDOUT, as rf_cancel
@@ -615,23 +616,56 @@ int rf_sleep(uint64_t ns)
  * time, and the narrowed deadlines of rf_wait_for, rf_wait's timeout and
  * a shutdown's grace (rf__deadline_move with arm).
  */
+/* The grid step of a deadline d ns away: 0 where it is kept to the
+ * slack. */
+static uint64_t deadline_grid(const rf_loop *l, uint64_t d)
+{
+    if (l->vtime || l->timer_slack_ns == 0)
+        return 0;
+    uint64_t g = d >> 9;
+    if (g == 0)
+        return 0;
+    g = 1ull << (63 - __builtin_clzll(g));
+    return g > l->timer_slack_ns ? g : 0;
+}
+
 static uint64_t deadline_timer_end(const rf_loop *l, uint64_t deadline,
                                    uint64_t now)
 {
-    if (l->vtime || deadline <= now || l->timer_slack_ns == 0)
-        return deadline;
-    uint64_t g = (deadline - now) >> 9;
+    uint64_t g = deadline > now ? deadline_grid(l, deadline - now) : 0;
     if (g == 0)
-        return deadline;
-    g = 1ull << (63 - __builtin_clzll(g));
-    if (g <= l->timer_slack_ns)
         return deadline;
     uint64_t end = (deadline | (g - 1)) + 1; /* rounded up, never early */
     return end > deadline ? end : deadline;  /* no wrap at "forever" */
 }
 
+/*
+ * Whether the armed timer t, whose timeout fires at `at`, can stay as the
+ * timer of the deadline moved later to d: it fires no earlier than d, and
+ * no later after it than a timer armed for d now could (a grid step for d,
+ * measured from the loop's approximate clock, plus the slack). So a server
+ * that renews an idle timeout before each read and write (now + 60 s)
+ * moves its timer once a grid step, 67 ms for 60 s, not at every renewal:
+ * a renewal is then a comparison and a store, where taking the timer out
+ * of its bucket and putting it into another cost ~600 instructions a
+ * message for the W6 echo server (bench/README.md, "Deadlines renewed").
+ * Under virtual time every timer is exact: t fires at the old deadline,
+ * before d, and is never kept.
+ */
+static bool deadline_timer_keeps(const rf_loop *l, const rf_timer *t,
+                                 uint64_t old, uint64_t d)
+{
+    if (!t->bucket || t->w.done || d < old)
+        return false;
+    uint64_t at = t->bucket->deadline;
+    uint64_t now = l->now_approx;
+    uint64_t late = l->timer_slack_ns + deadline_grid(l, d > now ? d - now : 0);
+    return d <= at && at - d <= late;
+}
+
 /* A deadline that is changed: its timer, armed for the old one, must not
- * fire for the new one. With arm (a deadline narrowed for one wait, just
+ * fire for the new one, unless it fires in time for it too (a deadline
+ * moved a little later: deadline_timer_keeps). With arm (a deadline narrowed for one wait, just
  * computed from the clock), the new one's timer is armed at once, without
  * reading the clock again; if it cannot be, the wait tries again and
  * reports why. */
@@ -639,6 +673,10 @@ void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
                        bool arm)
 {
     rf_timer *t = &self->deadline_timer;
+    if (!arm && deadline_timer_keeps(l, t, self->deadline, deadline_ns)) {
+        self->deadline = deadline_ns;
+        return;
+    }
     if (t->bucket) {
         rf__timer_stop(l, t); /* a no-op if it has fired */
         t->bucket = NULL;

@@ -324,6 +324,51 @@ static void test_far_deadline_not_early(void **state)
     rft_run(far_deadline_not_early, NULL);
 }
 
+/* An idle timeout renewed with small steps keeps its armed timer (time.c,
+ * deadline_timer_keeps), which must still end the wait at or after the
+ * last deadline set, never at the one it was armed for. 300 ms away, the
+ * grid step is 2^19 ns, so renewals microseconds apart land in it. */
+static void *renewed_deadline_not_early(void *arg)
+{
+    (void)arg;
+    uint64_t d = 0;
+    for (int i = 0; i < 200; i++) {
+        d = rf_now_ns() + 300 * RFT_MS;
+        RFT_CHECK_INT(rf_deadline_set(d), 0);
+        RFT_CHECK_INT(rf_nop(), 0);
+    }
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
+    RFT_CHECK(rf_now_ns() >= d);
+    rf_deadline_set(0);
+    return NULL;
+}
+
+static void test_renewed_deadline_not_early(void **state)
+{
+    rft_run(renewed_deadline_not_early, NULL);
+}
+
+/* A deadline moved later than the instant its armed timer fires at: the
+ * timer is moved, and the wait goes on past the old deadline. */
+static void *moved_past_its_timer(void *arg)
+{
+    (void)arg;
+    uint64_t d1 = rf_now_ns() + 300 * RFT_MS;
+    RFT_CHECK_INT(rf_deadline_set(d1), 0);
+    RFT_CHECK_INT(rf_nop(), 0); /* armed for d1, at most 2^19 ns late */
+    uint64_t d2 = d1 + 100 * RFT_MS;
+    RFT_CHECK_INT(rf_deadline_set(d2), 0);
+    RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
+    RFT_CHECK(rf_now_ns() >= d2);
+    rf_deadline_set(0);
+    return NULL;
+}
+
+static void test_moved_past_its_timer(void **state)
+{
+    rft_run(moved_past_its_timer, NULL);
+}
+
 /* The largest deadline is "never": a wait under it is not cut (the shared
  * timeout's end, deadline + slack, once wrapped around to 50 us). */
 static void *never_deadline(void *arg)
@@ -354,6 +399,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_renewed_far_deadline_shares_timer),
     cmocka_unit_test(test_far_deadline_not_early),
     cmocka_unit_test(test_never_deadline),
+    cmocka_unit_test(test_renewed_deadline_not_early),
+    cmocka_unit_test(test_moved_past_its_timer),
 };
 
 RFT_MAIN(tests)

@@ -196,6 +196,30 @@ static void *deadline_body(void *arg)
 
 static void test_deadline_and_sleep(void **state) { vrun(deadline_body, NULL); }
 
+/* A deadline moved later by a nanosecond, after its timer is armed: under
+ * virtual time every timer is exact, so the wait ends at the new deadline,
+ * not at the instant the timer was first armed for (time.c,
+ * deadline_timer_keeps). */
+static void *renewed_deadline_body(void *arg)
+{
+    (void)arg;
+    RFT_CHECK_INT(rf_deadline_set(60 * SEC), 0);
+    RFT_CHECK_INT(rf_nop(), 0); /* arms the deadline's timer */
+    for (uint64_t i = 1; i <= 100; i++) {
+        RFT_CHECK_INT(rf_deadline_set(60 * SEC + i), 0);
+        RFT_CHECK_INT(rf_nop(), 0);
+    }
+    RFT_CHECK_INT(rf_sleep(100 * SEC), -ETIMEDOUT);
+    RFT_CHECK_INT(rf_now_ns(), 60 * SEC + 100);
+    RFT_CHECK_INT(rf_deadline_set(0), 0);
+    return NULL;
+}
+
+static void test_renewed_deadline_exact(void **state)
+{
+    vrun(renewed_deadline_body, NULL);
+}
+
 static void *sleep_then(void *arg)
 {
     int rc = rf_sleep((uint64_t)(uintptr_t)arg);
@@ -620,6 +644,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_same_instant_in_arming_order),
     cmocka_unit_test(test_same_instant_after_stops),
     cmocka_unit_test(test_deadline_and_sleep),
+    cmocka_unit_test(test_renewed_deadline_exact),
     cmocka_unit_test(test_wait_for_at_its_timeout),
     cmocka_unit_test(test_cancel_during_advance),
     cmocka_unit_test(test_offload_freezes_clock),
