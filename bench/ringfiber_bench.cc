@@ -2059,14 +2059,22 @@ struct W4Ctx {
     benchmark::State *state;
     rf_task *tasks[kW4Tasks];
     bool deadline; // each worker runs under a deadline (never reached)
+    bool renew;    // .. renewed before every operation
 };
 
 void *w4_worker(void *arg) {
     // W4_nop_tasks_deadline: what bounding every operation by the task's
     // deadline costs, a minute ahead so that it never fires.
-    if (arg)
+    // W4_nop_tasks_deadline_renewed: the same deadline renewed (now + 60 s)
+    // before every operation, as a server renews an idle timeout before
+    // each read and write.
+    auto *c = static_cast<W4Ctx *>(arg);
+    if (c)
         rf_deadline_set(rf_now_ns() + 60 * RF_NSEC_PER_SEC);
+    bool renew = c && c->renew;
     for (size_t i = 0; i < kW4NopsPerTask; i++) {
+        if (renew)
+            rf_deadline_set(rf_now_ns() + 60 * RF_NSEC_PER_SEC);
         int rc = rf_nop();
         if (rc != 0)
             return reinterpret_cast<void *>(intptr_t(rc));
@@ -2116,7 +2124,7 @@ void *w4_main(void *arg) {
 }
 
 void W4_nop_tasks(benchmark::State &state) {
-    auto *c = new W4Ctx{&state, {}, false};
+    auto *c = new W4Ctx{&state, {}, false, false};
     run_in_loop(state, w4_main, c);
     delete c;
     w4_counters(state);
@@ -2126,11 +2134,22 @@ void W4_nop_tasks(benchmark::State &state) {
 // W4 with every task under a deadline that never comes: the price of the
 // deadline on each operation (compare with W4_nop_tasks in the same run).
 void W4_nop_tasks_deadline(benchmark::State &state) {
-    auto *c = new W4Ctx{&state, {}, true};
+    auto *c = new W4Ctx{&state, {}, true, false};
     run_in_loop(state, w4_main, c);
     delete c;
     w4_counters(state);
     state.SetLabel("W4 with rf_deadline_set(now + 60 s) in each task");
+}
+
+// W4 with the deadline renewed before every NOP (an idle timeout kept the
+// way servers keep one): against W4_nop_tasks_deadline in the same run,
+// the price of a renewal, clock read included.
+void W4_nop_tasks_deadline_renewed(benchmark::State &state) {
+    auto *c = new W4Ctx{&state, {}, true, true};
+    run_in_loop(state, w4_main, c);
+    delete c;
+    w4_counters(state);
+    state.SetLabel("W4 with rf_deadline_set(now + 60 s) before each rf_nop");
 }
 
 // The same NOPs on a ring of our own: prepare `batch` SQEs, submit them and
@@ -2360,6 +2379,7 @@ BENCHMARK(C1_rf_close_beside_idle)->Arg(0)->Arg(1000)->Arg(8000)->UseRealTime();
 BENCHMARK(C1_close_beside_idle_baseline)->Arg(0)->Arg(1000)->Arg(8000)->UseRealTime();
 BENCHMARK(W4_nop_tasks)->UseRealTime();
 BENCHMARK(W4_nop_tasks_deadline)->UseRealTime();
+BENCHMARK(W4_nop_tasks_deadline_renewed)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_baseline)->UseRealTime();
 BENCHMARK(W4_raw_liburing_nop_batch1_baseline)->UseRealTime();
 BENCHMARK(W5_offload_roundtrip)->UseRealTime();
