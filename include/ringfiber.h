@@ -778,12 +778,14 @@ RF_API int rf_clock_jump(rf_loop *loop, uint64_t ns);
  * Cost and precision: the deadline is one timer per task (armed at the
  * first wait it bounds, kept across waits, shared with the loop's other
  * timers that end within one timer slack of it, removed without a system
- * call when the task ends or the deadline moves earlier or beyond it; a
- * deadline renewed a little later keeps it), not one per operation:
- * operations under a deadline cost what they cost without one. A wait
- * ends up to one timer slack (the thread's, prctl PR_SET_TIMERSLACK; 50
- * us by default) after the deadline; a deadline d ns away when its
- * first wait begins, d over 512 to 1,024 slacks (25-50 ms by default),
+ * call when the task ends or the deadline moves, unless it moved a
+ * little later and the timer still fires within the precision below for
+ * it: renewing an idle timeout costs a comparison), not one per
+ * operation: operations under a deadline cost what they cost without
+ * one. A wait ends up to one timer slack (the thread's, prctl
+ * PR_SET_TIMERSLACK; 50 us by default) after the deadline; a deadline d
+ * ns away when it is set (on the loop's clock, which may lag by a clock
+ * tick), d over 512 to 1,024 slacks (25-50 ms by default),
  * up to d / 512 more (a coarser instant that renewed idle timeouts
  * share: 67 ms for 60 s; not with a slack of 0); an operation in the
  * ring one cancellation later still; never before it.

@@ -642,15 +642,17 @@ static uint64_t deadline_timer_end(const rf_loop *l, uint64_t deadline,
 /*
  * Whether the armed timer t, whose timeout fires at `at`, can stay as the
  * timer of the deadline moved later to d: it fires no earlier than d, and
- * no later after it than a timer armed for d now could (a grid step for d,
- * measured from the loop's approximate clock, plus the slack). So a server
- * that renews an idle timeout before each read and write (now + 60 s)
- * moves its timer once a grid step, 67 ms for 60 s, not at every renewal:
- * a renewal is then a comparison and a store, where taking the timer out
- * of its bucket and putting it into another cost ~600 instructions a
- * message for the W6 echo server (bench/README.md, "Deadlines renewed").
- * Under virtual time every timer is exact: t fires at the old deadline,
- * before d, and is never kept.
+ * no later after it than a timer armed for d now could (a grid step for
+ * d's distance from the loop's approximate clock, plus the slack). The
+ * distance is taken when the deadline is set, not at the first wait it
+ * bounds, as rf__deadline_arm takes it: the bound that ringfiber.h states
+ * holds for both. So a server that renews an idle timeout before each
+ * read and write (now + 60 s) moves its timer once a grid step, 67 ms for
+ * 60 s, not at every renewal: a renewal is then a comparison and a store,
+ * where taking the timer out of its bucket and putting it into another
+ * cost the W6 echo server ~200-250 instructions a message (two renewals;
+ * bench/README.md, "Deadlines renewed"). Under virtual time every timer
+ * is exact: t fires at the old deadline, before d, and is never kept.
  */
 static bool deadline_timer_keeps(const rf_loop *l, const rf_timer *t,
                                  uint64_t old, uint64_t d)
@@ -659,16 +661,17 @@ static bool deadline_timer_keeps(const rf_loop *l, const rf_timer *t,
         return false;
     uint64_t at = t->bucket->deadline;
     uint64_t now = l->now_approx;
-    uint64_t late = l->timer_slack_ns + deadline_grid(l, d > now ? d - now : 0);
+    uint64_t late = l->timer_slack_ns;
+    late += deadline_grid(l, d > now ? d - now : 0);
     return d <= at && at - d <= late;
 }
 
 /* A deadline that is changed: its timer, armed for the old one, must not
  * fire for the new one, unless it fires in time for it too (a deadline
- * moved a little later: deadline_timer_keeps). With arm (a deadline narrowed for one wait, just
- * computed from the clock), the new one's timer is armed at once, without
- * reading the clock again; if it cannot be, the wait tries again and
- * reports why. */
+ * moved a little later: deadline_timer_keeps). With arm (a deadline
+ * narrowed for one wait, just computed from the clock), the new one's
+ * timer is armed at once, without reading the clock again; if it cannot
+ * be, the wait tries again and reports why. */
 void rf__deadline_move(rf_loop *l, rf_task *self, uint64_t deadline_ns,
                        bool arm)
 {

@@ -327,13 +327,15 @@ static void test_far_deadline_not_early(void **state)
 /* An idle timeout renewed with small steps keeps its armed timer (time.c,
  * deadline_timer_keeps), which must still end the wait at or after the
  * last deadline set, never at the one it was armed for. 300 ms away, the
- * grid step is 2^19 ns, so renewals microseconds apart land in it. */
+ * grid step is 2^19 ns: 200 renewals 10 us apart cross it at least three
+ * times, whatever the machine's speed, so both ways are taken (kept, and
+ * moved past the timer's instant). */
 static void *renewed_deadline_not_early(void *arg)
 {
     (void)arg;
-    uint64_t d = 0;
-    for (int i = 0; i < 200; i++) {
-        d = rf_now_ns() + 300 * RFT_MS;
+    uint64_t base = rf_now_ns() + 300 * RFT_MS, d = 0;
+    for (uint64_t i = 0; i < 200; i++) {
+        d = base + i * 10 * RF_NSEC_PER_USEC;
         RFT_CHECK_INT(rf_deadline_set(d), 0);
         RFT_CHECK_INT(rf_nop(), 0);
     }
@@ -355,7 +357,7 @@ static void *moved_past_its_timer(void *arg)
     (void)arg;
     uint64_t d1 = rf_now_ns() + 300 * RFT_MS;
     RFT_CHECK_INT(rf_deadline_set(d1), 0);
-    RFT_CHECK_INT(rf_nop(), 0); /* armed for d1, at most 2^19 ns late */
+    RFT_CHECK_INT(rf_nop(), 0); /* armed for d1: 2^19 ns + a slack late */
     uint64_t d2 = d1 + 100 * RFT_MS;
     RFT_CHECK_INT(rf_deadline_set(d2), 0);
     RFT_CHECK_INT(rf_sleep(10 * RFT_SEC), -ETIMEDOUT);
