@@ -859,6 +859,9 @@ static inline uint64_t rf__deadline_narrow(rf_loop *l, rf_task *self,
                                            uint64_t end)
 {
     uint64_t saved = self->deadline;
+    /* A deadline of 0 is "none": a timeout of 0 at the virtual clock's
+     * first instant ends at its next nanosecond instead. */
+    end += end == 0;
     if (saved == 0 || end < saved)
         rf__deadline_move(l, self, end, true);
     return saved;

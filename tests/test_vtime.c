@@ -220,6 +220,48 @@ static void test_renewed_deadline_exact(void **state)
     vrun(renewed_deadline_body, NULL);
 }
 
+/* A timeout of 0 at the virtual clock's first instant: its deadline, 0 ns
+ * from now, is 0, which for a deadline means "none"; the wait must still
+ * be bounded (it was not, and waited for the task's end). */
+static void *sleeper_5s(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)rf_sleep(5 * SEC);
+}
+
+static void *zero_timeout_wait_for_body(void *arg)
+{
+    (void)arg;
+    rf_task *t = rf_spawn(sleeper_5s, NULL);
+    RFT_CHECK(t != NULL);
+    RFT_CHECK_INT(rf_wait_for(t, 0, NULL), -ETIMEDOUT); /* t cancelled */
+    RFT_CHECK(rf_now_ns() < SEC);
+    rf_task_release(t);
+    return NULL;
+}
+
+static void *zero_timeout_wait_body(void *arg)
+{
+    (void)arg;
+    rf_task *w[1] = {rf_spawn(sleeper_5s, NULL)};
+    RFT_CHECK(w[0] != NULL);
+    size_t nd = 0, np = 0;
+    RFT_CHECK_INT(rf_wait(w, 1, RF_FIRST_COMPLETED, 0, NULL, &nd, NULL, &np),
+                  -ETIMEDOUT);
+    RFT_CHECK(nd == 0 && np == 1);
+    RFT_CHECK(rf_now_ns() < SEC);
+    RFT_CHECK_INT(rf_cancel(w[0]), 0);
+    RFT_CHECK_INT(rf_join(w[0], NULL), -ECANCELED);
+    rf_task_release(w[0]);
+    return NULL;
+}
+
+static void test_zero_timeout_at_start(void **state)
+{
+    vrun(zero_timeout_wait_for_body, NULL);
+    vrun(zero_timeout_wait_body, NULL);
+}
+
 static void *sleep_then(void *arg)
 {
     int rc = rf_sleep((uint64_t)(uintptr_t)arg);
@@ -645,6 +687,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_same_instant_after_stops),
     cmocka_unit_test(test_deadline_and_sleep),
     cmocka_unit_test(test_renewed_deadline_exact),
+    cmocka_unit_test(test_zero_timeout_at_start),
     cmocka_unit_test(test_wait_for_at_its_timeout),
     cmocka_unit_test(test_cancel_during_advance),
     cmocka_unit_test(test_offload_freezes_clock),
