@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per message of the W6 echo server
-# (examples/echo_server), counted by callgrind, and where they go.
+# (examples/echo_server), counted by callgrind, and where they go; with
+# --http, per request of the W7 server (examples/http_hello) under
+# `wrk -t1 -c N` instead (needs wrk: apt-get install wrk).
 #
-# usage: bench/w6_callgrind.sh [--bin PATH/TO/echo_server] [--conns N]
+# usage: bench/w6_callgrind.sh [--http] [--bin PATH/TO/SERVER] [--conns N]
 #                              [--seconds S] [-- SERVER ARGS...]
 #
 # The server runs under `valgrind --tool=callgrind --dump-instr=yes`; the
@@ -19,9 +21,10 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin="" conns=50 seconds=5
+bin="" conns=50 seconds=5 http=0
 while [[ $# -gt 0 ]]; do
     case $1 in
+    --http) http=1; shift ;;
     --bin) bin=$2; shift 2 ;;
     --conns) conns=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
@@ -29,22 +32,37 @@ while [[ $# -gt 0 ]]; do
     *) echo "w6_callgrind.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+server=echo_server
+((http)) && server=http_hello
 if [[ -z $bin ]]; then
-    for c in "$here/../build-bench/examples/echo_server" "$here/../build/examples/echo_server"; do
+    for c in "$here/../build-bench/examples/$server" "$here/../build/examples/$server"; do
         if [[ -x $c ]]; then bin=$c; break; fi
     done
 fi
 load=""
-for c in "$(dirname "$bin")/../bench/echo_epoll" "$here/../build-bench/bench/echo_epoll"; do
-    if [[ -x $c ]]; then load=$c; break; fi
-done
-[[ -x $bin && -n $load ]] || { echo "w6_callgrind.sh: echo_server or echo_epoll not found; pass --bin" >&2; exit 2; }
+if ((http)); then
+    load=$(command -v wrk || true)
+else
+    for c in "$(dirname "$bin")/../bench/echo_epoll" "$here/../build-bench/bench/echo_epoll"; do
+        if [[ -x $c ]]; then load=$c; break; fi
+    done
+fi
+[[ -x $bin && -n $load ]] || { echo "w6_callgrind.sh: $server, or its load (echo_epoll, wrk), not found; pass --bin" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "w6_callgrind.sh: valgrind not found (apt-get install valgrind)" >&2; exit 2; }
 
 tmp=$(mktemp -d)
 pid=""
+stop() { # SIGINT, and SIGKILL if it has not stopped within 10 s
+    kill -INT "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
 cleanup() {
-    [[ -n $pid ]] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    [[ -n $pid ]] && stop
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -58,18 +76,24 @@ for _ in $(seq 200); do
     sleep 0.1
 done
 [[ -n $port ]] || { echo "w6_callgrind.sh: the server did not start" >&2; cat "$tmp/srv.err" >&2; exit 1; }
-"$load" load "$port" --conns "$conns" --size 64 --seconds 2 >/dev/null
-callgrind_control -z "$pid" >/dev/null 2>&1
-msgs=$("$load" load "$port" --conns "$conns" --size 64 --seconds "$seconds" |
-       tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["msgs"])')
+if ((http)); then
+    "$load" -t1 -c"$conns" -d2 "http://127.0.0.1:$port/" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    msgs=$("$load" -t1 -c"$conns" -d"$seconds" "http://127.0.0.1:$port/" |
+           awk '/requests in/{print $1}')
+else
+    "$load" load "$port" --conns "$conns" --size 64 --seconds 2 >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    msgs=$("$load" load "$port" --conns "$conns" --size 64 --seconds "$seconds" |
+           tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["msgs"])')
+fi
 callgrind_control -d "$pid" >/dev/null 2>&1
-kill -INT "$pid"
-wait "$pid" 2>/dev/null || true
+stop
 pid=""
 dump=$(ls "$tmp"/cg.out.* | head -1)
-python3 - "$dump" "$msgs" "$conns" <<'EOF'
+python3 - "$dump" "$msgs" "$conns" "$server" <<'EOF'
 import bisect, collections, re, subprocess, sys
-path, msgs, conns = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+path, msgs, conns, server = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 names, ob, addr, skip = {}, None, 0, False
 cost = collections.Counter()
 def name(s):
@@ -114,8 +138,10 @@ for (o, a), c in cost.items():
     at, nm = symtab(o) if o else ([], [])
     i = bisect.bisect_right(at, a) - 1
     per[(o.rsplit('/', 1)[-1] if o else '?', nm[i] if i >= 0 else hex(a))] += c
-print('W6 echo_server, %s connections: %d messages, %.0f user-space instructions per message' %
-      (conns, msgs, total / msgs))
+what = ('W7 http_hello', 'requests', 'request') if server == 'http_hello' else \
+       ('W6 echo_server', 'messages', 'message')
+print('%s, %s connections: %d %s, %.0f user-space instructions per %s' %
+      (what[0], conns, msgs, what[1], total / msgs, what[2]))
 for (o, n), c in per.most_common(20):
     print('  %7.1f  %5.1f%%  %s  %s' % (c / msgs, 100.0 * c / total, n, o))
 EOF
