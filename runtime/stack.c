@@ -302,11 +302,26 @@ static int free_grow(rf_stacks *s, uint64_t slots)
         cap = UINT32_MAX;
     size_t old = (size_t)s->free_cap * sizeof(void *);
     size_t len = (size_t)cap * sizeof(void *);
+#if defined(RF_TSAN)
+    /* ThreadSanitizer follows mmap and munmap but not mremap (GCC 12's
+     * libtsan has no interceptor for it): an array moved by mremap could
+     * meet shadow state left at its new address by an earlier mapping
+     * there. Under it, a new mapping and a copy. */
+    void *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return -ENOMEM;
+    if (s->free) {
+        memcpy(a, s->free, (size_t)s->nfree * sizeof(void *));
+        munmap(s->free, old);
+    }
+#else
     void *a = s->free ? mremap(s->free, old, len, MREMAP_MAYMOVE)
                       : mmap(NULL, len, PROT_READ | PROT_WRITE,
                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (a == MAP_FAILED)
         return -ENOMEM;
+#endif
     s->free = a;
     s->free_cap = (uint32_t)cap;
     return 0;
