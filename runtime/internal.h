@@ -577,10 +577,35 @@ int rf__stacks_init(rf_stacks *s, size_t default_size, unsigned flags);
  * write into a stack: rf_loop_free after a failed run). */
 void rf__stacks_fini(rf_stacks *s, bool keep_mapped);
 void rf__task_bind(rf_loop *l, rf_task *t);
-int rf__stack_reserve(rf_stacks *s, rf_task *t);
+int rf__stack_map_slab(rf_stacks *s);
 void rf__stack_bind(rf_stacks *s, rf_task *t);
 int rf__stack_get(rf_stacks *s, rf_task *t, size_t size);
-bool rf__stack_pooled(const rf_stacks *s, size_t size);
+
+/* A default-size stack promised to t: taken when it first runs
+ * (rf__stack_bind; stack.c says why). 0, or -ENOMEM when no slab could be
+ * mapped. Inline, with the slab's mapping out of line: every spawn makes
+ * one. */
+static inline int rf__stack_reserve(rf_stacks *s, rf_task *t)
+{
+    if (rf_unlikely(s->spare == 0)) {
+        int rc = rf__stack_map_slab(s);
+        if (rc)
+            return rc;
+    }
+    s->spare--;
+    t->ctx.fctx = NULL; /* unbound: rf__stack_bind */
+    t->ctx.stack_lo = NULL;
+    t->ctx.stack_size = s->size;
+    t->pooled_stack = true;
+    t->canary = false;
+    return 0;
+}
+
+/* Whether a stack of size bytes (0: the loop's default) is a pooled one. */
+static inline bool rf__stack_pooled(const rf_stacks *s, size_t size)
+{
+    return size == 0 || (size + s->page - 1) / s->page * s->page == s->size;
+}
 void rf__stack_put(rf_stacks *s, rf_task *t);
 void rf__stack_check(rf_stacks *s, rf_task *t);
 int rf__overflow_handler_install(rf_loop *l);
@@ -597,7 +622,15 @@ static inline void rf__rq_push(rf_loop *l, rf_task *t)
     l->rq[l->rq_tail++ & l->rq_mask] = t;
 }
 
-int rf__rq_reserve(rf_loop *l, uint64_t tasks);
+/* Make room in the run queue for `tasks` tasks: 0 or -ENOMEM. Called
+ * before every spawn: the check is inline, the growth is not. */
+int rf__rq_grow(rf_loop *l, uint64_t tasks);
+static inline int rf__rq_reserve(rf_loop *l, uint64_t tasks)
+{
+    if (rf_likely(tasks <= (uint64_t)l->rq_mask + 1 && l->rq))
+        return 0;
+    return rf__rq_grow(l, tasks);
+}
 extern __thread rf_loop *rf__tls_loop __attribute__((tls_model("initial-exec")));
 void rf__wake(rf_loop *l, rf_task *t);
 int rf__wait(rf_loop *l, rf_task *self, unsigned how);

@@ -60,8 +60,9 @@ void rf__wake(rf_loop *l, rf_task *t)
     rf__rq_push(l, t);
 }
 
-/* Make room in the run queue for `tasks` tasks. Called before a spawn. */
-int rf__rq_reserve(rf_loop *l, uint64_t tasks)
+/* rf__rq_reserve's way out of line: a run queue with too little room, or
+ * none yet. */
+int rf__rq_grow(rf_loop *l, uint64_t tasks)
 {
     uint64_t cap = (uint64_t)l->rq_mask + 1;
     if (tasks <= cap && l->rq)

@@ -562,22 +562,13 @@ static bool has_canary(const rf_stacks *s, const void *lo)
  * fresh slabs not yet promised), so an out-of-memory still fails the
  * spawn, and binding cannot fail. The guards and the first touch of a
  * fresh slab's pages move from spawn to the first run of the first task
- * that takes one of its stacks.
+ * that takes one of its stacks. The promise is rf__stack_reserve
+ * (internal.h, inline: every spawn makes one); when no stack is spare, it
+ * maps a slab here.
  */
-int rf__stack_reserve(rf_stacks *s, rf_task *t)
+int rf__stack_map_slab(rf_stacks *s)
 {
-    if (s->spare == 0) {
-        int rc = slab_map(s);
-        if (rc)
-            return rc;
-    }
-    s->spare--;
-    t->ctx.fctx = NULL; /* unbound: rf__stack_bind */
-    t->ctx.stack_lo = NULL;
-    t->ctx.stack_size = s->size;
-    t->pooled_stack = true;
-    t->canary = false;
-    return 0;
+    return slab_map(s);
 }
 
 /*
@@ -633,11 +624,6 @@ int rf__stack_get(rf_stacks *s, rf_task *t, size_t size)
     RF_STAT_ADD(s->mapped, 1);
     s->own_mapped++;
     return 0;
-}
-
-bool rf__stack_pooled(const rf_stacks *s, size_t size)
-{
-    return size == 0 || round_up(size, s->page) == s->size;
 }
 
 void rf__stack_put(rf_stacks *s, rf_task *t)
