@@ -601,10 +601,11 @@ static inline int rf__stack_reserve(rf_stacks *s, rf_task *t)
     return 0;
 }
 
-/* Whether a stack of size bytes (0: the loop's default) is a pooled one. */
+/* Whether a stack of size bytes (0: the loop's default) is a pooled one:
+ * rounded up to pages, it is the default size (a whole number of pages). */
 static inline bool rf__stack_pooled(const rf_stacks *s, size_t size)
 {
-    return size == 0 || (size + s->page - 1) / s->page * s->page == s->size;
+    return size == 0 || (size <= s->size && size > s->size - s->page);
 }
 void rf__stack_put(rf_stacks *s, rf_task *t);
 void rf__stack_check(rf_stacks *s, rf_task *t);

@@ -328,8 +328,9 @@ static int free_grow(rf_stacks *s, uint64_t slots)
 }
 
 /* A new slab, mapped, neither guarded nor touched: it waits on s->fresh
- * until the free list runs dry (slab_fill). */
-static int slab_map(rf_stacks *s)
+ * until the free list runs dry (slab_fill). Called by rf__stack_reserve
+ * (internal.h) when no stack is spare. */
+int rf__stack_map_slab(rf_stacks *s)
 {
     uint64_t slots =
         (s->slabs ? s->slabs->slots : 0) + (uint64_t)RF_SLAB_STACKS;
@@ -399,7 +400,7 @@ static void *prep_main(void *arg)
     return NULL;
 }
 
-/* The preparer: started by slab_map when a second fresh slab waits (on
+/* The preparer: started by rf__stack_map_slab when a second fresh slab waits (on
  * the spawning task's stack, at an rf_spawn, not inside the switch of
  * whatever task suspends when a slab is filled); NULL where there is
  * none (prep_off). */
@@ -564,12 +565,8 @@ static bool has_canary(const rf_stacks *s, const void *lo)
  * fresh slab's pages move from spawn to the first run of the first task
  * that takes one of its stacks. The promise is rf__stack_reserve
  * (internal.h, inline: every spawn makes one); when no stack is spare, it
- * maps a slab here.
+ * maps a slab (rf__stack_map_slab).
  */
-int rf__stack_map_slab(rf_stacks *s)
-{
-    return slab_map(s);
-}
 
 /*
  * How a bind fetches ahead. Where many tasks start at once (binds with no

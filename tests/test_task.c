@@ -4,6 +4,8 @@
  * (retain / release / detach), start order, rf_gather.
  */
 #include "helpers.h"
+/* White box: which stacks are pooled (rf_task.pooled_stack). */
+#include "../runtime/internal.h"
 
 #include <dirent.h>
 #include <sys/syscall.h>
@@ -989,6 +991,35 @@ static void test_stacks_taken_latest_first(void **state)
     rft_run(lf_body, NULL);
 }
 
+/* A stack size that rounds up to the loop's default, in pages, takes a
+ * pooled stack; one page less or a byte more maps a stack of its own
+ * (rf__stack_pooled). */
+static void *pooled_body(void *arg)
+{
+    (void)arg;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), d = RF_DEFAULT_STACK_SIZE;
+    struct {
+        size_t size;
+        bool pooled;
+    } cases[] = {{0, true},          {d, true},           {d - page + 1, true},
+                 {d - page, false},  {d + 1, false},      {RF_MIN_STACK_SIZE, false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rf_spawn_options o = {.stack_size = cases[i].size};
+        rf_task *t = rf_spawn_opts(double_it, (void *)(intptr_t)1, &o);
+        RFT_CHECK(t != NULL);
+        RFT_CHECK(rf__record(t)->pooled_stack == cases[i].pooled);
+        RFT_CHECK_INT(rf_join(t, NULL), 0);
+        rf_task_release(t);
+    }
+    return NULL;
+}
+
+static void test_stack_size_rounded_to_default_is_pooled(void **state)
+{
+    (void)state;
+    rft_run(pooled_body, NULL);
+}
+
 /* Tasks spawned on a loop that is not running hold no stack (10,000 of
  * them: none mapped into use), and rf_loop_free, which runs them to their
  * end, then frees the loop with every promise kept or given back. */
@@ -1146,6 +1177,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_handle_aborts_when_asked),
     cmocka_unit_test(test_stacks_taken_at_first_run),
     cmocka_unit_test(test_stacks_taken_latest_first),
+    cmocka_unit_test(test_stack_size_rounded_to_default_is_pooled),
     cmocka_unit_test(test_unstarted_tasks_freed),
     cmocka_unit_test(test_slabs_prepared_ahead),
 };
